@@ -1,0 +1,445 @@
+//! The `sodeda-era5` command line: options (each also an environment variable, and a `.env`
+//! file in the working directory is read first) → the library calls → exit code.
+//!
+//! Exit codes: 0 success; 1 a failure (bad deskriptors for `validate`, a failed flow for
+//! `get`, an unreachable source); 2 a usage error (clap).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use serde_json::json;
+
+use crate::cache::{LocalCache, DEFAULT_CACHE_DIR};
+use crate::catalog::Catalog;
+use crate::deskriptor::Deskriptor;
+use crate::fetch::FetchOptions;
+use crate::flow::{Flow, Origin};
+use crate::layout::Format;
+use crate::plan::{Plan, PlanOptions, DEFAULT_MAX_FILE_SIZE};
+use crate::select;
+use crate::source::{Source, DEFAULT_SOURCE};
+
+/// Command-line arguments of `sodeda-era5`.
+#[derive(Debug, Parser)]
+#[command(
+    name = "sodeda-era5",
+    version,
+    about = "A software-defined dataset over ARCO-ERA5: deskriptors in, exact NetCDF files out"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    common: Common,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Options shared by every subcommand.
+#[derive(Debug, Args)]
+pub struct Common {
+    /// The deskriptors file: one JSON selection per line.
+    #[arg(
+        long,
+        env = "SODEDA_DESKRIPTORS",
+        default_value = "deskriptors.jsonl",
+        global = true
+    )]
+    deskriptors: PathBuf,
+    /// The ARCO-ERA5 Zarr store: gs://, s3://, http(s)://, file:// or a path.
+    #[arg(long, env = "SODEDA_SOURCE", default_value = DEFAULT_SOURCE, global = true)]
+    source: String,
+    /// The local cache directory.
+    #[arg(long, env = "LOCAL_CACHE", default_value = DEFAULT_CACHE_DIR, global = true)]
+    cache: PathBuf,
+    /// File format: cdf2 (NetCDF classic 64-bit offset) or netcdf4.
+    #[arg(long, env = "SODEDA_FORMAT", default_value = "cdf2", global = true)]
+    format: Format,
+    /// Refuse deskriptors whose file would be larger than this (bytes; K, M, G suffixes).
+    #[arg(long, env = "SODEDA_MAX_FILE_SIZE", default_value_t = DEFAULT_MAX_FILE_SIZE.to_string(), global = true)]
+    max_file_size: String,
+    /// Source chunk reads in flight at once.
+    #[arg(long, env = "SODEDA_FETCH_CONCURRENCY", default_value_t = FetchOptions::default().concurrency, global = true)]
+    fetch_concurrency: usize,
+    /// Log filter (error, warn, info, debug, trace, or a tracing directive).
+    #[arg(long, env = "SODEDA_LOG", default_value = "warn", global = true)]
+    log_level: String,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Build the file of one deskriptor and write it to OUT.
+    Get {
+        /// The deskriptor on this line (1-based) of the deskriptors file.
+        #[arg(
+            long,
+            required_unless_present = "deskriptor",
+            conflicts_with = "deskriptor"
+        )]
+        line: Option<usize>,
+        /// A deskriptor given as JSON.
+        #[arg(long)]
+        deskriptor: Option<String>,
+        /// Where to write the NetCDF file.
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Print what was read from the source.
+        #[arg(long)]
+        stats: bool,
+    },
+    /// One line per deskriptor: file name, exact size, cached or not.
+    List {
+        /// Print a JSON array instead.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check every deskriptor against the source; exit 1 listing each bad line.
+    Validate,
+    /// The source's coordinates and variables.
+    Scope {
+        /// Print JSON instead.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Parses a byte size with an optional K/M/G/T suffix (powers of 1024; `KiB`, `GB` also read).
+pub fn parse_size(s: &str) -> Result<u64> {
+    let t = s.trim();
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (n, unit) = t.split_at(digits);
+    let n: u64 = n
+        .parse()
+        .with_context(|| format!("size {s:?}: expected a number of bytes like 2G or 500M"))?;
+    let shift = match unit.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 0,
+        "K" | "KB" | "KIB" => 10,
+        "M" | "MB" | "MIB" => 20,
+        "G" | "GB" | "GIB" => 30,
+        "T" | "TB" | "TIB" => 40,
+        other => bail!("size {s:?}: unknown unit {other:?}; use K, M, G or T"),
+    };
+    n.checked_shl(shift)
+        .filter(|v| v >> shift == n)
+        .with_context(|| format!("size {s:?} is too large"))
+}
+
+impl Common {
+    fn plan_options(&self) -> Result<PlanOptions> {
+        Ok(PlanOptions {
+            format: self.format,
+            max_file_size: parse_size(&self.max_file_size).context("--max-file-size")?,
+        })
+    }
+
+    async fn open_source(&self) -> Result<Arc<Source>> {
+        let source = Source::open(&self.source).await?;
+        Ok(Arc::new(source))
+    }
+
+    fn flow(&self, source: Arc<Source>) -> Result<Flow> {
+        Ok(Flow {
+            source,
+            cache: LocalCache::open(&self.cache)?,
+            fetch: FetchOptions {
+                concurrency: self.fetch_concurrency.max(1),
+                ..FetchOptions::default()
+            },
+        })
+    }
+
+    fn load_catalog(&self, source: &Source) -> Result<Catalog> {
+        Catalog::load(&self.deskriptors, source, self.plan_options()?)
+            .with_context(|| format!("reading {}", self.deskriptors.display()))
+    }
+}
+
+/// Entry point of the binary: `.env`, arguments, logging, runtime, exit code.
+pub fn main() -> ExitCode {
+    // A missing .env is normal; a malformed one is worth a warning.
+    if let Err(e) = dotenvy::dotenv() {
+        if !e.not_found() {
+            eprintln!("warning: ignoring .env: {e}");
+        }
+    }
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&cli.common.log_level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs one parsed command.
+pub async fn run(cli: Cli) -> Result<ExitCode> {
+    let common = &cli.common;
+    match &cli.command {
+        Command::Get {
+            line,
+            deskriptor,
+            output,
+            stats,
+        } => get(common, *line, deskriptor.as_deref(), output, *stats).await,
+        Command::List { json } => list(common, *json).await,
+        Command::Validate => validate(common).await,
+        Command::Scope { json } => scope(common, *json).await,
+    }
+}
+
+async fn get(
+    common: &Common,
+    line: Option<usize>,
+    json: Option<&str>,
+    output: &Path,
+    stats: bool,
+) -> Result<ExitCode> {
+    let deskriptor = match (line, json) {
+        (_, Some(text)) => Deskriptor::parse(0, text)?,
+        (Some(n), None) => {
+            let text = std::fs::read_to_string(&common.deskriptors)
+                .with_context(|| format!("reading {}", common.deskriptors.display()))?;
+            let Some(l) = text.lines().nth(n.saturating_sub(1)).filter(|_| n >= 1) else {
+                bail!(
+                    "{} has no line {n} (it has {} lines)",
+                    common.deskriptors.display(),
+                    text.lines().count()
+                );
+            };
+            Deskriptor::parse(n, l)?
+        }
+        (None, None) => bail!("give --line N or --deskriptor JSON"),
+    };
+    let source = common.open_source().await?;
+    let plan = Plan::new(&deskriptor, &source, common.plan_options()?)?;
+    let flow = common.flow(source.clone())?;
+    let before = (source.metrics.requests(), source.metrics.bytes());
+    let (path, origin) = flow
+        .materialize(&plan)
+        .await
+        .with_context(|| format!("building {}", plan.file_name))?;
+    copy_atomically(&path, output)?;
+    eprintln!(
+        "{}: {} bytes, {} ({})",
+        output.display(),
+        plan.size,
+        plan.file_name,
+        match origin {
+            Origin::Cache => "from cache",
+            Origin::Built => "built from the source",
+        }
+    );
+    if stats {
+        eprintln!(
+            "source: {} requests, {} bytes for data ({} requests, {} bytes for metadata)",
+            source.metrics.requests() - before.0,
+            source.metrics.bytes() - before.1,
+            before.0,
+            before.1
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Copies `from` to `to` through a temporary file next to `to`, so `to` is never partial.
+fn copy_atomically(from: &Path, to: &Path) -> Result<()> {
+    let dir = match to.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".sodeda-")
+        .tempfile_in(&dir)
+        .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
+    let mut src =
+        std::fs::File::open(from).with_context(|| format!("opening {}", from.display()))?;
+    std::io::copy(&mut src, tmp.as_file_mut())
+        .with_context(|| format!("writing {}", to.display()))?;
+    tmp.persist(to)
+        .map_err(|e| e.error)
+        .with_context(|| format!("renaming into {}", to.display()))?;
+    Ok(())
+}
+
+fn warn_bad_lines(catalog: &Catalog) {
+    for e in &catalog.errors {
+        eprintln!("warning: skipping {e}");
+    }
+}
+
+async fn list(common: &Common, json: bool) -> Result<ExitCode> {
+    let source = common.open_source().await?;
+    let catalog = common.load_catalog(&source)?;
+    let cache = LocalCache::open(&common.cache)?;
+    warn_bad_lines(&catalog);
+    let mut out = std::io::stdout().lock();
+    if json {
+        let rows: Vec<_> = catalog
+            .plans
+            .iter()
+            .map(|p| {
+                json!({
+                    "line": p.deskriptor.line,
+                    "name": p.file_name,
+                    "size": p.size,
+                    "cached": cache.lookup(p).is_some(),
+                    "identity": p.identity,
+                    "deskriptor": p.canonical,
+                })
+            })
+            .collect();
+        writeln!(out, "{}", serde_json::to_string_pretty(&rows)?)?;
+    } else {
+        let width = catalog
+            .plans
+            .iter()
+            .map(|p| p.file_name.len())
+            .max()
+            .unwrap_or(4)
+            .max(4);
+        writeln!(out, "{:<width$}  {:>12}  CACHED", "NAME", "SIZE")?;
+        for p in &catalog.plans {
+            let cached = if cache.lookup(p).is_some() {
+                "yes"
+            } else {
+                "no"
+            };
+            writeln!(out, "{:<width$}  {:>12}  {cached}", p.file_name, p.size)?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn validate(common: &Common) -> Result<ExitCode> {
+    let source = common.open_source().await?;
+    let catalog = common.load_catalog(&source)?;
+    for e in &catalog.errors {
+        println!("{}: {e}", common.deskriptors.display());
+    }
+    if catalog.errors.is_empty() {
+        println!(
+            "{}: {} deskriptors, all valid",
+            common.deskriptors.display(),
+            catalog.plans.len()
+        );
+        Ok(ExitCode::SUCCESS)
+    } else {
+        println!(
+            "{}: {} bad lines, {} valid deskriptors",
+            common.deskriptors.display(),
+            catalog.errors.len(),
+            catalog.plans.len()
+        );
+        Ok(ExitCode::FAILURE)
+    }
+}
+
+async fn scope(common: &Common, json: bool) -> Result<ExitCode> {
+    let source = common.open_source().await?;
+    let mut out = std::io::stdout().lock();
+    let attr = |v: &crate::source::Variable, k: &str| {
+        v.attributes
+            .get(k)
+            .and_then(|x| x.as_str())
+            .unwrap_or("")
+            .to_string()
+    };
+    if json {
+        let coords: serde_json::Map<_, _> = source
+            .coordinates
+            .values()
+            .map(|c| {
+                let n = c.values.len();
+                let (first, last) = match &c.time {
+                    Some(t) => (
+                        json!(select::fmt_instant(t.instant(c.values[0] as i64))),
+                        json!(select::fmt_instant(t.instant(c.values[n - 1] as i64))),
+                    ),
+                    None => (json!(c.values[0]), json!(c.values[n - 1])),
+                };
+                (
+                    c.name.clone(),
+                    json!({"size": n, "first": first, "last": last, "attributes": c.attributes}),
+                )
+            })
+            .collect();
+        let vars: serde_json::Map<_, _> = source
+            .variables
+            .values()
+            .map(|v| {
+                (
+                    v.name.clone(),
+                    json!({"dims": v.dims, "shape": v.shape, "chunks": v.chunks, "attributes": v.attributes}),
+                )
+            })
+            .collect();
+        let doc = json!({
+            "source": source.url,
+            "attributes": source.attributes,
+            "coordinates": coords,
+            "variables": vars,
+        });
+        writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    writeln!(out, "source: {}", source.url)?;
+    for (k, v) in &source.attributes {
+        writeln!(
+            out,
+            "  {k}: {}",
+            v.as_str().map_or(v.to_string(), str::to_string)
+        )?;
+    }
+    writeln!(out, "coordinates:")?;
+    for c in source.coordinates.values() {
+        writeln!(out, "  {}: {}", c.name, select::describe(c))?;
+    }
+    writeln!(out, "variables ({}):", source.variables.len())?;
+    for v in source.variables.values() {
+        writeln!(
+            out,
+            "  {} ({}) [{}] {}",
+            v.name,
+            v.dims.join(", "),
+            attr(v, "units"),
+            attr(v, "long_name")
+        )?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_with_units() {
+        assert_eq!(parse_size("2G").unwrap(), 2 << 30);
+        assert_eq!(parse_size("500M").unwrap(), 500 << 20);
+        assert_eq!(parse_size("123").unwrap(), 123);
+        assert_eq!(parse_size("1KiB").unwrap(), 1024);
+        assert!(parse_size("12Q").is_err());
+        assert!(parse_size("abc").is_err());
+        assert!(parse_size("99999999999T").is_err());
+    }
+}

@@ -1,0 +1,392 @@
+//! Encodes a [`Layout`] and its data as a NetCDF file, through libnetcdf (the `netcdf` crate).
+//!
+//! Input: a layout, one float32 array per data variable, a format and a path. Output: the file.
+//! Invariant: the bytes depend only on the inputs (no timestamps, fixed definition and write
+//! order), and the length equals [`Layout::classic_size`] for CDF-2 or [`netcdf4_size`] for
+//! NetCDF-4; [`write`] checks that before it returns.
+//!
+//! libnetcdf is synchronous and serialises all calls behind one global lock, so callers run
+//! this on a blocking thread.
+
+use std::path::Path;
+
+use ndarray::ArrayD;
+
+use crate::layout::{AttrValue, CoordValues, Format, Layout, NcType};
+
+/// Why a file could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum EncodeError {
+    /// libnetcdf reported an error.
+    #[error("netcdf: {context}: {source}")]
+    Netcdf {
+        /// What was being done.
+        context: String,
+        /// libnetcdf's error.
+        #[source]
+        source: netcdf::Error,
+    },
+    /// The written file does not have the planned size: a bug, never served.
+    #[error("wrote {written} bytes but the plan says {planned}; the file is discarded")]
+    SizeMismatch {
+        /// Bytes on disk.
+        written: u64,
+        /// Bytes planned.
+        planned: u64,
+    },
+    /// The data does not fit the layout.
+    #[error("data for {variable} has {got} values, the layout wants {want}")]
+    Shape {
+        /// Variable name.
+        variable: String,
+        /// Values given.
+        got: usize,
+        /// Values expected.
+        want: u64,
+    },
+    /// Local I/O failed (temporary files, metadata).
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn nc(context: impl Into<String>) -> impl FnOnce(netcdf::Error) -> EncodeError {
+    let context = context.into();
+    move |source| EncodeError::Netcdf { context, source }
+}
+
+/// What to write into the data variables.
+enum Data<'a> {
+    /// The real values, one array per data variable.
+    Full(&'a [ArrayD<f32>]),
+    /// One element per data variable: makes HDF5 allocate every data block, so the file has
+    /// its final size (the NetCDF-4 size template).
+    Template,
+}
+
+/// Writes `layout` with `data` (one array per data variable, in layout order) to `path`.
+pub fn write(
+    layout: &Layout,
+    data: &[ArrayD<f32>],
+    format: Format,
+    path: &Path,
+    planned_size: u64,
+) -> Result<(), EncodeError> {
+    write_inner(layout, Data::Full(data), format, path)?;
+    let written = std::fs::metadata(path)
+        .map_err(|source| EncodeError::Io {
+            context: format!("stat {}", path.display()),
+            source,
+        })?
+        .len();
+    if written != planned_size {
+        return Err(EncodeError::SizeMismatch {
+            written,
+            planned: planned_size,
+        });
+    }
+    Ok(())
+}
+
+/// The exact size of the NetCDF-4 file for `layout`: writes a template (schema, coordinates,
+/// one element per data variable, no fill) to a temporary file and measures it. HDF5 places
+/// contiguous data blocks at first write, so the template allocates exactly what the real
+/// write will; about a millisecond, and sparse on disk.
+pub fn netcdf4_size(layout: &Layout) -> Result<u64, EncodeError> {
+    let dir = tempfile::tempdir().map_err(|source| EncodeError::Io {
+        context: "creating a temporary directory for the NetCDF-4 size template".into(),
+        source,
+    })?;
+    let path = dir.path().join("template.nc");
+    write_inner(layout, Data::Template, Format::Netcdf4, &path)?;
+    std::fs::metadata(&path)
+        .map(|m| m.len())
+        .map_err(|source| EncodeError::Io {
+            context: "stat of the NetCDF-4 size template".into(),
+            source,
+        })
+}
+
+fn write_inner(
+    layout: &Layout,
+    data: Data<'_>,
+    format: Format,
+    path: &Path,
+) -> Result<(), EncodeError> {
+    let options = match format {
+        Format::Classic64 => netcdf::Options::_64BIT_OFFSET,
+        Format::Netcdf4 => netcdf::Options::NETCDF4,
+    };
+    let mut file =
+        netcdf::create_with(path, options).map_err(nc(format!("creating {}", path.display())))?;
+    for (name, len) in &layout.dims {
+        file.add_dimension(name, *len)
+            .map_err(nc(format!("dimension {name}")))?;
+    }
+    for (name, value) in &layout.attributes {
+        put_global(&mut file, name, value)?;
+    }
+    for v in &layout.variables {
+        let dims: Vec<&str> = v.dims.iter().map(|&d| layout.dims[d].0.as_str()).collect();
+        let mut var = match v.nc_type {
+            NcType::Int => file.add_variable::<i32>(&v.name, &dims),
+            NcType::Float => file.add_variable::<f32>(&v.name, &dims),
+            NcType::Double => file.add_variable::<f64>(&v.name, &dims),
+        }
+        .map_err(nc(format!("variable {}", v.name)))?;
+        for (name, value) in &v.attributes {
+            let context = format!("attribute {}:{name}", v.name);
+            match value {
+                AttrValue::Text(s) => var.put_attribute(name, s.as_str()),
+                AttrValue::Ints(x) if x.len() == 1 => var.put_attribute(name, x[0]),
+                AttrValue::Ints(x) => var.put_attribute(name, x.clone()),
+                AttrValue::Floats(x) if x.len() == 1 => var.put_attribute(name, x[0]),
+                AttrValue::Floats(x) => var.put_attribute(name, x.clone()),
+                AttrValue::Doubles(x) if x.len() == 1 => var.put_attribute(name, x[0]),
+                AttrValue::Doubles(x) => var.put_attribute(name, x.clone()),
+            }
+            .map_err(nc(context))?;
+        }
+        // SAFETY: every variable is written in full below (or, for the size template, the
+        // file is measured and deleted, never read), so no unwritten byte is ever served.
+        unsafe { var.set_nofill() }.map_err(nc(format!("nofill {}", v.name)))?;
+    }
+    if format == Format::Classic64 {
+        file.enddef().map_err(nc("leaving define mode"))?;
+    }
+    let mut data_index = 0;
+    for v in &layout.variables {
+        let mut var = file.variable_mut(&v.name).expect("variable defined above");
+        let context = format!("writing {}", v.name);
+        match (&v.values, &data) {
+            (Some(CoordValues::Ints(x)), _) => var.put_values(x, ..),
+            (Some(CoordValues::Floats(x)), _) => var.put_values(x, ..),
+            (None, Data::Full(arrays)) => {
+                let array = &arrays[data_index];
+                let want = layout.elements(v);
+                if array.len() as u64 != want {
+                    return Err(EncodeError::Shape {
+                        variable: v.name.clone(),
+                        got: array.len(),
+                        want,
+                    });
+                }
+                let contiguous;
+                let slice = match array.as_slice() {
+                    Some(s) => s,
+                    None => {
+                        contiguous = array.iter().copied().collect::<Vec<f32>>();
+                        &contiguous
+                    }
+                };
+                var.put_values(slice, ..)
+            }
+            (None, Data::Template) => {
+                let origin = vec![0usize; v.dims.len()];
+                var.put_value(0f32, origin.as_slice())
+            }
+        }
+        .map_err(nc(context))?;
+        if v.values.is_none() {
+            data_index += 1;
+        }
+    }
+    file.close().map_err(nc("closing"))?;
+    Ok(())
+}
+
+fn put_global(
+    file: &mut netcdf::FileMut,
+    name: &str,
+    value: &AttrValue,
+) -> Result<(), EncodeError> {
+    let context = format!("global attribute {name}");
+    match value {
+        AttrValue::Text(s) => file.add_attribute(name, s.as_str()),
+        AttrValue::Ints(x) if x.len() == 1 => file.add_attribute(name, x[0]),
+        AttrValue::Ints(x) => file.add_attribute(name, x.clone()),
+        AttrValue::Floats(x) if x.len() == 1 => file.add_attribute(name, x[0]),
+        AttrValue::Floats(x) => file.add_attribute(name, x.clone()),
+        AttrValue::Doubles(x) if x.len() == 1 => file.add_attribute(name, x[0]),
+        AttrValue::Doubles(x) => file.add_attribute(name, x.clone()),
+    }
+    .map(|_| ())
+    .map_err(nc(context))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layout::NcVariable;
+    use ndarray::IxDyn;
+
+    /// A layout shaped like a real file: time/lat/lon coordinates, `n_vars` data variables.
+    fn sample(nt: usize, ny: usize, nx: usize, n_vars: usize, level: Option<usize>) -> Layout {
+        let mut dims = vec![("time".to_string(), nt)];
+        if let Some(nl) = level {
+            dims.push(("level".into(), nl));
+        }
+        dims.push(("latitude".into(), ny));
+        dims.push(("longitude".into(), nx));
+        let mut variables = vec![NcVariable {
+            name: "time".into(),
+            dims: vec![0],
+            nc_type: NcType::Int,
+            attributes: vec![
+                (
+                    "calendar".into(),
+                    AttrValue::Text("proleptic_gregorian".into()),
+                ),
+                (
+                    "units".into(),
+                    AttrValue::Text("hours since 1900-01-01".into()),
+                ),
+            ],
+            values: Some(CoordValues::Ints((0..nt as i32).collect())),
+        }];
+        let mut k = 1;
+        if let Some(nl) = level {
+            variables.push(NcVariable {
+                name: "level".into(),
+                dims: vec![k],
+                nc_type: NcType::Int,
+                attributes: vec![("units".into(), AttrValue::Text("hPa".into()))],
+                values: Some(CoordValues::Ints((0..nl as i32).collect())),
+            });
+            k += 1;
+        }
+        for (i, (name, n)) in [("latitude", ny), ("longitude", nx)]
+            .into_iter()
+            .enumerate()
+        {
+            variables.push(NcVariable {
+                name: name.into(),
+                dims: vec![k + i],
+                nc_type: NcType::Float,
+                attributes: vec![("units".into(), AttrValue::Text("degrees".into()))],
+                values: Some(CoordValues::Floats(
+                    (0..n).map(|x| x as f32 * 0.25).collect(),
+                )),
+            });
+        }
+        for j in 0..n_vars {
+            let vdims = if j == 0 && level.is_some() {
+                (0..dims.len()).collect()
+            } else {
+                vec![0, dims.len() - 2, dims.len() - 1]
+            };
+            variables.push(NcVariable {
+                name: format!("var_{j}_odd"),
+                dims: vdims,
+                nc_type: NcType::Float,
+                attributes: vec![
+                    ("_FillValue".into(), AttrValue::Floats(vec![f32::NAN])),
+                    (
+                        "long_name".into(),
+                        AttrValue::Text("a name of odd length".into()),
+                    ),
+                    ("units".into(), AttrValue::Text("K".into())),
+                    ("scale".into(), AttrValue::Doubles(vec![1.5, 2.0, 3.0])),
+                    ("count".into(), AttrValue::Ints(vec![7])),
+                ],
+                values: None,
+            });
+        }
+        Layout {
+            dims,
+            variables,
+            attributes: vec![
+                ("Conventions".into(), AttrValue::Text("CF-1.8".into())),
+                ("deskriptor".into(), AttrValue::Text("{\"x\":1}".into())),
+                ("v".into(), AttrValue::Ints(vec![1])),
+            ],
+        }
+    }
+
+    fn data_for(layout: &Layout) -> Vec<ArrayD<f32>> {
+        layout
+            .variables
+            .iter()
+            .filter(|v| v.values.is_none())
+            .map(|v| {
+                let shape: Vec<usize> = v.dims.iter().map(|&d| layout.dims[d].1).collect();
+                let n: usize = shape.iter().product();
+                ArrayD::from_shape_vec(IxDyn(&shape), (0..n).map(|i| i as f32).collect()).unwrap()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn predicted_size_equals_written_size_for_both_formats() {
+        let dir = tempfile::tempdir().unwrap();
+        for (i, layout) in [
+            sample(1, 5, 5, 1, None),
+            sample(3, 21, 41, 2, None),
+            sample(2, 3, 7, 2, Some(4)),
+            sample(1, 1, 1, 3, Some(1)),
+        ]
+        .iter()
+        .enumerate()
+        {
+            let data = data_for(layout);
+            let classic = dir.path().join(format!("c{i}.nc"));
+            write(
+                layout,
+                &data,
+                Format::Classic64,
+                &classic,
+                layout.classic_size(),
+            )
+            .unwrap_or_else(|e| panic!("layout {i}: {e}"));
+            let nc4 = dir.path().join(format!("n{i}.nc"));
+            let size = netcdf4_size(layout).unwrap();
+            write(layout, &data, Format::Netcdf4, &nc4, size)
+                .unwrap_or_else(|e| panic!("layout {i}: {e}"));
+        }
+    }
+
+    #[test]
+    fn same_input_gives_identical_bytes_and_values_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = sample(2, 3, 7, 2, Some(4));
+        let data = data_for(&layout);
+        for format in [Format::Classic64, Format::Netcdf4] {
+            let size = match format {
+                Format::Classic64 => layout.classic_size(),
+                Format::Netcdf4 => netcdf4_size(&layout).unwrap(),
+            };
+            let a = dir.path().join("a.nc");
+            let b = dir.path().join("b.nc");
+            write(&layout, &data, format, &a, size).unwrap();
+            write(&layout, &data, format, &b, size).unwrap();
+            assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
+            let f = netcdf::open(&a).unwrap();
+            let v = f.variable("var_0_odd").unwrap();
+            let back: Vec<f32> = v.get_values(..).unwrap();
+            assert_eq!(back, data[0].iter().copied().collect::<Vec<_>>());
+            std::fs::remove_file(&a).unwrap();
+            std::fs::remove_file(&b).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_wrong_planned_size_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = sample(1, 2, 2, 1, None);
+        let data = data_for(&layout);
+        let err = write(
+            &layout,
+            &data,
+            Format::Classic64,
+            &dir.path().join("x.nc"),
+            layout.classic_size() + 4,
+        )
+        .unwrap_err();
+        assert!(matches!(err, EncodeError::SizeMismatch { .. }), "{err}");
+    }
+}

@@ -1,0 +1,296 @@
+//! The NetCDF layout of one file: dimensions, variables, attributes, coordinate values, and the
+//! exact size of the encoded file, all known before any data chunk is fetched.
+//!
+//! Input: what [`crate::plan`] resolved. Output: a [`Layout`] that [`crate::encode`] writes
+//! verbatim. Invariant: a layout is a pure function of the deskriptor, the source's metadata
+//! and the format version; it carries no wall-clock time, so equal inputs give equal bytes.
+//!
+//! The size of a classic (CDF-2, 64-bit offset) file follows from the schema alone:
+//! header + Σ padded variable sizes. [`Layout::classic_size`] computes it; a test checks it
+//! against what libnetcdf writes.
+
+use serde_json::{Map, Value};
+
+/// The on-disk format of the files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Format {
+    /// NetCDF classic, 64-bit offset (CDF-2): read by every NetCDF reader, size by formula.
+    Classic64,
+    /// NetCDF-4 (HDF5), contiguous and uncompressed: also read by h5netcdf/h5py.
+    Netcdf4,
+}
+
+impl Format {
+    /// The name used on the command line and in cache keys.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::Classic64 => "cdf2",
+            Format::Netcdf4 => "netcdf4",
+        }
+    }
+}
+
+impl std::str::FromStr for Format {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "cdf2" | "classic" | "64bit-offset" | "netcdf3" => Ok(Format::Classic64),
+            "netcdf4" | "nc4" => Ok(Format::Netcdf4),
+            _ => Err(format!(
+                "unknown format {s:?}; allowed: cdf2 (NetCDF classic 64-bit offset, default), netcdf4"
+            )),
+        }
+    }
+}
+
+/// A NetCDF external type used by this program.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NcType {
+    /// 32-bit signed integer (`NC_INT`).
+    Int,
+    /// 32-bit float (`NC_FLOAT`).
+    Float,
+    /// 64-bit float (`NC_DOUBLE`).
+    Double,
+}
+
+impl NcType {
+    /// Bytes per element.
+    pub fn size(self) -> u64 {
+        match self {
+            NcType::Int | NcType::Float => 4,
+            NcType::Double => 8,
+        }
+    }
+}
+
+/// An attribute value in one of the types classic NetCDF can hold.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AttrValue {
+    /// Text (`NC_CHAR`).
+    Text(String),
+    /// 32-bit integers.
+    Ints(Vec<i32>),
+    /// 32-bit floats (used for `_FillValue` of float variables).
+    Floats(Vec<f32>),
+    /// 64-bit floats.
+    Doubles(Vec<f64>),
+}
+
+impl AttrValue {
+    /// Number of elements and bytes per element, as written in a classic header.
+    fn classic_shape(&self) -> (u64, u64) {
+        match self {
+            AttrValue::Text(s) => (s.len() as u64, 1),
+            AttrValue::Ints(v) => (v.len() as u64, 4),
+            AttrValue::Floats(v) => (v.len() as u64, 4),
+            AttrValue::Doubles(v) => (v.len() as u64, 8),
+        }
+    }
+
+    /// Converts a Zarr attribute (JSON) to a NetCDF attribute; `None` for values that have no
+    /// NetCDF form (null, objects, empty lists).
+    pub fn from_json(value: &Value) -> Option<AttrValue> {
+        let int = |v: &Value| v.as_i64().and_then(|i| i32::try_from(i).ok());
+        match value {
+            Value::String(s) => Some(AttrValue::Text(s.clone())),
+            Value::Bool(b) => Some(AttrValue::Ints(vec![i32::from(*b)])),
+            Value::Number(_) => match int(value) {
+                Some(i) => Some(AttrValue::Ints(vec![i])),
+                None => value.as_f64().map(|x| AttrValue::Doubles(vec![x])),
+            },
+            Value::Array(items) if !items.is_empty() => {
+                if items.iter().all(|v| int(v).is_some()) {
+                    Some(AttrValue::Ints(items.iter().filter_map(int).collect()))
+                } else if items.iter().all(Value::is_number) {
+                    Some(AttrValue::Doubles(
+                        items.iter().filter_map(Value::as_f64).collect(),
+                    ))
+                } else if items.iter().all(Value::is_string) {
+                    Some(AttrValue::Text(
+                        items
+                            .iter()
+                            .filter_map(Value::as_str)
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                    ))
+                } else {
+                    None
+                }
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Converts a Zarr attribute map to NetCDF attributes, in the source's order.
+pub fn attributes_from_json(map: &Map<String, Value>) -> Vec<(String, AttrValue)> {
+    map.iter()
+        .filter_map(|(k, v)| AttrValue::from_json(v).map(|a| (k.clone(), a)))
+        .collect()
+}
+
+/// Values of a coordinate variable, as written.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CoordValues {
+    /// Integer coordinates (time in stored units, level).
+    Ints(Vec<i32>),
+    /// Float coordinates (latitude, longitude).
+    Floats(Vec<f32>),
+}
+
+impl CoordValues {
+    /// Number of values.
+    pub fn len(&self) -> usize {
+        match self {
+            CoordValues::Ints(v) => v.len(),
+            CoordValues::Floats(v) => v.len(),
+        }
+    }
+
+    /// True when there are no values.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// One NetCDF variable.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NcVariable {
+    /// Variable name.
+    pub name: String,
+    /// Dimension indices into [`Layout::dims`].
+    pub dims: Vec<usize>,
+    /// External type.
+    pub nc_type: NcType,
+    /// Attributes in write order.
+    pub attributes: Vec<(String, AttrValue)>,
+    /// For coordinate variables: their values (data variables are filled by the flow).
+    pub values: Option<CoordValues>,
+}
+
+/// The complete schema of one file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Layout {
+    /// Dimensions: name and length, in definition order.
+    pub dims: Vec<(String, usize)>,
+    /// Variables in definition order: coordinates first, then data variables.
+    pub variables: Vec<NcVariable>,
+    /// Global attributes.
+    pub attributes: Vec<(String, AttrValue)>,
+}
+
+fn pad4(n: u64) -> u64 {
+    n.div_ceil(4) * 4
+}
+
+fn name_size(name: &str) -> u64 {
+    4 + pad4(name.len() as u64)
+}
+
+fn attr_list_size(attrs: &[(String, AttrValue)]) -> u64 {
+    // ABSENT is two zero words; a list is a tag word, a count, then the attributes.
+    8 + attrs
+        .iter()
+        .map(|(name, value)| {
+            let (n, each) = value.classic_shape();
+            name_size(name) + 4 + 4 + pad4(n * each)
+        })
+        .sum::<u64>()
+}
+
+impl Layout {
+    /// Elements in variable `v`.
+    pub fn elements(&self, v: &NcVariable) -> u64 {
+        v.dims.iter().map(|&d| self.dims[d].1 as u64).product()
+    }
+
+    /// Size in bytes of the classic header (magic, numrecs, dimension, attribute and variable
+    /// lists, with 8-byte variable offsets as in CDF-2).
+    pub fn classic_header_size(&self) -> u64 {
+        let dims = 8 + self
+            .dims
+            .iter()
+            .map(|(name, _)| name_size(name) + 4)
+            .sum::<u64>();
+        let vars = 8 + self
+            .variables
+            .iter()
+            .map(|v| {
+                name_size(&v.name)
+                    + 4
+                    + 4 * v.dims.len() as u64
+                    + attr_list_size(&v.attributes)
+                    + 4 // nc_type
+                    + 4 // vsize
+                    + 8 // begin (64-bit offset)
+            })
+            .sum::<u64>();
+        4 + 4 + dims + attr_list_size(&self.attributes) + vars
+    }
+
+    /// Exact size of the CDF-2 file: header plus every variable padded to 4 bytes.
+    pub fn classic_size(&self) -> u64 {
+        self.classic_header_size()
+            + self
+                .variables
+                .iter()
+                .map(|v| pad4(self.elements(v) * v.nc_type.size()))
+                .sum::<u64>()
+    }
+
+    /// Bytes of data-variable values (float32), the part that must be fetched.
+    pub fn data_bytes(&self) -> u64 {
+        self.variables
+            .iter()
+            .filter(|v| v.values.is_none())
+            .map(|v| self.elements(v) * v.nc_type.size())
+            .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attributes_map_to_classic_types() {
+        assert_eq!(
+            AttrValue::from_json(&Value::from("K")),
+            Some(AttrValue::Text("K".into()))
+        );
+        assert_eq!(
+            AttrValue::from_json(&Value::from(3)),
+            Some(AttrValue::Ints(vec![3]))
+        );
+        assert_eq!(
+            AttrValue::from_json(&Value::from(5_000_000_000i64)),
+            Some(AttrValue::Doubles(vec![5e9]))
+        );
+        assert_eq!(
+            AttrValue::from_json(&serde_json::json!([1, 2.5])),
+            Some(AttrValue::Doubles(vec![1.0, 2.5]))
+        );
+        assert_eq!(AttrValue::from_json(&Value::Null), None);
+    }
+
+    #[test]
+    fn header_size_by_hand() {
+        // One dimension "x"(3), one int variable "x" with no attributes, no globals.
+        let layout = Layout {
+            dims: vec![("x".into(), 3)],
+            variables: vec![NcVariable {
+                name: "x".into(),
+                dims: vec![0],
+                nc_type: NcType::Int,
+                attributes: vec![],
+                values: Some(CoordValues::Ints(vec![1, 2, 3])),
+            }],
+            attributes: vec![],
+        };
+        // magic 4 + numrecs 4 + dims (8 + name 8 + len 4) + gatts 8
+        // + vars (8 + name 8 + ndims 4 + dimid 4 + vatts 8 + type 4 + vsize 4 + begin 8)
+        assert_eq!(layout.classic_header_size(), 4 + 4 + 20 + 8 + 48);
+        assert_eq!(layout.classic_size(), 84 + 12);
+    }
+}

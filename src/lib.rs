@@ -1,0 +1,28 @@
+//! sodeda-era5: a software-defined dataset over ARCO-ERA5, served as NetCDF files.
+//!
+//! # Layout
+//! The modules follow the data flow, each importing only from those above it:
+//!
+//! - [`deskriptor`]: one JSON line → a parsed [`deskriptor::Deskriptor`] (syntax only).
+//! - [`source`]: a Zarr v2 store at a URL → variables, coordinates, opened zarrs arrays.
+//! - [`select`]: one selector × one coordinate → positions (xarray `.sel` semantics).
+//! - [`layout`]: the NetCDF schema of a file and its exact size.
+//! - [`encode`]: layout + data → NetCDF bytes on disk (libnetcdf).
+//! - [`plan`]: deskriptor × source → [`plan::Plan`] (positions, layout, name, identity, size).
+//! - [`catalog`]: a deskriptors file → plans + per-line errors.
+//! - [`fetch`]: plan → float32 arrays, reading only the chunks needed, concurrently.
+//! - [`cache`]: identity → a complete file on local disk, written atomically.
+//! - [`flow`]: plan → cached file (cache hit, or fetch → encode → persist).
+//! - [`cli`]: the `sodeda-era5` command line over all of the above.
+
+pub mod cache;
+pub mod catalog;
+pub mod cli;
+pub mod deskriptor;
+pub mod encode;
+pub mod fetch;
+pub mod flow;
+pub mod layout;
+pub mod plan;
+pub mod select;
+pub mod source;

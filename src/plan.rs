@@ -1,0 +1,370 @@
+//! Plans one file: a deskriptor resolved against the source.
+//!
+//! Input: a [`Deskriptor`] and an opened [`Source`]. Output: a [`Plan`] with the positions to
+//! read along every dimension, the chunks that hold them, the file's [`Layout`], its name, its
+//! identity and its exact size. No data is read here, only metadata already in memory (plus a
+//! millisecond template file for the NetCDF-4 size). Invariant: `plan.size` is the exact length
+//! of the file [`crate::encode`] writes for this plan.
+
+use std::collections::BTreeMap;
+
+use sha2::{Digest, Sha256};
+
+use crate::deskriptor::{check_file_name, Deskriptor, DeskriptorError};
+use crate::encode;
+use crate::layout::{
+    attributes_from_json, AttrValue, CoordValues, Format, Layout, NcType, NcVariable,
+};
+use crate::select::{self, Resolved};
+use crate::source::Source;
+
+/// Version of the file format this program writes. Part of every identity and cache key:
+/// bump it whenever the bytes of a file for the same deskriptor would change.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Default refusal limit for one file's size (see `--max-file-size`).
+pub const DEFAULT_MAX_FILE_SIZE: u64 = 2 << 30;
+
+/// Options that change what a plan produces.
+#[derive(Debug, Clone, Copy)]
+pub struct PlanOptions {
+    /// Output format.
+    pub format: Format,
+    /// Largest file a deskriptor may produce, in bytes.
+    pub max_file_size: u64,
+}
+
+impl Default for PlanOptions {
+    fn default() -> Self {
+        Self {
+            format: Format::Classic64,
+            max_file_size: DEFAULT_MAX_FILE_SIZE,
+        }
+    }
+}
+
+/// One variable to read: its source dimensions and the file dimensions they map to.
+#[derive(Debug, Clone)]
+pub struct PlannedVariable {
+    /// Source array name.
+    pub name: String,
+    /// Source dimension names, in storage order.
+    pub dims: Vec<String>,
+}
+
+/// Everything needed to build one file, decided before any data is read.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The deskriptor as parsed.
+    pub deskriptor: Deskriptor,
+    /// File name, `<name>.nc` or the default name (see [`default_file_name`]).
+    pub file_name: String,
+    /// Canonical JSON of the selection (written into the file).
+    pub canonical: String,
+    /// Hex identity: a hash of format version, format, source URL and canonical selection.
+    pub identity: String,
+    /// Output format.
+    pub format: Format,
+    /// Resolved positions for every dimension the file has, by dimension name.
+    pub selections: BTreeMap<String, Resolved>,
+    /// The data variables in file order.
+    pub variables: Vec<PlannedVariable>,
+    /// The NetCDF schema.
+    pub layout: Layout,
+    /// Exact file size in bytes.
+    pub size: u64,
+}
+
+impl Plan {
+    /// Resolves `deskriptor` against `source`.
+    pub fn new(
+        deskriptor: &Deskriptor,
+        source: &Source,
+        options: PlanOptions,
+    ) -> Result<Plan, DeskriptorError> {
+        let line = deskriptor.line;
+        // Variables must exist.
+        let mut variables = Vec::new();
+        for name in &deskriptor.variables {
+            let Some(v) = source.variables.get(name) else {
+                return Err(DeskriptorError::new(
+                    line,
+                    "variable",
+                    format!("{name:?}"),
+                    unknown_variable_message(name, source),
+                ));
+            };
+            variables.push(PlannedVariable {
+                name: v.name.clone(),
+                dims: v.dims.clone(),
+            });
+        }
+        // Every selector key must name a coordinate of the source.
+        for key in deskriptor.selectors.keys() {
+            if !source.coordinates.contains_key(key) {
+                return Err(DeskriptorError::new(
+                    line,
+                    key.as_str(),
+                    "",
+                    format!(
+                        "unknown key; allowed: variable, name, and the source's coordinates ({})",
+                        source
+                            .coordinates
+                            .keys()
+                            .cloned()
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                ));
+            }
+        }
+        // The file's dimensions: those of the variable with the most, then any others.
+        let mut file_dims: Vec<String> = variables
+            .iter()
+            .max_by_key(|v| v.dims.len())
+            .map(|v| v.dims.clone())
+            .unwrap_or_default();
+        for v in &variables {
+            for d in &v.dims {
+                if !file_dims.contains(d) {
+                    file_dims.push(d.clone());
+                }
+            }
+        }
+        // Resolve every selector (also those no variable uses: they must still be valid).
+        let mut selections = BTreeMap::new();
+        for (key, selector) in &deskriptor.selectors {
+            let resolved = select::resolve(line, Some(selector), &source.coordinates[key])?;
+            selections.insert(key.clone(), resolved);
+        }
+        selections.retain(|k, _| file_dims.contains(k));
+        for d in &file_dims {
+            if !selections.contains_key(d) {
+                selections.insert(
+                    d.clone(),
+                    select::resolve(line, None, &source.coordinates[d])?,
+                );
+            }
+        }
+
+        let canonical = deskriptor.canonical_json();
+        let identity = identity(options.format, &source.url, &canonical);
+        let file_name = match &deskriptor.name {
+            Some(n) => format!("{n}.nc"),
+            None => default_file_name(deskriptor, source, &selections, &identity),
+        };
+        check_file_name(line, &file_name)?;
+
+        let layout = build_layout(source, &file_dims, &selections, &variables, &canonical)
+            .map_err(|why| DeskriptorError::new(line, "", "", why))?;
+        let size = match options.format {
+            Format::Classic64 => layout.classic_size(),
+            Format::Netcdf4 => encode::netcdf4_size(&layout)
+                .map_err(|e| DeskriptorError::new(line, "", "", e.to_string()))?,
+        };
+        if size > options.max_file_size {
+            return Err(DeskriptorError::new(
+                line,
+                "",
+                "",
+                format!(
+                    "the selection makes a {size}-byte file, larger than the limit of {} bytes \
+                     (--max-file-size); split it into several deskriptors",
+                    options.max_file_size
+                ),
+            ));
+        }
+        Ok(Plan {
+            deskriptor: deskriptor.clone(),
+            file_name,
+            canonical,
+            identity,
+            format: options.format,
+            selections,
+            variables,
+            layout,
+            size,
+        })
+    }
+
+    /// The number of source chunks this plan reads (one per variable and time step in ARCO-ERA5).
+    pub fn chunk_count(&self, source: &Source) -> usize {
+        self.variables
+            .iter()
+            .map(|v| {
+                let var = &source.variables[&v.name];
+                v.dims
+                    .iter()
+                    .zip(&var.chunks)
+                    .map(|(d, &c)| {
+                        let mut ids: Vec<u64> = self.selections[d]
+                            .indices
+                            .iter()
+                            .map(|&i| i as u64 / c.max(1))
+                            .collect();
+                        ids.sort_unstable();
+                        ids.dedup();
+                        ids.len()
+                    })
+                    .product::<usize>()
+            })
+            .sum()
+    }
+}
+
+/// The identity of a file: SHA-256 over the format version, the format, the source URL and the
+/// canonical selection, as 32 hex digits. Equal identities mean byte-identical files.
+pub fn identity(format: Format, source_url: &str, canonical: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(format!(
+        "sodeda-era5\nversion {FORMAT_VERSION}\nformat {}\nsource {source_url}\nselection {canonical}\n",
+        format.as_str()
+    ));
+    hex::encode(&h.finalize()[..16])
+}
+
+/// The default file name of a deskriptor without `name`:
+/// `<var>[+<var>...]_<first time>[_<last time>]_<8 hex digits of the identity>.nc`, with times as
+/// `YYYYMMDDTHH`; the variable part is cut at 120 bytes. Deterministic and unique per identity.
+pub fn default_file_name(
+    deskriptor: &Deskriptor,
+    source: &Source,
+    selections: &BTreeMap<String, Resolved>,
+    identity: &str,
+) -> String {
+    let mut vars = deskriptor.variables.join("+");
+    if vars.len() > 120 {
+        let mut cut = 120;
+        while !vars.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        vars.truncate(cut);
+    }
+    let (_, enc) = source.time();
+    let time = selections.get("time").map(|t| {
+        let f = |v: f64| enc.instant(v as i64).format("%Y%m%dT%H").to_string();
+        let (first, last) = (t.labels[0], t.labels[t.labels.len() - 1]);
+        if first == last {
+            f(first)
+        } else {
+            format!("{}_{}", f(first), f(last))
+        }
+    });
+    match time {
+        Some(t) => format!("{vars}_{t}_{}.nc", &identity[..8]),
+        None => format!("{vars}_{}.nc", &identity[..8]),
+    }
+}
+
+fn unknown_variable_message(name: &str, source: &Source) -> String {
+    // A GRIB/CDS short name (t2m, sp, u10) is the most common slip: point to the long name.
+    let by_short = source.variables.values().find(|v| {
+        v.attributes
+            .get("short_name")
+            .and_then(|s| s.as_str())
+            .is_some_and(|s| s == name)
+    });
+    let suggestion = match by_short {
+        Some(v) => Some(v.name.clone()),
+        None => source
+            .variables
+            .keys()
+            .map(|k| (strsim::normalized_levenshtein(k, name), k))
+            .filter(|(score, _)| *score > 0.5)
+            .max_by(|a, b| a.0.total_cmp(&b.0))
+            .map(|(_, k)| k.clone()),
+    };
+    match suggestion {
+        Some(s) => format!(
+            "unknown variable; did you mean {s:?}? (`sodeda-era5 scope` lists all {})",
+            source.variables.len()
+        ),
+        None => format!(
+            "unknown variable; `sodeda-era5 scope` lists all {} variables",
+            source.variables.len()
+        ),
+    }
+}
+
+fn build_layout(
+    source: &Source,
+    file_dims: &[String],
+    selections: &BTreeMap<String, Resolved>,
+    variables: &[PlannedVariable],
+    canonical: &str,
+) -> Result<Layout, String> {
+    let mut layout = Layout {
+        dims: Vec::new(),
+        variables: Vec::new(),
+        attributes: Vec::new(),
+    };
+    for d in file_dims {
+        let sel = &selections[d];
+        let coord = &source.coordinates[d];
+        layout.dims.push((d.clone(), sel.labels.len()));
+        let (nc_type, values) = if coord.integer {
+            let ints = sel
+                .labels
+                .iter()
+                .map(|&v| {
+                    i32::try_from(v as i64).map_err(|_| format!("{d} value {v} exceeds int32"))
+                })
+                .collect::<Result<Vec<i32>, String>>()?;
+            (NcType::Int, CoordValues::Ints(ints))
+        } else {
+            (
+                NcType::Float,
+                CoordValues::Floats(sel.labels.iter().map(|&v| v as f32).collect()),
+            )
+        };
+        layout.variables.push(NcVariable {
+            name: d.clone(),
+            dims: vec![layout.dims.len() - 1],
+            nc_type,
+            attributes: attributes_from_json(&coord.attributes),
+            values: Some(values),
+        });
+    }
+    for v in variables {
+        let var = &source.variables[&v.name];
+        let mut attributes = Vec::new();
+        if let Some(fill) = var.fill_value {
+            attributes.push(("_FillValue".to_string(), AttrValue::Floats(vec![fill])));
+        }
+        attributes.extend(
+            attributes_from_json(&var.attributes)
+                .into_iter()
+                .filter(|(k, _)| k != "_FillValue" && k != "missing_value"),
+        );
+        layout.variables.push(NcVariable {
+            name: v.name.clone(),
+            dims: v
+                .dims
+                .iter()
+                .map(|d| {
+                    file_dims
+                        .iter()
+                        .position(|f| f == d)
+                        .expect("file dims include all")
+                })
+                .collect(),
+            nc_type: NcType::Float,
+            attributes,
+            values: None,
+        });
+    }
+    layout.attributes = vec![
+        ("Conventions".into(), AttrValue::Text("CF-1.8".into())),
+        (
+            "source".into(),
+            AttrValue::Text("ERA5 reanalysis via ARCO-ERA5, subset by sodeda-era5".into()),
+        ),
+        ("source_url".into(), AttrValue::Text(source.url.clone())),
+        ("deskriptor".into(), AttrValue::Text(canonical.to_string())),
+        (
+            "sodeda_era5_format_version".into(),
+            AttrValue::Ints(vec![FORMAT_VERSION as i32]),
+        ),
+    ];
+    Ok(layout)
+}

@@ -1,0 +1,689 @@
+//! Resolves one selector against one coordinate: labels in, positions out.
+//!
+//! The semantics are xarray's `.sel` on the source, with three deliberate extensions:
+//! a numeric range (latitude, level, ...) may be given in either order; longitudes may be given
+//! in −180..180, in which case the points are relabelled to −180..180 and sorted, so a range may
+//! cross 0°; and a partial time string (`"2023-01"`) as a range bound covers its whole period,
+//! as in pandas. Invariant: a resolved selection is never empty and every position exists.
+
+use chrono::{Datelike, NaiveDate, NaiveDateTime, TimeDelta};
+
+use crate::deskriptor::{DeskriptorError, Label, Selector};
+use crate::source::{Coordinate, TimeEncoding};
+
+/// Positions into a coordinate, in output order, with the labels the output file carries.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Resolved {
+    /// Positions into the source coordinate.
+    pub indices: Vec<usize>,
+    /// The output labels (equal to the source values except for relabelled longitudes).
+    pub labels: Vec<f64>,
+}
+
+/// Resolves `selector` (or everything, when `None`) against `coord`.
+pub fn resolve(
+    line: usize,
+    selector: Option<&Selector>,
+    coord: &Coordinate,
+) -> Result<Resolved, DeskriptorError> {
+    let Some(selector) = selector else {
+        return Ok(Resolved {
+            indices: (0..coord.values.len()).collect(),
+            labels: coord.values.clone(),
+        });
+    };
+    let resolved = if let Some(time) = &coord.time {
+        resolve_time(line, selector, coord, time)?
+    } else if coord.name == "longitude" {
+        resolve_longitude(line, selector, coord)?
+    } else {
+        resolve_numeric(line, selector, coord)?
+    };
+    if resolved.indices.is_empty() {
+        return Err(DeskriptorError::new(
+            line,
+            coord.name.as_str(),
+            selector_text(selector),
+            format!("selects no points; the source has {}", describe(coord)),
+        ));
+    }
+    Ok(resolved)
+}
+
+/// A one-line description of a coordinate's extent, for error messages and `scope`.
+pub fn describe(coord: &Coordinate) -> String {
+    let n = coord.values.len();
+    let (first, last) = (coord.values[0], coord.values[n - 1]);
+    match &coord.time {
+        Some(t) => format!(
+            "{n} times from {} to {}",
+            fmt_instant(t.instant(first as i64)),
+            fmt_instant(t.instant(last as i64))
+        ),
+        None if n <= 40 => format!(
+            "{} values: {}",
+            n,
+            coord
+                .values
+                .iter()
+                .map(|v| v.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        None => format!("{n} values from {first} to {last}"),
+    }
+}
+
+/// Formats an instant as `YYYY-MM-DDTHH:MM`.
+pub fn fmt_instant(t: NaiveDateTime) -> String {
+    t.format("%Y-%m-%dT%H:%M").to_string()
+}
+
+fn selector_text(s: &Selector) -> String {
+    match s {
+        Selector::One(l) => l.to_string(),
+        Selector::List(ls) => format!(
+            "[{}]",
+            ls.iter()
+                .map(|l| l.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        Selector::Range { start, end, step } => {
+            let b = |l: &Option<Label>| l.as_ref().map_or("open".to_string(), |l| l.to_string());
+            let step = if *step == 1 {
+                String::new()
+            } else {
+                format!(" step {step}")
+            };
+            format!("{}..{}{}", b(start), b(end), step)
+        }
+    }
+}
+
+fn stepped(indices: Vec<usize>, labels: Vec<f64>, step: u64) -> Resolved {
+    let step = usize::try_from(step).unwrap_or(usize::MAX);
+    Resolved {
+        indices: indices.into_iter().step_by(step).collect(),
+        labels: labels.into_iter().step_by(step).collect(),
+    }
+}
+
+fn number(line: usize, field: &str, label: &Label) -> Result<f64, DeskriptorError> {
+    match label {
+        Label::Number(x) => Ok(*x),
+        Label::Text(s) => Err(DeskriptorError::new(
+            line,
+            field,
+            format!("{s:?}"),
+            "expected a number",
+        )),
+    }
+}
+
+fn exact_position(
+    line: usize,
+    coord: &Coordinate,
+    labels: &[f64],
+    x: f64,
+) -> Result<usize, DeskriptorError> {
+    labels.iter().position(|&v| v == x).ok_or_else(|| {
+        let nearest = labels
+            .iter()
+            .copied()
+            .min_by(|a, b| (a - x).abs().total_cmp(&(b - x).abs()))
+            .unwrap_or(f64::NAN);
+        DeskriptorError::new(
+            line,
+            coord.name.as_str(),
+            x.to_string(),
+            format!(
+                "not a {} label of the source (nearest: {nearest}); use a range to select by interval",
+                coord.name
+            ),
+        )
+    })
+}
+
+/// Latitude, level and any other numeric coordinate: a range in either order keeps source order.
+fn resolve_numeric(
+    line: usize,
+    selector: &Selector,
+    coord: &Coordinate,
+) -> Result<Resolved, DeskriptorError> {
+    let name = coord.name.as_str();
+    match selector {
+        Selector::Range { start, end, step } => {
+            let a = start
+                .as_ref()
+                .map(|l| number(line, &format!("{name}.start"), l))
+                .transpose()?;
+            let b = end
+                .as_ref()
+                .map(|l| number(line, &format!("{name}.end"), l))
+                .transpose()?;
+            // With one bound open, the open side follows the source's direction, as in
+            // xarray: `start` is the first label taken, `end` the last.
+            let increasing = coord.values.first() <= coord.values.last();
+            let (lo, hi) = match (a, b) {
+                (Some(a), Some(b)) => (a.min(b), a.max(b)),
+                (Some(a), None) if increasing => (a, f64::INFINITY),
+                (Some(a), None) => (f64::NEG_INFINITY, a),
+                (None, Some(b)) if increasing => (f64::NEG_INFINITY, b),
+                (None, Some(b)) => (b, f64::INFINITY),
+                (None, None) => (f64::NEG_INFINITY, f64::INFINITY),
+            };
+            let (indices, labels): (Vec<usize>, Vec<f64>) = coord
+                .values
+                .iter()
+                .enumerate()
+                .filter(|(_, &v)| v >= lo && v <= hi)
+                .map(|(i, &v)| (i, v))
+                .unzip();
+            Ok(stepped(indices, labels, *step))
+        }
+        Selector::One(l) => {
+            let x = number(line, name, l)?;
+            let i = exact_position(line, coord, &coord.values, x)?;
+            Ok(Resolved {
+                indices: vec![i],
+                labels: vec![coord.values[i]],
+            })
+        }
+        Selector::List(ls) => {
+            let mut out = Resolved {
+                indices: Vec::new(),
+                labels: Vec::new(),
+            };
+            for l in ls {
+                let x = number(line, name, l)?;
+                let i = exact_position(line, coord, &coord.values, x)?;
+                out.indices.push(i);
+                out.labels.push(coord.values[i]);
+            }
+            Ok(out)
+        }
+    }
+}
+
+/// Longitude: labels in 0..360 select as stored; any negative label switches the selection to
+/// −180..180, where points are relabelled (`v - 360` for `v >= 180`) and sorted increasing.
+fn resolve_longitude(
+    line: usize,
+    selector: &Selector,
+    coord: &Coordinate,
+) -> Result<Resolved, DeskriptorError> {
+    let name = coord.name.as_str();
+    let given: Vec<(String, f64)> = match selector {
+        Selector::Range { start, end, .. } => {
+            let mut v = Vec::new();
+            if let Some(s) = start {
+                v.push((
+                    format!("{name}.start"),
+                    number(line, &format!("{name}.start"), s)?,
+                ));
+            }
+            if let Some(e) = end {
+                v.push((
+                    format!("{name}.end"),
+                    number(line, &format!("{name}.end"), e)?,
+                ));
+            }
+            v
+        }
+        Selector::One(l) => vec![(name.to_string(), number(line, name, l)?)],
+        Selector::List(ls) => ls
+            .iter()
+            .map(|l| Ok((name.to_string(), number(line, name, l)?)))
+            .collect::<Result<_, DeskriptorError>>()?,
+    };
+    let signed = given.iter().any(|(_, x)| *x < 0.0);
+    for (field, x) in &given {
+        let ok = if signed {
+            (-180.0..=180.0).contains(x)
+        } else {
+            (0.0..=360.0).contains(x)
+        };
+        if !ok {
+            return Err(DeskriptorError::new(
+                line,
+                field.as_str(),
+                x.to_string(),
+                if signed {
+                    "with negative longitudes, every longitude must lie in -180..180"
+                } else {
+                    "longitudes must lie in -180..180 or 0..360"
+                },
+            ));
+        }
+    }
+    // (label, source index) in output order.
+    let mut points: Vec<(f64, usize)> = coord
+        .values
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| (if signed && v >= 180.0 { v - 360.0 } else { v }, i))
+        .collect();
+    points.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let labels: Vec<f64> = points.iter().map(|p| p.0).collect();
+    match selector {
+        Selector::Range { start, end, step } => {
+            let lo = start
+                .as_ref()
+                .map_or(Ok(f64::NEG_INFINITY), |l| number(line, name, l))?;
+            let hi = end
+                .as_ref()
+                .map_or(Ok(f64::INFINITY), |l| number(line, name, l))?;
+            if lo > hi {
+                return Err(DeskriptorError::new(
+                    line,
+                    name,
+                    format!("{lo}..{hi}"),
+                    "start is east of end; longitude ranges run west to east. To cross 0°, \
+                     give -180..180 values, e.g. {\"start\": -3, \"end\": 3}",
+                ));
+            }
+            let (indices, labels): (Vec<usize>, Vec<f64>) = points
+                .iter()
+                .filter(|(v, _)| *v >= lo && *v <= hi)
+                .map(|&(v, i)| (i, v))
+                .unzip();
+            Ok(stepped(indices, labels, *step))
+        }
+        Selector::One(_) | Selector::List(_) => {
+            let mut out = Resolved {
+                indices: Vec::new(),
+                labels: Vec::new(),
+            };
+            for (_, x) in &given {
+                let p = exact_position(line, coord, &labels, *x)?;
+                out.indices.push(points[p].1);
+                out.labels.push(points[p].0);
+            }
+            Ok(out)
+        }
+    }
+}
+
+/// How precisely a time string was written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Resolution {
+    Year,
+    Month,
+    Day,
+    Hour,
+    Minute,
+    Second,
+}
+
+/// Parses `YYYY`, `YYYY-MM`, `YYYY-MM-DD`, `YYYY-MM-DDTHH[:MM[:SS]]` (a space may replace `T`,
+/// a trailing `Z` is allowed) into the period it names: `[start, end)`.
+fn parse_period(s: &str) -> Option<(NaiveDateTime, NaiveDateTime, Resolution)> {
+    let t = s.trim().trim_end_matches('Z');
+    let (date, time) = match t.split_once(['T', ' ']) {
+        Some((d, tm)) => (d, Some(tm)),
+        None => (t, None),
+    };
+    let parts: Vec<&str> = date.split('-').collect();
+    let num = |p: &str, len: usize| -> Option<u32> {
+        (p.len() == len && p.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| p.parse().ok())
+            .flatten()
+    };
+    let year = num(parts.first()?, 4)? as i32;
+    let (month, day, mut res) = match parts.len() {
+        1 => (1, 1, Resolution::Year),
+        2 => (num(parts[1], 2)?, 1, Resolution::Month),
+        3 => (num(parts[1], 2)?, num(parts[2], 2)?, Resolution::Day),
+        _ => return None,
+    };
+    let mut hms = [0u32; 3];
+    if let Some(time) = time {
+        if res != Resolution::Day {
+            return None;
+        }
+        let tparts: Vec<&str> = time.split(':').collect();
+        if tparts.is_empty() || tparts.len() > 3 {
+            return None;
+        }
+        for (k, p) in tparts.iter().enumerate() {
+            hms[k] = num(p, 2)?;
+        }
+        res = [Resolution::Hour, Resolution::Minute, Resolution::Second][tparts.len() - 1];
+    }
+    let start = NaiveDate::from_ymd_opt(year, month, day)?.and_hms_opt(hms[0], hms[1], hms[2])?;
+    let end = match res {
+        Resolution::Year => NaiveDate::from_ymd_opt(year + 1, 1, 1)?.and_hms_opt(0, 0, 0)?,
+        Resolution::Month => {
+            let (y, m) = if month == 12 {
+                (year + 1, 1)
+            } else {
+                (year, month + 1)
+            };
+            NaiveDate::from_ymd_opt(y, m, 1)?.and_hms_opt(0, 0, 0)?
+        }
+        Resolution::Day => start + TimeDelta::days(1),
+        Resolution::Hour => start + TimeDelta::hours(1),
+        Resolution::Minute => start + TimeDelta::minutes(1),
+        Resolution::Second => start + TimeDelta::seconds(1),
+    };
+    debug_assert!(start.year() == year);
+    Some((start, end, res))
+}
+
+const TIME_FORMS: &str =
+    "expected an ISO 8601 date-time such as \"2023-01-01T11:00\", \"2023-01-01\" or \"2023-01\"";
+
+fn period(
+    line: usize,
+    field: &str,
+    label: &Label,
+) -> Result<(NaiveDateTime, NaiveDateTime, Resolution), DeskriptorError> {
+    match label {
+        Label::Text(s) => parse_period(s)
+            .ok_or_else(|| DeskriptorError::new(line, field, format!("{s:?}"), TIME_FORMS)),
+        Label::Number(x) => Err(DeskriptorError::new(line, field, x.to_string(), TIME_FORMS)),
+    }
+}
+
+/// Time: ranges cover whole periods of their bounds; a scalar coarser than an hour (a day, a
+/// month, a year) selects its whole period; finer scalars and list items must be exact labels.
+fn resolve_time(
+    line: usize,
+    selector: &Selector,
+    coord: &Coordinate,
+    enc: &TimeEncoding,
+) -> Result<Resolved, DeskriptorError> {
+    let unit = enc.unit_seconds;
+    let offset = |t: NaiveDateTime| (t - enc.epoch).num_seconds();
+    let n = coord.values.len();
+    let (first, last) = (coord.values[0], coord.values[n - 1]);
+    let outside = |field: &str, value: String| {
+        DeskriptorError::new(
+            line,
+            field,
+            value,
+            format!("outside the source, which has {}", describe(coord)),
+        )
+    };
+    // Values in [lo, hi] (stored units), as positions; the axis is increasing.
+    let within = |lo: f64, hi: f64| -> (Vec<usize>, Vec<f64>) {
+        let a = coord.values.partition_point(|&v| v < lo);
+        let b = coord.values.partition_point(|&v| v <= hi);
+        ((a..b).collect(), coord.values[a..b.max(a)].to_vec())
+    };
+    let exact = |field: &str, l: &Label| -> Result<usize, DeskriptorError> {
+        let (t, _, _) = period(line, field, l)?;
+        let secs = offset(t);
+        if secs % unit != 0 {
+            return Err(DeskriptorError::new(
+                line,
+                field,
+                l.to_string(),
+                format!("not a time label of the source (its step is {unit} s); use a range"),
+            ));
+        }
+        let v = (secs / unit) as f64;
+        if v < first || v > last {
+            return Err(outside(field, l.to_string()));
+        }
+        coord
+            .values
+            .binary_search_by(|x| x.total_cmp(&v))
+            .map_err(|_| {
+                DeskriptorError::new(
+                    line,
+                    field,
+                    l.to_string(),
+                    "not a time label of the source; use a range",
+                )
+            })
+    };
+    match selector {
+        Selector::Range { start, end, step } => {
+            let lo = match start {
+                Some(l) => {
+                    let (s, _, _) = period(line, "time.start", l)?;
+                    offset(s).div_euclid(unit) as f64
+                        + if offset(s).rem_euclid(unit) == 0 {
+                            0.0
+                        } else {
+                            1.0
+                        }
+                }
+                None => f64::NEG_INFINITY,
+            };
+            let hi = match end {
+                Some(l) => {
+                    let (_, e, _) = period(line, "time.end", l)?;
+                    (offset(e) - 1).div_euclid(unit) as f64
+                }
+                None => f64::INFINITY,
+            };
+            if lo > hi {
+                return Err(DeskriptorError::new(
+                    line,
+                    "time",
+                    selector_text(selector),
+                    "start is after end",
+                ));
+            }
+            if hi < first || lo > last {
+                return Err(outside("time", selector_text(selector)));
+            }
+            let (indices, labels) = within(lo, hi);
+            Ok(stepped(indices, labels, *step))
+        }
+        Selector::One(l) => {
+            let (s, e, res) = period(line, "time", l)?;
+            if res <= Resolution::Day {
+                let lo = offset(s).div_euclid(unit) as f64;
+                let hi = (offset(e) - 1).div_euclid(unit) as f64;
+                if hi < first || lo > last {
+                    return Err(outside("time", l.to_string()));
+                }
+                let (indices, labels) = within(lo, hi);
+                Ok(Resolved { indices, labels })
+            } else {
+                let i = exact("time", l)?;
+                Ok(Resolved {
+                    indices: vec![i],
+                    labels: vec![coord.values[i]],
+                })
+            }
+        }
+        Selector::List(ls) => {
+            let mut out = Resolved {
+                indices: Vec::new(),
+                labels: Vec::new(),
+            };
+            for l in ls {
+                let i = exact("time", l)?;
+                out.indices.push(i);
+                out.labels.push(coord.values[i]);
+            }
+            Ok(out)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Map;
+
+    fn coord(name: &str, values: Vec<f64>) -> Coordinate {
+        Coordinate {
+            name: name.into(),
+            values,
+            integer: false,
+            attributes: Map::new(),
+            time: None,
+        }
+    }
+
+    fn latitude() -> Coordinate {
+        coord(
+            "latitude",
+            (0..721).map(|i| 90.0 - 0.25 * i as f64).collect(),
+        )
+    }
+
+    fn longitude() -> Coordinate {
+        coord("longitude", (0..1440).map(|i| 0.25 * i as f64).collect())
+    }
+
+    fn time() -> Coordinate {
+        let mut c = coord("time", (0..1_323_648).map(|i| i as f64).collect());
+        c.integer = true;
+        c.time = Some(TimeEncoding::parse("hours since 1900-01-01 00:00:00", None).unwrap());
+        c
+    }
+
+    fn sel(json: &str) -> Selector {
+        let d =
+            crate::deskriptor::Deskriptor::parse(1, &format!(r#"{{"variable":"v","x":{json}}}"#))
+                .unwrap();
+        d.selectors["x"].clone()
+    }
+
+    #[test]
+    fn latitude_range_in_either_order_keeps_source_order() {
+        let a = resolve(1, Some(&sel(r#"{"start":48,"end":47}"#)), &latitude()).unwrap();
+        let b = resolve(1, Some(&sel(r#"{"start":47,"end":48}"#)), &latitude()).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a.labels, vec![48.0, 47.75, 47.5, 47.25, 47.0]);
+        assert_eq!(a.indices, vec![168, 169, 170, 171, 172]);
+    }
+
+    #[test]
+    fn step_is_positional_after_selection() {
+        let r = resolve(
+            1,
+            Some(&sel(r#"{"start":48,"end":47,"step":2}"#)),
+            &latitude(),
+        )
+        .unwrap();
+        assert_eq!(r.labels, vec![48.0, 47.5, 47.0]);
+    }
+
+    #[test]
+    fn longitude_crossing_zero_is_relabelled_and_increasing() {
+        let r = resolve(1, Some(&sel(r#"{"start":-3,"end":3}"#)), &longitude()).unwrap();
+        assert_eq!(r.labels.len(), 25);
+        assert_eq!(r.labels[0], -3.0);
+        assert_eq!(r.labels[11], -0.25);
+        assert_eq!(r.labels[12], 0.0);
+        assert_eq!(r.labels[24], 3.0);
+        assert_eq!(r.indices[0], 1428); // 357.0
+        assert_eq!(r.indices[11], 1439); // 359.75
+        assert_eq!(r.indices[12], 0);
+        assert!(r.labels.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
+    fn longitude_in_0_360_selects_as_stored() {
+        let r = resolve(1, Some(&sel(r#"{"start":8,"end":9}"#)), &longitude()).unwrap();
+        assert_eq!(r.indices, vec![32, 33, 34, 35, 36]);
+        assert_eq!(r.labels, vec![8.0, 8.25, 8.5, 8.75, 9.0]);
+        let r = resolve(1, Some(&sel("[-0.25, 359.5]")), &longitude());
+        assert!(
+            r.is_err(),
+            "mixing conventions in one list: 359.5 is outside -180..180"
+        );
+        let r = resolve(1, Some(&sel("[-0.25, 10]")), &longitude()).unwrap();
+        assert_eq!(r.indices, vec![1439, 40]);
+        assert_eq!(r.labels, vec![-0.25, 10.0]);
+    }
+
+    #[test]
+    fn reversed_longitude_range_explains_how_to_cross_zero() {
+        let e = resolve(1, Some(&sel(r#"{"start":350,"end":10}"#)), &longitude()).unwrap_err();
+        assert!(e.message.contains("-180..180"), "{e}");
+        let e = resolve(1, Some(&sel(r#"{"start":-200,"end":10}"#)), &longitude()).unwrap_err();
+        assert_eq!(e.field, "longitude.start");
+    }
+
+    #[test]
+    fn exact_labels_must_exist() {
+        let e = resolve(1, Some(&sel("47.1")), &latitude()).unwrap_err();
+        assert!(e.message.contains("nearest: 47"), "{e}");
+        let r = resolve(1, Some(&sel("[47, 48]")), &latitude()).unwrap();
+        assert_eq!(r.labels, vec![47.0, 48.0], "list order is kept");
+    }
+
+    #[test]
+    fn empty_selection_is_an_error() {
+        let e = resolve(1, Some(&sel(r#"{"start":47.1,"end":47.2}"#)), &latitude()).unwrap_err();
+        assert!(e.message.contains("selects no points"), "{e}");
+        assert_eq!(e.field, "latitude");
+    }
+
+    #[test]
+    fn prototype_time_range_selects_one_hour() {
+        let r = resolve(
+            1,
+            Some(&sel(
+                r#"{"start":"2023-01-01T11:00","end":"2023-01-01T11:59"}"#,
+            )),
+            &time(),
+        )
+        .unwrap();
+        // 2023-01-01T11:00 is 1_078_211 hours after 1900-01-01.
+        assert_eq!(r.indices, vec![1_078_211]);
+    }
+
+    #[test]
+    fn partial_time_strings_cover_their_period() {
+        let day = resolve(1, Some(&sel(r#""2023-01-01""#)), &time()).unwrap();
+        assert_eq!(day.indices.len(), 24);
+        let month = resolve(
+            1,
+            Some(&sel(r#"{"start":"2023-02","end":"2023-02"}"#)),
+            &time(),
+        )
+        .unwrap();
+        assert_eq!(month.indices.len(), 28 * 24);
+        let step = resolve(
+            1,
+            Some(&sel(
+                r#"{"start":"2023-01-01","end":"2023-01-01","step":6}"#,
+            )),
+            &time(),
+        )
+        .unwrap();
+        assert_eq!(step.indices.len(), 4);
+        assert_eq!(step.indices[1] - step.indices[0], 6);
+    }
+
+    #[test]
+    fn time_errors() {
+        let e = resolve(
+            1,
+            Some(&sel(r#"{"start":"1800-01-01","end":"1801-01-01"}"#)),
+            &time(),
+        )
+        .unwrap_err();
+        assert!(e.message.contains("outside the source"), "{e}");
+        let e = resolve(1, Some(&sel(r#""2023-01-01T11:30""#)), &time()).unwrap_err();
+        assert!(e.message.contains("not a time label"), "{e}");
+        let e = resolve(1, Some(&sel(r#""yesterday""#)), &time()).unwrap_err();
+        assert!(e.message.contains("ISO 8601"), "{e}");
+        let e = resolve(
+            1,
+            Some(&sel(r#"{"start":"2023-01-02","end":"2023-01-01"}"#)),
+            &time(),
+        )
+        .unwrap_err();
+        assert!(e.message.contains("after end"), "{e}");
+        let e = resolve(1, Some(&sel("5")), &time()).unwrap_err();
+        assert!(e.message.contains("ISO 8601"), "{e}");
+        let ok = resolve(
+            1,
+            Some(&sel(r#"["2023-01-01T11:00", "2023-01-01T10:00"]"#)),
+            &time(),
+        )
+        .unwrap();
+        assert_eq!(ok.indices, vec![1_078_211, 1_078_210]);
+    }
+}

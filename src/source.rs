@@ -1,0 +1,442 @@
+//! The source: an ARCO-ERA5-shaped Zarr v2 store read through `object_store` + `zarrs`.
+//!
+//! Input: a URL. Output: a [`Source`] that knows every variable (dimensions, attributes, an
+//! opened zarrs array) and holds every coordinate in memory. Metadata comes from the
+//! consolidated `.zmetadata` (one request); coordinates are read once, here, and kept.
+//! Invariant: data variables are little-endian float32 whose dimensions all have coordinate
+//! arrays; anything else is refused when the store is opened, not when a file is read.
+
+pub mod store;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chrono::{NaiveDate, NaiveDateTime, TimeDelta};
+use serde_json::{Map, Value};
+use zarrs::array::{Array, ArrayMetadata, ArrayMetadataV2, ArraySubset};
+use zarrs_object_store::object_store::{path::Path, ObjectStore, ObjectStoreExt};
+use zarrs_object_store::AsyncObjectStore;
+
+pub use store::SourceMetrics;
+use store::{open_url, MeteredStore};
+
+/// The public ARCO-ERA5 store (Zarr v2 despite the `-v3` in its name).
+pub const DEFAULT_SOURCE: &str =
+    "gs://gcp-public-data-arco-era5/ar/full_37-1h-0p25deg-chunk-1.zarr-v3";
+
+/// The zarrs view of the source store.
+pub type ZarrStore = AsyncObjectStore<Arc<dyn ObjectStore>>;
+
+/// An opened zarrs array of the source.
+pub type ZarrArray = Array<ZarrStore>;
+
+/// Why the source could not be opened or read.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// The URL is malformed or names an unsupported or missing location.
+    #[error("source {url}: {why}")]
+    Url {
+        /// The URL as given.
+        url: String,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// A metadata object could not be fetched.
+    #[error("source {url}: cannot read {key}: {source}")]
+    Read {
+        /// The source URL.
+        url: String,
+        /// The object key.
+        key: String,
+        /// The store's error.
+        #[source]
+        source: zarrs_object_store::object_store::Error,
+    },
+    /// The store's metadata is not what this program reads.
+    #[error("source {url}: {key}: {why}")]
+    Layout {
+        /// The source URL.
+        url: String,
+        /// The object or array at fault.
+        key: String,
+        /// What was expected.
+        why: String,
+    },
+    /// zarrs refused an array or could not read a coordinate.
+    #[error("source {url}: array {array}: {why}")]
+    Array {
+        /// The source URL.
+        url: String,
+        /// The array name.
+        array: String,
+        /// zarrs' message.
+        why: String,
+    },
+}
+
+/// How a time coordinate's integers map to instants (CF `units` + `calendar`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TimeEncoding {
+    /// The reference instant (`... since <epoch>`), UTC.
+    pub epoch: NaiveDateTime,
+    /// Seconds per unit (3600 for `hours since`).
+    pub unit_seconds: i64,
+    /// The `units` attribute as stored.
+    pub units: String,
+    /// The `calendar` attribute as stored (`proleptic_gregorian` when absent).
+    pub calendar: String,
+}
+
+impl TimeEncoding {
+    /// Parses CF units like `hours since 1900-01-01 00:00:00` or `hours since 1900-01-01`.
+    pub fn parse(units: &str, calendar: Option<&str>) -> Result<Self, String> {
+        let (unit, since) = units
+            .split_once(" since ")
+            .ok_or_else(|| format!("time units {units:?} are not `<unit> since <date>`"))?;
+        let unit_seconds = match unit.trim() {
+            "seconds" | "second" | "s" => 1,
+            "minutes" | "minute" | "min" => 60,
+            "hours" | "hour" | "h" => 3600,
+            "days" | "day" | "d" => 86400,
+            other => return Err(format!("unsupported time unit {other:?}")),
+        };
+        let since = since.trim().trim_end_matches('Z');
+        let epoch = ["%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M"]
+            .iter()
+            .find_map(|f| NaiveDateTime::parse_from_str(since, f).ok())
+            .or_else(|| {
+                NaiveDate::parse_from_str(since, "%Y-%m-%d")
+                    .ok()
+                    .and_then(|d| d.and_hms_opt(0, 0, 0))
+            })
+            .ok_or_else(|| format!("cannot parse the reference date in {units:?}"))?;
+        let calendar = calendar.unwrap_or("proleptic_gregorian").to_string();
+        if !matches!(
+            calendar.as_str(),
+            "proleptic_gregorian" | "gregorian" | "standard"
+        ) {
+            return Err(format!("unsupported calendar {calendar:?}"));
+        }
+        Ok(Self {
+            epoch,
+            unit_seconds,
+            units: units.to_string(),
+            calendar,
+        })
+    }
+
+    /// The instant of a stored value.
+    pub fn instant(&self, value: i64) -> NaiveDateTime {
+        self.epoch + TimeDelta::seconds(value * self.unit_seconds)
+    }
+}
+
+/// A coordinate (a 1-D array named after its own dimension), held in memory.
+#[derive(Debug, Clone)]
+pub struct Coordinate {
+    /// Dimension and array name.
+    pub name: String,
+    /// The values as stored, widened to f64 (exact for float32 and for integers below 2^53).
+    pub values: Vec<f64>,
+    /// True for integer storage (`<i8`, `<i4`, ...).
+    pub integer: bool,
+    /// The attributes as stored, without `_ARRAY_DIMENSIONS`.
+    pub attributes: Map<String, Value>,
+    /// For time: how values map to instants.
+    pub time: Option<TimeEncoding>,
+}
+
+/// A data variable of the source.
+pub struct Variable {
+    /// Array name, e.g. `2m_temperature`.
+    pub name: String,
+    /// Dimension names in storage order, e.g. `[time, latitude, longitude]`.
+    pub dims: Vec<String>,
+    /// Array shape.
+    pub shape: Vec<u64>,
+    /// Chunk shape.
+    pub chunks: Vec<u64>,
+    /// The attributes as stored, without `_ARRAY_DIMENSIONS`.
+    pub attributes: Map<String, Value>,
+    /// What absent chunks read as (`fill_value` of `.zarray`; NaN in ARCO-ERA5).
+    pub fill_value: Option<f32>,
+    /// The opened array.
+    pub array: Arc<ZarrArray>,
+}
+
+impl std::fmt::Debug for Variable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Variable")
+            .field("name", &self.name)
+            .field("dims", &self.dims)
+            .field("shape", &self.shape)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An opened source: variables, coordinates and the counters of what was read.
+#[derive(Debug)]
+pub struct Source {
+    /// The URL as given.
+    pub url: String,
+    /// Data variables by name.
+    pub variables: BTreeMap<String, Variable>,
+    /// Coordinates by name.
+    pub coordinates: BTreeMap<String, Coordinate>,
+    /// The root attributes.
+    pub attributes: Map<String, Value>,
+    /// What has been read from the store so far.
+    pub metrics: Arc<SourceMetrics>,
+}
+
+impl Source {
+    /// Opens the store at `url`: reads `.zmetadata` and every coordinate.
+    pub async fn open(url: &str) -> Result<Source, SourceError> {
+        let inner = open_url(url)?;
+        Self::open_store(url, inner).await
+    }
+
+    /// Opens a source over an already-built store (tests wrap stores to inject faults).
+    pub async fn open_store(url: &str, inner: Arc<dyn ObjectStore>) -> Result<Source, SourceError> {
+        let metrics = Arc::new(SourceMetrics::default());
+        let store: Arc<dyn ObjectStore> = Arc::new(MeteredStore::new(inner, metrics.clone()));
+        let layout = |key: &str, why: String| SourceError::Layout {
+            url: url.to_string(),
+            key: key.to_string(),
+            why,
+        };
+        let key = ".zmetadata";
+        let bytes = match store.get(&Path::from(key)).await {
+            Ok(r) => r.bytes().await,
+            Err(e) => Err(e),
+        }
+        .map_err(|source| SourceError::Read {
+            url: url.to_string(),
+            key: key.to_string(),
+            source,
+        })?;
+        let consolidated: Value =
+            serde_json::from_slice(&bytes).map_err(|e| layout(key, format!("not JSON: {e}")))?;
+        let entries = consolidated
+            .get("metadata")
+            .and_then(Value::as_object)
+            .ok_or_else(|| {
+                layout(
+                    key,
+                    "no `metadata` object (not consolidated Zarr v2)".into(),
+                )
+            })?;
+
+        let zarr: Arc<ZarrStore> = Arc::new(AsyncObjectStore::new(store));
+        let attributes = entries
+            .get(".zattrs")
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default();
+
+        let mut arrays = BTreeMap::new();
+        for (k, v) in entries {
+            let Some(name) = k.strip_suffix("/.zarray") else {
+                continue;
+            };
+            if name.contains('/') {
+                continue; // nested groups are not part of this layout
+            }
+            let mut attrs = entries
+                .get(&format!("{name}/.zattrs"))
+                .and_then(Value::as_object)
+                .cloned()
+                .unwrap_or_default();
+            let dims: Vec<String> = match attrs.remove("_ARRAY_DIMENSIONS") {
+                Some(Value::Array(d)) => d
+                    .iter()
+                    .map(|x| x.as_str().map(str::to_string))
+                    .collect::<Option<_>>()
+                    .ok_or_else(|| layout(k, "_ARRAY_DIMENSIONS is not a list of names".into()))?,
+                _ => return Err(layout(k, "no _ARRAY_DIMENSIONS attribute".into())),
+            };
+            let meta: ArrayMetadataV2 = serde_json::from_value(v.clone())
+                .map_err(|e| layout(k, format!("not Zarr v2 array metadata: {e}")))?;
+            let fill_value = match v.get("fill_value") {
+                Some(Value::String(s)) if s == "NaN" => Some(f32::NAN),
+                Some(Value::Number(n)) => n.as_f64().map(|x| x as f32),
+                _ => None,
+            };
+            arrays.insert(name.to_string(), (meta, dims, attrs, fill_value));
+        }
+
+        let mut coordinates = BTreeMap::new();
+        let mut variables = BTreeMap::new();
+        for (name, (meta, dims, attrs, fill_value)) in arrays {
+            let shape = meta.shape.clone();
+            let chunks: Vec<u64> = meta.chunks.iter().map(|c| c.get()).collect();
+            let dtype = serde_json::to_value(&meta.dtype)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default();
+            let array = ZarrArray::new_with_metadata(
+                zarr.clone(),
+                &format!("/{name}"),
+                ArrayMetadata::V2(meta),
+            )
+            .map_err(|e| SourceError::Array {
+                url: url.to_string(),
+                array: name.clone(),
+                why: e.to_string(),
+            })?;
+            if dims.len() == 1 && dims[0] == name {
+                let coordinate = read_coordinate(url, &name, &dtype, attrs, &array).await?;
+                coordinates.insert(name, coordinate);
+            } else {
+                if dtype != "<f4" {
+                    return Err(layout(
+                        &name,
+                        format!("data variables must be float32 (<f4), found {dtype}"),
+                    ));
+                }
+                variables.insert(
+                    name.clone(),
+                    Variable {
+                        name,
+                        dims,
+                        shape,
+                        chunks,
+                        attributes: attrs,
+                        fill_value,
+                        array: Arc::new(array),
+                    },
+                );
+            }
+        }
+        for v in variables.values() {
+            for d in &v.dims {
+                if !coordinates.contains_key(d) {
+                    return Err(layout(
+                        &v.name,
+                        format!("dimension {d} has no coordinate array"),
+                    ));
+                }
+            }
+        }
+        if !coordinates.get("time").is_some_and(|c| c.time.is_some()) {
+            return Err(layout("time", "no time coordinate with CF units".into()));
+        }
+        Ok(Source {
+            url: url.to_string(),
+            variables,
+            coordinates,
+            attributes,
+            metrics,
+        })
+    }
+
+    /// The time coordinate (always present; checked by [`Source::open`]).
+    pub fn time(&self) -> (&Coordinate, &TimeEncoding) {
+        let c = &self.coordinates["time"];
+        (c, c.time.as_ref().expect("checked at open"))
+    }
+}
+
+async fn read_coordinate(
+    url: &str,
+    name: &str,
+    dtype: &str,
+    mut attributes: Map<String, Value>,
+    array: &ZarrArray,
+) -> Result<Coordinate, SourceError> {
+    let err = |why: String| SourceError::Array {
+        url: url.to_string(),
+        array: name.to_string(),
+        why,
+    };
+    let all = ArraySubset::new_with_shape(array.shape().to_vec());
+    let (values, integer): (Vec<f64>, bool) = match dtype {
+        "<f4" => (
+            array
+                .async_retrieve_array_subset::<Vec<f32>>(&all)
+                .await
+                .map_err(|e| err(e.to_string()))?
+                .into_iter()
+                .map(f64::from)
+                .collect(),
+            false,
+        ),
+        "<f8" => (
+            array
+                .async_retrieve_array_subset::<Vec<f64>>(&all)
+                .await
+                .map_err(|e| err(e.to_string()))?,
+            false,
+        ),
+        "<i8" => (
+            array
+                .async_retrieve_array_subset::<Vec<i64>>(&all)
+                .await
+                .map_err(|e| err(e.to_string()))?
+                .into_iter()
+                .map(|x| x as f64)
+                .collect(),
+            true,
+        ),
+        "<i4" => (
+            array
+                .async_retrieve_array_subset::<Vec<i32>>(&all)
+                .await
+                .map_err(|e| err(e.to_string()))?
+                .into_iter()
+                .map(f64::from)
+                .collect(),
+            true,
+        ),
+        other => return Err(err(format!("unsupported coordinate dtype {other}"))),
+    };
+    if values.iter().any(|v| v.is_nan()) {
+        return Err(err("coordinate holds NaN (an absent chunk?)".into()));
+    }
+    let increasing = values.windows(2).all(|w| w[0] < w[1]);
+    let decreasing = values.windows(2).all(|w| w[0] > w[1]);
+    if !increasing && !decreasing {
+        return Err(err("coordinate values are not strictly monotonic".into()));
+    }
+    let time = if name == "time" {
+        if !integer || !increasing {
+            return Err(err("time must be increasing integers".into()));
+        }
+        let units = attributes
+            .get("units")
+            .and_then(Value::as_str)
+            .ok_or_else(|| err("time has no units attribute".into()))?;
+        let calendar = attributes.get("calendar").and_then(Value::as_str);
+        Some(TimeEncoding::parse(units, calendar).map_err(err)?)
+    } else {
+        None
+    };
+    attributes.remove("_ARRAY_DIMENSIONS");
+    Ok(Coordinate {
+        name: name.to_string(),
+        values,
+        integer,
+        attributes,
+        time,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn time_units_parse_both_spellings() {
+        for units in ["hours since 1900-01-01 00:00:00", "hours since 1900-01-01"] {
+            let t = TimeEncoding::parse(units, Some("proleptic_gregorian")).unwrap();
+            assert_eq!(t.unit_seconds, 3600);
+            assert_eq!(
+                t.instant(1060692).to_string(),
+                "2021-01-01 12:00:00",
+                "worked example from the layout notes"
+            );
+        }
+        assert!(TimeEncoding::parse("fortnights since 1900-01-01", None).is_err());
+        assert!(TimeEncoding::parse("hours since 1900-01-01", Some("360_day")).is_err());
+    }
+}
