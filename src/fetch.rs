@@ -2,8 +2,8 @@
 //!
 //! Input: a [`Plan`] and its [`Source`]. Output: one float32 array per data variable, shaped
 //! like the variable in the file. For each variable the selected positions are grouped by the
-//! chunk that holds them; each chunk is read once (its bounding box of selected positions,
-//! through zarrs), then the selected points are gathered into place with ndarray. Absent chunks
+//! chunk that holds them; each chunk is read once (one GET, decoded by zarrs), then the
+//! selected points are gathered into place with ndarray. Absent chunks
 //! read as the source's fill value (NaN), as in xarray. Invariant: memory in flight is bounded
 //! by [`FetchOptions::memory_budget`] whatever the plan's size.
 
@@ -12,7 +12,6 @@ use std::sync::Arc;
 use futures::{stream, StreamExt, TryStreamExt};
 use ndarray::{ArrayD, Axis, Dimension, IxDyn, Slice};
 use tokio::sync::Semaphore;
-use zarrs::array::ArraySubset;
 
 use crate::plan::Plan;
 use crate::source::Source;
@@ -78,50 +77,57 @@ pub async fn fetch(
             .map(|(d, &chunk_len)| group_by_chunk(&plan.selections[d].indices, chunk_len))
             .collect();
         for combo in cartesian(&groups) {
-            tasks.push((vi, var.array.clone(), pv.name.clone(), combo));
+            tasks.push((
+                vi,
+                var.array.clone(),
+                pv.name.clone(),
+                var.chunks.clone(),
+                combo,
+            ));
         }
     }
 
     let budget_mib = options.memory_budget.div_ceil(1 << 20).max(1) as u32;
     let permits = Arc::new(Semaphore::new(budget_mib as usize));
     let url = source.url.clone();
-    let results = stream::iter(tasks.into_iter().map(|(vi, array, name, combo)| {
-        let permits = permits.clone();
-        let url = url.clone();
-        async move {
-            let ranges: Vec<std::ops::Range<u64>> = combo
-                .iter()
-                .map(|(_, pos)| {
-                    let lo = pos.iter().map(|p| p.1).min().unwrap_or(0) as u64;
-                    let hi = pos.iter().map(|p| p.1).max().unwrap_or(0) as u64 + 1;
-                    lo..hi
-                })
-                .collect();
-            let bytes: u64 = ranges.iter().map(|r| r.end - r.start).product::<u64>() * 4;
-            let need = (bytes.div_ceil(1 << 20) as u32).clamp(1, budget_mib);
-            let chunk: Vec<u64> = combo.iter().map(|(c, _)| *c).collect();
-            let handle = tokio::spawn(async move {
-                let _permit = permits.acquire_many(need).await.expect("never closed");
-                let subset = ArraySubset::new_with_ranges(&ranges);
-                let block = array
-                    .async_retrieve_array_subset::<ArrayD<f32>>(&subset)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                Ok::<_, String>(gather(block, &ranges, &combo))
-            });
-            let gathered = handle
-                .await
-                .map_err(|e| e.to_string())
-                .and_then(|r| r)
-                .map_err(|why| FetchError {
-                    url,
-                    variable: name,
-                    chunk,
-                    why,
-                })?;
-            Ok::<_, FetchError>((vi, gathered))
-        }
-    }))
+    let results = stream::iter(
+        tasks
+            .into_iter()
+            .map(|(vi, array, name, chunk_shape, combo)| {
+                let permits = permits.clone();
+                let url = url.clone();
+                async move {
+                    let chunk: Vec<u64> = combo.iter().map(|(c, _)| *c).collect();
+                    let origin: Vec<u64> =
+                        chunk.iter().zip(&chunk_shape).map(|(c, n)| c * n).collect();
+                    let bytes = chunk_shape.iter().product::<u64>() * 4;
+                    let need = (bytes.div_ceil(1 << 20) as u32).clamp(1, budget_mib);
+                    let indices = chunk.clone();
+                    let handle = tokio::spawn(async move {
+                        let _permit = permits.acquire_many(need).await.expect("never closed");
+                        // One GET per chunk: a whole-chunk read is a plain GET, while a subset read
+                        // would first ask the store for the object's size (a second round trip), and
+                        // Blosc decodes the whole chunk either way.
+                        let block = array
+                            .async_retrieve_chunk::<ArrayD<f32>>(&indices)
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        Ok::<_, String>(gather(block, &origin, &combo))
+                    });
+                    let gathered = handle
+                        .await
+                        .map_err(|e| e.to_string())
+                        .and_then(|r| r)
+                        .map_err(|why| FetchError {
+                            url,
+                            variable: name,
+                            chunk,
+                            why,
+                        })?;
+                    Ok::<_, FetchError>((vi, gathered))
+                }
+            }),
+    )
     .buffer_unordered(options.concurrency.max(1));
 
     let mut results = std::pin::pin!(results);
@@ -164,14 +170,15 @@ fn cartesian(groups: &[Vec<Group>]) -> Vec<Vec<Group>> {
 /// Output placement of a gathered block: per dimension, the output positions in block order.
 type Placed = (Vec<Vec<usize>>, ArrayD<f32>);
 
-/// Picks the selected points out of a bounding-box block, in output order.
-fn gather(block: ArrayD<f32>, ranges: &[std::ops::Range<u64>], combo: &[Group]) -> Placed {
+/// Picks the selected points out of a decoded chunk whose first element sits at `origin`,
+/// in output order.
+fn gather(block: ArrayD<f32>, origin: &[u64], combo: &[Group]) -> Placed {
     let mut block = block;
     let mut out_positions = Vec::with_capacity(combo.len());
-    for (axis, ((_, positions), range)) in combo.iter().zip(ranges).enumerate() {
+    for (axis, ((_, positions), &start)) in combo.iter().zip(origin).enumerate() {
         let local: Vec<usize> = positions
             .iter()
-            .map(|&(_, src)| src - range.start as usize)
+            .map(|&(_, src)| src - start as usize)
             .collect();
         let contiguous = local.windows(2).all(|w| w[1] == w[0] + 1)
             && local.first() == Some(&0)
@@ -238,8 +245,7 @@ mod tests {
         let block =
             ArrayD::from_shape_vec(IxDyn(&[1, 6]), (0..6).map(|x| x as f32).collect()).unwrap();
         let combo = vec![(0, vec![(0, 0)]), (0, vec![(0, 4), (1, 5), (2, 0), (3, 1)])];
-        let ranges = vec![0..1, 0..6];
-        let (pos, b) = gather(block, &ranges, &combo);
+        let (pos, b) = gather(block, &[0, 0], &combo);
         let mut out = ArrayD::from_elem(IxDyn(&[1, 4]), f32::NAN);
         place(&mut out, &pos, b);
         assert_eq!(
