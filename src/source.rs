@@ -318,7 +318,7 @@ impl Source {
                 }
             }
         }
-        if !coordinates.get("time").is_some_and(|c| c.time.is_some()) {
+        if coordinates.get("time").is_none_or(|c| c.time.is_none()) {
             return Err(layout("time", "no time coordinate with CF units".into()));
         }
         Ok(Source {
