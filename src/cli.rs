@@ -103,6 +103,48 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Mount the dataset as a read-only file system (same as `sodeda-mount`).
+    Mount(MountArgs),
+    /// Unmount a sodeda-era5 mount.
+    Unmount {
+        /// The mount point.
+        mountpoint: PathBuf,
+    },
+}
+
+/// Options of the mount (`sodeda-mount` and `sodeda-era5 mount`).
+#[derive(Debug, Args)]
+pub struct MountArgs {
+    /// Stay attached to the terminal (otherwise return once the mount is live and serve from
+    /// a background process).
+    #[arg(long)]
+    foreground: bool,
+    /// Let other users read the files (FUSE allow_other).
+    #[arg(long, env = "SODEDA_ALLOW_OTHER")]
+    allow_other: bool,
+    /// Where the mount logs (default in the background: <cache>/sodeda-mount.log; in the
+    /// foreground: standard error).
+    #[arg(long, env = "SODEDA_LOG_FILE")]
+    log_file: Option<PathBuf>,
+    /// FUSE worker threads.
+    #[arg(long, env = "SODEDA_FUSE_THREADS", default_value_t = 4)]
+    fuse_threads: usize,
+    /// The directory to mount on.
+    mountpoint: PathBuf,
+}
+
+/// Command-line arguments of `sodeda-mount`.
+#[derive(Debug, Parser)]
+#[command(
+    name = "sodeda-mount",
+    version,
+    about = "Mount a sodeda-era5 dataset: one NetCDF file per deskriptor"
+)]
+pub struct MountCli {
+    #[command(flatten)]
+    common: Common,
+    #[command(flatten)]
+    mount: MountArgs,
 }
 
 /// Parses a byte size with an optional K/M/G/T suffix (powers of 1024; `KiB`, `GB` also read).
@@ -140,14 +182,14 @@ impl Common {
     }
 
     fn flow(&self, source: Arc<Source>) -> Result<Flow> {
-        Ok(Flow {
+        Ok(Flow::new(
             source,
-            cache: LocalCache::open(&self.cache)?,
-            fetch: FetchOptions {
+            LocalCache::open(&self.cache)?,
+            FetchOptions {
                 concurrency: self.fetch_concurrency.max(1),
                 ..FetchOptions::default()
             },
-        })
+        ))
     }
 
     fn load_catalog(&self, source: &Source) -> Result<Catalog> {
@@ -156,22 +198,46 @@ impl Common {
     }
 }
 
-/// Entry point of the binary: `.env`, arguments, logging, runtime, exit code.
-pub fn main() -> ExitCode {
+fn load_dotenv() {
     // A missing .env is normal; a malformed one is worth a warning.
     if let Err(e) = dotenvy::dotenv() {
         if !e.not_found() {
             eprintln!("warning: ignoring .env: {e}");
         }
     }
-    let cli = Cli::parse();
+}
+
+/// Sets up logging (to `log_file` or stderr), runs `job` on a tokio runtime, maps the result
+/// to an exit code.
+fn start(
+    log_level: &str,
+    log_file: Option<&Path>,
+    job: impl std::future::Future<Output = Result<ExitCode>>,
+) -> ExitCode {
+    // fuser warns when it finds its mount already gone after `umount`: expected, so quiet.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&cli.common.log_level))
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(format!("{log_level},fuser=error")))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match log_file.map(|p| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)
+    }) {
+        Some(Ok(file)) => builder
+            .with_ansi(false)
+            .with_writer(std::sync::Mutex::new(file))
+            .init(),
+        Some(Err(e)) => {
+            eprintln!("error: cannot open the log file: {e}");
+            return ExitCode::FAILURE;
+        }
+        None => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_writer(std::io::stderr)
+            .init(),
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -182,13 +248,36 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    match runtime.block_on(job) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// Entry point of `sodeda-era5`.
+pub fn main() -> ExitCode {
+    load_dotenv();
+    let cli = Cli::parse();
+    let log_file = match &cli.command {
+        Command::Mount(m) if m.foreground => m.log_file.clone(),
+        _ => None,
+    };
+    let level = cli.common.log_level.clone();
+    start(&level, log_file.as_deref(), run(cli))
+}
+
+/// Entry point of `sodeda-mount`.
+pub fn mount_main() -> ExitCode {
+    load_dotenv();
+    let cli = MountCli::parse();
+    let log_file = cli.mount.log_file.clone().filter(|_| cli.mount.foreground);
+    let level = cli.common.log_level.clone();
+    start(&level, log_file.as_deref(), async move {
+        mount(&cli.common, &cli.mount).await
+    })
 }
 
 /// Runs one parsed command.
@@ -204,7 +293,69 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::List { json } => list(common, *json).await,
         Command::Validate => validate(common).await,
         Command::Scope { json } => scope(common, *json).await,
+        Command::Mount(args) => mount(common, args).await,
+        Command::Unmount { mountpoint } => {
+            crate::mount::unmount(mountpoint)?;
+            eprintln!("unmounted {}", mountpoint.display());
+            Ok(ExitCode::SUCCESS)
+        }
     }
+}
+
+async fn mount(common: &Common, args: &MountArgs) -> Result<ExitCode> {
+    let mountpoint = crate::mount::prepare_mountpoint(&args.mountpoint)?;
+    if !args.foreground {
+        let log = match &args.log_file {
+            Some(l) => std::path::absolute(l)?,
+            None => std::path::absolute(common.cache.join("sodeda-mount.log"))?,
+        };
+        let pid = tokio::task::spawn_blocking({
+            let (mountpoint, log) = (mountpoint.clone(), log.clone());
+            move || {
+                crate::mount::spawn_background(
+                    &mountpoint,
+                    &log,
+                    std::time::Duration::from_secs(300),
+                )
+            }
+        })
+        .await??;
+        eprintln!(
+            "sodeda-mount: mounted at {} (pid {pid}); logging to {}; unmount with `umount {}`",
+            mountpoint.display(),
+            log.display(),
+            mountpoint.display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let source = common.open_source().await?;
+    let catalog = common.load_catalog(&source)?;
+    warn_bad_lines(&catalog);
+    if catalog.plans.is_empty() && !catalog.errors.is_empty() {
+        bail!(
+            "{} has no valid deskriptor ({} bad lines); nothing to mount",
+            common.deskriptors.display(),
+            catalog.errors.len()
+        );
+    }
+    let n = catalog.plans.len();
+    let fs = Arc::new(crate::fs::DatasetFs::new(
+        catalog.plans,
+        common.flow(source)?,
+    ));
+    let options = crate::mount::MountOptions {
+        allow_other: args.allow_other,
+        threads: args.fuse_threads,
+    };
+    crate::mount::serve(fs, &mountpoint, &options, || {
+        eprintln!(
+            "sodeda-mount: serving {n} files at {} (pid {})",
+            mountpoint.display(),
+            std::process::id()
+        );
+    })
+    .await?;
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn get(

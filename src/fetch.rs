@@ -9,6 +9,7 @@
 
 use std::sync::Arc;
 
+use futures::future::BoxFuture;
 use futures::{stream, StreamExt, TryStreamExt};
 use ndarray::{ArrayD, Axis, Dimension, IxDyn, Slice};
 use tokio::sync::Semaphore;
@@ -90,45 +91,44 @@ pub async fn fetch(
     let budget_mib = options.memory_budget.div_ceil(1 << 20).max(1) as u32;
     let permits = Arc::new(Semaphore::new(budget_mib as usize));
     let url = source.url.clone();
-    let results = stream::iter(
-        tasks
-            .into_iter()
-            .map(|(vi, array, name, chunk_shape, combo)| {
-                let permits = permits.clone();
-                let url = url.clone();
-                async move {
-                    let chunk: Vec<u64> = combo.iter().map(|(c, _)| *c).collect();
-                    let origin: Vec<u64> =
-                        chunk.iter().zip(&chunk_shape).map(|(c, n)| c * n).collect();
-                    let bytes = chunk_shape.iter().product::<u64>() * 4;
-                    let need = (bytes.div_ceil(1 << 20) as u32).clamp(1, budget_mib);
-                    let indices = chunk.clone();
-                    let handle = tokio::spawn(async move {
-                        let _permit = permits.acquire_many(need).await.expect("never closed");
-                        // One GET per chunk: a whole-chunk read is a plain GET, while a subset read
-                        // would first ask the store for the object's size (a second round trip), and
-                        // Blosc decodes the whole chunk either way.
-                        let block = array
-                            .async_retrieve_chunk::<ArrayD<f32>>(&indices)
-                            .await
-                            .map_err(|e| e.to_string())?;
-                        Ok::<_, String>(gather(block, &origin, &combo))
-                    });
-                    let gathered = handle
-                        .await
-                        .map_err(|e| e.to_string())
-                        .and_then(|r| r)
-                        .map_err(|why| FetchError {
-                            url,
-                            variable: name,
-                            chunk,
-                            why,
-                        })?;
-                    Ok::<_, FetchError>((vi, gathered))
-                }
-            }),
-    )
-    .buffer_unordered(options.concurrency.max(1));
+    // Boxed futures built in a loop (not a closure passed to `map`) keep the whole flow future
+    // `Send` for every lifetime, which the single-flight `Shared` future needs.
+    let mut reads: Vec<BoxFuture<'static, Result<(usize, Placed), FetchError>>> =
+        Vec::with_capacity(tasks.len());
+    for (vi, array, name, chunk_shape, combo) in tasks {
+        let permits = permits.clone();
+        let url = url.clone();
+        reads.push(Box::pin(async move {
+            let chunk: Vec<u64> = combo.iter().map(|(c, _)| *c).collect();
+            let origin: Vec<u64> = chunk.iter().zip(&chunk_shape).map(|(c, n)| c * n).collect();
+            let bytes = chunk_shape.iter().product::<u64>() * 4;
+            let need = (bytes.div_ceil(1 << 20) as u32).clamp(1, budget_mib);
+            let indices = chunk.clone();
+            let handle = tokio::spawn(async move {
+                let _permit = permits.acquire_many(need).await.expect("never closed");
+                // One GET per chunk: a whole-chunk read is a plain GET, while a subset read
+                // would first ask the store for the object's size (a second round trip), and
+                // Blosc decodes the whole chunk either way.
+                let block = array
+                    .async_retrieve_chunk::<ArrayD<f32>>(&indices)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok::<_, String>(gather(block, &origin, &combo))
+            });
+            let gathered = handle
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|r| r)
+                .map_err(|why| FetchError {
+                    url,
+                    variable: name,
+                    chunk,
+                    why,
+                })?;
+            Ok((vi, gathered))
+        }));
+    }
+    let results = stream::iter(reads).buffer_unordered(options.concurrency.max(1));
 
     let mut results = std::pin::pin!(results);
     while let Some((vi, (out_ranges, block))) = results.try_next().await? {

@@ -4,9 +4,17 @@
 //! file at the returned path is the exact result of the plan (its size was checked against the
 //! plan before it was renamed into place); on any error nothing is cached and the next call
 //! tries again. A cache hit reads nothing from the source.
+//!
+//! [`Flow::materialize_shared`] adds single flight: concurrent callers for one identity share
+//! one run, and all get its result; the run is forgotten once it ends, so a failure is retried
+//! by the next caller.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use futures::future::{BoxFuture, FutureExt, Shared};
 
 use crate::cache::{CacheError, LocalCache};
 use crate::encode::{self, EncodeError};
@@ -40,6 +48,30 @@ pub enum Origin {
     Built,
 }
 
+/// Counters of the flow, for `status`-style reporting and tests.
+#[derive(Debug, Default)]
+pub struct FlowMetrics {
+    /// Flow runs that built a file (cache misses).
+    pub runs: AtomicU64,
+    /// Runs that failed.
+    pub failures: AtomicU64,
+    /// Requests answered from the local cache.
+    pub cache_hits: AtomicU64,
+}
+
+type SharedRun = Shared<BoxFuture<'static, Result<(PathBuf, Origin), Arc<FlowError>>>>;
+
+/// Runs in progress, by identity.
+#[derive(Default)]
+struct InFlight(Mutex<HashMap<String, SharedRun>>);
+
+impl std::fmt::Debug for InFlight {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self.0.lock().map(|m| m.len()).unwrap_or(0);
+        write!(f, "InFlight({n})")
+    }
+}
+
 /// The flow's resources: the source, the cache and the fetch tuning.
 #[derive(Debug, Clone)]
 pub struct Flow {
@@ -49,14 +81,74 @@ pub struct Flow {
     pub cache: LocalCache,
     /// Fetch tuning.
     pub fetch: FetchOptions,
+    /// Counters.
+    pub metrics: Arc<FlowMetrics>,
+    inflight: Arc<InFlight>,
 }
 
 impl Flow {
+    /// A flow over `source` and `cache`.
+    pub fn new(source: Arc<Source>, cache: LocalCache, fetch: FetchOptions) -> Self {
+        Self {
+            source,
+            cache,
+            fetch,
+            metrics: Arc::default(),
+            inflight: Arc::default(),
+        }
+    }
+
+    /// Like [`Flow::materialize`], but concurrent calls for the same identity share one run.
+    /// A failed run is logged once (with the file name and the cause) and then forgotten.
+    pub async fn materialize_shared(
+        &self,
+        plan: &Plan,
+    ) -> Result<(PathBuf, Origin), Arc<FlowError>> {
+        if let Some(path) = self.cache.lookup(plan) {
+            self.metrics.cache_hits.fetch_add(1, Ordering::Relaxed);
+            return Ok((path, Origin::Cache));
+        }
+        let run = {
+            let mut map = self.inflight.0.lock().expect("in-flight map poisoned");
+            map.entry(plan.identity.clone())
+                .or_insert_with(|| {
+                    let flow = self.clone();
+                    let plan = plan.clone();
+                    async move {
+                        let result = flow.materialize(&plan).await.map_err(Arc::new);
+                        if let Err(e) = &result {
+                            tracing::error!(file = %plan.file_name, line = plan.deskriptor.line, "building failed: {}", error_chain(e.as_ref()));
+                        }
+                        flow.inflight
+                            .0
+                            .lock()
+                            .expect("in-flight map poisoned")
+                            .remove(&plan.identity);
+                        result
+                    }
+                    .boxed()
+                    .shared()
+                })
+                .clone()
+        };
+        run.await
+    }
+
     /// Returns the cached file of `plan`, building it first if needed.
     pub async fn materialize(&self, plan: &Plan) -> Result<(PathBuf, Origin), FlowError> {
         if let Some(path) = self.cache.lookup(plan) {
+            self.metrics.cache_hits.fetch_add(1, Ordering::Relaxed);
             return Ok((path, Origin::Cache));
         }
+        self.metrics.runs.fetch_add(1, Ordering::Relaxed);
+        let result = self.build(plan).await;
+        if result.is_err() {
+            self.metrics.failures.fetch_add(1, Ordering::Relaxed);
+        }
+        result.map(|path| (path, Origin::Built))
+    }
+
+    async fn build(&self, plan: &Plan) -> Result<PathBuf, FlowError> {
         let data = fetch::fetch(plan, &self.source, self.fetch).await?;
         let tmp = self.cache.temp_file()?;
         let layout = plan.layout.clone();
@@ -66,7 +158,21 @@ impl Flow {
         })
         .await
         .map_err(|e| FlowError::Join(e.to_string()))??;
-        let path = self.cache.persist(tmp, &plan.identity)?;
-        Ok((path, Origin::Built))
+        Ok(self.cache.persist(tmp, &plan.identity)?)
     }
+}
+
+/// An error and its causes on one line: `outer: inner: innermost`.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !s.contains(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
+        cause = c.source();
+    }
+    s
 }

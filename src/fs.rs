@@ -1,0 +1,451 @@
+//! The dataset as a read-only file system, independent of FUSE: one directory (the root)
+//! holding one file per planned deskriptor.
+//!
+//! Input: plans and a [`Flow`]. Output: the answers to lookup, getattr, readdir, open, read and
+//! the extended-attribute calls, as plain values or an [`FsError`] (whose errno is decided once,
+//! in [`FsError::errno`]). `crate::fuse` only translates these to and from the kernel; tests
+//! drive this type directly.
+//!
+//! Invariants: sizes come from the plans, so `stat` never fetches; a read returns exactly the
+//! bytes of the cached file at that offset (never past the planned size), or an error; the
+//! first read of a file runs its flow (shared by concurrent readers) and a failed flow is an
+//! error for that read only, retried by the next one.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use tokio::sync::OnceCell;
+
+use crate::flow::{error_chain, Flow};
+use crate::plan::Plan;
+
+/// Inode of the root directory.
+pub const ROOT_INO: u64 = 1;
+
+/// Extended attribute: the deskriptor line of a file, as written.
+pub const XATTR_DESKRIPTOR: &str = "user.sodeda.deskriptor";
+/// Extended attribute: `yes` when the file is in the local cache, else `no`.
+pub const XATTR_CACHED: &str = "user.sodeda.cached";
+/// Extended attribute: the last flow error of the file (absent when there is none).
+pub const XATTR_ERROR: &str = "user.sodeda.error";
+/// Extended attribute: the file's identity (cache key).
+pub const XATTR_IDENTITY: &str = "user.sodeda.identity";
+/// Extended attribute of the root directory: counters as JSON.
+pub const XATTR_STATS: &str = "user.sodeda.stats";
+
+/// Why a file-system call failed; each maps to one errno.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum FsError {
+    /// No such name or inode.
+    #[error("no such file")]
+    NotFound,
+    /// Any modification: the dataset is read-only.
+    #[error("read-only file system")]
+    ReadOnly,
+    /// A directory operation on a file.
+    #[error("not a directory")]
+    NotADirectory,
+    /// A file operation on the directory.
+    #[error("is a directory")]
+    IsADirectory,
+    /// An unknown file handle.
+    #[error("bad file handle")]
+    BadHandle,
+    /// The extended attribute does not exist.
+    #[error("no such attribute")]
+    NoAttribute,
+    /// The caller's buffer is too small for the attribute.
+    #[error("attribute larger than the buffer")]
+    Range,
+    /// Building the file failed (source, encoder or cache); the cause is in the message.
+    #[error("{file}: {cause}")]
+    Flow {
+        /// The file name.
+        file: String,
+        /// The flow error, with its causes.
+        cause: String,
+    },
+    /// Reading the cached file failed.
+    #[error("{file}: reading the cached file: {cause}")]
+    CacheRead {
+        /// The file name.
+        file: String,
+        /// The I/O error.
+        cause: String,
+    },
+}
+
+impl FsError {
+    /// The errno for this error. Exhaustive on purpose: a new variant must choose its errno.
+    pub fn errno(&self) -> i32 {
+        match self {
+            FsError::NotFound => libc::ENOENT,
+            FsError::ReadOnly => libc::EROFS,
+            FsError::NotADirectory => libc::ENOTDIR,
+            FsError::IsADirectory => libc::EISDIR,
+            FsError::BadHandle => libc::EBADF,
+            FsError::NoAttribute => libc::ENODATA,
+            FsError::Range => libc::ERANGE,
+            FsError::Flow { .. } | FsError::CacheRead { .. } => libc::EIO,
+        }
+    }
+}
+
+/// The kind of a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// The root directory.
+    Directory,
+    /// A dataset file.
+    File,
+}
+
+/// Attributes of a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attr {
+    /// Inode number.
+    pub ino: u64,
+    /// Size in bytes (exact, from the plan, for files).
+    pub size: u64,
+    /// File or directory.
+    pub kind: Kind,
+    /// Permission bits (0444 files, 0555 the directory).
+    pub perm: u16,
+    /// Modification time: when the file system was created.
+    pub mtime: SystemTime,
+}
+
+/// One directory entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirEntry {
+    /// Inode number.
+    pub ino: u64,
+    /// File name.
+    pub name: String,
+    /// File or directory.
+    pub kind: Kind,
+}
+
+/// Counters of the file system.
+#[derive(Debug, Default)]
+pub struct FsMetrics {
+    /// Read calls answered.
+    pub reads: AtomicU64,
+    /// Bytes returned by reads.
+    pub bytes_read: AtomicU64,
+    /// Read calls that failed.
+    pub read_errors: AtomicU64,
+}
+
+struct FileNode {
+    plan: Plan,
+    last_error: Mutex<Option<String>>,
+}
+
+struct Handle {
+    ino: u64,
+    file: OnceCell<Arc<std::fs::File>>,
+}
+
+/// The dataset file system.
+pub struct DatasetFs {
+    files: Vec<FileNode>,
+    by_name: HashMap<String, usize>,
+    flow: Flow,
+    handles: Mutex<HashMap<u64, Arc<Handle>>>,
+    next_handle: AtomicU64,
+    created: SystemTime,
+    /// Counters.
+    pub metrics: FsMetrics,
+}
+
+impl std::fmt::Debug for DatasetFs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatasetFs")
+            .field("files", &self.files.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl DatasetFs {
+    /// A file system of `plans` (file names must be unique, as a catalog guarantees).
+    pub fn new(plans: Vec<Plan>, flow: Flow) -> Self {
+        let by_name = plans
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.file_name.clone(), i))
+            .collect();
+        Self {
+            files: plans
+                .into_iter()
+                .map(|plan| FileNode {
+                    plan,
+                    last_error: Mutex::new(None),
+                })
+                .collect(),
+            by_name,
+            flow,
+            handles: Mutex::new(HashMap::new()),
+            next_handle: AtomicU64::new(1),
+            created: SystemTime::now(),
+            metrics: FsMetrics::default(),
+        }
+    }
+
+    /// Number of files.
+    pub fn len(&self) -> usize {
+        self.files.len()
+    }
+
+    /// True when the dataset has no files.
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty()
+    }
+
+    /// The flow serving this file system.
+    pub fn flow(&self) -> &Flow {
+        &self.flow
+    }
+
+    fn node(&self, ino: u64) -> Result<&FileNode, FsError> {
+        ino.checked_sub(ROOT_INO + 1)
+            .and_then(|i| self.files.get(i as usize))
+            .ok_or(FsError::NotFound)
+    }
+
+    fn file_attr(&self, i: usize) -> Attr {
+        Attr {
+            ino: i as u64 + ROOT_INO + 1,
+            size: self.files[i].plan.size,
+            kind: Kind::File,
+            perm: 0o444,
+            mtime: self.created,
+        }
+    }
+
+    /// Attributes of a node.
+    pub fn getattr(&self, ino: u64) -> Result<Attr, FsError> {
+        if ino == ROOT_INO {
+            return Ok(Attr {
+                ino,
+                size: 0,
+                kind: Kind::Directory,
+                perm: 0o555,
+                mtime: self.created,
+            });
+        }
+        self.node(ino)?;
+        Ok(self.file_attr((ino - ROOT_INO - 1) as usize))
+    }
+
+    /// Looks up `name` in directory `parent`.
+    pub fn lookup(&self, parent: u64, name: &OsStr) -> Result<Attr, FsError> {
+        if parent != ROOT_INO {
+            self.node(parent)?;
+            return Err(FsError::NotADirectory);
+        }
+        let i = name
+            .to_str()
+            .and_then(|n| self.by_name.get(n))
+            .ok_or(FsError::NotFound)?;
+        Ok(self.file_attr(*i))
+    }
+
+    /// The entries of directory `ino`, `.` and `..` first.
+    pub fn readdir(&self, ino: u64) -> Result<Vec<DirEntry>, FsError> {
+        if ino != ROOT_INO {
+            self.node(ino)?;
+            return Err(FsError::NotADirectory);
+        }
+        let mut out = vec![
+            DirEntry {
+                ino: ROOT_INO,
+                name: ".".into(),
+                kind: Kind::Directory,
+            },
+            DirEntry {
+                ino: ROOT_INO,
+                name: "..".into(),
+                kind: Kind::Directory,
+            },
+        ];
+        out.extend(self.files.iter().enumerate().map(|(i, f)| DirEntry {
+            ino: i as u64 + ROOT_INO + 1,
+            name: f.plan.file_name.clone(),
+            kind: Kind::File,
+        }));
+        Ok(out)
+    }
+
+    /// Opens a file for reading; any write access is refused.
+    pub fn open(&self, ino: u64, write: bool) -> Result<u64, FsError> {
+        if ino == ROOT_INO {
+            return Err(FsError::IsADirectory);
+        }
+        self.node(ino)?;
+        if write {
+            return Err(FsError::ReadOnly);
+        }
+        let fh = self.next_handle.fetch_add(1, Ordering::Relaxed);
+        self.handles.lock().expect("handles poisoned").insert(
+            fh,
+            Arc::new(Handle {
+                ino,
+                file: OnceCell::new(),
+            }),
+        );
+        Ok(fh)
+    }
+
+    /// Forgets a file handle.
+    pub fn release(&self, fh: u64) {
+        self.handles.lock().expect("handles poisoned").remove(&fh);
+    }
+
+    /// Reads up to `size` bytes at `offset` through handle `fh`. The first read of a handle
+    /// materializes the file (single flight across all handles); a read at or past the end
+    /// returns no bytes.
+    pub async fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>, FsError> {
+        let result = self.read_inner(fh, offset, size).await;
+        match &result {
+            Ok(data) => {
+                self.metrics.reads.fetch_add(1, Ordering::Relaxed);
+                self.metrics
+                    .bytes_read
+                    .fetch_add(data.len() as u64, Ordering::Relaxed);
+            }
+            Err(_) => {
+                self.metrics.read_errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        result
+    }
+
+    async fn read_inner(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>, FsError> {
+        let handle = self
+            .handles
+            .lock()
+            .expect("handles poisoned")
+            .get(&fh)
+            .cloned()
+            .ok_or(FsError::BadHandle)?;
+        let node = self.node(handle.ino)?;
+        let total = node.plan.size;
+        if offset >= total || size == 0 {
+            return Ok(Vec::new());
+        }
+        let file = handle
+            .file
+            .get_or_try_init(|| self.open_cached(node))
+            .await?
+            .clone();
+        let len = (total - offset).min(u64::from(size)) as usize;
+        let name = node.plan.file_name.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut buf = vec![0u8; len];
+            file.read_exact_at(&mut buf, offset).map(|()| buf)
+        })
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r.map_err(|e| e.to_string()))
+        .map_err(|cause| FsError::CacheRead { file: name, cause })
+    }
+
+    async fn open_cached(&self, node: &FileNode) -> Result<Arc<std::fs::File>, FsError> {
+        match self.flow.materialize_shared(&node.plan).await {
+            Ok((path, _)) => {
+                *node.last_error.lock().expect("poisoned") = None;
+                std::fs::File::open(&path)
+                    .map(Arc::new)
+                    .map_err(|e| FsError::CacheRead {
+                        file: node.plan.file_name.clone(),
+                        cause: e.to_string(),
+                    })
+            }
+            Err(e) => {
+                let cause = error_chain(e.as_ref());
+                *node.last_error.lock().expect("poisoned") = Some(cause.clone());
+                Err(FsError::Flow {
+                    file: node.plan.file_name.clone(),
+                    cause,
+                })
+            }
+        }
+    }
+
+    /// The names of the extended attributes of a node.
+    pub fn listxattr(&self, ino: u64) -> Result<Vec<String>, FsError> {
+        if ino == ROOT_INO {
+            return Ok(vec![XATTR_STATS.to_string()]);
+        }
+        let node = self.node(ino)?;
+        let mut names = vec![
+            XATTR_DESKRIPTOR.to_string(),
+            XATTR_IDENTITY.to_string(),
+            XATTR_CACHED.to_string(),
+        ];
+        if node.last_error.lock().expect("poisoned").is_some() {
+            names.push(XATTR_ERROR.to_string());
+        }
+        Ok(names)
+    }
+
+    /// The value of an extended attribute.
+    pub fn getxattr(&self, ino: u64, name: &OsStr) -> Result<Vec<u8>, FsError> {
+        let name = name.to_str().ok_or(FsError::NoAttribute)?;
+        if ino == ROOT_INO {
+            return match name {
+                XATTR_STATS => Ok(self.stats_json().into_bytes()),
+                _ => Err(FsError::NoAttribute),
+            };
+        }
+        let node = self.node(ino)?;
+        let value = match name {
+            XATTR_DESKRIPTOR => node.plan.deskriptor.raw.clone(),
+            XATTR_IDENTITY => node.plan.identity.clone(),
+            XATTR_CACHED => {
+                if self.flow.cache.lookup(&node.plan).is_some() {
+                    "yes".into()
+                } else {
+                    "no".into()
+                }
+            }
+            XATTR_ERROR => node
+                .last_error
+                .lock()
+                .expect("poisoned")
+                .clone()
+                .ok_or(FsError::NoAttribute)?,
+            _ => return Err(FsError::NoAttribute),
+        };
+        Ok(value.into_bytes())
+    }
+
+    /// Counters of the file system, the flow and the source, as one JSON object.
+    pub fn stats_json(&self) -> String {
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let flow = &self.flow.metrics;
+        let source = &self.flow.source.metrics;
+        serde_json::json!({
+            "files": self.files.len(),
+            "reads": get(&self.metrics.reads),
+            "bytes_read": get(&self.metrics.bytes_read),
+            "read_errors": get(&self.metrics.read_errors),
+            "flow_runs": get(&flow.runs),
+            "flow_failures": get(&flow.failures),
+            "cache_hits": get(&flow.cache_hits),
+            "source_requests": source.requests(),
+            "source_bytes": source.bytes(),
+        })
+        .to_string()
+    }
+
+    /// Total size of all files, for `statfs`.
+    pub fn total_size(&self) -> u64 {
+        self.files.iter().map(|f| f.plan.size).sum()
+    }
+}

@@ -1,0 +1,306 @@
+//! The mount's life cycle: checks on the mount point, mounting with `fuser`, running in the
+//! background, unmounting on a signal, and `unmount`.
+//!
+//! Input: a [`DatasetFs`] and a mount point. Output: a live mount until `umount`, SIGINT or
+//! SIGTERM. Invariant: a mount that cannot be made (missing or busy mount point, a foreign
+//! stale mount, a mount(2) failure) is reported with the path and the cause, and nothing is
+//! left mounted; a stale mount left by a killed sodeda-mount is cleared first.
+
+use std::ffi::CString;
+use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use fuser::{Config, MountOption, SessionACL};
+
+use crate::fs::DatasetFs;
+use crate::fuse::FuseAdapter;
+
+/// The file-system name shown by `mount` and `df`.
+pub const FS_NAME: &str = "sodeda-era5";
+/// The subtype: mounts show as `fuse.sodeda`.
+pub const FS_SUBTYPE: &str = "sodeda";
+
+/// A mount listed in `/proc/self/mountinfo`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountEntry {
+    /// The mount point.
+    pub path: PathBuf,
+    /// File-system type, e.g. `fuse.sodeda`.
+    pub fstype: String,
+    /// Mount source, e.g. `sodeda-era5`.
+    pub source: String,
+}
+
+fn unescape(s: &str) -> String {
+    // mountinfo escapes space, tab, newline and backslash as \ooo.
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 4 <= b.len() {
+            let digits = std::str::from_utf8(&b[i + 1..i + 4]).unwrap_or("");
+            if let Ok(v) = u8::from_str_radix(digits, 8) {
+                out.push(v);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The mount at exactly `path`, if any (the last one, when mounts are stacked).
+pub fn mount_at(path: &Path) -> Option<MountEntry> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    text.lines()
+        .filter_map(|line| {
+            let (left, right) = line.split_once(" - ")?;
+            let point = unescape(left.split(' ').nth(4)?);
+            let mut r = right.split(' ');
+            let fstype = r.next()?.to_string();
+            let source = unescape(r.next().unwrap_or(""));
+            Some(MountEntry {
+                path: PathBuf::from(point),
+                fstype,
+                source,
+            })
+        })
+        .filter(|m| m.path == path)
+        .last()
+}
+
+fn umount(path: &Path, flags: libc::c_int) -> std::io::Result<()> {
+    let c = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: `c` is a valid NUL-terminated path that outlives the call.
+    let rc = unsafe { libc::umount2(c.as_ptr(), flags) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Checks that `path` can take a new mount and returns its absolute form. A stale mount of
+/// ours (the process was killed) is detached first; anything else mounted there is an error.
+pub fn prepare_mountpoint(path: &Path) -> Result<PathBuf> {
+    let abs =
+        std::path::absolute(path).with_context(|| format!("mount point {}", path.display()))?;
+    match std::fs::metadata(&abs) {
+        Ok(m) if !m.is_dir() => bail!("mount point {} is not a directory", abs.display()),
+        Ok(_) => {
+            if let Some(m) = mount_at(&abs) {
+                bail!(
+                    "mount point {} is busy: {} ({}) is mounted there; unmount it first \
+                     (`umount {}`)",
+                    abs.display(),
+                    m.source,
+                    m.fstype,
+                    abs.display()
+                );
+            }
+        }
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
+            let ours = mount_at(&abs).is_some_and(|m| m.source == FS_NAME);
+            if !ours {
+                bail!(
+                    "mount point {} is a stale mount of another file system \
+                     (transport endpoint is not connected); run `umount {}` first",
+                    abs.display(),
+                    abs.display()
+                );
+            }
+            tracing::warn!(
+                "{} is a stale sodeda-era5 mount (its process died); detaching it",
+                abs.display()
+            );
+            umount(&abs, libc::MNT_DETACH)
+                .with_context(|| format!("detaching the stale mount at {}", abs.display()))?;
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            bail!(
+                "mount point {} does not exist; create it with `mkdir -p {}`",
+                abs.display(),
+                abs.display()
+            )
+        }
+        Err(e) => bail!("mount point {}: {e}", abs.display()),
+    }
+    Ok(abs)
+}
+
+/// Options of a mount.
+#[derive(Debug, Clone)]
+pub struct MountOptions {
+    /// Let other users read the files (`allow_other`).
+    pub allow_other: bool,
+    /// FUSE worker threads.
+    pub threads: usize,
+}
+
+/// Mounts `fs` at `mountpoint` and serves until it is unmounted (`umount`, SIGINT, SIGTERM).
+/// `on_live` runs once the mount is live.
+pub async fn serve(
+    fs: Arc<DatasetFs>,
+    mountpoint: &Path,
+    options: &MountOptions,
+    on_live: impl FnOnce(),
+) -> Result<()> {
+    let mut config = Config::default();
+    config.mount_options = vec![
+        MountOption::RO,
+        MountOption::FSName(FS_NAME.into()),
+        MountOption::Subtype(FS_SUBTYPE.into()),
+        MountOption::DefaultPermissions,
+        MountOption::NoDev,
+        MountOption::NoSuid,
+    ];
+    if options.allow_other {
+        config.acl = SessionACL::All;
+    }
+    config.n_threads = Some(options.threads.max(1));
+    let adapter = FuseAdapter::new(fs, tokio::runtime::Handle::current());
+    let session = fuser::spawn_mount(adapter, mountpoint, &config)
+        .map_err(|e| anyhow!("cannot mount at {}: {e}", mountpoint.display()))?;
+    on_live();
+
+    let point = mountpoint.to_path_buf();
+    let signals = tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut int), Ok(mut term)) = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) else {
+            return;
+        };
+        tokio::select! {
+            _ = int.recv() => {},
+            _ = term.recv() => {},
+        }
+        tracing::info!("signal received; unmounting {}", point.display());
+        if umount(&point, 0).is_err() {
+            // Busy (a reader holds a file open): detach now, the kernel finishes later.
+            let _ = umount(&point, libc::MNT_DETACH);
+        }
+    });
+    let joined = tokio::task::spawn_blocking(move || session.join())
+        .await
+        .context("the FUSE session thread panicked")?;
+    signals.abort();
+    joined.with_context(|| format!("serving {}", mountpoint.display()))?;
+    tracing::info!("unmounted {}", mountpoint.display());
+    Ok(())
+}
+
+/// Starts this same program in the foreground as a detached child (own process group, output
+/// appended to `log`), and returns once its mount is live, with the child's pid. If the child
+/// exits first, its log is the error.
+pub fn spawn_background(mountpoint: &Path, log: &Path, timeout: Duration) -> Result<u32> {
+    let exe = std::env::current_exe().context("locating this program")?;
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    args.push("--foreground".into());
+    if let Some(dir) = log.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .read(true)
+        .open(log)
+        .with_context(|| format!("opening the log file {}", log.display()))?;
+    let start = file.seek(SeekFrom::End(0)).unwrap_or(0);
+    let mut child = Command::new(exe)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(file.try_clone()?)
+        .stderr(file.try_clone()?)
+        .process_group(0)
+        .spawn()
+        .context("starting the mount process")?;
+    let read_log = |file: &mut std::fs::File| {
+        let mut s = String::new();
+        let _ = file.seek(SeekFrom::Start(start));
+        let _ = file.read_to_string(&mut s);
+        s
+    };
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            let text = read_log(&mut file);
+            bail!(
+                "the mount process exited ({status}) before the mount was live:\n{}",
+                text.trim_end()
+            );
+        }
+        if mount_at(mountpoint).is_some_and(|m| m.source == FS_NAME) {
+            let text = read_log(&mut file);
+            if !text.trim().is_empty() {
+                eprintln!("{}", text.trim_end());
+            }
+            return Ok(child.id());
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!(
+                "the mount at {} was not live after {:?}; see {}",
+                mountpoint.display(),
+                timeout,
+                log.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Unmounts a sodeda-era5 mount.
+pub fn unmount(path: &Path) -> Result<()> {
+    let abs = std::path::absolute(path)?;
+    match mount_at(&abs) {
+        None => bail!("{} is not a mount point", abs.display()),
+        Some(m) if m.source != FS_NAME => bail!(
+            "{} is a {} mount, not sodeda-era5; use umount",
+            abs.display(),
+            m.fstype
+        ),
+        Some(_) => {}
+    }
+    umount(&abs, 0).map_err(|e| match e.raw_os_error() {
+        Some(libc::EBUSY) => anyhow!(
+            "{} is busy (a process has a file open there); close it, or detach with `umount -l {}`",
+            abs.display(),
+            abs.display()
+        ),
+        _ => anyhow!("unmounting {}: {e}", abs.display()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_escapes_are_decoded() {
+        assert_eq!(unescape(r"/mnt/with\040space"), "/mnt/with space");
+        assert_eq!(unescape("/plain"), "/plain");
+    }
+
+    #[test]
+    fn missing_mountpoint_is_a_clear_error() {
+        let e = prepare_mountpoint(Path::new("/nonexistent/sodeda/x")).unwrap_err();
+        assert!(e.to_string().contains("does not exist"), "{e}");
+        let f = tempfile::NamedTempFile::new().unwrap();
+        let e = prepare_mountpoint(f.path()).unwrap_err();
+        assert!(e.to_string().contains("not a directory"), "{e}");
+        let d = tempfile::tempdir().unwrap();
+        assert!(prepare_mountpoint(d.path()).is_ok());
+    }
+}
