@@ -8,8 +8,8 @@
 //!
 //! Invariants: sizes come from the plans, so `stat` never fetches; a read returns exactly the
 //! bytes of the cached file at that offset (never past the planned size), or an error; the
-//! first read of a file runs its flow (shared by concurrent readers) and a failed flow is an
-//! error for that read only, retried by the next one.
+//! first read of a file runs its flow (shared by concurrent readers); a failed flow is an error
+//! for the reads of that open file, and the next open retries.
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -146,9 +146,12 @@ struct FileNode {
     last_error: Mutex<Option<String>>,
 }
 
+/// An open file. The outcome of the first read's flow is kept for the handle's lifetime: the
+/// kernel may split one read (and its readahead) into several requests, and they must not
+/// each start a new flow after a failure. Opening the file again retries.
 struct Handle {
     ino: u64,
-    file: OnceCell<Arc<std::fs::File>>,
+    file: OnceCell<Result<Arc<std::fs::File>, FsError>>,
 }
 
 /// The dataset file system.
@@ -340,9 +343,9 @@ impl DatasetFs {
         }
         let file = handle
             .file
-            .get_or_try_init(|| self.open_cached(node))
-            .await?
-            .clone();
+            .get_or_init(|| self.open_cached(node))
+            .await
+            .clone()?;
         let len = (total - offset).min(u64::from(size)) as usize;
         let name = node.plan.file_name.clone();
         tokio::task::spawn_blocking(move || {

@@ -75,9 +75,9 @@ fn kind(k: Kind) -> FileType {
 fn errno(op: &str, e: &FsError) -> Errno {
     let code = e.errno();
     match e {
-        FsError::Flow { .. } | FsError::CacheRead { .. } => {
-            tracing::error!(op, errno = code, "{e}")
-        }
+        // The flow has logged its failure once, with the cause, when it happened.
+        FsError::Flow { .. } => tracing::debug!(op, errno = code, "{e}"),
+        FsError::CacheRead { .. } => tracing::error!(op, errno = code, "{e}"),
         FsError::ReadOnly => tracing::debug!(op, errno = code, "{e}"),
         _ => tracing::trace!(op, errno = code, "{e}"),
     }

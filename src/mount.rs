@@ -23,7 +23,7 @@ use crate::fuse::FuseAdapter;
 
 /// The file-system name shown by `mount` and `df`.
 pub const FS_NAME: &str = "sodeda-era5";
-/// The subtype: mounts show as `fuse.sodeda`.
+/// The subtype requested (the pure-Rust mount of fuser shows the type as plain `fuse`).
 pub const FS_SUBTYPE: &str = "sodeda";
 
 /// A mount listed in `/proc/self/mountinfo`.
@@ -61,6 +61,7 @@ fn unescape(s: &str) -> String {
 pub fn mount_at(path: &Path) -> Option<MountEntry> {
     let text = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
     text.lines()
+        .rev()
         .filter_map(|line| {
             let (left, right) = line.split_once(" - ")?;
             let point = unescape(left.split(' ').nth(4)?);
@@ -73,8 +74,7 @@ pub fn mount_at(path: &Path) -> Option<MountEntry> {
                 source,
             })
         })
-        .filter(|m| m.path == path)
-        .last()
+        .find(|m| m.path == path)
 }
 
 fn umount(path: &Path, flags: libc::c_int) -> std::io::Result<()> {
@@ -94,47 +94,46 @@ fn umount(path: &Path, flags: libc::c_int) -> std::io::Result<()> {
 pub fn prepare_mountpoint(path: &Path) -> Result<PathBuf> {
     let abs =
         std::path::absolute(path).with_context(|| format!("mount point {}", path.display()))?;
+    if let Some(m) = mount_at(&abs) {
+        // Listing, not stat: the kernel may answer stat of a dead mount from its cache.
+        match std::fs::read_dir(&abs) {
+            Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
+                if m.source != FS_NAME {
+                    bail!(
+                        "mount point {} is a stale mount of {} (transport endpoint is not \
+                         connected); run `umount {}` first",
+                        abs.display(),
+                        m.source,
+                        abs.display()
+                    );
+                }
+                tracing::warn!(
+                    "{} is a stale sodeda-era5 mount (its process died); detaching it",
+                    abs.display()
+                );
+                umount(&abs, libc::MNT_DETACH)
+                    .with_context(|| format!("detaching the stale mount at {}", abs.display()))?;
+            }
+            _ => bail!(
+                "mount point {} is busy: {} ({}) is mounted there; unmount it first \
+                 (`umount {}`)",
+                abs.display(),
+                m.source,
+                m.fstype,
+                abs.display()
+            ),
+        }
+    }
     match std::fs::metadata(&abs) {
         Ok(m) if !m.is_dir() => bail!("mount point {} is not a directory", abs.display()),
-        Ok(_) => {
-            if let Some(m) = mount_at(&abs) {
-                bail!(
-                    "mount point {} is busy: {} ({}) is mounted there; unmount it first \
-                     (`umount {}`)",
-                    abs.display(),
-                    m.source,
-                    m.fstype,
-                    abs.display()
-                );
-            }
-        }
-        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
-            let ours = mount_at(&abs).is_some_and(|m| m.source == FS_NAME);
-            if !ours {
-                bail!(
-                    "mount point {} is a stale mount of another file system \
-                     (transport endpoint is not connected); run `umount {}` first",
-                    abs.display(),
-                    abs.display()
-                );
-            }
-            tracing::warn!(
-                "{} is a stale sodeda-era5 mount (its process died); detaching it",
-                abs.display()
-            );
-            umount(&abs, libc::MNT_DETACH)
-                .with_context(|| format!("detaching the stale mount at {}", abs.display()))?;
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            bail!(
-                "mount point {} does not exist; create it with `mkdir -p {}`",
-                abs.display(),
-                abs.display()
-            )
-        }
+        Ok(_) => Ok(abs),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
+            "mount point {} does not exist; create it with `mkdir -p {}`",
+            abs.display(),
+            abs.display()
+        ),
         Err(e) => bail!("mount point {}: {e}", abs.display()),
     }
-    Ok(abs)
 }
 
 /// Options of a mount.
@@ -240,7 +239,9 @@ pub fn spawn_background(mountpoint: &Path, log: &Path, timeout: Duration) -> Res
                 text.trim_end()
             );
         }
-        if mount_at(mountpoint).is_some_and(|m| m.source == FS_NAME) {
+        let live = mount_at(mountpoint).is_some_and(|m| m.source == FS_NAME)
+            && std::fs::read_dir(mountpoint).is_ok(); // not stat: it may come from a cache
+        if live {
             let text = read_log(&mut file);
             if !text.trim().is_empty() {
                 eprintln!("{}", text.trim_end());

@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -74,7 +75,9 @@ def read_lines(path):
 
 class RangeHandler(http.server.SimpleHTTPRequestHandler):
     """Serves a directory like an object store's HTTP endpoint: GET with `Range: bytes=a-b`
-    (206), HEAD, 404 for absent keys. Records every request path in `server.requests`."""
+    (206), HEAD, 404 for absent keys. Records every request path in `server.requests`; GETs
+    whose path contains a key of `server.delay` wait that many seconds, those containing a key
+    of `server.fail` get that HTTP status."""
 
     protocol_version = "HTTP/1.1"
 
@@ -97,6 +100,13 @@ class RangeHandler(http.server.SimpleHTTPRequestHandler):
 
     def do_GET(self):
         self.server.requests.append(("GET", self.path))
+        for part, seconds in self.server.delay.items():
+            if part in self.path:
+                time.sleep(seconds)
+        for part, status in self.server.fail.items():
+            if part in self.path:
+                self.send_error(status)
+                return
         path = self._file()
         if not path:
             self.send_error(404)
@@ -130,6 +140,8 @@ def http_source(replica):
     server = http.server.ThreadingHTTPServer(
         ("127.0.0.1", 0), functools.partial(RangeHandler, directory=str(replica)))
     server.requests = []
+    server.delay = {}
+    server.fail = {}
     server.url = f"http://127.0.0.1:{server.server_address[1]}"
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -139,3 +151,99 @@ def http_source(replica):
         server.shutdown()
         server.server_close()
         thread.join(timeout=10)
+
+
+def mount_binary():
+    return Path(os.environ.get("SODEDA_MOUNT_BIN", ROOT / "target" / "debug" / "sodeda-mount"))
+
+
+def mounted_at(path):
+    """The (fstype, source) of the mount at `path`, or None."""
+    path, found = str(path), None
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            left, _, right = line.partition(" - ")
+            point = left.split(" ")[4].replace("\\040", " ")
+            if point == path:
+                fstype, source = right.split(" ")[:2]
+                found = (fstype, source)
+    return found
+
+
+class Mount:
+    """A sodeda-mount process in the foreground, started and stopped by PID."""
+
+    def __init__(self, mountpoint, deskriptors, source, cache, extra=(), log=None):
+        self.mountpoint = Path(mountpoint)
+        try:
+            self.mountpoint.mkdir(parents=True)
+        except FileExistsError:
+            pass  # also a stale mount point, which stat() cannot see as a directory
+        self.args = [str(mount_binary()), "--foreground", "--deskriptors", str(deskriptors),
+                     "--source", str(source), "--cache", str(cache), *map(str, extra),
+                     str(self.mountpoint)]
+        self.log = Path(log or (self.mountpoint.parent / (self.mountpoint.name + ".log")))
+        self.proc = None
+
+    def start(self, timeout=60):
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith("SODEDA_") and k != "LOCAL_CACHE"}
+        env.setdefault("RUST_LOG", "info,fuser=error")
+        self.logfile = open(self.log, "ab")
+        self.proc = subprocess.Popen(self.args, stdout=self.logfile, stderr=subprocess.STDOUT,
+                                     env=env)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"sodeda-mount exited {self.proc.returncode}:\n"
+                                     + self.log.read_text())
+            if mounted_at(self.mountpoint) and self._answers():
+                return self
+            time.sleep(0.05)
+        self.stop()
+        raise AssertionError("mount not live in time:\n" + self.log.read_text())
+
+    def _answers(self):
+        # listdir, not stat: the kernel may answer stat of a dead mount from its attribute
+        # cache, while listing needs the file system process.
+        try:
+            os.listdir(self.mountpoint)
+            return True
+        except OSError:
+            return False  # e.g. a stale mount still in the way
+
+    def stats(self):
+        return json.loads(os.getxattr(self.mountpoint, "user.sodeda.stats"))
+
+    def stop(self):
+        """Unmounts, waits for the process (killing it after 15 s), and detaches whatever is
+        still mounted at the point. Safe to call more than once."""
+        if self.proc is not None:
+            if mounted_at(self.mountpoint):
+                subprocess.run(["umount", str(self.mountpoint)], capture_output=True)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=15)
+            self.logfile.close()
+            self.proc = None
+        for _ in range(3):
+            if not mounted_at(self.mountpoint):
+                break
+            subprocess.run(["umount", "-l", str(self.mountpoint)], capture_output=True)
+
+
+@pytest.fixture
+def mount_factory(tmp_path):
+    """Creates started mounts; every one is unmounted and its process stopped at teardown."""
+    mounts = []
+
+    def make(deskriptors, source, cache=None, name="mnt", extra=()):
+        m = Mount(tmp_path / name, deskriptors, source, cache or (tmp_path / "cache"), extra)
+        mounts.append(m)
+        return m.start()
+
+    yield make
+    for m in mounts:
+        m.stop()

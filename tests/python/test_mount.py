@@ -1,0 +1,331 @@
+"""The mount, for real: sodeda-mount over the replica, read with ls, cat, cp, xarray, ncdump,
+cdo, pread, mmap. One test per promise of docs/SEMANTICS.md (named in each docstring)."""
+
+import errno
+import hashlib
+import json
+import mmap
+import os
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from conftest import DATA, ROOT, Runner, mount_binary, mounted_at, read_lines
+from reference import open_source, reference
+
+TEST_SET = DATA / "test-set.jsonl"
+LINES = read_lines(TEST_SET)
+
+
+def chunk_gets(requests):
+    coords = ("/time/", "/latitude/", "/longitude/", "/level/")
+    return [p for m, p in requests if m == "GET" and "/." not in p and not p.startswith(coords)]
+
+
+def test_ls_shows_one_file_per_deskriptor_with_exact_sizes(replica, mount_factory, run):
+    """Names and sizes: `ls -l` lists every valid deskriptor with its exact size, before any
+    data is fetched; `cat` returns exactly that many bytes."""
+    m = mount_factory(TEST_SET, replica)
+    listing = run.list(TEST_SET)
+    names = sorted(os.listdir(m.mountpoint))
+    assert names == sorted(e["name"] for e in listing)
+    assert m.stats()["flow_runs"] == 0, "stat must not build files"
+    for e in listing:
+        assert os.stat(m.mountpoint / e["name"]).st_size == e["size"]
+    assert m.stats()["source_requests"] == 0 or m.stats()["flow_runs"] == 0
+    for e in listing[:6]:
+        data = subprocess.run(["cat", m.mountpoint / e["name"]], capture_output=True).stdout
+        assert len(data) == e["size"], e["name"]
+
+
+def test_cp_r_gives_the_files_of_get(replica, mount_factory, tmp_path):
+    """Content: a file's bytes through the mount are exactly those of `sodeda-era5 get`."""
+    m = mount_factory(TEST_SET, replica)
+    copy = tmp_path / "copy"
+    subprocess.run(["cp", "-r", f"{m.mountpoint}/", str(copy)], check=True)
+    direct = Runner(replica, tmp_path / "other-cache", tmp_path)
+    for e in direct.list(TEST_SET):
+        direct("get", "--deskriptors", TEST_SET, "--line", e["line"], "-o", tmp_path / "g.nc")
+        assert (copy / e["name"]).read_bytes() == (tmp_path / "g.nc").read_bytes(), e["name"]
+
+
+def test_readers_through_the_mount_match_the_reference(replica, mount_factory):
+    """Readers: xarray (netCDF4 and scipy engines), ncdump and cdo read the files through the
+    mount, and the values match xarray on the source."""
+    m = mount_factory(TEST_SET, replica)
+    ds_source = open_source(replica)
+    for name, line in [("multi_variable.nc", 4), ("crossing_zero.nc", 9),
+                       ("level_list_mixed.nc", 6)]:
+        path = m.mountpoint / name
+        for engine in ("netcdf4", "scipy"):
+            with xr.open_dataset(path, engine=engine) as ours:
+                for var, ref in reference(ds_source, json.loads(LINES[line - 1])).items():
+                    np.testing.assert_array_equal(ours[var].values, ref.values)
+        assert subprocess.run(["ncdump", "-h", path], capture_output=True).returncode == 0
+        info = subprocess.run(["cdo", "-s", "sinfon", path], capture_output=True, text=True)
+        assert info.returncode == 0, info.stderr
+
+
+def test_random_partial_reads_and_eof(replica, mount_factory, tmp_path):
+    """Reads: pread at any offset, mmap and head -c return exactly the file's bytes; a read at
+    or past the end returns nothing."""
+    m = mount_factory(TEST_SET, replica)
+    path = m.mountpoint / "whole_globe.nc"
+    whole = path.read_bytes()
+    size = len(whole)
+    assert size == os.stat(path).st_size > 4_000_000
+    rng = np.random.default_rng(7)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        for _ in range(200):
+            off = int(rng.integers(0, size))
+            n = int(rng.integers(1, 300_000))
+            assert os.pread(fd, n, off) == whole[off:off + n]
+        assert os.pread(fd, 100, size) == b""
+        assert os.pread(fd, 100, size + 12345) == b""
+        assert os.pread(fd, 100, size - 10) == whole[-10:]
+    finally:
+        os.close(fd)
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+        assert mm[size // 3: size // 3 + 4096] == whole[size // 3: size // 3 + 4096]
+        assert mm[-1] == whole[-1]
+    head = subprocess.run(["head", "-c", "1000", path], capture_output=True).stdout
+    assert head == whole[:1000]
+
+
+def test_second_read_and_remount_do_not_touch_the_source(replica, http_source, mount_factory,
+                                                         tmp_path):
+    """Cache: the first read builds the file; later reads, and reads after unmount and
+    remount, come from the cache without a source request."""
+    cache = tmp_path / "cache"
+    m = mount_factory(TEST_SET, http_source.url, cache=cache)
+    first = (m.mountpoint / "multi_hour.nc").read_bytes()
+    built = len(chunk_gets(http_source.requests))
+    assert built == 6, "6 hours of one variable"
+    before = m.stats()["source_requests"]
+    # Bypass the kernel page cache: a new open of a new mount is the honest check.
+    again = (m.mountpoint / "multi_hour.nc").read_bytes()
+    assert again == first and m.stats()["source_requests"] == before
+    assert os.getxattr(m.mountpoint / "multi_hour.nc", "user.sodeda.cached") == b"yes"
+    m.stop()
+    n = len(http_source.requests)
+    m2 = mount_factory(TEST_SET, http_source.url, cache=cache, name="mnt2")
+    assert (m2.mountpoint / "multi_hour.nc").read_bytes() == first
+    assert chunk_gets(http_source.requests[n:]) == []
+    assert m2.stats()["flow_runs"] == 0 and m2.stats()["cache_hits"] >= 1
+
+
+def test_concurrent_readers_share_one_flow(replica, http_source, mount_factory):
+    """Concurrency: 16 readers of one uncached file wait on one flow run and get identical
+    bytes."""
+    http_source.delay = {"/2m_temperature/": 0.3}
+    m = mount_factory(TEST_SET, http_source.url)
+    path = m.mountpoint / "multi_hour.nc"
+    barrier = threading.Barrier(16)
+
+    def read(_):
+        barrier.wait()
+        with open(path, "rb") as f:
+            return hashlib.sha256(f.read()).hexdigest()
+
+    with ThreadPoolExecutor(16) as pool:
+        digests = set(pool.map(read, range(16)))
+    assert len(digests) == 1
+    assert m.stats()["flow_runs"] == 1
+    assert len(chunk_gets(http_source.requests)) == 6
+
+
+def test_a_slow_flow_does_not_block_ls_or_cached_reads(replica, http_source, mount_factory):
+    """Responsiveness: while one file is being built (a slow source), `ls`, `stat` and reads
+    of cached files answer in under 100 ms."""
+    m = mount_factory(TEST_SET, http_source.url)
+    cached = (m.mountpoint / "exact_lists.nc").read_bytes()  # built before the slowdown
+    http_source.delay = {"/surface_pressure/": 3.0}
+    slow = threading.Thread(target=lambda: (m.mountpoint / "steps.nc").read_bytes())
+    slow.start()
+    try:
+        time.sleep(0.5)  # the slow flow is now waiting on the source
+        assert slow.is_alive()
+        for _ in range(5):
+            t0 = time.monotonic()
+            names = os.listdir(m.mountpoint)
+            os.stat(m.mountpoint / "multi_hour.nc")
+            t1 = time.monotonic()
+            fd = os.open(m.mountpoint / "exact_lists.nc", os.O_RDONLY)
+            data = os.pread(fd, len(cached), 0)
+            os.close(fd)
+            t2 = time.monotonic()
+            assert data == cached and "steps.nc" in names
+            assert t1 - t0 < 0.1, f"ls/stat took {t1 - t0:.3f} s"
+            assert t2 - t1 < 0.1, f"cached read took {t2 - t1:.3f} s"
+    finally:
+        slow.join(timeout=120)
+    assert not slow.is_alive()
+
+
+WRITES = {
+    "open for writing": lambda p, d: os.open(p, os.O_WRONLY),
+    "open read-write": lambda p, d: os.open(p, os.O_RDWR),
+    "truncate": lambda p, d: os.truncate(p, 0),
+    "create": lambda p, d: open(d / "new.nc", "w"),
+    "mkdir": lambda p, d: os.mkdir(d / "newdir"),
+    "unlink": lambda p, d: os.unlink(p),
+    "rename": lambda p, d: os.rename(p, d / "renamed.nc"),
+    "chmod": lambda p, d: os.chmod(p, 0o644),
+    "utime": lambda p, d: os.utime(p, (0, 0)),
+    "symlink": lambda p, d: os.symlink(p, d / "link.nc"),
+    "link": lambda p, d: os.link(p, d / "hard.nc"),
+    "setxattr": lambda p, d: os.setxattr(p, "user.x", b"1"),
+    "removexattr": lambda p, d: os.removexattr(p, "user.sodeda.cached"),
+}
+
+
+def test_every_write_gets_erofs_and_the_mount_stays_up(replica, mount_factory):
+    """Read-only: every kind of modification fails with EROFS; the mount stays up."""
+    m = mount_factory(TEST_SET, replica)
+    target = m.mountpoint / "exact_lists.nc"
+    before = target.read_bytes()
+    for what, op in WRITES.items():
+        with pytest.raises(OSError) as info:
+            op(target, m.mountpoint)
+        assert info.value.errno == errno.EROFS, (what, info.value)
+    assert target.read_bytes() == before
+    assert sorted(os.listdir(m.mountpoint)) == sorted(os.listdir(m.mountpoint))
+
+
+def test_unknown_names_are_enoent(replica, mount_factory):
+    """Names: an unknown name is ENOENT; the directory itself cannot be read as a file."""
+    m = mount_factory(TEST_SET, replica)
+    with pytest.raises(FileNotFoundError):
+        os.stat(m.mountpoint / "nope.nc")
+    with pytest.raises(IsADirectoryError):
+        open(m.mountpoint, "rb").read()
+
+
+def test_extended_attributes_explain_a_file(replica, mount_factory):
+    """xattrs: user.sodeda.deskriptor is the line, user.sodeda.cached says yes/no."""
+    m = mount_factory(TEST_SET, replica)
+    p = m.mountpoint / "steps.nc"
+    line = next(l for l in LINES if '"steps"' in l)
+    assert os.getxattr(p, "user.sodeda.deskriptor").decode() == line
+    assert os.getxattr(p, "user.sodeda.cached") == b"no"
+    p.read_bytes()
+    assert os.getxattr(p, "user.sodeda.cached") == b"yes"
+    assert "user.sodeda.error" not in os.listxattr(p)
+    out = subprocess.run(["getfattr", "-d", p], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert 'user.sodeda.cached="yes"' in out.stdout and "user.sodeda.deskriptor=" in out.stdout
+
+
+def test_a_failed_flow_is_eio_with_the_cause_and_the_next_read_retries(
+        replica, http_source, mount_factory):
+    """Errors: a failed flow gives EIO for the reads of that open file, logged once with the
+    file name and cause and shown in user.sodeda.error; the mount stays up and the next open
+    retries."""
+    m = mount_factory(TEST_SET, http_source.url)
+    # exact_lists.nc reads 2m_temperature at 2023-01-01T18 (hour 1078218) and 2023-01-02T06.
+    # A 4xx is not retried by the store, so the failure is immediate.
+    p = m.mountpoint / "exact_lists.nc"
+    http_source.fail = {"/2m_temperature/1078218": 403}
+    with pytest.raises(OSError) as info:
+        p.read_bytes()
+    assert info.value.errno == errno.EIO
+    cause = os.getxattr(p, "user.sodeda.error").decode()
+    assert "2m_temperature" in cause and "403" in cause, cause
+    assert "exact_lists.nc" in m.log.read_text()
+    assert m.log.read_text().count("building failed") == 1
+    assert sorted(os.listdir(m.mountpoint))  # still up
+    http_source.fail = {}
+    data = p.read_bytes()
+    assert len(data) == os.stat(p).st_size
+    assert "user.sodeda.error" not in os.listxattr(p)
+
+
+def test_background_mode_returns_once_live_and_unmount_ends_it(replica, tmp_path):
+    """Lifecycle: sodeda-mount returns once the mount is live (printing where it logs);
+    `sodeda-era5 unmount` ends it and the process exits."""
+    mnt = tmp_path / "bg"
+    mnt.mkdir()
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("SODEDA_") and k != "LOCAL_CACHE"}
+    p = subprocess.run([str(mount_binary()), "--deskriptors", str(TEST_SET), "--source",
+                        str(replica), "--cache", str(tmp_path / "cache"), str(mnt)],
+                       capture_output=True, text=True, env=env, timeout=120)
+    pid = None
+    try:
+        assert p.returncode == 0, p.stderr
+        assert mounted_at(mnt)[1] == "sodeda-era5"
+        assert "logging to" in p.stderr and "(pid " in p.stderr
+        pid = int(p.stderr.split("(pid ")[1].split(")")[0])
+        assert len(os.listdir(mnt)) == len(LINES)
+        u = subprocess.run([str(ROOT / "target" / "debug" / "sodeda-era5"), "unmount", str(mnt)],
+                           capture_output=True, text=True)
+        assert u.returncode == 0, u.stderr
+        for _ in range(100):
+            if not os.path.exists(f"/proc/{pid}") or \
+                    open(f"/proc/{pid}/stat").read().split()[2] == "Z":
+                break
+            time.sleep(0.1)
+        else:
+            raise AssertionError("the mount process did not exit after unmount")
+        assert mounted_at(mnt) is None
+    finally:
+        if mounted_at(mnt):
+            subprocess.run(["umount", "-l", str(mnt)])
+        if pid and os.path.exists(f"/proc/{pid}"):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_sigterm_unmounts(replica, mount_factory):
+    """Lifecycle: SIGTERM (and SIGINT) unmount cleanly."""
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        m = mount_factory(TEST_SET, replica, name=f"sig{int(sig)}")
+        m.proc.send_signal(sig)
+        assert m.proc.wait(timeout=20) == 0
+        assert mounted_at(m.mountpoint) is None
+
+
+def run_mount(*args, timeout=60):
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("SODEDA_") and k != "LOCAL_CACHE"}
+    return subprocess.run([str(mount_binary()), *map(str, args)], capture_output=True,
+                          text=True, env=env, timeout=timeout)
+
+
+def test_mount_failures_exit_nonzero_with_a_clear_message(replica, mount_factory, tmp_path):
+    """Lifecycle: a missing or busy mount point, or a missing or all-bad deskriptors file,
+    exits non-zero with a message naming the problem."""
+    common = ["--source", replica, "--cache", tmp_path / "c", "--foreground"]
+    p = run_mount("--deskriptors", TEST_SET, *common, tmp_path / "missing")
+    assert p.returncode == 1 and "does not exist" in p.stderr
+    m = mount_factory(TEST_SET, replica)
+    p = run_mount("--deskriptors", TEST_SET, *common, m.mountpoint)
+    assert p.returncode == 1 and "busy" in p.stderr, p.stderr
+    (tmp_path / "empty").mkdir()
+    p = run_mount("--deskriptors", tmp_path / "nope.jsonl", *common, tmp_path / "empty")
+    assert p.returncode == 1 and "nope.jsonl" in p.stderr
+    bad_only = tmp_path / "bad.jsonl"
+    bad_only.write_text("{not json\n")
+    p = run_mount("--deskriptors", bad_only, *common, tmp_path / "empty")
+    assert p.returncode == 1 and "no valid deskriptor" in p.stderr, p.stderr
+    assert mounted_at(tmp_path / "empty") is None
+
+
+def test_a_stale_mount_of_a_killed_process_is_replaced(replica, mount_factory, tmp_path):
+    """Lifecycle: after kill -9 of a mount, a new mount on the same point starts cleanly."""
+    m = mount_factory(TEST_SET, replica, name="stale")
+    m.proc.kill()
+    m.proc.wait(timeout=10)
+    with pytest.raises(OSError) as info:
+        os.listdir(m.mountpoint)
+    assert info.value.errno == errno.ENOTCONN
+    m2 = mount_factory(TEST_SET, replica, name="stale")
+    assert len(os.listdir(m2.mountpoint)) == len(LINES)
+    assert "stale sodeda-era5 mount" in m2.log.read_text()
