@@ -1,0 +1,261 @@
+//! The file-system core driven the way the kernel would, without mounting: lookups, sizes,
+//! reads at offsets, EOF, errnos, single flight, failures and retries, extended attributes.
+//! The source is a small ERA5-shaped store in memory (tests/common).
+
+mod common;
+
+use std::ffi::OsStr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use sodeda_era5::cache::LocalCache;
+use sodeda_era5::catalog::Catalog;
+use sodeda_era5::fetch::FetchOptions;
+use sodeda_era5::flow::Flow;
+use sodeda_era5::fs::{DatasetFs, FsError, Kind, ROOT_INO};
+use sodeda_era5::plan::PlanOptions;
+use sodeda_era5::source::Source;
+use zarrs_object_store::object_store::ObjectStore;
+
+const DESKRIPTORS: &str = r#"{"name": "a", "time": {"start": "2023-01-01T00", "end": "2023-01-01T05"}, "variable": "2m_temperature"}
+{"name": "b", "time": "2023-01-01T10:00", "level": [850, 500], "latitude": {"start": -1, "end": 1}, "longitude": {"start": -45, "end": 45}, "variable": ["temperature", "2m_temperature"]}
+{"name": "absent", "time": {"start": "2023-01-03T00", "end": "2023-01-03T02"}, "variable": "2m_temperature"}
+"#;
+
+async fn setup(store: Arc<dyn ObjectStore>) -> (Arc<DatasetFs>, tempfile::TempDir) {
+    let source = Arc::new(
+        Source::open_store("memory://synthetic", store)
+            .await
+            .unwrap(),
+    );
+    let catalog = Catalog::from_text(DESKRIPTORS, &source, PlanOptions::default());
+    assert!(catalog.errors.is_empty(), "{:?}", catalog.errors);
+    let dir = tempfile::tempdir().unwrap();
+    let flow = Flow::new(
+        source,
+        LocalCache::open(dir.path()).unwrap(),
+        FetchOptions::default(),
+    );
+    (Arc::new(DatasetFs::new(catalog.plans, flow)), dir)
+}
+
+fn ino(fs: &DatasetFs, name: &str) -> u64 {
+    fs.lookup(ROOT_INO, OsStr::new(name)).unwrap().ino
+}
+
+async fn read_all(fs: &DatasetFs, ino: u64, chunk: u32) -> Vec<u8> {
+    let fh = fs.open(ino, false).unwrap();
+    let mut out = Vec::new();
+    loop {
+        let part = fs.read(fh, out.len() as u64, chunk).await.unwrap();
+        if part.is_empty() {
+            break;
+        }
+        out.extend(part);
+    }
+    fs.release(fh);
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn names_sizes_and_errnos() {
+    let (fs, _dir) = setup(common::synthetic_store().await).await;
+    let entries = fs.readdir(ROOT_INO).unwrap();
+    let names: Vec<&str> = entries.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(names, vec![".", "..", "a.nc", "b.nc", "absent.nc"]);
+    assert_eq!(fs.getattr(ROOT_INO).unwrap().kind, Kind::Directory);
+    let a = fs.lookup(ROOT_INO, OsStr::new("a.nc")).unwrap();
+    assert_eq!(a.kind, Kind::File);
+    assert_eq!(a.perm, 0o444);
+    assert!(a.size > 6 * 9 * 16 * 4);
+    assert_eq!(
+        fs.flow().metrics.runs.load(Ordering::Relaxed),
+        0,
+        "stat builds nothing"
+    );
+
+    let e = fs.lookup(ROOT_INO, OsStr::new("nope.nc")).unwrap_err();
+    assert_eq!(e.errno(), libc::ENOENT);
+    assert_eq!(fs.getattr(999).unwrap_err().errno(), libc::ENOENT);
+    assert_eq!(
+        fs.lookup(a.ino, OsStr::new("x")).unwrap_err().errno(),
+        libc::ENOTDIR
+    );
+    assert_eq!(fs.open(a.ino, true).unwrap_err().errno(), libc::EROFS);
+    assert_eq!(fs.open(ROOT_INO, false).unwrap_err().errno(), libc::EISDIR);
+    assert_eq!(fs.readdir(a.ino).unwrap_err().errno(), libc::ENOTDIR);
+    assert_eq!(
+        fs.read(12345, 0, 10).await.unwrap_err().errno(),
+        libc::EBADF
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reads_return_exactly_the_built_file() {
+    let (fs, _dir) = setup(common::synthetic_store().await).await;
+    for name in ["a.nc", "b.nc", "absent.nc"] {
+        let i = ino(&fs, name);
+        let size = fs.getattr(i).unwrap().size;
+        let whole = read_all(&fs, i, 4096).await;
+        assert_eq!(whole.len() as u64, size, "{name}");
+        let again = read_all(&fs, i, 1 << 20).await;
+        assert_eq!(whole, again, "{name}: chunking of reads changes nothing");
+        let fh = fs.open(i, false).unwrap();
+        for (off, len) in [(0u64, 1u32), (7, 13), (size - 5, 100), (size / 2, 333)] {
+            let part = fs.read(fh, off, len).await.unwrap();
+            let end = (off + u64::from(len)).min(size) as usize;
+            assert_eq!(part, whole[off as usize..end], "{name} at {off}");
+        }
+        assert!(fs.read(fh, size, 10).await.unwrap().is_empty());
+        assert!(fs.read(fh, size + 1000, 10).await.unwrap().is_empty());
+        fs.release(fh);
+    }
+    assert_eq!(fs.flow().metrics.runs.load(Ordering::Relaxed), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn values_follow_the_selection_semantics() {
+    let (fs, _dir) = setup(common::synthetic_store().await).await;
+    let bytes = read_all(&fs, ino(&fs, "b.nc"), 1 << 20).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("b.nc");
+    std::fs::write(&path, bytes).unwrap();
+    let file = netcdf::open(&path).unwrap();
+    let lon: Vec<f32> = file.variable("longitude").unwrap().get_values(..).unwrap();
+    assert_eq!(lon, vec![-45.0, -22.5, 0.0, 22.5, 45.0]);
+    let lat: Vec<f32> = file.variable("latitude").unwrap().get_values(..).unwrap();
+    assert_eq!(lat, vec![1.0, 0.5, 0.0, -0.5, -1.0]);
+    let level: Vec<i32> = file.variable("level").unwrap().get_values(..).unwrap();
+    assert_eq!(level, vec![850, 500]);
+    let time: Vec<i32> = file.variable("time").unwrap().get_values(..).unwrap();
+    assert_eq!(time, vec![(common::T0 + 10) as i32]);
+    let t: Vec<f32> = file
+        .variable("temperature")
+        .unwrap()
+        .get_values(..)
+        .unwrap();
+    let lon_src = [14u64, 15, 0, 1, 2];
+    let lat_src = [2u64, 3, 4, 5, 6];
+    let level_src = [1u64, 0];
+    let mut k = 0;
+    for l in level_src {
+        for y in lat_src {
+            for x in lon_src {
+                let want = (10 * 1000 + l * 100 + y * 16 + x) as f32;
+                assert_eq!(t[k], want, "level {l} lat {y} lon {x}");
+                k += 1;
+            }
+        }
+    }
+    let t2: Vec<f32> = file
+        .variable("2m_temperature")
+        .unwrap()
+        .get_values(..)
+        .unwrap();
+    assert_eq!(t2.len(), 25);
+    assert_eq!(t2[0], (10 * 1000 + 2 * 16 + 14) as f32);
+
+    let absent = read_all(&fs, ino(&fs, "absent.nc"), 1 << 20).await;
+    let path = dir.path().join("absent.nc");
+    std::fs::write(&path, absent).unwrap();
+    let file = netcdf::open(&path).unwrap();
+    let v: Vec<f32> = file
+        .variable("2m_temperature")
+        .unwrap()
+        .get_values(..)
+        .unwrap();
+    assert!(v.iter().all(|x| x.is_nan()), "absent chunks read as NaN");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_readers_share_one_flow_run() {
+    let (fs, _dir) = setup(common::synthetic_store().await).await;
+    let i = ino(&fs, "a.nc");
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let fs = fs.clone();
+        tasks.push(tokio::spawn(async move { read_all(&fs, i, 8192).await }));
+    }
+    let mut results = Vec::new();
+    for t in tasks {
+        results.push(t.await.unwrap());
+    }
+    assert!(results.windows(2).all(|w| w[0] == w[1]));
+    assert_eq!(fs.flow().metrics.runs.load(Ordering::Relaxed), 1);
+    let requests = fs.flow().source.metrics.requests();
+    read_all(&fs, i, 8192).await;
+    assert_eq!(
+        fs.flow().source.metrics.requests(),
+        requests,
+        "a cached read touches no source"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failed_flow_is_eio_with_its_cause_and_a_new_open_retries() {
+    let faulty = Arc::new(common::FaultyStore {
+        inner: common::synthetic_store().await,
+        pattern: "2m_temperature/".into(),
+        failing: Default::default(),
+    });
+    let (fs, _dir) = setup(faulty.clone()).await;
+    let i = ino(&fs, "a.nc");
+    faulty.failing.store(true, Ordering::SeqCst);
+    let fh = fs.open(i, false).unwrap();
+    let e = fs.read(fh, 0, 100).await.unwrap_err();
+    assert_eq!(e.errno(), libc::EIO);
+    assert!(matches!(e, FsError::Flow { .. }));
+    assert!(e.to_string().contains("injected fault"), "{e}");
+    let cause = fs
+        .getxattr(i, OsStr::new("user.sodeda.error"))
+        .map(String::from_utf8)
+        .unwrap()
+        .unwrap();
+    assert!(cause.contains("2m_temperature") && cause.contains("injected fault"));
+    // The same open file keeps its failure: no new flow for the kernel's follow-up requests.
+    assert_eq!(fs.read(fh, 4096, 100).await.unwrap_err().errno(), libc::EIO);
+    assert_eq!(fs.flow().metrics.failures.load(Ordering::Relaxed), 1);
+    fs.release(fh);
+
+    faulty.failing.store(false, Ordering::SeqCst);
+    let whole = read_all(&fs, i, 4096).await;
+    assert_eq!(whole.len() as u64, fs.getattr(i).unwrap().size);
+    assert_eq!(
+        fs.getxattr(i, OsStr::new("user.sodeda.error"))
+            .unwrap_err()
+            .errno(),
+        libc::ENODATA
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn extended_attributes() {
+    let (fs, _dir) = setup(common::synthetic_store().await).await;
+    let i = ino(&fs, "a.nc");
+    let get = |name: &str| {
+        fs.getxattr(i, OsStr::new(name))
+            .map(|v| String::from_utf8(v).unwrap())
+    };
+    assert!(get("user.sodeda.deskriptor")
+        .unwrap()
+        .contains("\"name\": \"a\""));
+    assert_eq!(get("user.sodeda.cached").unwrap(), "no");
+    assert_eq!(get("user.other").unwrap_err().errno(), libc::ENODATA);
+    assert_eq!(
+        fs.listxattr(i).unwrap(),
+        vec![
+            "user.sodeda.deskriptor",
+            "user.sodeda.identity",
+            "user.sodeda.cached"
+        ]
+    );
+    read_all(&fs, i, 1 << 20).await;
+    assert_eq!(get("user.sodeda.cached").unwrap(), "yes");
+    let stats: serde_json::Value = serde_json::from_slice(
+        &fs.getxattr(ROOT_INO, OsStr::new("user.sodeda.stats"))
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(stats["flow_runs"], 1);
+    assert_eq!(stats["files"], 3);
+}
