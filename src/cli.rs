@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
+use futures::StreamExt;
 use serde_json::json;
 
 use crate::cache::{LocalCache, DEFAULT_CACHE_DIR};
@@ -20,6 +21,7 @@ use crate::fetch::FetchOptions;
 use crate::flow::{Flow, Origin};
 use crate::layout::Format;
 use crate::plan::{Plan, PlanOptions, DEFAULT_MAX_FILE_SIZE};
+use crate::remote::{RemoteCache, RemoteError, S3Config};
 use crate::select;
 use crate::source::{Source, DEFAULT_SOURCE};
 
@@ -63,6 +65,18 @@ pub struct Common {
     /// Source chunk reads in flight at once.
     #[arg(long, env = "SODEDA_FETCH_CONCURRENCY", default_value_t = FetchOptions::default().concurrency, global = true)]
     fetch_concurrency: usize,
+    /// S3 bucket of the shared cache tier (no S3 tier when unset).
+    #[arg(long, env = "S3_BUCKET_NAME", global = true)]
+    s3_bucket: Option<String>,
+    /// Key prefix in the S3 bucket.
+    #[arg(long, env = "S3_KEY_PREFIX", default_value = crate::remote::DEFAULT_PREFIX, global = true)]
+    s3_prefix: String,
+    /// S3 endpoint URL (for S3-compatible servers; http allowed).
+    #[arg(long, env = "S3_ENDPOINT_URL", global = true)]
+    s3_endpoint: Option<String>,
+    /// Profile of the shared credentials file (AWS_SHARED_CREDENTIALS_FILE or ~/.aws/credentials).
+    #[arg(long, env = "S3_PROFILE", global = true)]
+    s3_profile: Option<String>,
     /// Log filter (error, warn, info, debug, trace, or a tracing directive).
     #[arg(long, env = "SODEDA_LOG", default_value = "warn", global = true)]
     log_level: String,
@@ -181,15 +195,39 @@ impl Common {
         Ok(Arc::new(source))
     }
 
-    fn flow(&self, source: Arc<Source>) -> Result<Flow> {
-        Ok(Flow::new(
+    /// The S3 tier, when a bucket is configured. Bad configuration or refused credentials
+    /// are errors; an unreachable bucket is a warning (reads fall back to the source).
+    async fn remote(&self) -> Result<Option<Arc<RemoteCache>>> {
+        let Some(bucket) = self.s3_bucket.clone().filter(|b| !b.is_empty()) else {
+            return Ok(None);
+        };
+        let remote = RemoteCache::new(&S3Config {
+            bucket,
+            prefix: self.s3_prefix.clone(),
+            endpoint: self.s3_endpoint.clone().filter(|e| !e.is_empty()),
+            profile: self.s3_profile.clone().filter(|p| !p.is_empty()),
+        })?;
+        match remote.probe().await {
+            Ok(()) => {}
+            Err(e @ (RemoteError::Denied { .. } | RemoteError::Config(_))) => return Err(e.into()),
+            Err(e) => remote.mark_down(&e),
+        }
+        Ok(Some(Arc::new(remote)))
+    }
+
+    async fn flow(&self, source: Arc<Source>) -> Result<Flow> {
+        let flow = Flow::new(
             source,
             LocalCache::open(&self.cache)?,
             FetchOptions {
                 concurrency: self.fetch_concurrency.max(1),
                 ..FetchOptions::default()
             },
-        ))
+        );
+        Ok(match self.remote().await? {
+            Some(remote) => flow.with_remote(remote),
+            None => flow,
+        })
     }
 
     fn load_catalog(&self, source: &Source) -> Result<Catalog> {
@@ -341,7 +379,7 @@ async fn mount(common: &Common, args: &MountArgs) -> Result<ExitCode> {
     let n = catalog.plans.len();
     let fs = Arc::new(crate::fs::DatasetFs::new(
         catalog.plans,
-        common.flow(source)?,
+        common.flow(source).await?,
     ));
     let options = crate::mount::MountOptions {
         allow_other: args.allow_other,
@@ -383,7 +421,7 @@ async fn get(
     };
     let source = common.open_source().await?;
     let plan = Plan::new(&deskriptor, &source, common.plan_options()?)?;
-    let flow = common.flow(source.clone())?;
+    let flow = common.flow(source.clone()).await?;
     let before = (source.metrics.requests(), source.metrics.bytes());
     let (path, origin) = flow
         .materialize(&plan)
@@ -397,6 +435,7 @@ async fn get(
         plan.file_name,
         match origin {
             Origin::Cache => "from cache",
+            Origin::Remote => "copied from the S3 cache",
             Origin::Built => "built from the source",
         }
     );
@@ -442,18 +481,54 @@ async fn list(common: &Common, json: bool) -> Result<ExitCode> {
     let source = common.open_source().await?;
     let catalog = common.load_catalog(&source)?;
     let cache = LocalCache::open(&common.cache)?;
+    let remote = common.remote().await?;
     warn_bad_lines(&catalog);
+    // Which tiers hold each file: local by size, S3 by a HEAD (32 at a time).
+    let in_s3: Vec<Option<bool>> = match &remote {
+        Some(r) => {
+            futures::stream::iter(catalog.plans.iter().map(|p| {
+                let r = r.clone();
+                async move {
+                    match r.size_of(&p.identity).await {
+                        Ok(size) => Some(size == Some(p.size)),
+                        Err(e) => {
+                            r.mark_down(&e);
+                            None
+                        }
+                    }
+                }
+            }))
+            .buffered(32)
+            .collect()
+            .await
+        }
+        None => vec![Some(false); catalog.plans.len()],
+    };
+    let tiers = |p: &Plan, s3: Option<bool>| {
+        let mut t = Vec::new();
+        if cache.lookup(p).is_some() {
+            t.push("local");
+        }
+        match s3 {
+            Some(true) => t.push("s3"),
+            None => t.push("s3?"),
+            Some(false) => {}
+        }
+        t
+    };
     let mut out = std::io::stdout().lock();
     if json {
         let rows: Vec<_> = catalog
             .plans
             .iter()
-            .map(|p| {
+            .zip(&in_s3)
+            .map(|(p, s3)| {
                 json!({
                     "line": p.deskriptor.line,
                     "name": p.file_name,
                     "size": p.size,
                     "cached": cache.lookup(p).is_some(),
+                    "tiers": tiers(p, *s3),
                     "identity": p.identity,
                     "deskriptor": p.canonical,
                 })
@@ -469,11 +544,12 @@ async fn list(common: &Common, json: bool) -> Result<ExitCode> {
             .unwrap_or(4)
             .max(4);
         writeln!(out, "{:<width$}  {:>12}  CACHED", "NAME", "SIZE")?;
-        for p in &catalog.plans {
-            let cached = if cache.lookup(p).is_some() {
-                "yes"
+        for (p, s3) in catalog.plans.iter().zip(&in_s3) {
+            let t = tiers(p, *s3);
+            let cached = if t.is_empty() {
+                "no".to_string()
             } else {
-                "no"
+                t.join("+")
             };
             writeln!(out, "{:<width$}  {:>12}  {cached}", p.file_name, p.size)?;
         }

@@ -20,6 +20,7 @@ use crate::cache::{CacheError, LocalCache};
 use crate::encode::{self, EncodeError};
 use crate::fetch::{self, FetchError, FetchOptions};
 use crate::plan::Plan;
+use crate::remote::{Lookup, RemoteCache};
 use crate::source::Source;
 
 /// Why a file could not be produced.
@@ -44,6 +45,8 @@ pub enum FlowError {
 pub enum Origin {
     /// It was already in the local cache.
     Cache,
+    /// It was copied from the S3 tier into the local cache.
+    Remote,
     /// It was built now from the source.
     Built,
 }
@@ -57,6 +60,10 @@ pub struct FlowMetrics {
     pub failures: AtomicU64,
     /// Requests answered from the local cache.
     pub cache_hits: AtomicU64,
+    /// Files copied from the S3 tier.
+    pub remote_hits: AtomicU64,
+    /// Files uploaded to the S3 tier (created, or found there already).
+    pub uploads: AtomicU64,
 }
 
 type SharedRun = Shared<BoxFuture<'static, Result<(PathBuf, Origin), Arc<FlowError>>>>;
@@ -81,6 +88,8 @@ pub struct Flow {
     pub cache: LocalCache,
     /// Fetch tuning.
     pub fetch: FetchOptions,
+    /// The S3 tier, when configured.
+    pub remote: Option<Arc<RemoteCache>>,
     /// Counters.
     pub metrics: Arc<FlowMetrics>,
     inflight: Arc<InFlight>,
@@ -93,9 +102,16 @@ impl Flow {
             source,
             cache,
             fetch,
+            remote: None,
             metrics: Arc::default(),
             inflight: Arc::default(),
         }
+    }
+
+    /// Adds the S3 tier: read path local → S3 → source, write path local + S3.
+    pub fn with_remote(mut self, remote: Arc<RemoteCache>) -> Self {
+        self.remote = Some(remote);
+        self
     }
 
     /// Like [`Flow::materialize`], but concurrent calls for the same identity share one run.
@@ -140,12 +156,34 @@ impl Flow {
             self.metrics.cache_hits.fetch_add(1, Ordering::Relaxed);
             return Ok((path, Origin::Cache));
         }
-        self.metrics.runs.fetch_add(1, Ordering::Relaxed);
-        let result = self.build(plan).await;
-        if result.is_err() {
-            self.metrics.failures.fetch_add(1, Ordering::Relaxed);
+        let mut replace = false;
+        if let Some(remote) = &self.remote {
+            match remote.fetch_into(plan, &self.cache).await {
+                Ok(Lookup::Copied(path)) => {
+                    self.metrics.remote_hits.fetch_add(1, Ordering::Relaxed);
+                    return Ok((path, Origin::Remote));
+                }
+                Ok(Lookup::Absent) => {}
+                Ok(Lookup::WrongSize) => replace = true,
+                Err(e) => remote.mark_down(&e),
+            }
         }
-        result.map(|path| (path, Origin::Built))
+        self.metrics.runs.fetch_add(1, Ordering::Relaxed);
+        let path = match self.build(plan).await {
+            Ok(path) => path,
+            Err(e) => {
+                self.metrics.failures.fetch_add(1, Ordering::Relaxed);
+                return Err(e);
+            }
+        };
+        if let Some(remote) = &self.remote {
+            // A failed upload is logged (once while the bucket is down) and retried later;
+            // the file is complete locally either way.
+            if remote.upload(&plan.identity, &path, replace).await.is_ok() {
+                self.metrics.uploads.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        Ok((path, Origin::Built))
     }
 
     async fn build(&self, plan: &Plan) -> Result<PathBuf, FlowError> {

@@ -441,6 +441,9 @@ impl DatasetFs {
             "flow_runs": get(&flow.runs),
             "flow_failures": get(&flow.failures),
             "cache_hits": get(&flow.cache_hits),
+            "remote_hits": get(&flow.remote_hits),
+            "uploads": get(&flow.uploads),
+            "uploads_pending": self.flow.remote.as_ref().map_or(0, |r| r.pending()),
             "source_requests": source.requests(),
             "source_bytes": source.bytes(),
         })

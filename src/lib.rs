@@ -27,5 +27,6 @@ pub mod fuse;
 pub mod layout;
 pub mod mount;
 pub mod plan;
+pub mod remote;
 pub mod select;
 pub mod source;

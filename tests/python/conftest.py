@@ -10,6 +10,7 @@ import functools
 import http.server
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -59,8 +60,8 @@ class Runner:
                 f"stdout:\n{p.stdout}\nstderr:\n{p.stderr}")
         return p
 
-    def list(self, deskriptors, *extra):
-        p = self("list", "--json", "--deskriptors", deskriptors, *extra)
+    def list(self, deskriptors, *extra, env=None):
+        p = self("list", "--json", "--deskriptors", deskriptors, *extra, env=env)
         return json.loads(p.stdout)
 
 
@@ -173,7 +174,8 @@ def mounted_at(path):
 class Mount:
     """A sodeda-mount process in the foreground, started and stopped by PID."""
 
-    def __init__(self, mountpoint, deskriptors, source, cache, extra=(), log=None):
+    def __init__(self, mountpoint, deskriptors, source, cache, extra=(), log=None, env=None):
+        self.env = env or {}
         self.mountpoint = Path(mountpoint)
         try:
             self.mountpoint.mkdir(parents=True)
@@ -189,6 +191,7 @@ class Mount:
         env = {k: v for k, v in os.environ.items()
                if not k.startswith("SODEDA_") and k != "LOCAL_CACHE"}
         env.setdefault("RUST_LOG", "info,fuser=error")
+        env.update(self.env)
         self.logfile = open(self.log, "ab")
         self.proc = subprocess.Popen(self.args, stdout=self.logfile, stderr=subprocess.STDOUT,
                                      env=env)
@@ -239,11 +242,70 @@ def mount_factory(tmp_path):
     """Creates started mounts; every one is unmounted and its process stopped at teardown."""
     mounts = []
 
-    def make(deskriptors, source, cache=None, name="mnt", extra=()):
-        m = Mount(tmp_path / name, deskriptors, source, cache or (tmp_path / "cache"), extra)
+    def make(deskriptors, source, cache=None, name="mnt", extra=(), env=None):
+        m = Mount(tmp_path / name, deskriptors, source, cache or (tmp_path / "cache"), extra,
+                  env=env)
         mounts.append(m)
         return m.start()
 
     yield make
     for m in mounts:
         m.stop()
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class S3Server:
+    """A moto S3 server on 127.0.0.1 in this process, with one bucket."""
+
+    bucket = "sodeda-test"
+    secret = "s3cr3t-of-the-tests"
+
+    def __init__(self):
+        from moto.server import ThreadedMotoServer
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        self.server.start()
+        self.running = True
+        # moto keeps its state per process: start every test from an empty server.
+        import urllib.request
+        urllib.request.urlopen(urllib.request.Request(f"{self.url}/moto-api/reset",
+                                                      method="POST"), timeout=10).read()
+        self.client().create_bucket(Bucket=self.bucket)
+
+    def client(self):
+        import boto3
+        return boto3.client("s3", endpoint_url=self.url, region_name="us-east-1",
+                            aws_access_key_id="test", aws_secret_access_key="test")
+
+    def env(self, prefix="sodeda-era5"):
+        return {"S3_BUCKET_NAME": self.bucket, "S3_ENDPOINT_URL": self.url,
+                "S3_KEY_PREFIX": prefix, "AWS_ACCESS_KEY_ID": "test",
+                "AWS_SECRET_ACCESS_KEY": self.secret, "AWS_REGION": "us-east-1"}
+
+    def objects(self, prefix=""):
+        out = {}
+        for page in self.client().get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=prefix):
+            for o in page.get("Contents", []):
+                out[o["Key"]] = o["Size"]
+        return out
+
+    def stop(self):
+        if self.running:
+            self.server.stop()
+            self.running = False
+
+
+@pytest.fixture
+def s3():
+    server = S3Server()
+    try:
+        yield server
+    finally:
+        server.stop()

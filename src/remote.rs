@@ -1,0 +1,453 @@
+//! The S3 cache tier: finished files shared between machines through one bucket.
+//!
+//! Input: an [`S3Config`] (the prototype's `S3_BUCKET_NAME`, `S3_KEY_PREFIX`, `S3_ENDPOINT_URL`,
+//! `S3_PROFILE`) and plans. Output: files copied into the local cache, and files uploaded.
+//! Keys: `<prefix>/v<FORMAT_VERSION>/<identity>.nc`. Invariants: an object is used only if its
+//! size equals the plan's (otherwise it is treated as absent, rebuilt and replaced); uploads are
+//! conditional creates, so two machines building the same file never clobber each other (the
+//! loser keeps its identical local copy); an unreachable bucket never fails a read: it is
+//! reported once, and uploads that failed are retried after the next successful one.
+//! Credentials never appear in messages.
+
+use std::collections::HashMap;
+use std::path::{Path as FsPath, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use tokio::io::AsyncWriteExt;
+use zarrs_object_store::object_store::{
+    self, aws::AmazonS3Builder, path::Path, BackoffConfig, ClientOptions, ObjectStore,
+    ObjectStoreExt, PutMode, PutOptions, PutPayload, RetryConfig,
+};
+
+use crate::cache::LocalCache;
+use crate::plan::{Plan, FORMAT_VERSION};
+
+/// Default key prefix (the prototype's).
+pub const DEFAULT_PREFIX: &str = "sodeda-era5";
+
+/// Where the S3 tier lives and how to reach it.
+#[derive(Debug, Clone, Default)]
+pub struct S3Config {
+    /// Bucket name.
+    pub bucket: String,
+    /// Key prefix.
+    pub prefix: String,
+    /// Custom endpoint (e.g. `http://127.0.0.1:9000`); plain http is allowed.
+    pub endpoint: Option<String>,
+    /// A profile of the shared credentials file (`AWS_SHARED_CREDENTIALS_FILE` or
+    /// `~/.aws/credentials`); without it the usual `AWS_*` variables are used.
+    pub profile: Option<String>,
+}
+
+/// An S3 operation failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RemoteError {
+    /// The configuration is unusable (unknown profile, malformed credentials file).
+    #[error("S3 cache: {0}")]
+    Config(String),
+    /// The bucket refused the credentials (403, invalid key, bad signature).
+    #[error("S3 cache {target}: access denied with {credentials}: {cause}")]
+    Denied {
+        /// `s3://bucket/prefix` and the endpoint.
+        target: String,
+        /// Which credentials were used (a profile name, never a secret).
+        credentials: String,
+        /// The store's message.
+        cause: String,
+    },
+    /// The bucket could not be reached or answered with an error.
+    #[error("S3 cache {target}: {cause}")]
+    Unavailable {
+        /// `s3://bucket/prefix` and the endpoint.
+        target: String,
+        /// The store's message.
+        cause: String,
+    },
+    /// Local I/O while copying an object into the local cache.
+    #[error("S3 cache: local copy of {identity}: {cause}")]
+    Local {
+        /// The identity being copied.
+        identity: String,
+        /// The error.
+        cause: String,
+    },
+}
+
+/// Access key, secret and optional token/region read from a credentials-file profile.
+struct ProfileCredentials {
+    key: String,
+    secret: String,
+    token: Option<String>,
+    region: Option<String>,
+}
+
+fn credentials_file() -> PathBuf {
+    if let Some(p) = std::env::var_os("AWS_SHARED_CREDENTIALS_FILE") {
+        return PathBuf::from(p);
+    }
+    let home = std::env::var_os("HOME").unwrap_or_default();
+    PathBuf::from(home).join(".aws").join("credentials")
+}
+
+fn read_profile(profile: &str) -> Result<ProfileCredentials, RemoteError> {
+    let path = credentials_file();
+    let ini = ini::Ini::load_from_file(&path).map_err(|e| {
+        RemoteError::Config(format!(
+            "profile {profile:?}: cannot read the credentials file {}: {e}",
+            path.display()
+        ))
+    })?;
+    let section = ini.section(Some(profile)).ok_or_else(|| {
+        RemoteError::Config(format!(
+            "profile {profile:?} is not in the credentials file {}",
+            path.display()
+        ))
+    })?;
+    let need = |k: &str| {
+        section.get(k).map(str::to_string).ok_or_else(|| {
+            RemoteError::Config(format!(
+                "profile {profile:?} in {} has no {k}",
+                path.display()
+            ))
+        })
+    };
+    Ok(ProfileCredentials {
+        key: need("aws_access_key_id")?,
+        secret: need("aws_secret_access_key")?,
+        token: section.get("aws_session_token").map(str::to_string),
+        region: section.get("region").map(str::to_string),
+    })
+}
+
+/// Outcome of a lookup in the bucket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lookup {
+    /// The object was copied into the local cache, here.
+    Copied(PathBuf),
+    /// No object.
+    Absent,
+    /// An object of the wrong size: not used, to be replaced.
+    WrongSize,
+}
+
+/// Outcome of an upload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Uploaded {
+    /// This process created the object.
+    Created,
+    /// Another writer created it first; its bytes are identical by construction.
+    AlreadyThere,
+    /// A wrong-sized object was replaced.
+    Replaced,
+}
+
+/// The S3 tier.
+pub struct RemoteCache {
+    store: Arc<dyn ObjectStore>,
+    prefix: String,
+    target: String,
+    credentials: String,
+    down: AtomicBool,
+    pending: Mutex<HashMap<String, PathBuf>>,
+}
+
+impl std::fmt::Debug for RemoteCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteCache")
+            .field("target", &self.target)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RemoteCache {
+    /// Builds the client (no request yet).
+    pub fn new(config: &S3Config) -> Result<Self, RemoteError> {
+        if config.bucket.is_empty() {
+            return Err(RemoteError::Config("no bucket name".into()));
+        }
+        let mut builder = AmazonS3Builder::from_env().with_bucket_name(&config.bucket);
+        let mut credentials = "the AWS_* environment".to_string();
+        let mut region = std::env::var("AWS_REGION")
+            .or_else(|_| std::env::var("AWS_DEFAULT_REGION"))
+            .ok();
+        if let Some(profile) = &config.profile {
+            let c = read_profile(profile)?;
+            builder = builder
+                .with_access_key_id(c.key)
+                .with_secret_access_key(c.secret);
+            if let Some(t) = c.token {
+                builder = builder.with_token(t);
+            }
+            region = region.or(c.region);
+            credentials = format!("profile {profile:?}");
+        }
+        builder = builder.with_region(region.unwrap_or_else(|| "us-east-1".into()));
+        let mut target = format!("s3://{}/{}", config.bucket, config.prefix);
+        let mut client = ClientOptions::new()
+            .with_connect_timeout(Duration::from_secs(3))
+            .with_timeout(Duration::from_secs(300));
+        if let Some(endpoint) = &config.endpoint {
+            builder = builder
+                .with_endpoint(endpoint)
+                .with_virtual_hosted_style_request(false);
+            client = client.with_allow_http(endpoint.starts_with("http://"));
+            target.push_str(&format!(" at {endpoint}"));
+        }
+        // A cache must not stall reads: few, quick retries, then fall back to the source.
+        builder = builder
+            .with_retry(RetryConfig {
+                backoff: BackoffConfig {
+                    init_backoff: Duration::from_millis(100),
+                    max_backoff: Duration::from_secs(1),
+                    base: 2.0,
+                },
+                max_retries: 2,
+                retry_timeout: Duration::from_secs(10),
+            })
+            .with_client_options(client);
+        let store = builder
+            .build()
+            .map_err(|e| RemoteError::Config(e.to_string()))?;
+        Ok(Self {
+            store: Arc::new(store),
+            prefix: config.prefix.trim_matches('/').to_string(),
+            target,
+            credentials,
+            down: AtomicBool::new(false),
+            pending: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// `s3://bucket/prefix` and the endpoint, for messages.
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+
+    /// The object key of an identity.
+    pub fn key(&self, identity: &str) -> Path {
+        Path::from(format!("{}/v{FORMAT_VERSION}/{identity}.nc", self.prefix))
+    }
+
+    fn classify(&self, e: object_store::Error) -> RemoteError {
+        let cause = e.to_string();
+        let denied = matches!(
+            e,
+            object_store::Error::PermissionDenied { .. }
+                | object_store::Error::Unauthenticated { .. }
+        ) || [
+            "403",
+            "AccessDenied",
+            "InvalidAccessKeyId",
+            "SignatureDoesNotMatch",
+            "Forbidden",
+        ]
+        .iter()
+        .any(|s| cause.contains(s));
+        if denied {
+            RemoteError::Denied {
+                target: self.target.clone(),
+                credentials: self.credentials.clone(),
+                cause,
+            }
+        } else {
+            RemoteError::Unavailable {
+                target: self.target.clone(),
+                cause,
+            }
+        }
+    }
+
+    /// Checks that the bucket answers and accepts the credentials (one HEAD of a key that
+    /// need not exist).
+    pub async fn probe(&self) -> Result<(), RemoteError> {
+        let key = Path::from(format!("{}/v{FORMAT_VERSION}/.probe", self.prefix));
+        match self.store.head(&key).await {
+            Ok(_) | Err(object_store::Error::NotFound { .. }) => {
+                self.mark_up();
+                Ok(())
+            }
+            Err(e) => Err(self.classify(e)),
+        }
+    }
+
+    /// Records a failure; the first one after a success is logged as a warning.
+    pub fn mark_down(&self, e: &RemoteError) {
+        if !self.down.swap(true, Ordering::SeqCst) {
+            tracing::warn!(
+                "{e}; continuing with the local cache and the source (uploads will be retried)"
+            );
+        } else {
+            tracing::debug!("{e}");
+        }
+    }
+
+    fn mark_up(&self) {
+        if self.down.swap(false, Ordering::SeqCst) {
+            tracing::info!("S3 cache {} is reachable again", self.target);
+        }
+    }
+
+    /// The size of the object of `identity`, if it exists.
+    pub async fn size_of(&self, identity: &str) -> Result<Option<u64>, RemoteError> {
+        match self.store.head(&self.key(identity)).await {
+            Ok(meta) => {
+                self.mark_up();
+                Ok(Some(meta.size))
+            }
+            Err(object_store::Error::NotFound { .. }) => {
+                self.mark_up();
+                Ok(None)
+            }
+            Err(e) => Err(self.classify(e)),
+        }
+    }
+
+    /// Copies the object of `plan` into the local cache if it exists with the planned size.
+    pub async fn fetch_into(&self, plan: &Plan, local: &LocalCache) -> Result<Lookup, RemoteError> {
+        let result = match self.store.get(&self.key(&plan.identity)).await {
+            Ok(r) => r,
+            Err(object_store::Error::NotFound { .. }) => {
+                self.mark_up();
+                return Ok(Lookup::Absent);
+            }
+            Err(e) => return Err(self.classify(e)),
+        };
+        self.mark_up();
+        if result.meta.size != plan.size {
+            tracing::warn!(
+                "{}: S3 object {} has {} bytes, the plan says {}; rebuilding it",
+                plan.file_name,
+                self.key(&plan.identity),
+                result.meta.size,
+                plan.size
+            );
+            return Ok(Lookup::WrongSize);
+        }
+        let local_err = |e: &dyn std::fmt::Display| RemoteError::Local {
+            identity: plan.identity.clone(),
+            cause: e.to_string(),
+        };
+        let tmp = local.temp_file().map_err(|e| local_err(&e))?;
+        let mut file = tokio::fs::File::from_std(tmp.reopen().map_err(|e| local_err(&e))?);
+        let mut stream = result.into_stream();
+        let mut written = 0u64;
+        while let Some(part) = stream.next().await {
+            let part = part.map_err(|e| self.classify(e))?;
+            written += part.len() as u64;
+            file.write_all(&part).await.map_err(|e| local_err(&e))?;
+        }
+        file.flush().await.map_err(|e| local_err(&e))?;
+        drop(file);
+        if written != plan.size {
+            return Err(RemoteError::Unavailable {
+                target: self.target.clone(),
+                cause: format!(
+                    "object {} ended after {written} of {} bytes",
+                    self.key(&plan.identity),
+                    plan.size
+                ),
+            });
+        }
+        let path = local
+            .persist(tmp, &plan.identity)
+            .map_err(|e| local_err(&e))?;
+        Ok(Lookup::Copied(path))
+    }
+
+    /// Uploads a finished file as a conditional create; `replace` overwrites an object known
+    /// to be wrong. On failure the upload is remembered and retried after the next success.
+    pub async fn upload(
+        &self,
+        identity: &str,
+        path: &FsPath,
+        replace: bool,
+    ) -> Result<Uploaded, RemoteError> {
+        let result = self.put(identity, path, replace).await;
+        match &result {
+            Ok(_) => {
+                self.pending.lock().expect("poisoned").remove(identity);
+                self.retry_pending().await;
+            }
+            Err(e) => {
+                self.mark_down(e);
+                self.pending
+                    .lock()
+                    .expect("poisoned")
+                    .insert(identity.to_string(), path.to_path_buf());
+            }
+        }
+        result
+    }
+
+    async fn put(
+        &self,
+        identity: &str,
+        path: &FsPath,
+        replace: bool,
+    ) -> Result<Uploaded, RemoteError> {
+        let bytes = tokio::fs::read(path)
+            .await
+            .map_err(|e| RemoteError::Local {
+                identity: identity.to_string(),
+                cause: e.to_string(),
+            })?;
+        let mode = if replace {
+            PutMode::Overwrite
+        } else {
+            PutMode::Create
+        };
+        let opts = PutOptions {
+            mode,
+            ..PutOptions::default()
+        };
+        match self
+            .store
+            .put_opts(&self.key(identity), PutPayload::from(bytes), opts)
+            .await
+        {
+            Ok(_) => {
+                self.mark_up();
+                Ok(if replace {
+                    Uploaded::Replaced
+                } else {
+                    Uploaded::Created
+                })
+            }
+            Err(object_store::Error::AlreadyExists { .. }) => {
+                self.mark_up();
+                Ok(Uploaded::AlreadyThere)
+            }
+            Err(e) => Err(self.classify(e)),
+        }
+    }
+
+    /// Retries uploads that failed while the bucket was unreachable.
+    pub async fn retry_pending(&self) {
+        let pending: Vec<(String, PathBuf)> = self
+            .pending
+            .lock()
+            .expect("poisoned")
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        for (identity, path) in pending {
+            match self.put(&identity, &path, false).await {
+                Ok(_) => {
+                    self.pending.lock().expect("poisoned").remove(&identity);
+                }
+                Err(e) => {
+                    self.mark_down(&e);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Uploads still waiting for the bucket.
+    pub fn pending(&self) -> usize {
+        self.pending.lock().expect("poisoned").len()
+    }
+}
