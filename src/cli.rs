@@ -17,10 +17,11 @@ use serde_json::json;
 use crate::cache::{LocalCache, DEFAULT_CACHE_DIR};
 use crate::catalog::Catalog;
 use crate::deskriptor::Deskriptor;
-use crate::fetch::FetchOptions;
+use crate::fetch::{ChunkCache, FetchOptions};
 use crate::flow::{Flow, Origin};
 use crate::layout::Format;
 use crate::plan::{Plan, PlanOptions, DEFAULT_MAX_FILE_SIZE};
+use crate::preload::{PreloadOptions, Shard};
 use crate::remote::{RemoteCache, RemoteError, S3Config};
 use crate::select;
 use crate::source::{Source, DEFAULT_SOURCE};
@@ -62,6 +63,9 @@ pub struct Common {
     /// Refuse deskriptors whose file would be larger than this (bytes; K, M, G suffixes).
     #[arg(long, env = "SODEDA_MAX_FILE_SIZE", default_value_t = DEFAULT_MAX_FILE_SIZE.to_string(), global = true)]
     max_file_size: String,
+    /// Memory for decoded source chunks kept for reuse across files (bytes; K, M, G suffixes).
+    #[arg(long, env = "SODEDA_MEMORY_LIMIT", default_value = "1G", global = true)]
+    memory_limit: String,
     /// Source chunk reads in flight at once.
     #[arg(long, env = "SODEDA_FETCH_CONCURRENCY", default_value_t = FetchOptions::default().concurrency, global = true)]
     fetch_concurrency: usize,
@@ -116,6 +120,15 @@ enum Command {
         /// Print JSON instead.
         #[arg(long)]
         json: bool,
+    },
+    /// Build every file into the cache tiers (skipping those already cached).
+    Preload {
+        /// Files built at once.
+        #[arg(long, env = "SODEDA_JOBS", default_value_t = 4)]
+        jobs: usize,
+        /// Only part K of N (0-based), split by file identity: run N machines with 0/N … N-1/N.
+        #[arg(long, env = "SODEDA_SHARD")]
+        shard: Option<Shard>,
     },
     /// Mount the dataset as a read-only file system (same as `sodeda-mount`).
     Mount(MountArgs),
@@ -221,6 +234,9 @@ impl Common {
             LocalCache::open(&self.cache)?,
             FetchOptions {
                 concurrency: self.fetch_concurrency.max(1),
+                chunk_cache: Some(Arc::new(ChunkCache::new(
+                    parse_size(&self.memory_limit).context("--memory-limit")?,
+                ))),
                 ..FetchOptions::default()
             },
         );
@@ -332,12 +348,68 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Validate => validate(common).await,
         Command::Scope { json } => scope(common, *json).await,
         Command::Mount(args) => mount(common, args).await,
+        Command::Preload { jobs, shard } => preload(common, *jobs, *shard).await,
         Command::Unmount { mountpoint } => {
             crate::mount::unmount(mountpoint)?;
             eprintln!("unmounted {}", mountpoint.display());
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+async fn preload(common: &Common, jobs: usize, shard: Option<Shard>) -> Result<ExitCode> {
+    let source = common.open_source().await?;
+    let catalog = common.load_catalog(&source)?;
+    let flow = common.flow(source.clone()).await?;
+    let options = PreloadOptions {
+        jobs,
+        shard,
+        progress_bar: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+    };
+    let plans = catalog.plans;
+    let s = crate::preload::preload(&flow, plans, options).await;
+    let secs = s.elapsed.as_secs_f64();
+    let shard_text = shard.map_or(String::new(), |sh| {
+        format!(" (shard {}/{})", sh.index, sh.count)
+    });
+    println!(
+        "preload{shard_text}: {} files in {secs:.1} s ({:.1} files/s): {} built, {} copied from S3, \
+         {} already cached, {} failed",
+        s.files,
+        s.files as f64 / secs.max(1e-9),
+        s.built,
+        s.copied,
+        s.cached,
+        s.failed.len() + catalog.errors.len()
+    );
+    let chunks = flow.fetch.chunk_cache.as_ref();
+    println!(
+        "source: {} requests, {} bytes; chunks decoded {}, reused from memory {}",
+        source.metrics.requests(),
+        source.metrics.bytes(),
+        chunks.map_or(0, |c| c.decodes.load(std::sync::atomic::Ordering::Relaxed)),
+        chunks.map_or(0, |c| c.hits.load(std::sync::atomic::Ordering::Relaxed)),
+    );
+    if let Some(r) = &flow.remote {
+        println!(
+            "s3: {} uploaded, {} waiting for the bucket",
+            flow.metrics
+                .uploads
+                .load(std::sync::atomic::Ordering::Relaxed),
+            r.pending()
+        );
+    }
+    for e in &catalog.errors {
+        println!("failed: {e}");
+    }
+    for f in &s.failed {
+        println!("failed: line {} ({}): {}", f.line, f.name, f.cause);
+    }
+    Ok(if s.failed.is_empty() && catalog.errors.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 async fn mount(common: &Common, args: &MountArgs) -> Result<ExitCode> {

@@ -6,24 +6,36 @@
 //! selected points are gathered into place with ndarray. Absent chunks
 //! read as the source's fill value (NaN), as in xarray. Invariant: memory in flight is bounded
 //! by [`FetchOptions::memory_budget`] whatever the plan's size.
+//!
+//! With a [`ChunkCache`], decoded chunks are kept (least recently used out, bounded in bytes)
+//! and shared: concurrent and later requests for a chunk that is being or was decoded wait for
+//! or reuse that one decode, so a preload of many deskriptors over the same hours reads each
+//! chunk once.
 
 use std::sync::Arc;
 
-use futures::future::BoxFuture;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use futures::future::{BoxFuture, FutureExt, Shared};
 use futures::{stream, StreamExt, TryStreamExt};
-use ndarray::{ArrayD, Axis, Dimension, IxDyn, Slice};
+use lru::LruCache;
+use ndarray::{ArrayD, ArrayViewD, Axis, Dimension, IxDyn, Slice};
 use tokio::sync::Semaphore;
 
 use crate::plan::Plan;
 use crate::source::Source;
 
 /// Tuning of the fetch stage.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct FetchOptions {
     /// Chunk reads in flight at once.
     pub concurrency: usize,
     /// Upper bound on decoded bytes in flight (a read larger than this runs alone).
     pub memory_budget: u64,
+    /// Decoded chunks kept for reuse across plans, if any.
+    pub chunk_cache: Option<Arc<ChunkCache>>,
 }
 
 impl Default for FetchOptions {
@@ -33,7 +45,111 @@ impl Default for FetchOptions {
             // serially against 0.25 s with 32 threads); 16 keeps two cores busy decoding.
             concurrency: 16,
             memory_budget: 1 << 30,
+            chunk_cache: None,
         }
+    }
+}
+
+/// Identifies a chunk: variable name and chunk grid indices.
+type ChunkKey = (String, Vec<u64>);
+type Decoded = Arc<ArrayD<f32>>;
+type SharedDecode = Shared<BoxFuture<'static, Result<Decoded, String>>>;
+
+/// Decoded chunks, least recently used out, bounded in bytes; with single flight per chunk.
+pub struct ChunkCache {
+    limit: u64,
+    state: Mutex<CacheState>,
+    /// Chunk decodes done (each one a source read).
+    pub decodes: AtomicU64,
+    /// Chunk requests answered from memory.
+    pub hits: AtomicU64,
+}
+
+struct CacheState {
+    lru: LruCache<ChunkKey, Decoded>,
+    bytes: u64,
+    inflight: HashMap<ChunkKey, SharedDecode>,
+}
+
+impl std::fmt::Debug for ChunkCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChunkCache")
+            .field("limit", &self.limit)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ChunkCache {
+    /// A cache holding at most `limit` bytes of decoded chunks.
+    pub fn new(limit: u64) -> Self {
+        Self {
+            limit,
+            state: Mutex::new(CacheState {
+                lru: LruCache::unbounded(),
+                bytes: 0,
+                inflight: HashMap::new(),
+            }),
+            decodes: AtomicU64::new(0),
+            hits: AtomicU64::new(0),
+        }
+    }
+
+    /// Bytes of decoded chunks held now.
+    pub fn bytes(&self) -> u64 {
+        self.state.lock().expect("poisoned").bytes
+    }
+
+    /// The decoded chunk `key`, from memory, from a decode in progress, or decoded now by
+    /// `decode`.
+    async fn get_or_decode(
+        self: &Arc<Self>,
+        key: ChunkKey,
+        decode: BoxFuture<'static, Result<ArrayD<f32>, String>>,
+    ) -> Result<Decoded, String> {
+        let shared = {
+            let mut st = self.state.lock().expect("poisoned");
+            if let Some(hit) = st.lru.get(&key) {
+                self.hits.fetch_add(1, Ordering::Relaxed);
+                return Ok(hit.clone());
+            }
+            match st.inflight.get(&key) {
+                Some(s) => {
+                    self.hits.fetch_add(1, Ordering::Relaxed);
+                    s.clone()
+                }
+                None => {
+                    let cache = self.clone();
+                    let k = key.clone();
+                    let fut = async move {
+                        let result = decode.await.map(Arc::new);
+                        cache.decodes.fetch_add(1, Ordering::Relaxed);
+                        let mut st = cache.state.lock().expect("poisoned");
+                        st.inflight.remove(&k);
+                        if let Ok(a) = &result {
+                            let size = a.len() as u64 * 4;
+                            if size <= cache.limit {
+                                st.bytes += size;
+                                if let Some(old) = st.lru.put(k, a.clone()) {
+                                    st.bytes -= old.len() as u64 * 4;
+                                }
+                                while st.bytes > cache.limit {
+                                    match st.lru.pop_lru() {
+                                        Some((_, old)) => st.bytes -= old.len() as u64 * 4,
+                                        None => break,
+                                    }
+                                }
+                            }
+                        }
+                        result
+                    }
+                    .boxed()
+                    .shared();
+                    st.inflight.insert(key, fut.clone());
+                    fut
+                }
+            }
+        };
+        shared.await
     }
 }
 
@@ -59,7 +175,7 @@ type Group = (u64, Vec<(usize, usize)>);
 pub async fn fetch(
     plan: &Plan,
     source: &Source,
-    options: FetchOptions,
+    options: &FetchOptions,
 ) -> Result<Vec<ArrayD<f32>>, FetchError> {
     let mut outputs = Vec::with_capacity(plan.variables.len());
     let mut tasks = Vec::new();
@@ -98,22 +214,33 @@ pub async fn fetch(
     for (vi, array, name, chunk_shape, combo) in tasks {
         let permits = permits.clone();
         let url = url.clone();
+        let chunk_cache = options.chunk_cache.clone();
         reads.push(Box::pin(async move {
             let chunk: Vec<u64> = combo.iter().map(|(c, _)| *c).collect();
             let origin: Vec<u64> = chunk.iter().zip(&chunk_shape).map(|(c, n)| c * n).collect();
             let bytes = chunk_shape.iter().product::<u64>() * 4;
             let need = (bytes.div_ceil(1 << 20) as u32).clamp(1, budget_mib);
             let indices = chunk.clone();
+            let key = (name.clone(), chunk.clone());
             let handle = tokio::spawn(async move {
                 let _permit = permits.acquire_many(need).await.expect("never closed");
                 // One GET per chunk: a whole-chunk read is a plain GET, while a subset read
                 // would first ask the store for the object's size (a second round trip), and
                 // Blosc decodes the whole chunk either way.
-                let block = array
-                    .async_retrieve_chunk::<ArrayD<f32>>(&indices)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                Ok::<_, String>(gather(block, &origin, &combo))
+                let decode = async move {
+                    array
+                        .async_retrieve_chunk::<ArrayD<f32>>(&indices)
+                        .await
+                        .map_err(|e| e.to_string())
+                }
+                .boxed();
+                match chunk_cache {
+                    Some(cache) => {
+                        let block = cache.get_or_decode(key, decode).await?;
+                        Ok::<_, String>(gather(block.view(), &origin, &combo))
+                    }
+                    None => Ok(gather(decode.await?.view(), &origin, &combo)),
+                }
             });
             let gathered = handle
                 .await
@@ -172,22 +299,24 @@ type Placed = (Vec<Vec<usize>>, ArrayD<f32>);
 
 /// Picks the selected points out of a decoded chunk whose first element sits at `origin`,
 /// in output order.
-fn gather(block: ArrayD<f32>, origin: &[u64], combo: &[Group]) -> Placed {
-    let mut block = block;
+fn gather(chunk: ArrayViewD<'_, f32>, origin: &[u64], combo: &[Group]) -> Placed {
+    let mut block: Option<ArrayD<f32>> = None;
     let mut out_positions = Vec::with_capacity(combo.len());
     for (axis, ((_, positions), &start)) in combo.iter().zip(origin).enumerate() {
         let local: Vec<usize> = positions
             .iter()
             .map(|&(_, src)| src - start as usize)
             .collect();
+        let current = block.as_ref().map_or_else(|| chunk.view(), |b| b.view());
         let contiguous = local.windows(2).all(|w| w[1] == w[0] + 1)
             && local.first() == Some(&0)
-            && local.len() == block.len_of(Axis(axis));
+            && local.len() == current.len_of(Axis(axis));
         if !contiguous {
-            block = block.select(Axis(axis), &local);
+            block = Some(current.select(Axis(axis), &local));
         }
         out_positions.push(positions.iter().map(|&(out, _)| out).collect());
     }
+    let block = block.unwrap_or_else(|| chunk.to_owned());
     (out_positions, block)
 }
 
@@ -245,7 +374,7 @@ mod tests {
         let block =
             ArrayD::from_shape_vec(IxDyn(&[1, 6]), (0..6).map(|x| x as f32).collect()).unwrap();
         let combo = vec![(0, vec![(0, 0)]), (0, vec![(0, 4), (1, 5), (2, 0), (3, 1)])];
-        let (pos, b) = gather(block, &[0, 0], &combo);
+        let (pos, b) = gather(block.view(), &[0, 0], &combo);
         let mut out = ArrayD::from_elem(IxDyn(&[1, 4]), f32::NAN);
         place(&mut out, &pos, b);
         assert_eq!(

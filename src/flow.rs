@@ -20,7 +20,7 @@ use crate::cache::{CacheError, LocalCache};
 use crate::encode::{self, EncodeError};
 use crate::fetch::{self, FetchError, FetchOptions};
 use crate::plan::Plan;
-use crate::remote::{Lookup, RemoteCache};
+use crate::remote::{Lookup, RemoteCache, Uploaded};
 use crate::source::Source;
 
 /// Why a file could not be produced.
@@ -62,7 +62,8 @@ pub struct FlowMetrics {
     pub cache_hits: AtomicU64,
     /// Files copied from the S3 tier.
     pub remote_hits: AtomicU64,
-    /// Files uploaded to the S3 tier (created, or found there already).
+    /// Objects this process created (or replaced) in the S3 tier; an object another writer
+    /// created first is not counted.
     pub uploads: AtomicU64,
 }
 
@@ -179,7 +180,9 @@ impl Flow {
         if let Some(remote) = &self.remote {
             // A failed upload is logged (once while the bucket is down) and retried later;
             // the file is complete locally either way.
-            if remote.upload(&plan.identity, &path, replace).await.is_ok() {
+            if let Ok(Uploaded::Created | Uploaded::Replaced) =
+                remote.upload(&plan.identity, &path, replace).await
+            {
                 self.metrics.uploads.fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -187,7 +190,7 @@ impl Flow {
     }
 
     async fn build(&self, plan: &Plan) -> Result<PathBuf, FlowError> {
-        let data = fetch::fetch(plan, &self.source, self.fetch).await?;
+        let data = fetch::fetch(plan, &self.source, &self.fetch).await?;
         let tmp = self.cache.temp_file()?;
         let layout = plan.layout.clone();
         let (format, size) = (plan.format, plan.size);

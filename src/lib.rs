@@ -27,6 +27,7 @@ pub mod fuse;
 pub mod layout;
 pub mod mount;
 pub mod plan;
+pub mod preload;
 pub mod remote;
 pub mod select;
 pub mod source;

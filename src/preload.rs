@@ -1,0 +1,234 @@
+//! Preload: build every file of a catalog (or of one shard of it) into the cache tiers.
+//!
+//! Input: plans, a [`Flow`] and [`PreloadOptions`]. Output: a [`Summary`] (built, copied from
+//! S3, already cached, failed with their line and cause). Files run `jobs` at a time, in time
+//! order so that files sharing hours run together and reuse decoded chunks (the flow's chunk
+//! cache). A file already in the local cache with its planned size is skipped (and uploaded if
+//! the S3 tier lacks it), so a re-run after an interruption finishes only what is left; a kill
+//! at any moment leaves no partial entry (the cache writes by rename).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+
+use crate::flow::{error_chain, Flow, Origin};
+use crate::plan::Plan;
+
+/// `K/N`: this machine takes the files whose identity falls in part K of N.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    /// This part, `0..count`.
+    pub index: u64,
+    /// Number of parts.
+    pub count: u64,
+}
+
+impl std::str::FromStr for Shard {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("shard {s:?}: expected K/N with 0 <= K < N, e.g. 0/4");
+        let (k, n) = s.split_once('/').ok_or_else(bad)?;
+        let index: u64 = k.trim().parse().map_err(|_| bad())?;
+        let count: u64 = n.trim().parse().map_err(|_| bad())?;
+        if count == 0 || index >= count {
+            return Err(bad());
+        }
+        Ok(Shard { index, count })
+    }
+}
+
+impl Shard {
+    /// Whether `plan` belongs to this shard: a pure function of the file's identity, so every
+    /// machine agrees without talking to the others, whatever the order of the lines.
+    pub fn contains(&self, plan: &Plan) -> bool {
+        let h = u64::from_str_radix(&plan.identity[..16], 16).unwrap_or(0);
+        h % self.count == self.index
+    }
+}
+
+/// Options of a preload.
+#[derive(Debug, Clone, Copy)]
+pub struct PreloadOptions {
+    /// Files built at once.
+    pub jobs: usize,
+    /// Only this shard, if given.
+    pub shard: Option<Shard>,
+    /// Show an interactive progress bar (else plain periodic lines).
+    pub progress_bar: bool,
+}
+
+/// One file that could not be built.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    /// Its deskriptor line.
+    pub line: usize,
+    /// Its file name.
+    pub name: String,
+    /// Why.
+    pub cause: String,
+}
+
+/// What a preload did.
+#[derive(Debug, Clone, Default)]
+pub struct Summary {
+    /// Files in this run (after sharding).
+    pub files: usize,
+    /// Built from the source.
+    pub built: usize,
+    /// Copied from the S3 tier.
+    pub copied: usize,
+    /// Already in the local cache.
+    pub cached: usize,
+    /// Files that failed.
+    pub failed: Vec<Failure>,
+    /// Wall time.
+    pub elapsed: Duration,
+}
+
+enum Outcome {
+    Built,
+    Copied,
+    Cached,
+    Failed(Failure),
+}
+
+/// Builds every plan (of the shard) into the flow's cache tiers.
+pub async fn preload(flow: &Flow, plans: Vec<Plan>, options: PreloadOptions) -> Summary {
+    let start = Instant::now();
+    let mut plans: Vec<Plan> = plans
+        .into_iter()
+        .filter(|p| options.shard.is_none_or(|s| s.contains(p)))
+        .collect();
+    // Time order: files over the same hours run close together and share decoded chunks.
+    plans.sort_by_key(|p| {
+        (
+            p.selections
+                .get("time")
+                .and_then(|t| t.indices.iter().min().copied())
+                .unwrap_or(0),
+            p.deskriptor.line,
+        )
+    });
+    let total = plans.len();
+    let done = Arc::new(AtomicU64::new(0));
+    let bar = options.progress_bar.then(|| {
+        let bar = indicatif::ProgressBar::new(total as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{elapsed_precise} [{bar:40}] {pos}/{len} files, {per_sec}, ETA {eta}",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
+        );
+        bar
+    });
+    let ticker = (!options.progress_bar).then(|| {
+        let done = done.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(5));
+            every.tick().await;
+            loop {
+                every.tick().await;
+                let n = done.load(Ordering::Relaxed);
+                let secs = start.elapsed().as_secs_f64();
+                let rate = n as f64 / secs.max(1e-9);
+                let eta = if rate > 0.0 {
+                    format!("{:.0} s", (total as f64 - n as f64) / rate)
+                } else {
+                    "?".into()
+                };
+                eprintln!("preload: {n}/{total} files, {rate:.1} files/s, ETA {eta}");
+            }
+        })
+    });
+
+    let outcomes: Vec<Outcome> = futures::stream::iter(plans.iter().map(|plan| {
+        let done = done.clone();
+        let bar = bar.clone();
+        async move {
+            let outcome = one(flow, plan).await;
+            done.fetch_add(1, Ordering::Relaxed);
+            if let Some(bar) = &bar {
+                bar.inc(1);
+            }
+            outcome
+        }
+    }))
+    .buffer_unordered(options.jobs.max(1))
+    .collect()
+    .await;
+
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    if let Some(t) = ticker {
+        t.abort();
+    }
+    let mut summary = Summary {
+        files: total,
+        elapsed: start.elapsed(),
+        ..Summary::default()
+    };
+    for o in outcomes {
+        match o {
+            Outcome::Built => summary.built += 1,
+            Outcome::Copied => summary.copied += 1,
+            Outcome::Cached => summary.cached += 1,
+            Outcome::Failed(f) => summary.failed.push(f),
+        }
+    }
+    summary.failed.sort_by_key(|f| f.line);
+    if let Some(remote) = &flow.remote {
+        remote.retry_pending().await;
+    }
+    summary
+}
+
+async fn one(flow: &Flow, plan: &Plan) -> Outcome {
+    if let Some(path) = flow.cache.lookup(plan) {
+        if let Some(remote) = &flow.remote {
+            // Cached here but perhaps not shared yet (an earlier run without the bucket).
+            match remote.size_of(&plan.identity).await {
+                Ok(Some(size)) if size == plan.size => {}
+                Ok(other) => {
+                    if let Ok(
+                        crate::remote::Uploaded::Created | crate::remote::Uploaded::Replaced,
+                    ) = remote.upload(&plan.identity, &path, other.is_some()).await
+                    {
+                        flow.metrics.uploads.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                Err(e) => remote.mark_down(&e),
+            }
+        }
+        return Outcome::Cached;
+    }
+    match flow.materialize(plan).await {
+        Ok((_, Origin::Built)) => Outcome::Built,
+        Ok((_, Origin::Remote)) => Outcome::Copied,
+        Ok((_, Origin::Cache)) => Outcome::Cached,
+        Err(e) => Outcome::Failed(Failure {
+            line: plan.deskriptor.line,
+            name: plan.file_name.clone(),
+            cause: error_chain(&e),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_parse() {
+        assert_eq!(
+            "1/3".parse::<Shard>().unwrap(),
+            Shard { index: 1, count: 3 }
+        );
+        for bad in ["3/3", "0/0", "a/2", "1", "-1/2"] {
+            assert!(bad.parse::<Shard>().is_err(), "{bad}");
+        }
+    }
+}
