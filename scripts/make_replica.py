@@ -72,6 +72,10 @@ PROFILES = {
         "10m_u_component_of_wind": hours("2023-01-01T00", "2023-01-01T23"),
         "temperature": hours("2023-01-01T10", "2023-01-01T13"),
     },
+    # For scripts/bench: 30 days of one surface variable (720 chunks, about 3 GB).
+    "bench": {
+        "2m_temperature": hours("2023-01-01T00", "2023-01-30T23"),
+    },
     # For scripts/demo: small and quick to write.
     "demo": {
         "2m_temperature": hours("2023-01-01T00", "2023-01-01T23"),

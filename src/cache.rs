@@ -61,9 +61,14 @@ impl LocalCache {
     /// The cached file of `plan`, if present with exactly the planned size. An entry of any
     /// other size is not a valid entry and is reported as absent.
     pub fn lookup(&self, plan: &Plan) -> Option<PathBuf> {
-        let path = self.path_for(&plan.identity);
+        self.lookup_identity(&plan.identity, plan.size)
+    }
+
+    /// The cached file of `identity` if present with exactly `size` bytes.
+    pub fn lookup_identity(&self, identity: &str, size: u64) -> Option<PathBuf> {
+        let path = self.path_for(identity);
         match std::fs::metadata(&path) {
-            Ok(m) if m.is_file() && m.len() == plan.size => Some(path),
+            Ok(m) if m.is_file() && m.len() == size => Some(path),
             _ => None,
         }
     }
@@ -93,11 +98,9 @@ impl LocalCache {
             context: "creating a cache subdirectory",
             source,
         })?;
-        file.as_file().sync_all().map_err(|source| CacheError {
-            path: path.display().to_string(),
-            context: "syncing a new entry",
-            source,
-        })?;
+        // No fsync: the rename is atomic for every reader and survives a crash of the
+        // process; after a power loss an entry is still checked by size before use. An fsync
+        // per file cost more than the whole build of a small file (see PERFORMANCE.md).
         file.persist(&path).map_err(|e| CacheError {
             path: path.display().to_string(),
             context: "renaming a new entry into place",

@@ -15,7 +15,7 @@ use futures::StreamExt;
 use serde_json::json;
 
 use crate::cache::{LocalCache, DEFAULT_CACHE_DIR};
-use crate::catalog::Catalog;
+use crate::catalog::{Catalog, Entry};
 use crate::deskriptor::Deskriptor;
 use crate::fetch::{ChunkCache, FetchOptions};
 use crate::flow::{Flow, Origin};
@@ -364,10 +364,10 @@ async fn preload(common: &Common, jobs: usize, shard: Option<Shard>) -> Result<E
     let options = PreloadOptions {
         jobs,
         shard,
+        plan: common.plan_options()?,
         progress_bar: std::io::IsTerminal::is_terminal(&std::io::stderr()),
     };
-    let plans = catalog.plans;
-    let s = crate::preload::preload(&flow, plans, options).await;
+    let s = crate::preload::preload(&flow, catalog.entries, options).await;
     let secs = s.elapsed.as_secs_f64();
     let shard_text = shard.map_or(String::new(), |sh| {
         format!(" (shard {}/{})", sh.index, sh.count)
@@ -441,17 +441,18 @@ async fn mount(common: &Common, args: &MountArgs) -> Result<ExitCode> {
     let source = common.open_source().await?;
     let catalog = common.load_catalog(&source)?;
     warn_bad_lines(&catalog);
-    if catalog.plans.is_empty() && !catalog.errors.is_empty() {
+    if catalog.entries.is_empty() && !catalog.errors.is_empty() {
         bail!(
             "{} has no valid deskriptor ({} bad lines); nothing to mount",
             common.deskriptors.display(),
             catalog.errors.len()
         );
     }
-    let n = catalog.plans.len();
+    let n = catalog.entries.len();
     let fs = Arc::new(crate::fs::DatasetFs::new(
-        catalog.plans,
+        catalog.entries,
         common.flow(source).await?,
+        common.plan_options()?,
     ));
     let options = crate::mount::MountOptions {
         allow_other: args.allow_other,
@@ -558,7 +559,7 @@ async fn list(common: &Common, json: bool) -> Result<ExitCode> {
     // Which tiers hold each file: local by size, S3 by a HEAD (32 at a time).
     let in_s3: Vec<Option<bool>> = match &remote {
         Some(r) => {
-            futures::stream::iter(catalog.plans.iter().map(|p| {
+            futures::stream::iter(catalog.entries.iter().map(|p| {
                 let r = r.clone();
                 async move {
                     match r.size_of(&p.identity).await {
@@ -574,11 +575,11 @@ async fn list(common: &Common, json: bool) -> Result<ExitCode> {
             .collect()
             .await
         }
-        None => vec![Some(false); catalog.plans.len()],
+        None => vec![Some(false); catalog.entries.len()],
     };
-    let tiers = |p: &Plan, s3: Option<bool>| {
+    let tiers = |p: &Entry, s3: Option<bool>| {
         let mut t = Vec::new();
-        if cache.lookup(p).is_some() {
+        if cache.lookup_identity(&p.identity, p.size).is_some() {
             t.push("local");
         }
         match s3 {
@@ -591,32 +592,35 @@ async fn list(common: &Common, json: bool) -> Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     if json {
         let rows: Vec<_> = catalog
-            .plans
+            .entries
             .iter()
             .zip(&in_s3)
             .map(|(p, s3)| {
+                let canonical = Deskriptor::parse(p.line, &p.raw)
+                    .map(|d| d.canonical_json())
+                    .unwrap_or_default();
                 json!({
-                    "line": p.deskriptor.line,
+                    "line": p.line,
                     "name": p.file_name,
                     "size": p.size,
-                    "cached": cache.lookup(p).is_some(),
+                    "cached": cache.lookup_identity(&p.identity, p.size).is_some(),
                     "tiers": tiers(p, *s3),
                     "identity": p.identity,
-                    "deskriptor": p.canonical,
+                    "deskriptor": canonical,
                 })
             })
             .collect();
         writeln!(out, "{}", serde_json::to_string_pretty(&rows)?)?;
     } else {
         let width = catalog
-            .plans
+            .entries
             .iter()
             .map(|p| p.file_name.len())
             .max()
             .unwrap_or(4)
             .max(4);
         writeln!(out, "{:<width$}  {:>12}  CACHED", "NAME", "SIZE")?;
-        for (p, s3) in catalog.plans.iter().zip(&in_s3) {
+        for (p, s3) in catalog.entries.iter().zip(&in_s3) {
             let t = tiers(p, *s3);
             let cached = if t.is_empty() {
                 "no".to_string()
@@ -639,7 +643,7 @@ async fn validate(common: &Common) -> Result<ExitCode> {
         println!(
             "{}: {} deskriptors, all valid",
             common.deskriptors.display(),
-            catalog.plans.len()
+            catalog.entries.len()
         );
         Ok(ExitCode::SUCCESS)
     } else {
@@ -647,7 +651,7 @@ async fn validate(common: &Common) -> Result<ExitCode> {
             "{}: {} bad lines, {} valid deskriptors",
             common.deskriptors.display(),
             catalog.errors.len(),
-            catalog.plans.len()
+            catalog.entries.len()
         );
         Ok(ExitCode::FAILURE)
     }

@@ -20,8 +20,9 @@ use std::time::SystemTime;
 
 use tokio::sync::OnceCell;
 
+use crate::catalog::Entry;
 use crate::flow::{error_chain, Flow};
-use crate::plan::Plan;
+use crate::plan::PlanOptions;
 
 /// Inode of the root directory.
 pub const ROOT_INO: u64 = 1;
@@ -142,7 +143,7 @@ pub struct FsMetrics {
 }
 
 struct FileNode {
-    plan: Plan,
+    entry: Entry,
     last_error: Mutex<Option<String>>,
 }
 
@@ -159,6 +160,7 @@ pub struct DatasetFs {
     files: Vec<FileNode>,
     by_name: HashMap<String, usize>,
     flow: Flow,
+    options: PlanOptions,
     handles: Mutex<HashMap<u64, Arc<Handle>>>,
     next_handle: AtomicU64,
     created: SystemTime,
@@ -175,23 +177,25 @@ impl std::fmt::Debug for DatasetFs {
 }
 
 impl DatasetFs {
-    /// A file system of `plans` (file names must be unique, as a catalog guarantees).
-    pub fn new(plans: Vec<Plan>, flow: Flow) -> Self {
-        let by_name = plans
+    /// A file system of catalog `entries` (file names must be unique, as a catalog
+    /// guarantees); files are planned again with `options` when they are built.
+    pub fn new(entries: Vec<Entry>, flow: Flow, options: PlanOptions) -> Self {
+        let by_name = entries
             .iter()
             .enumerate()
-            .map(|(i, p)| (p.file_name.clone(), i))
+            .map(|(i, e)| (e.file_name.clone(), i))
             .collect();
         Self {
-            files: plans
+            files: entries
                 .into_iter()
-                .map(|plan| FileNode {
-                    plan,
+                .map(|entry| FileNode {
+                    entry,
                     last_error: Mutex::new(None),
                 })
                 .collect(),
             by_name,
             flow,
+            options,
             handles: Mutex::new(HashMap::new()),
             next_handle: AtomicU64::new(1),
             created: SystemTime::now(),
@@ -223,7 +227,7 @@ impl DatasetFs {
     fn file_attr(&self, i: usize) -> Attr {
         Attr {
             ino: i as u64 + ROOT_INO + 1,
-            size: self.files[i].plan.size,
+            size: self.files[i].entry.size,
             kind: Kind::File,
             perm: 0o444,
             mtime: self.created,
@@ -278,7 +282,7 @@ impl DatasetFs {
         ];
         out.extend(self.files.iter().enumerate().map(|(i, f)| DirEntry {
             ino: i as u64 + ROOT_INO + 1,
-            name: f.plan.file_name.clone(),
+            name: f.entry.file_name.clone(),
             kind: Kind::File,
         }));
         Ok(out)
@@ -337,7 +341,7 @@ impl DatasetFs {
             .cloned()
             .ok_or(FsError::BadHandle)?;
         let node = self.node(handle.ino)?;
-        let total = node.plan.size;
+        let total = node.entry.size;
         if offset >= total || size == 0 {
             return Ok(Vec::new());
         }
@@ -347,7 +351,7 @@ impl DatasetFs {
             .await
             .clone()?;
         let len = (total - offset).min(u64::from(size)) as usize;
-        let name = node.plan.file_name.clone();
+        let name = node.entry.file_name.clone();
         tokio::task::spawn_blocking(move || {
             let mut buf = vec![0u8; len];
             file.read_exact_at(&mut buf, offset).map(|()| buf)
@@ -359,25 +363,41 @@ impl DatasetFs {
     }
 
     async fn open_cached(&self, node: &FileNode) -> Result<Arc<std::fs::File>, FsError> {
-        match self.flow.materialize_shared(&node.plan).await {
+        let entry = &node.entry;
+        let fail = |cause: String| {
+            *node.last_error.lock().expect("poisoned") = Some(cause.clone());
+            FsError::Flow {
+                file: entry.file_name.clone(),
+                cause,
+            }
+        };
+        if let Some(path) = self.flow.cache.lookup_identity(&entry.identity, entry.size) {
+            self.flow.metrics.cache_hits.fetch_add(1, Ordering::Relaxed);
+            return self.open_file(entry, &path);
+        }
+        let plan = entry
+            .plan(&self.flow.source, self.options)
+            .map_err(|e| fail(e.to_string()))?;
+        match self.flow.materialize_shared(&plan).await {
             Ok((path, _)) => {
                 *node.last_error.lock().expect("poisoned") = None;
-                std::fs::File::open(&path)
-                    .map(Arc::new)
-                    .map_err(|e| FsError::CacheRead {
-                        file: node.plan.file_name.clone(),
-                        cause: e.to_string(),
-                    })
+                self.open_file(entry, &path)
             }
-            Err(e) => {
-                let cause = error_chain(e.as_ref());
-                *node.last_error.lock().expect("poisoned") = Some(cause.clone());
-                Err(FsError::Flow {
-                    file: node.plan.file_name.clone(),
-                    cause,
-                })
-            }
+            Err(e) => Err(fail(error_chain(e.as_ref()))),
         }
+    }
+
+    fn open_file(
+        &self,
+        entry: &Entry,
+        path: &std::path::Path,
+    ) -> Result<Arc<std::fs::File>, FsError> {
+        std::fs::File::open(path)
+            .map(Arc::new)
+            .map_err(|e| FsError::CacheRead {
+                file: entry.file_name.clone(),
+                cause: e.to_string(),
+            })
     }
 
     /// The names of the extended attributes of a node.
@@ -408,10 +428,16 @@ impl DatasetFs {
         }
         let node = self.node(ino)?;
         let value = match name {
-            XATTR_DESKRIPTOR => node.plan.deskriptor.raw.clone(),
-            XATTR_IDENTITY => node.plan.identity.clone(),
+            XATTR_DESKRIPTOR => node.entry.raw.clone(),
+            XATTR_IDENTITY => node.entry.identity.clone(),
             XATTR_CACHED => {
-                if self.flow.cache.lookup(&node.plan).is_some() {
+                let e = &node.entry;
+                if self
+                    .flow
+                    .cache
+                    .lookup_identity(&e.identity, e.size)
+                    .is_some()
+                {
                     "yes".into()
                 } else {
                     "no".into()
@@ -452,6 +478,6 @@ impl DatasetFs {
 
     /// Total size of all files, for `statfs`.
     pub fn total_size(&self) -> u64 {
-        self.files.iter().map(|f| f.plan.size).sum()
+        self.files.iter().map(|f| f.entry.size).sum()
     }
 }

@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 
+use crate::catalog::Entry;
 use crate::flow::{error_chain, Flow, Origin};
-use crate::plan::Plan;
+use crate::plan::PlanOptions;
 
 /// `K/N`: this machine takes the files whose identity falls in part K of N.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,10 +41,11 @@ impl std::str::FromStr for Shard {
 }
 
 impl Shard {
-    /// Whether `plan` belongs to this shard: a pure function of the file's identity, so every
-    /// machine agrees without talking to the others, whatever the order of the lines.
-    pub fn contains(&self, plan: &Plan) -> bool {
-        let h = u64::from_str_radix(&plan.identity[..16], 16).unwrap_or(0);
+    /// Whether the file of `identity` belongs to this shard: a pure function of the
+    /// identity, so every machine agrees without talking to the others, whatever the order
+    /// of the lines.
+    pub fn contains(&self, identity: &str) -> bool {
+        let h = u64::from_str_radix(&identity[..16], 16).unwrap_or(0);
         h % self.count == self.index
     }
 }
@@ -55,6 +57,8 @@ pub struct PreloadOptions {
     pub jobs: usize,
     /// Only this shard, if given.
     pub shard: Option<Shard>,
+    /// How the files are planned (as when the catalog was made).
+    pub plan: PlanOptions,
     /// Show an interactive progress bar (else plain periodic lines).
     pub progress_bar: bool,
 }
@@ -94,23 +98,15 @@ enum Outcome {
     Failed(Failure),
 }
 
-/// Builds every plan (of the shard) into the flow's cache tiers.
-pub async fn preload(flow: &Flow, plans: Vec<Plan>, options: PreloadOptions) -> Summary {
+/// Builds every catalog entry (of the shard) into the flow's cache tiers.
+pub async fn preload(flow: &Flow, entries: Vec<Entry>, options: PreloadOptions) -> Summary {
     let start = Instant::now();
-    let mut plans: Vec<Plan> = plans
+    let mut plans: Vec<Entry> = entries
         .into_iter()
-        .filter(|p| options.shard.is_none_or(|s| s.contains(p)))
+        .filter(|e| options.shard.is_none_or(|s| s.contains(&e.identity)))
         .collect();
     // Time order: files over the same hours run close together and share decoded chunks.
-    plans.sort_by_key(|p| {
-        (
-            p.selections
-                .get("time")
-                .and_then(|t| t.indices.iter().min().copied())
-                .unwrap_or(0),
-            p.deskriptor.line,
-        )
-    });
+    plans.sort_by_key(|e| (e.first_time, e.line));
     let total = plans.len();
     let done = Arc::new(AtomicU64::new(0));
     let bar = options.progress_bar.then(|| {
@@ -148,7 +144,7 @@ pub async fn preload(flow: &Flow, plans: Vec<Plan>, options: PreloadOptions) -> 
         let done = done.clone();
         let bar = bar.clone();
         async move {
-            let outcome = one(flow, plan).await;
+            let outcome = one(flow, plan, options.plan).await;
             done.fetch_add(1, Ordering::Relaxed);
             if let Some(bar) = &bar {
                 bar.inc(1);
@@ -186,16 +182,16 @@ pub async fn preload(flow: &Flow, plans: Vec<Plan>, options: PreloadOptions) -> 
     summary
 }
 
-async fn one(flow: &Flow, plan: &Plan) -> Outcome {
-    if let Some(path) = flow.cache.lookup(plan) {
+async fn one(flow: &Flow, entry: &Entry, options: PlanOptions) -> Outcome {
+    if let Some(path) = flow.cache.lookup_identity(&entry.identity, entry.size) {
         if let Some(remote) = &flow.remote {
             // Cached here but perhaps not shared yet (an earlier run without the bucket).
-            match remote.size_of(&plan.identity).await {
-                Ok(Some(size)) if size == plan.size => {}
+            match remote.size_of(&entry.identity).await {
+                Ok(Some(size)) if size == entry.size => {}
                 Ok(other) => {
                     if let Ok(
                         crate::remote::Uploaded::Created | crate::remote::Uploaded::Replaced,
-                    ) = remote.upload(&plan.identity, &path, other.is_some()).await
+                    ) = remote.upload(&entry.identity, &path, other.is_some()).await
                     {
                         flow.metrics.uploads.fetch_add(1, Ordering::Relaxed);
                     }
@@ -205,15 +201,22 @@ async fn one(flow: &Flow, plan: &Plan) -> Outcome {
         }
         return Outcome::Cached;
     }
-    match flow.materialize(plan).await {
+    let failed = |cause: String| {
+        Outcome::Failed(Failure {
+            line: entry.line,
+            name: entry.file_name.clone(),
+            cause,
+        })
+    };
+    let plan = match entry.plan(&flow.source, options) {
+        Ok(p) => p,
+        Err(e) => return failed(e.to_string()),
+    };
+    match flow.materialize(&plan).await {
         Ok((_, Origin::Built)) => Outcome::Built,
         Ok((_, Origin::Remote)) => Outcome::Copied,
         Ok((_, Origin::Cache)) => Outcome::Cached,
-        Err(e) => Outcome::Failed(Failure {
-            line: plan.deskriptor.line,
-            name: plan.file_name.clone(),
-            cause: error_chain(&e),
-        }),
+        Err(e) => failed(error_chain(&e)),
     }
 }
 

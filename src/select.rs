@@ -257,14 +257,17 @@ fn resolve_longitude(
             ));
         }
     }
-    // (label, source index) in output order.
+    // (label, source index) in output order. The source is increasing, so only the
+    // relabelled case needs sorting (planning 100,000 deskriptors must stay fast).
     let mut points: Vec<(f64, usize)> = coord
         .values
         .iter()
         .enumerate()
         .map(|(i, &v)| (if signed && v >= 180.0 { v - 360.0 } else { v }, i))
         .collect();
-    points.sort_by(|a, b| a.0.total_cmp(&b.0));
+    if signed || !points.windows(2).all(|w| w[0].0 < w[1].0) {
+        points.sort_by(|a, b| a.0.total_cmp(&b.0));
+    }
     let labels: Vec<f64> = points.iter().map(|p| p.0).collect();
     match selector {
         Selector::Range { start, end, step } => {

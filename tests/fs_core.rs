@@ -36,7 +36,14 @@ async fn setup(store: Arc<dyn ObjectStore>) -> (Arc<DatasetFs>, tempfile::TempDi
         LocalCache::open(dir.path()).unwrap(),
         FetchOptions::default(),
     );
-    (Arc::new(DatasetFs::new(catalog.plans, flow)), dir)
+    (
+        Arc::new(DatasetFs::new(
+            catalog.entries,
+            flow,
+            PlanOptions::default(),
+        )),
+        dir,
+    )
 }
 
 fn ino(fs: &DatasetFs, name: &str) -> u64 {
