@@ -17,7 +17,7 @@ use serde_json::json;
 use crate::cache::{LocalCache, DEFAULT_CACHE_DIR};
 use crate::catalog::{Catalog, Entry};
 use crate::deskriptor::Deskriptor;
-use crate::fetch::{ChunkCache, FetchOptions};
+use crate::fetch::{ChunkCache, FetchOptions, ReadPath};
 use crate::flow::{Flow, Origin};
 use crate::layout::Format;
 use crate::plan::{Plan, PlanOptions, DEFAULT_MAX_FILE_SIZE};
@@ -66,6 +66,10 @@ pub struct Common {
     /// Memory for decoded source chunks kept for reuse across files (bytes; K, M, G suffixes).
     #[arg(long, env = "SODEDA_MEMORY_LIMIT", default_value = "1G", global = true)]
     memory_limit: String,
+    /// How chunks are read: auto (only the needed Blosc blocks of small samples) or full.
+    /// `preload` always reads whole chunks, to share them between files.
+    #[arg(long, env = "SODEDA_READ_PATH", default_value = "auto", global = true)]
+    read_path: ReadPath,
     /// Source chunk reads in flight at once.
     #[arg(long, env = "SODEDA_FETCH_CONCURRENCY", default_value_t = FetchOptions::default().concurrency, global = true)]
     fetch_concurrency: usize,
@@ -237,6 +241,7 @@ impl Common {
                 chunk_cache: Some(Arc::new(ChunkCache::new(
                     parse_size(&self.memory_limit).context("--memory-limit")?,
                 ))),
+                read_path: self.read_path,
                 ..FetchOptions::default()
             },
         );
@@ -360,7 +365,9 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
 async fn preload(common: &Common, jobs: usize, shard: Option<Shard>) -> Result<ExitCode> {
     let source = common.open_source().await?;
     let catalog = common.load_catalog(&source)?;
-    let flow = common.flow(source.clone()).await?;
+    let mut flow = common.flow(source.clone()).await?;
+    // Whole chunks, decoded once and shared by every file over the same hours.
+    flow.fetch.read_path = ReadPath::Full;
     let options = PreloadOptions {
         jobs,
         shard,

@@ -27,6 +27,33 @@ use tokio::sync::Semaphore;
 use crate::plan::Plan;
 use crate::source::Source;
 
+mod blocks;
+
+/// How chunks are read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadPath {
+    /// Always fetch and decode whole chunks (and share them through the chunk cache): best
+    /// when many files read the same chunks, as in a preload.
+    Full,
+    /// Fetch and decode only the Blosc blocks holding the needed rows when they are at most a
+    /// quarter of the chunk (a small sample of a whole-globe chunk); whole chunks otherwise.
+    Auto,
+}
+
+impl std::str::FromStr for ReadPath {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "full" => Ok(ReadPath::Full),
+            "auto" | "blocks" => Ok(ReadPath::Auto),
+            _ => Err(format!("unknown read path {s:?}; allowed: auto, full")),
+        }
+    }
+}
+
+/// Largest fraction of a chunk read block by block (beyond it a whole GET is cheaper).
+const BLOCK_FRACTION: f64 = 0.25;
+
 /// Tuning of the fetch stage.
 #[derive(Debug, Clone)]
 pub struct FetchOptions {
@@ -36,6 +63,8 @@ pub struct FetchOptions {
     pub memory_budget: u64,
     /// Decoded chunks kept for reuse across plans, if any.
     pub chunk_cache: Option<Arc<ChunkCache>>,
+    /// Whole chunks, or only the needed blocks where that is cheaper.
+    pub read_path: ReadPath,
 }
 
 impl Default for FetchOptions {
@@ -46,6 +75,7 @@ impl Default for FetchOptions {
             concurrency: 16,
             memory_budget: 1 << 30,
             chunk_cache: None,
+            read_path: ReadPath::Auto,
         }
     }
 }
@@ -194,12 +224,27 @@ pub async fn fetch(
             .map(|(d, &chunk_len)| group_by_chunk(&plan.selections[d].indices, chunk_len))
             .collect();
         for combo in cartesian(&groups) {
+            let chunk: Vec<u64> = combo.iter().map(|(c, _)| *c).collect();
+            let rows = needed_rows(&combo, &var.chunks);
+            let total_rows = var.chunks[..var.chunks.len().saturating_sub(1)]
+                .iter()
+                .product::<u64>() as usize;
+            let blocks = (options.read_path == ReadPath::Auto
+                && var.blosc_blocks
+                && (rows.len() as f64) <= BLOCK_FRACTION * total_rows as f64)
+                .then(|| BlockRead {
+                    store: source.store.clone(),
+                    key: var.chunk_key(&chunk),
+                    rows,
+                    fill: var.fill_value.unwrap_or(f32::NAN),
+                });
             tasks.push((
                 vi,
                 var.array.clone(),
                 pv.name.clone(),
                 var.chunks.clone(),
                 combo,
+                blocks,
             ));
         }
     }
@@ -211,7 +256,7 @@ pub async fn fetch(
     // `Send` for every lifetime, which the single-flight `Shared` future needs.
     let mut reads: Vec<BoxFuture<'static, Result<(usize, Placed), FetchError>>> =
         Vec::with_capacity(tasks.len());
-    for (vi, array, name, chunk_shape, combo) in tasks {
+    for (vi, array, name, chunk_shape, combo, block_read) in tasks {
         let permits = permits.clone();
         let url = url.clone();
         let chunk_cache = options.chunk_cache.clone();
@@ -227,6 +272,19 @@ pub async fn fetch(
                 // One GET per chunk: a whole-chunk read is a plain GET, while a subset read
                 // would first ask the store for the object's size (a second round trip), and
                 // Blosc decodes the whole chunk either way.
+                if let Some(b) = block_read {
+                    let shape: Vec<usize> = chunk_shape.iter().map(|&c| c as usize).collect();
+                    match blocks::read_rows(b.store.as_ref(), &b.key, &shape, b.rows).await? {
+                        blocks::Partial::Rows(part) => {
+                            return Ok(gather(part.view(), &origin, &combo));
+                        }
+                        blocks::Partial::Absent => {
+                            let fill = ArrayD::from_elem(IxDyn(&shape), b.fill);
+                            return Ok(gather(fill.view(), &origin, &combo));
+                        }
+                        blocks::Partial::Unsupported => {}
+                    }
+                }
                 let decode = async move {
                     array
                         .async_retrieve_chunk::<ArrayD<f32>>(&indices)
@@ -262,6 +320,30 @@ pub async fn fetch(
         place(&mut outputs[vi], &out_ranges, block);
     }
     Ok(outputs)
+}
+
+/// A chunk to read block by block.
+struct BlockRead {
+    store: Arc<dyn zarrs_object_store::object_store::ObjectStore>,
+    key: String,
+    rows: std::ops::Range<usize>,
+    fill: f32,
+}
+
+/// The flat range of rows (all dimensions but the last, C order) of a chunk that holds the
+/// selected positions of `combo`.
+fn needed_rows(combo: &[Group], chunk_shape: &[u64]) -> std::ops::Range<usize> {
+    let lead = combo.len().saturating_sub(1);
+    let (mut lo, mut hi) = (0usize, 0usize);
+    for (axis, (c, positions)) in combo[..lead].iter().enumerate() {
+        let n = chunk_shape[axis] as usize;
+        let start = (*c * chunk_shape[axis]) as usize;
+        let min = positions.iter().map(|p| p.1 - start).min().unwrap_or(0);
+        let max = positions.iter().map(|p| p.1 - start).max().unwrap_or(0);
+        lo = lo * n + min;
+        hi = hi * n + max;
+    }
+    lo..hi + 1
 }
 
 /// Groups selected source positions by chunk index, keeping their output positions.

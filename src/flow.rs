@@ -190,7 +190,9 @@ impl Flow {
     }
 
     async fn build(&self, plan: &Plan) -> Result<PathBuf, FlowError> {
+        let t0 = std::time::Instant::now();
         let data = fetch::fetch(plan, &self.source, &self.fetch).await?;
+        let t1 = std::time::Instant::now();
         let tmp = self.cache.temp_file()?;
         let layout = plan.layout.clone();
         let (format, size) = (plan.format, plan.size);
@@ -199,7 +201,16 @@ impl Flow {
         })
         .await
         .map_err(|e| FlowError::Join(e.to_string()))??;
-        Ok(self.cache.persist(tmp, &plan.identity)?)
+        let t2 = std::time::Instant::now();
+        let path = self.cache.persist(tmp, &plan.identity)?;
+        tracing::debug!(
+            file = %plan.file_name,
+            fetch_ms = (t1 - t0).as_secs_f64() * 1e3,
+            encode_ms = (t2 - t1).as_secs_f64() * 1e3,
+            persist_ms = t2.elapsed().as_secs_f64() * 1e3,
+            "built"
+        );
+        Ok(path)
     }
 }
 

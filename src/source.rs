@@ -160,8 +160,21 @@ pub struct Variable {
     pub attributes: Map<String, Value>,
     /// What absent chunks read as (`fill_value` of `.zarray`; NaN in ARCO-ERA5).
     pub fill_value: Option<f32>,
+    /// True when chunks are plain Blosc over little-endian float32 in C order (no filters):
+    /// then byte ranges of a chunk can be read and decoded block by block.
+    pub blosc_blocks: bool,
+    /// Separator of chunk key components (`.` unless `.zarray` says otherwise).
+    pub separator: String,
     /// The opened array.
     pub array: Arc<ZarrArray>,
+}
+
+impl Variable {
+    /// The store key of a chunk, e.g. `2m_temperature/1078211.0.0`.
+    pub fn chunk_key(&self, indices: &[u64]) -> String {
+        let parts: Vec<String> = indices.iter().map(u64::to_string).collect();
+        format!("{}/{}", self.name, parts.join(&self.separator))
+    }
 }
 
 impl std::fmt::Debug for Variable {
@@ -187,6 +200,8 @@ pub struct Source {
     pub attributes: Map<String, Value>,
     /// What has been read from the store so far.
     pub metrics: Arc<SourceMetrics>,
+    /// The store itself (metered), for direct byte-range reads of chunks.
+    pub store: Arc<dyn ObjectStore>,
 }
 
 impl Source {
@@ -227,6 +242,7 @@ impl Source {
                 )
             })?;
 
+        let raw_store = store.clone();
         let zarr: Arc<ZarrStore> = Arc::new(AsyncObjectStore::new(store));
         let attributes = entries
             .get(".zattrs")
@@ -257,17 +273,33 @@ impl Source {
             };
             let meta: ArrayMetadataV2 = serde_json::from_value(v.clone())
                 .map_err(|e| layout(k, format!("not Zarr v2 array metadata: {e}")))?;
+            let blosc_blocks = v
+                .get("compressor")
+                .and_then(|c| c.get("id"))
+                .and_then(Value::as_str)
+                == Some("blosc")
+                && v.get("filters").is_none_or(Value::is_null)
+                && v.get("order").and_then(Value::as_str) == Some("C")
+                && v.get("dtype").and_then(Value::as_str) == Some("<f4");
+            let separator = v
+                .get("dimension_separator")
+                .and_then(Value::as_str)
+                .unwrap_or(".")
+                .to_string();
             let fill_value = match v.get("fill_value") {
                 Some(Value::String(s)) if s == "NaN" => Some(f32::NAN),
                 Some(Value::Number(n)) => n.as_f64().map(|x| x as f32),
                 _ => None,
             };
-            arrays.insert(name.to_string(), (meta, dims, attrs, fill_value));
+            arrays.insert(
+                name.to_string(),
+                (meta, dims, attrs, fill_value, blosc_blocks, separator),
+            );
         }
 
         let mut coordinates = BTreeMap::new();
         let mut variables = BTreeMap::new();
-        for (name, (meta, dims, attrs, fill_value)) in arrays {
+        for (name, (meta, dims, attrs, fill_value, blosc_blocks, separator)) in arrays {
             let shape = meta.shape.clone();
             let chunks: Vec<u64> = meta.chunks.iter().map(|c| c.get()).collect();
             let dtype = serde_json::to_value(&meta.dtype)
@@ -303,6 +335,8 @@ impl Source {
                         chunks,
                         attributes: attrs,
                         fill_value,
+                        blosc_blocks,
+                        separator,
                         array: Arc::new(array),
                     },
                 );
@@ -327,6 +361,7 @@ impl Source {
             coordinates,
             attributes,
             metrics,
+            store: raw_store,
         })
     }
 

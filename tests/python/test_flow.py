@@ -201,7 +201,8 @@ def test_http_source_gives_the_same_data_and_fetches_each_chunk_once(
     url = http_source.url
     http_run = Runner(url, tmp_path / "cache-http", tmp_path)
     file_run = Runner(replica, tmp_path / "cache-file", tmp_path)
-    http_run("get", "--deskriptors", TEST_SET, "--line", 4, "-o", tmp_path / "h.nc")
+    http_run("get", "--deskriptors", TEST_SET, "--line", 4, "-o", tmp_path / "h.nc",
+             "--read-path", "full")
     file_run("get", "--deskriptors", TEST_SET, "--line", 4, "-o", tmp_path / "f.nc")
     # The files name their source URL, so only the data must agree.
     with xr.open_dataset(tmp_path / "h.nc") as a, xr.open_dataset(tmp_path / "f.nc") as b:
@@ -220,6 +221,32 @@ def test_http_source_gives_the_same_data_and_fetches_each_chunk_once(
     before = len(http_source.requests)
     http_run("get", "--deskriptors", TEST_SET, "--line", 4, "-o", tmp_path / "h2.nc")
     assert data_requests(http_source.requests[before:]) == [], "a cache hit fetched data"
+
+
+def test_block_reads_are_bit_identical_to_full_decodes(replica, tmp_path):
+    """The faster read path (only the Blosc blocks holding the needed rows) gives exactly
+    the bytes of the full decode, for every test deskriptor."""
+    from conftest import Runner
+    runs = {rp: Runner(replica, tmp_path / f"cache-{rp}", tmp_path) for rp in ("auto", "full")}
+    for e in runs["full"].list(TEST_SET):
+        out = {}
+        for rp, run in runs.items():
+            out[rp] = tmp_path / f"{rp}.nc"
+            run("get", "--deskriptors", TEST_SET, "--line", e["line"], "--read-path", rp,
+                "-o", out[rp])
+        assert out["auto"].read_bytes() == out["full"].read_bytes(), e["name"]
+
+
+def test_a_prototype_sample_fetches_at_most_an_eighth_of_the_chunk(replica, http_source,
+                                                                  tmp_path):
+    from conftest import Runner
+    run = Runner(http_source.url, tmp_path / "cache", tmp_path)
+    p = run("get", "--deskriptors", TEST_SET, "--line", 1, "-o", tmp_path / "a.nc", "--stats")
+    fetched = int(p.stderr.split("requests, ")[1].split(" bytes for data")[0])
+    chunk = (replica / "2m_temperature" / "1078211.0.0").stat().st_size
+    assert fetched <= chunk / 8 + 1024, (fetched, chunk)
+    ranged = [p for m, p in http_source.requests if "/2m_temperature/" in p]
+    assert ranged == ["/2m_temperature/1078211.0.0"] * 2, ranged
 
 
 def test_scope_lists_coordinates_and_variables(run):
