@@ -229,15 +229,14 @@ pub async fn fetch(
             let total_rows = var.chunks[..var.chunks.len().saturating_sub(1)]
                 .iter()
                 .product::<u64>() as usize;
-            let blocks = (options.read_path == ReadPath::Auto
-                && var.blosc_blocks
-                && (rows.len() as f64) <= BLOCK_FRACTION * total_rows as f64)
-                .then(|| BlockRead {
-                    store: source.store.clone(),
-                    key: var.chunk_key(&chunk),
-                    rows,
-                    fill: var.fill_value.unwrap_or(f32::NAN),
-                });
+            let partial = options.read_path == ReadPath::Auto
+                && (rows.len() as f64) <= BLOCK_FRACTION * total_rows as f64;
+            let blocks = var.blosc_blocks.then(|| BlockRead {
+                store: source.store.clone(),
+                key: var.chunk_key(&chunk),
+                rows: partial.then_some(rows),
+                fill: var.fill_value.unwrap_or(f32::NAN),
+            });
             tasks.push((
                 vi,
                 var.array.clone(),
@@ -272,20 +271,37 @@ pub async fn fetch(
                 // One GET per chunk: a whole-chunk read is a plain GET, while a subset read
                 // would first ask the store for the object's size (a second round trip), and
                 // Blosc decodes the whole chunk either way.
-                if let Some(b) = block_read {
-                    let shape: Vec<usize> = chunk_shape.iter().map(|&c| c as usize).collect();
-                    match blocks::read_rows(b.store.as_ref(), &b.key, &shape, b.rows).await? {
+                let shape: Vec<usize> = chunk_shape.iter().map(|&c| c as usize).collect();
+                // Only the needed blocks: not shared through the chunk cache (the other rows
+                // of the chunk are not decoded).
+                if let Some(BlockRead {
+                    store,
+                    key,
+                    rows: Some(rows),
+                    fill,
+                }) = &block_read
+                {
+                    match blocks::read_rows(store.as_ref(), key, &shape, rows.clone()).await? {
                         blocks::Partial::Rows(part) => {
                             return Ok(gather(part.view(), &origin, &combo));
                         }
                         blocks::Partial::Absent => {
-                            let fill = ArrayD::from_elem(IxDyn(&shape), b.fill);
+                            let fill = ArrayD::from_elem(IxDyn(&shape), *fill);
                             return Ok(gather(fill.view(), &origin, &combo));
                         }
                         blocks::Partial::Unsupported => {}
                     }
                 }
                 let decode = async move {
+                    if let Some(b) = &block_read {
+                        match blocks::read_whole(b.store.as_ref(), &b.key, &shape).await? {
+                            blocks::Partial::Rows(whole) => return Ok(whole),
+                            blocks::Partial::Absent => {
+                                return Ok(ArrayD::from_elem(IxDyn(&shape), b.fill));
+                            }
+                            blocks::Partial::Unsupported => {}
+                        }
+                    }
                     array
                         .async_retrieve_chunk::<ArrayD<f32>>(&indices)
                         .await
@@ -322,11 +338,12 @@ pub async fn fetch(
     Ok(outputs)
 }
 
-/// A chunk to read block by block.
+/// A plain-Blosc float32 chunk, read directly: only the blocks of `rows` when given (a small
+/// part of the chunk), else whole.
 struct BlockRead {
     store: Arc<dyn zarrs_object_store::object_store::ObjectStore>,
     key: String,
-    rows: std::ops::Range<usize>,
+    rows: Option<std::ops::Range<usize>>,
     fill: f32,
 }
 

@@ -13,7 +13,9 @@
 use std::ops::Range;
 
 use ndarray::{ArrayD, IxDyn};
-use zarrs_object_store::object_store::{self, path::Path, GetOptions, GetRange, ObjectStore};
+use zarrs_object_store::object_store::{
+    self, path::Path, GetOptions, GetRange, ObjectStore, ObjectStoreExt,
+};
 
 /// Blosc header length.
 const HEADER: usize = 16;
@@ -25,8 +27,8 @@ const MEMCPYED: u8 = 0x02;
 
 /// The result of a block read.
 pub(crate) enum Partial {
-    /// A chunk-shaped array whose requested rows are decoded (other rows are zero and must
-    /// not be read).
+    /// A chunk-shaped array whose requested rows (all rows for [`read_whole`]) are decoded;
+    /// other rows are zero and must not be read.
     Rows(ArrayD<f32>),
     /// The object does not exist: the chunk reads as the fill value.
     Absent,
@@ -157,4 +159,50 @@ pub(crate) async fn read_rows(
 
 fn to_array(shape: &[usize], values: Vec<f32>) -> Result<ArrayD<f32>, String> {
     ArrayD::from_shape_vec(IxDyn(shape), values).map_err(|e| e.to_string())
+}
+
+/// Reads and decodes a whole chunk with one GET, on one thread (zarrs' Blosc codec decodes
+/// chunks above 4 MB with several threads, which c-blosc's context API starts and joins on
+/// every call: five times slower here). Same results as [`read_rows`] over all rows.
+pub(crate) async fn read_whole(
+    store: &dyn ObjectStore,
+    key: &str,
+    shape: &[usize],
+) -> Result<Partial, String> {
+    let key = Path::from(key);
+    let bytes = match store.get(&key).await {
+        Ok(r) => r.bytes().await.map_err(|e| e.to_string())?,
+        Err(object_store::Error::NotFound { .. }) => return Ok(Partial::Absent),
+        Err(e) => return Err(e.to_string()),
+    };
+    let total: usize = shape.iter().product();
+    let mut nbytes = 0usize;
+    // SAFETY: `bytes` is a live buffer of `bytes.len()` bytes; the call only reads it and
+    // writes `nbytes`.
+    let valid = unsafe {
+        blosc_src::blosc_cbuffer_validate(bytes.as_ptr().cast(), bytes.len(), &mut nbytes)
+    };
+    if valid != 0 || nbytes != total * 4 || bytes.len() < HEADER || bytes[3] != 4 {
+        return Ok(Partial::Unsupported);
+    }
+    let mut values = vec![0f32; total];
+    // SAFETY: the buffer was validated for `nbytes` output bytes and `values` holds exactly
+    // `nbytes`; one internal thread (the ctx API would start and join threads per call).
+    let written = unsafe {
+        blosc_src::blosc_decompress_ctx(
+            bytes.as_ptr().cast(),
+            values.as_mut_ptr().cast(),
+            nbytes,
+            1,
+        )
+    };
+    if written < 0 || written as usize != nbytes {
+        return Err(format!("blosc decompression failed ({written}) on {key}"));
+    }
+    if cfg!(target_endian = "big") {
+        for v in values.iter_mut() {
+            *v = f32::from_bits(v.to_bits().swap_bytes());
+        }
+    }
+    Ok(Partial::Rows(to_array(shape, values)?))
 }
