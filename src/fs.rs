@@ -332,6 +332,48 @@ impl DatasetFs {
         result
     }
 
+    /// Answers a read at once when the handle's file is already open (the common case after
+    /// the first read): a `pread` of the local cache file, without waiting on any task.
+    /// `None` when the file must first be built; then use [`DatasetFs::read`].
+    pub fn read_ready(&self, fh: u64, offset: u64, size: u32) -> Option<Result<Vec<u8>, FsError>> {
+        let handle = self
+            .handles
+            .lock()
+            .expect("handles poisoned")
+            .get(&fh)
+            .cloned()?;
+        let file = match handle.file.get()? {
+            Ok(f) => f.clone(),
+            Err(e) => return Some(Err(e.clone())),
+        };
+        let node = self.node(handle.ino).ok()?;
+        let total = node.entry.size;
+        let result = if offset >= total || size == 0 {
+            Ok(Vec::new())
+        } else {
+            let len = (total - offset).min(u64::from(size)) as usize;
+            let mut buf = vec![0u8; len];
+            file.read_exact_at(&mut buf, offset)
+                .map(|()| buf)
+                .map_err(|e| FsError::CacheRead {
+                    file: node.entry.file_name.clone(),
+                    cause: e.to_string(),
+                })
+        };
+        match &result {
+            Ok(data) => {
+                self.metrics.reads.fetch_add(1, Ordering::Relaxed);
+                self.metrics
+                    .bytes_read
+                    .fetch_add(data.len() as u64, Ordering::Relaxed);
+            }
+            Err(_) => {
+                self.metrics.read_errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        Some(result)
+    }
+
     async fn read_inner(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>, FsError> {
         let handle = self
             .handles

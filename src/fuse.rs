@@ -1,8 +1,9 @@
 //! Links `fuser` calls to [`crate::fs::DatasetFs`]; translation only, no behaviour.
 //!
 //! Calls that only look at memory (lookup, getattr, readdir, xattrs) are answered on the FUSE
-//! thread. `read` may have to build a file, so it is answered from a task on the tokio runtime:
-//! the FUSE loop never waits on a flow. Every modifying call gets `EROFS`. Errors are logged
+//! thread, and so are reads of a file already built (a `pread` of the local cache file). A
+//! read that has to build the file is answered from a task on the tokio runtime: the FUSE loop
+//! never waits on a flow. Every modifying call gets `EROFS`. Errors are logged
 //! here, once, with the operation and errno.
 
 use std::ffi::OsStr;
@@ -130,6 +131,14 @@ impl Filesystem for FuseAdapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        // Once the file is built, a read is a pread of the cached file: answer it here.
+        if let Some(result) = self.fs.read_ready(fh.0, offset, size) {
+            match result {
+                Ok(data) => reply.data(&data),
+                Err(e) => reply.error(errno("read", &e)),
+            }
+            return;
+        }
         let fs = self.fs.clone();
         self.runtime.spawn(async move {
             match fs.read(fh.0, offset, size).await {

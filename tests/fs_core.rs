@@ -266,3 +266,21 @@ async fn extended_attributes() {
     assert_eq!(stats["flow_runs"], 1);
     assert_eq!(stats["files"], 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ready_reads_answer_without_a_task_once_the_file_is_built() {
+    let (fs, _dir) = setup(common::synthetic_store().await).await;
+    let i = ino(&fs, "a.nc");
+    let size = fs.getattr(i).unwrap().size;
+    let fh = fs.open(i, false).unwrap();
+    assert!(
+        fs.read_ready(fh, 0, 100).is_none(),
+        "not built yet: needs the flow"
+    );
+    let first = fs.read(fh, 0, 100).await.unwrap();
+    assert_eq!(fs.read_ready(fh, 0, 100).unwrap().unwrap(), first);
+    let tail = fs.read_ready(fh, size - 3, 100).unwrap().unwrap();
+    assert_eq!(tail.len(), 3);
+    assert!(fs.read_ready(fh, size, 100).unwrap().unwrap().is_empty());
+    assert!(fs.read_ready(999, 0, 1).is_none());
+}
