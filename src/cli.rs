@@ -66,7 +66,12 @@ pub struct Common {
     /// Memory for decoded source chunks kept for reuse across files (bytes; K, M, G suffixes).
     /// Files over the same hours run together, so a few hours' chunks suffice; a larger
     /// cache costs more in fresh pages than it saves (see docs/PERFORMANCE.md).
-    #[arg(long, env = "SODEDA_MEMORY_LIMIT", default_value = "256M", global = true)]
+    #[arg(
+        long,
+        env = "SODEDA_MEMORY_LIMIT",
+        default_value = "256M",
+        global = true
+    )]
     memory_limit: String,
     /// How chunks are read: auto (only the needed Blosc blocks of small samples) or full.
     /// `preload` always reads whole chunks, to share them between files.

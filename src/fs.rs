@@ -140,6 +140,8 @@ pub struct FsMetrics {
     pub bytes_read: AtomicU64,
     /// Read calls that failed.
     pub read_errors: AtomicU64,
+    /// Opens served by kernel passthrough to the cached file (reads never reach us).
+    pub passthrough_opens: AtomicU64,
 }
 
 struct FileNode {
@@ -306,6 +308,12 @@ impl DatasetFs {
             }),
         );
         Ok(fh)
+    }
+
+    /// The local cache file of a file, if it is built.
+    pub fn cached_path(&self, ino: u64) -> Option<std::path::PathBuf> {
+        let e = &self.node(ino).ok()?.entry;
+        self.flow.cache.lookup_identity(&e.identity, e.size)
     }
 
     /// Forgets a file handle.
@@ -506,6 +514,7 @@ impl DatasetFs {
             "reads": get(&self.metrics.reads),
             "bytes_read": get(&self.metrics.bytes_read),
             "read_errors": get(&self.metrics.read_errors),
+            "passthrough_opens": get(&self.metrics.passthrough_opens),
             "flow_runs": get(&flow.runs),
             "flow_failures": get(&flow.failures),
             "cache_hits": get(&flow.cache_hits),

@@ -6,16 +6,20 @@
 //! never waits on a flow. Every modifying call gets `EROFS`. Errors are logged
 //! here, once, with the operation and errno.
 
+use std::collections::HashMap;
 use std::ffi::OsStr;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime};
 
 use fuser::{
-    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, LockOwner,
-    OpenAccMode, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
-    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow,
-    WriteFlags,
+    BackingId, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
+    LockOwner, OpenAccMode, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
+    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr,
+    Request, TimeOrNow, WriteFlags,
 };
+
+use fuser::{InitFlags, KernelConfig};
 
 use crate::fs::{Attr, DatasetFs, FsError, Kind};
 
@@ -23,12 +27,26 @@ use crate::fs::{Attr, DatasetFs, FsError, Kind};
 /// and a file's bytes never change for a given inode.
 const TTL: Duration = Duration::from_secs(60);
 
+/// Kernel passthrough registrations: one backing id per inode while any handle holds it.
+#[derive(Default)]
+struct Backing {
+    by_handle: HashMap<u64, Arc<BackingId>>,
+    by_inode: HashMap<u64, Weak<BackingId>>,
+}
+
 /// The `fuser::Filesystem` over a [`DatasetFs`].
+///
+/// Files already built are opened in kernel passthrough mode where the kernel supports it
+/// (Linux 6.9+, as root): the kernel then reads the local cache file itself, at disk speed,
+/// and reads never come up to this process. Files not built yet are opened normally; their
+/// first read builds them.
 pub struct FuseAdapter {
     fs: Arc<DatasetFs>,
     runtime: tokio::runtime::Handle,
     uid: u32,
     gid: u32,
+    passthrough: AtomicBool,
+    backing: Mutex<Backing>,
 }
 
 impl FuseAdapter {
@@ -41,6 +59,8 @@ impl FuseAdapter {
             runtime,
             uid,
             gid,
+            passthrough: AtomicBool::new(false),
+            backing: Mutex::new(Backing::default()),
         }
     }
 
@@ -95,7 +115,48 @@ fn xattr_reply(reply: ReplyXattr, value: &[u8], size: u32) {
     }
 }
 
+impl FuseAdapter {
+    /// Opens `fh` (of inode `ino`) in passthrough mode on its cache file; `Err` gives the
+    /// reply back for a normal open.
+    fn open_passthrough(&self, ino: u64, fh: u64, reply: ReplyOpen) -> Result<(), ReplyOpen> {
+        if !self.passthrough.load(Ordering::Relaxed) {
+            return Err(reply);
+        }
+        let Some(path) = self.fs.cached_path(ino) else {
+            return Err(reply);
+        };
+        let mut backing = self.backing.lock().expect("poisoned");
+        let id = match backing.by_inode.get(&ino).and_then(Weak::upgrade) {
+            Some(id) => id,
+            None => match std::fs::File::open(&path).and_then(|f| reply.open_backing(f)) {
+                Ok(id) => Arc::new(id),
+                Err(e) => {
+                    tracing::warn!("kernel passthrough unavailable ({e}); serving reads ourselves");
+                    self.passthrough.store(false, Ordering::Relaxed);
+                    return Err(reply);
+                }
+            },
+        };
+        backing.by_inode.insert(ino, Arc::downgrade(&id));
+        backing.by_handle.insert(fh, id.clone());
+        self.fs
+            .metrics
+            .passthrough_opens
+            .fetch_add(1, Ordering::Relaxed);
+        reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &id);
+        Ok(())
+    }
+}
+
 impl Filesystem for FuseAdapter {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        let ok = config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
+            && config.set_max_stack_depth(2).is_ok();
+        self.passthrough.store(ok, Ordering::Relaxed);
+        tracing::debug!(passthrough = ok, "FUSE session initialised");
+        Ok(())
+    }
+
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         match self.fs.lookup(parent.0, name) {
             Ok(a) => reply.entry(&TTL, &self.attr(&a), Generation(0)),
@@ -114,8 +175,12 @@ impl Filesystem for FuseAdapter {
         let write = !matches!(flags.acc_mode(), OpenAccMode::O_RDONLY)
             || flags.0 & (libc::O_TRUNC | libc::O_APPEND) != 0;
         match self.fs.open(ino.0, write) {
-            // The bytes of an inode never change, so the kernel may keep its page cache.
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
+            Ok(fh) => {
+                if let Err(reply) = self.open_passthrough(ino.0, fh, reply) {
+                    // The bytes of an inode never change, so the kernel may keep its cache.
+                    reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE);
+                }
+            }
             Err(e) => reply.error(errno("open", &e)),
         }
     }
@@ -159,6 +224,11 @@ impl Filesystem for FuseAdapter {
         reply: ReplyEmpty,
     ) {
         self.fs.release(fh.0);
+        self.backing
+            .lock()
+            .expect("poisoned")
+            .by_handle
+            .remove(&fh.0);
         reply.ok();
     }
 
