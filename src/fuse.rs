@@ -15,8 +15,8 @@ use std::time::{Duration, SystemTime};
 use fuser::{
     BackingId, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
     LockOwner, OpenAccMode, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr,
-    Request, TimeOrNow, WriteFlags,
+    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
+    ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
 use fuser::{InitFlags, KernelConfig};
@@ -153,7 +153,15 @@ impl Filesystem for FuseAdapter {
         let ok = config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
             && config.set_max_stack_depth(2).is_ok();
         self.passthrough.store(ok, Ordering::Relaxed);
-        tracing::debug!(passthrough = ok, "FUSE session initialised");
+        // Listing returns the attributes too, so `ls -l` needs no lookup per file.
+        let plus = config
+            .add_capabilities(InitFlags::FUSE_DO_READDIRPLUS)
+            .is_ok();
+        tracing::debug!(
+            passthrough = ok,
+            readdirplus = plus,
+            "FUSE session initialised"
+        );
         Ok(())
     }
 
@@ -261,6 +269,38 @@ impl Filesystem for FuseAdapter {
                 reply.ok();
             }
             Err(e) => reply.error(errno("readdir", &e)),
+        }
+    }
+
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        match self.fs.readdir(ino.0) {
+            Ok(entries) => {
+                for (i, e) in entries.iter().enumerate().skip(offset as usize) {
+                    let Ok(attr) = self.fs.getattr(e.ino) else {
+                        continue;
+                    };
+                    let attr = self.attr(&attr);
+                    if reply.add(
+                        INodeNo(e.ino),
+                        i as u64 + 1,
+                        &e.name,
+                        &TTL,
+                        &attr,
+                        Generation(0),
+                    ) {
+                        break;
+                    }
+                }
+                reply.ok();
+            }
+            Err(e) => reply.error(errno("readdirplus", &e)),
         }
     }
 
