@@ -325,18 +325,22 @@ impl DatasetFs {
     /// materializes the file (single flight across all handles); a read at or past the end
     /// returns no bytes.
     pub async fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>, FsError> {
-        let result = self.read_inner(fh, offset, size).await;
-        match &result {
-            Ok(data) => {
-                self.metrics.reads.fetch_add(1, Ordering::Relaxed);
-                self.metrics
-                    .bytes_read
-                    .fetch_add(data.len() as u64, Ordering::Relaxed);
+        let result = async {
+            let handle = self.handle(fh).ok_or(FsError::BadHandle)?;
+            let node = self.node(handle.ino)?;
+            if offset >= node.entry.size || size == 0 {
+                return Ok(Vec::new()); // nothing to build for
             }
-            Err(_) => {
-                self.metrics.read_errors.fetch_add(1, Ordering::Relaxed);
-            }
+            let file = handle
+                .file
+                .get_or_init(|| self.open_cached(node))
+                .await
+                .clone()?;
+            // The first read may wait for a build; the pread itself is a page-cache copy.
+            Self::pread(node, &file, offset, size)
         }
+        .await;
+        self.count(&result);
         result
     }
 
@@ -344,31 +348,45 @@ impl DatasetFs {
     /// the first read): a `pread` of the local cache file, without waiting on any task.
     /// `None` when the file must first be built; then use [`DatasetFs::read`].
     pub fn read_ready(&self, fh: u64, offset: u64, size: u32) -> Option<Result<Vec<u8>, FsError>> {
-        let handle = self
-            .handles
+        let handle = self.handle(fh)?;
+        let result = match handle.file.get()? {
+            Ok(file) => Self::pread(self.node(handle.ino).ok()?, file, offset, size),
+            Err(e) => Err(e.clone()),
+        };
+        self.count(&result);
+        Some(result)
+    }
+
+    fn handle(&self, fh: u64) -> Option<Arc<Handle>> {
+        self.handles
             .lock()
             .expect("handles poisoned")
             .get(&fh)
-            .cloned()?;
-        let file = match handle.file.get()? {
-            Ok(f) => f.clone(),
-            Err(e) => return Some(Err(e.clone())),
-        };
-        let node = self.node(handle.ino).ok()?;
+            .cloned()
+    }
+
+    /// Up to `size` bytes of the cached file at `offset`, never past the planned size.
+    fn pread(
+        node: &FileNode,
+        file: &std::fs::File,
+        offset: u64,
+        size: u32,
+    ) -> Result<Vec<u8>, FsError> {
         let total = node.entry.size;
-        let result = if offset >= total || size == 0 {
-            Ok(Vec::new())
-        } else {
-            let len = (total - offset).min(u64::from(size)) as usize;
-            let mut buf = vec![0u8; len];
-            file.read_exact_at(&mut buf, offset)
-                .map(|()| buf)
-                .map_err(|e| FsError::CacheRead {
-                    file: node.entry.file_name.clone(),
-                    cause: e.to_string(),
-                })
-        };
-        match &result {
+        if offset >= total || size == 0 {
+            return Ok(Vec::new());
+        }
+        let mut buf = vec![0u8; (total - offset).min(u64::from(size)) as usize];
+        file.read_exact_at(&mut buf, offset)
+            .map(|()| buf)
+            .map_err(|e| FsError::CacheRead {
+                file: node.entry.file_name.clone(),
+                cause: e.to_string(),
+            })
+    }
+
+    fn count(&self, result: &Result<Vec<u8>, FsError>) {
+        match result {
             Ok(data) => {
                 self.metrics.reads.fetch_add(1, Ordering::Relaxed);
                 self.metrics
@@ -379,37 +397,6 @@ impl DatasetFs {
                 self.metrics.read_errors.fetch_add(1, Ordering::Relaxed);
             }
         }
-        Some(result)
-    }
-
-    async fn read_inner(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>, FsError> {
-        let handle = self
-            .handles
-            .lock()
-            .expect("handles poisoned")
-            .get(&fh)
-            .cloned()
-            .ok_or(FsError::BadHandle)?;
-        let node = self.node(handle.ino)?;
-        let total = node.entry.size;
-        if offset >= total || size == 0 {
-            return Ok(Vec::new());
-        }
-        let file = handle
-            .file
-            .get_or_init(|| self.open_cached(node))
-            .await
-            .clone()?;
-        let len = (total - offset).min(u64::from(size)) as usize;
-        let name = node.entry.file_name.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut buf = vec![0u8; len];
-            file.read_exact_at(&mut buf, offset).map(|()| buf)
-        })
-        .await
-        .map_err(|e| e.to_string())
-        .and_then(|r| r.map_err(|e| e.to_string()))
-        .map_err(|cause| FsError::CacheRead { file: name, cause })
     }
 
     async fn open_cached(&self, node: &FileNode) -> Result<Arc<std::fs::File>, FsError> {

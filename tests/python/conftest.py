@@ -70,6 +70,12 @@ def run(replica, tmp_path):
     return Runner(replica, tmp_path / "cache", tmp_path)
 
 
+def chunk_gets(requests):
+    """Data-chunk GETs among a loopback server's requests (no metadata, no coordinates)."""
+    coords = ("/time/", "/latitude/", "/longitude/", "/level/")
+    return [p for m, p in requests if m == "GET" and "/." not in p and not p.startswith(coords)]
+
+
 def read_lines(path):
     return [line for line in Path(path).read_text().splitlines() if line.strip()]
 

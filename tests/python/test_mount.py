@@ -17,16 +17,11 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from conftest import DATA, ROOT, Runner, mount_binary, mounted_at, read_lines
+from conftest import chunk_gets, DATA, ROOT, Runner, mount_binary, mounted_at, read_lines
 from reference import open_source, reference
 
 TEST_SET = DATA / "test-set.jsonl"
 LINES = read_lines(TEST_SET)
-
-
-def chunk_gets(requests):
-    coords = ("/time/", "/latitude/", "/longitude/", "/level/")
-    return [p for m, p in requests if m == "GET" and "/." not in p and not p.startswith(coords)]
 
 
 def test_ls_shows_one_file_per_deskriptor_with_exact_sizes(replica, mount_factory, run):

@@ -8,15 +8,10 @@ import subprocess
 import time
 from pathlib import Path
 
-from conftest import DATA, Runner, binary, read_lines
+from conftest import chunk_gets, DATA, Runner, binary, read_lines
 
 TEST_SET = DATA / "test-set.jsonl"
 LINES = read_lines(TEST_SET)
-
-
-def chunk_gets(requests):
-    coords = ("/time/", "/latitude/", "/longitude/", "/level/")
-    return [p for m, p in requests if m == "GET" and "/." not in p and not p.startswith(coords)]
 
 
 def entries(cache):

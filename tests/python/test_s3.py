@@ -9,15 +9,10 @@ import time
 
 import pytest
 
-from conftest import DATA, Runner, free_port, read_lines
+from conftest import chunk_gets, DATA, Runner, free_port, read_lines
 
 TEST_SET = DATA / "test-set.jsonl"
 LINES = read_lines(TEST_SET)
-
-
-def chunk_gets(requests):
-    coords = ("/time/", "/latitude/", "/longitude/", "/level/")
-    return [p for m, p in requests if m == "GET" and "/." not in p and not p.startswith(coords)]
 
 
 def test_a_file_built_by_one_mount_is_served_to_another_from_s3(
