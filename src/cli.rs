@@ -24,7 +24,7 @@ use crate::plan::{Plan, PlanOptions, DEFAULT_MAX_FILE_SIZE};
 use crate::preload::{PreloadOptions, Shard};
 use crate::remote::{RemoteCache, RemoteError, S3Config};
 use crate::select;
-use crate::source::{Source, DEFAULT_SOURCE};
+use crate::source::{Source, SourceOptions, DEFAULT_SOURCE};
 
 /// Command-line arguments of `sodeda-era5`.
 #[derive(Debug, Parser)]
@@ -77,6 +77,22 @@ pub struct Common {
     /// `preload` always reads whole chunks, to share them between files.
     #[arg(long, env = "SODEDA_READ_PATH", default_value = "auto", global = true)]
     read_path: ReadPath,
+    /// Retries of a failed source request (5xx, timeout, reset), with exponential backoff.
+    #[arg(
+        long,
+        env = "SODEDA_SOURCE_RETRIES",
+        default_value_t = 3,
+        global = true
+    )]
+    source_retries: usize,
+    /// Time limit of one source request, in seconds.
+    #[arg(
+        long,
+        env = "SODEDA_SOURCE_TIMEOUT",
+        default_value_t = 30.0,
+        global = true
+    )]
+    source_timeout: f64,
     /// Source chunk reads in flight at once.
     #[arg(long, env = "SODEDA_FETCH_CONCURRENCY", default_value_t = FetchOptions::default().concurrency, global = true)]
     fetch_concurrency: usize,
@@ -167,6 +183,9 @@ pub struct MountArgs {
     /// FUSE worker threads.
     #[arg(long, env = "SODEDA_FUSE_THREADS", default_value_t = 4)]
     fuse_threads: usize,
+    /// Refuse to mount if any deskriptor line is bad (default: skip bad lines with a warning).
+    #[arg(long, env = "SODEDA_STRICT")]
+    strict: bool,
     /// The directory to mount on.
     mountpoint: PathBuf,
 }
@@ -215,7 +234,14 @@ impl Common {
     }
 
     async fn open_source(&self) -> Result<Arc<Source>> {
-        let source = Source::open(&self.source).await?;
+        if !(self.source_timeout > 0.0 && self.source_timeout.is_finite()) {
+            bail!("--source-timeout must be a positive number of seconds");
+        }
+        let options = SourceOptions {
+            retries: self.source_retries,
+            timeout: std::time::Duration::from_secs_f64(self.source_timeout),
+        };
+        let source = Source::open_with(&self.source, options).await?;
         Ok(Arc::new(source))
     }
 
@@ -454,6 +480,15 @@ async fn mount(common: &Common, args: &MountArgs) -> Result<ExitCode> {
     }
     let source = common.open_source().await?;
     let catalog = common.load_catalog(&source)?;
+    if args.strict && !catalog.errors.is_empty() {
+        let lines: Vec<String> = catalog.errors.iter().map(|e| e.to_string()).collect();
+        bail!(
+            "{} has {} bad lines (--strict):\n{}",
+            common.deskriptors.display(),
+            lines.len(),
+            lines.join("\n")
+        );
+    }
     warn_bad_lines(&catalog);
     if catalog.entries.is_empty() && !catalog.errors.is_empty() {
         bail!(

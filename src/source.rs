@@ -17,8 +17,8 @@ use zarrs::array::{Array, ArrayMetadata, ArrayMetadataV2, ArraySubset};
 use zarrs_object_store::object_store::{path::Path, ObjectStore, ObjectStoreExt};
 use zarrs_object_store::AsyncObjectStore;
 
-pub use store::SourceMetrics;
 use store::{open_url, MeteredStore};
+pub use store::{SourceMetrics, SourceOptions};
 
 /// The public ARCO-ERA5 store (Zarr v2 despite the `-v3` in its name).
 pub const DEFAULT_SOURCE: &str =
@@ -207,7 +207,12 @@ pub struct Source {
 impl Source {
     /// Opens the store at `url`: reads `.zmetadata` and every coordinate.
     pub async fn open(url: &str) -> Result<Source, SourceError> {
-        let inner = open_url(url)?;
+        Self::open_with(url, SourceOptions::default()).await
+    }
+
+    /// Like [`Source::open`], with retry and timeout settings for remote stores.
+    pub async fn open_with(url: &str, options: SourceOptions) -> Result<Source, SourceError> {
+        let inner = open_url(url, options)?;
         Self::open_store(url, inner).await
     }
 

@@ -9,20 +9,63 @@ use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::stream::BoxStream;
 use zarrs_object_store::object_store::{
     self, aws::AmazonS3Builder, http::HttpBuilder, local::LocalFileSystem, path::Path,
-    prefix::PrefixStore, ClientOptions, CopyOptions, GetOptions, GetResult, ListResult,
-    MultipartUpload, ObjectMeta, ObjectStore, PutMultipartOptions, PutOptions, PutPayload,
-    PutResult,
+    prefix::PrefixStore, BackoffConfig, ClientOptions, CopyOptions, GetOptions, GetResult,
+    ListResult, MultipartUpload, ObjectMeta, ObjectStore, PutMultipartOptions, PutOptions,
+    PutPayload, PutResult, RetryConfig,
 };
+
+/// How a remote source is retried: each request gets `timeout`; failures that may be
+/// transient (5xx, timeouts, resets) are retried `retries` times with exponential backoff
+/// (100 ms doubling, at most 2 s between tries), then the error is reported.
+#[derive(Debug, Clone, Copy)]
+pub struct SourceOptions {
+    /// Retries after the first try.
+    pub retries: usize,
+    /// Limit for one request.
+    pub timeout: Duration,
+}
+
+impl Default for SourceOptions {
+    fn default() -> Self {
+        Self {
+            retries: 3,
+            timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl SourceOptions {
+    fn retry(&self) -> RetryConfig {
+        RetryConfig {
+            backoff: BackoffConfig {
+                init_backoff: Duration::from_millis(100),
+                max_backoff: Duration::from_secs(2),
+                base: 2.0,
+            },
+            max_retries: self.retries,
+            retry_timeout: self.timeout * (self.retries as u32 + 1) + Duration::from_secs(5),
+        }
+    }
+
+    fn client(&self, allow_http: bool) -> ClientOptions {
+        ClientOptions::new()
+            .with_allow_http(allow_http)
+            .with_timeout(self.timeout)
+            .with_connect_timeout(self.timeout.min(Duration::from_secs(10)))
+    }
+}
 
 use super::SourceError;
 
 /// Opens the object store that holds the Zarr root at `url`.
-pub fn open_url(url: &str) -> Result<Arc<dyn ObjectStore>, SourceError> {
+pub fn open_url(url: &str, options: SourceOptions) -> Result<Arc<dyn ObjectStore>, SourceError> {
     let bad = |why: String| SourceError::Url {
         url: url.to_string(),
         why,
@@ -30,25 +73,28 @@ pub fn open_url(url: &str) -> Result<Arc<dyn ObjectStore>, SourceError> {
     if let Some(rest) = url.strip_prefix("gs://") {
         // The public ARCO-ERA5 bucket allows anonymous reads over HTTPS; this needs neither
         // Google credentials nor the GCS client.
-        return http_store(&format!("https://storage.googleapis.com/{rest}")).map_err(bad);
+        return http_store(&format!("https://storage.googleapis.com/{rest}"), options).map_err(bad);
     }
     if url.starts_with("http://") || url.starts_with("https://") {
-        return http_store(url).map_err(bad);
+        return http_store(url, options).map_err(bad);
     }
     if let Some(rest) = url.strip_prefix("s3://") {
         let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
         if bucket.is_empty() {
             return Err(bad("no bucket name after s3://".into()));
         }
-        let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
+        let mut builder = AmazonS3Builder::from_env()
+            .with_bucket_name(bucket)
+            .with_retry(options.retry());
         if std::env::var_os("AWS_ACCESS_KEY_ID").is_none() {
             builder = builder.with_skip_signature(true);
         }
+        let mut allow_http = false;
         if let Ok(endpoint) = std::env::var("AWS_ENDPOINT_URL") {
-            builder = builder
-                .with_allow_http(endpoint.starts_with("http://"))
-                .with_endpoint(endpoint);
+            allow_http = endpoint.starts_with("http://");
+            builder = builder.with_endpoint(endpoint);
         }
+        builder = builder.with_client_options(options.client(allow_http));
         let store = builder.build().map_err(|e| bad(e.to_string()))?;
         let prefix = prefix.trim_end_matches('/');
         return Ok(if prefix.is_empty() {
@@ -73,11 +119,11 @@ pub fn open_url(url: &str) -> Result<Arc<dyn ObjectStore>, SourceError> {
     Ok(Arc::new(store))
 }
 
-fn http_store(url: &str) -> Result<Arc<dyn ObjectStore>, String> {
-    let options = ClientOptions::new().with_allow_http(url.starts_with("http://"));
+fn http_store(url: &str, options: SourceOptions) -> Result<Arc<dyn ObjectStore>, String> {
     let store = HttpBuilder::new()
         .with_url(url.trim_end_matches('/'))
-        .with_client_options(options)
+        .with_client_options(options.client(url.starts_with("http://")))
+        .with_retry(options.retry())
         .build()
         .map_err(|e| e.to_string())?;
     Ok(Arc::new(store))

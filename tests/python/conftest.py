@@ -84,7 +84,8 @@ class RangeHandler(http.server.SimpleHTTPRequestHandler):
     """Serves a directory like an object store's HTTP endpoint: GET with `Range: bytes=a-b`
     (206), HEAD, 404 for absent keys. Records every request path in `server.requests`; GETs
     whose path contains a key of `server.delay` wait that many seconds, those containing a key
-    of `server.fail` get that HTTP status."""
+    of `server.fail` get that HTTP status, and those containing a key of `server.fail_times`
+    (value `[status, n]`) get that status n times, then succeed."""
 
     protocol_version = "HTTP/1.1"
 
@@ -113,6 +114,11 @@ class RangeHandler(http.server.SimpleHTTPRequestHandler):
         for part, status in self.server.fail.items():
             if part in self.path:
                 self.send_error(status)
+                return
+        for part, budget in self.server.fail_times.items():
+            if part in self.path and budget[1] > 0:
+                budget[1] -= 1
+                self.send_error(budget[0])
                 return
         path = self._file()
         if not path:
@@ -149,6 +155,7 @@ def http_source(replica):
     server.requests = []
     server.delay = {}
     server.fail = {}
+    server.fail_times = {}
     server.url = f"http://127.0.0.1:{server.server_address[1]}"
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

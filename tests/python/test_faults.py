@@ -1,0 +1,135 @@
+"""Faults from a real HTTP source on 127.0.0.1 (errors, 5xx, slow answers) and crashes
+(kill -9 at random moments): bounded retries, EIO with the cause, a responsive mount, and
+never a partial or wrong cache entry."""
+
+import errno
+import os
+import random
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import DATA, Runner, binary, chunk_gets, mounted_at, read_lines
+
+TEST_SET = DATA / "test-set.jsonl"
+LINES = read_lines(TEST_SET)
+
+
+def entries(cache):
+    return {p.stem: p.stat().st_size for p in Path(cache).rglob("*.nc")
+            if p.parent.name != "tmp"}
+
+
+def test_transient_5xx_are_retried(http_source, tmp_path):
+    http_source.fail_times = {"/2m_temperature/1078202": [503, 2]}
+    run = Runner(http_source.url, tmp_path / "cache", tmp_path)
+    p = run("get", "--deskriptors", TEST_SET, "--line", 3, "--read-path", "full",
+            "-o", tmp_path / "x.nc")
+    assert "built from the source" in p.stderr
+    tries = [r for r in chunk_gets(http_source.requests) if "1078202" in r]
+    assert len(tries) == 3, tries  # two 503s, then the answer
+
+
+def test_persistent_5xx_give_eio_with_the_cause_and_the_mount_stays_responsive(
+        http_source, mount_factory):
+    m = mount_factory(TEST_SET, http_source.url, extra=["--source-retries", "2"])
+    http_source.fail = {"/2m_temperature/1078218": 503}
+    p = m.mountpoint / "exact_lists.nc"
+    t0 = time.monotonic()
+    with pytest.raises(OSError) as info:
+        p.read_bytes()
+    assert info.value.errno == errno.EIO
+    assert time.monotonic() - t0 < 10, "retries are bounded"
+    cause = os.getxattr(p, "user.sodeda.error").decode()
+    assert "503" in cause, cause
+    tries = [r for r in chunk_gets(http_source.requests) if "1078218" in r]
+    assert len(tries) == 3, tries  # the first try and two retries (block reads: header)
+    t0 = time.monotonic()
+    assert len(os.listdir(m.mountpoint)) == len(LINES)
+    assert time.monotonic() - t0 < 0.5
+    http_source.fail = {}
+    assert len(p.read_bytes()) == os.stat(p).st_size
+
+
+def test_a_slow_source_times_out_into_eio_then_recovers(http_source, mount_factory):
+    m = mount_factory(TEST_SET, http_source.url,
+                      extra=["--source-timeout", "0.5", "--source-retries", "0"])
+    http_source.delay = {"/surface_pressure/": 3.0}
+    p = m.mountpoint / "steps.nc"
+    t0 = time.monotonic()
+    with pytest.raises(OSError) as info:
+        p.read_bytes()
+    assert info.value.errno == errno.EIO
+    assert time.monotonic() - t0 < 3.0
+    assert "surface_pressure" in os.getxattr(p, "user.sodeda.error").decode()
+    http_source.delay = {}
+    time.sleep(3.2)  # let the slow handlers finish
+    assert len(p.read_bytes()) == os.stat(p).st_size
+
+
+def test_kill_9_of_preload_at_random_moments_never_leaves_a_bad_entry(http_source, tmp_path):
+    cache = tmp_path / "cache"
+    run = Runner(http_source.url, cache, tmp_path)
+    sizes = {e["identity"]: e["size"] for e in run.list(TEST_SET)}
+    http_source.delay = {"/2m_temperature/": 0.02, "/surface_pressure/": 0.02,
+                         "/temperature/": 0.05}
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("SODEDA_") and k != "LOCAL_CACHE"}
+    env.update({"SODEDA_SOURCE": http_source.url, "LOCAL_CACHE": str(cache)})
+    rng = random.Random(20261126)
+    for _ in range(20):
+        proc = subprocess.Popen([str(binary()), "preload", "--deskriptors", str(TEST_SET),
+                                 "--jobs", "2"], env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0.05, 0.6))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+        for identity, size in entries(cache).items():
+            assert sizes[identity] == size, "an entry is complete or absent"
+    http_source.delay = {}
+    run("preload", "--deskriptors", TEST_SET)
+    assert entries(cache) == sizes
+    for p in Path(cache).rglob("*.nc"):
+        if p.parent.name == "tmp":
+            continue
+        assert p.read_bytes()[:4] == b"CDF\x02"
+
+
+def test_kill_9_of_the_mount_during_reads_then_a_clean_remount(replica, mount_factory,
+                                                              tmp_path):
+    cache = tmp_path / "cache"
+    listing = Runner(replica, tmp_path / "x", tmp_path).list(TEST_SET)
+    sizes = {e["identity"]: e["size"] for e in listing}
+    rng = random.Random(7)
+    for i in range(5):
+        m = mount_factory(TEST_SET, replica, cache=cache, name="mnt")
+        reader = subprocess.Popen(["cat", *[str(m.mountpoint / e["name"]) for e in listing]],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0.0, 0.3))
+        m.proc.kill()
+        m.proc.wait(timeout=10)
+        reader.wait(timeout=30)
+        for identity, size in entries(cache).items():
+            assert sizes[identity] == size
+    m = mount_factory(TEST_SET, replica, cache=cache, name="mnt")
+    for e in listing:
+        assert len((m.mountpoint / e["name"]).read_bytes()) == e["size"]
+    assert mounted_at(m.mountpoint)
+
+
+def test_strict_refuses_a_file_with_bad_lines(replica, tmp_path):
+    mnt = tmp_path / "m"
+    mnt.mkdir()
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("SODEDA_") and k != "LOCAL_CACHE"}
+    from conftest import mount_binary
+    p = subprocess.run([str(mount_binary()), "--foreground", "--strict", "--deskriptors",
+                        str(DATA / "bad-deskriptors.jsonl"), "--source", str(replica),
+                        "--cache", str(tmp_path / "c"), str(mnt)], capture_output=True,
+                       text=True, env=env, timeout=60)
+    assert p.returncode == 1
+    assert "19 bad lines (--strict)" in p.stderr and "line 3, field `variable`" in p.stderr
+    assert mounted_at(mnt) is None
