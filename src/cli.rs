@@ -164,6 +164,11 @@ enum Command {
         /// The mount point.
         mountpoint: PathBuf,
     },
+    /// Make a mount re-read its deskriptors file (same as SIGHUP to the mount process).
+    Reload {
+        /// The mount point.
+        mountpoint: PathBuf,
+    },
 }
 
 /// Options of the mount (`sodeda-mount` and `sodeda-era5 mount`).
@@ -387,6 +392,15 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Scope { json } => scope(common, *json).await,
         Command::Mount(args) => mount(common, args).await,
         Command::Preload { jobs, shard } => preload(common, *jobs, *shard).await,
+        Command::Reload { mountpoint } => {
+            let mp = mountpoint.clone();
+            let text = tokio::task::spawn_blocking(move || {
+                crate::mount::request_reload(&mp, std::time::Duration::from_secs(300))
+            })
+            .await??;
+            println!("{}: {text}", mountpoint.display());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Unmount { mountpoint } => {
             crate::mount::unmount(mountpoint)?;
             eprintln!("unmounted {}", mountpoint.display());
@@ -498,16 +512,46 @@ async fn mount(common: &Common, args: &MountArgs) -> Result<ExitCode> {
         );
     }
     let n = catalog.entries.len();
+    let plan_options = common.plan_options()?;
     let fs = Arc::new(crate::fs::DatasetFs::new(
         catalog.entries,
-        common.flow(source).await?,
-        common.plan_options()?,
+        common.flow(source.clone()).await?,
+        plan_options,
     ));
     let options = crate::mount::MountOptions {
         allow_other: args.allow_other,
         threads: args.fuse_threads,
     };
-    crate::mount::serve(fs, &mountpoint, &options, || {
+    let (path, strict) = (common.deskriptors.clone(), args.strict);
+    let reload: crate::mount::Reloader = Arc::new(move || {
+        let (path, source) = (path.clone(), source.clone());
+        Box::pin(async move {
+            let catalog = tokio::task::spawn_blocking(move || {
+                Catalog::load(&path, &source, plan_options)
+                    .with_context(|| format!("reading {}", path.display()))
+            })
+            .await??;
+            if strict && !catalog.errors.is_empty() {
+                bail!(
+                    "{} bad lines (--strict); first: {}",
+                    catalog.errors.len(),
+                    catalog.errors[0]
+                );
+            }
+            if catalog.entries.is_empty() && !catalog.errors.is_empty() {
+                bail!(
+                    "no valid deskriptor ({} bad lines; first: {}); keeping the current files",
+                    catalog.errors.len(),
+                    catalog.errors[0]
+                );
+            }
+            for e in &catalog.errors {
+                tracing::warn!("skipping {e}");
+            }
+            Ok(catalog.entries)
+        })
+    });
+    crate::mount::serve(fs, &mountpoint, &options, Some(reload), || {
         eprintln!(
             "sodeda-mount: serving {n} files at {} (pid {})",
             mountpoint.display(),

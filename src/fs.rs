@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::SystemTime;
 
 use tokio::sync::OnceCell;
@@ -37,6 +37,10 @@ pub const XATTR_ERROR: &str = "user.sodeda.error";
 pub const XATTR_IDENTITY: &str = "user.sodeda.identity";
 /// Extended attribute of the root directory: counters as JSON.
 pub const XATTR_STATS: &str = "user.sodeda.stats";
+/// Extended attribute of the root directory: the serving process id.
+pub const XATTR_PID: &str = "user.sodeda.pid";
+/// Extended attribute of the root directory: reload count and last result, as JSON.
+pub const XATTR_RELOAD: &str = "user.sodeda.reload";
 
 /// Why a file-system call failed; each maps to one errno.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -145,27 +149,53 @@ pub struct FsMetrics {
 }
 
 struct FileNode {
+    ino: u64,
     entry: Entry,
     last_error: Mutex<Option<String>>,
 }
 
-/// An open file. The outcome of the first read's flow is kept for the handle's lifetime: the
-/// kernel may split one read (and its readahead) into several requests, and they must not
-/// each start a new flow after a failure. Opening the file again retries.
+/// The files of one version of the deskriptors file.
+#[derive(Default)]
+struct Table {
+    /// Listing order (the file's line order).
+    order: Vec<Arc<FileNode>>,
+    by_name: HashMap<String, Arc<FileNode>>,
+    by_ino: HashMap<u64, Arc<FileNode>>,
+}
+
+/// An open file. It holds its node, so it keeps working after a reload removed the file.
+/// The outcome of the first read's flow is kept for the handle's lifetime: the kernel may
+/// split one read (and its readahead) into several requests, and they must not each start a
+/// new flow after a failure. Opening the file again retries.
 struct Handle {
-    ino: u64,
+    node: Arc<FileNode>,
     file: OnceCell<Result<Arc<std::fs::File>, FsError>>,
+}
+
+/// What a reload changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReloadSummary {
+    /// Files after the reload.
+    pub files: usize,
+    /// Names that appeared.
+    pub added: Vec<String>,
+    /// Names that vanished.
+    pub removed: Vec<String>,
 }
 
 /// The dataset file system.
 pub struct DatasetFs {
-    files: Vec<FileNode>,
-    by_name: HashMap<String, usize>,
+    table: RwLock<Table>,
+    /// Inode of each (name, identity) ever served: a file keeps its inode across reloads.
+    inos: Mutex<HashMap<(String, String), u64>>,
+    next_ino: AtomicU64,
     flow: Flow,
     options: PlanOptions,
     handles: Mutex<HashMap<u64, Arc<Handle>>>,
     next_handle: AtomicU64,
     created: SystemTime,
+    /// Reloads done, and the last one's result (see [`DatasetFs::record_reload`]).
+    reloads: Mutex<(u64, String)>,
     /// Counters.
     pub metrics: FsMetrics,
 }
@@ -173,7 +203,7 @@ pub struct DatasetFs {
 impl std::fmt::Debug for DatasetFs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DatasetFs")
-            .field("files", &self.files.len())
+            .field("files", &self.len())
             .finish_non_exhaustive()
     }
 }
@@ -182,37 +212,79 @@ impl DatasetFs {
     /// A file system of catalog `entries` (file names must be unique, as a catalog
     /// guarantees); files are planned again with `options` when they are built.
     pub fn new(entries: Vec<Entry>, flow: Flow, options: PlanOptions) -> Self {
-        let by_name = entries
-            .iter()
-            .enumerate()
-            .map(|(i, e)| (e.file_name.clone(), i))
-            .collect();
-        Self {
-            files: entries
-                .into_iter()
-                .map(|entry| FileNode {
-                    entry,
-                    last_error: Mutex::new(None),
-                })
-                .collect(),
-            by_name,
+        let fs = Self {
+            table: RwLock::new(Table::default()),
+            inos: Mutex::new(HashMap::new()),
+            next_ino: AtomicU64::new(ROOT_INO + 1),
             flow,
             options,
             handles: Mutex::new(HashMap::new()),
             next_handle: AtomicU64::new(1),
             created: SystemTime::now(),
+            reloads: Mutex::new((0, String::new())),
             metrics: FsMetrics::default(),
+        };
+        fs.reload(entries);
+        fs
+    }
+
+    /// Records the outcome of a reload request (shown in `user.sodeda.reload`).
+    pub fn record_reload(&self, result: String) {
+        let mut r = self.reloads.lock().expect("poisoned");
+        r.0 += 1;
+        r.1 = result;
+    }
+
+    /// Replaces the set of files (a new version of the deskriptors file). Files whose name
+    /// and identity are unchanged keep their inode and state; removed files vanish from the
+    /// directory, while handles already open on them keep reading.
+    pub fn reload(&self, entries: Vec<Entry>) -> ReloadSummary {
+        let mut table = self.table.write().expect("table poisoned");
+        let mut inos = self.inos.lock().expect("inos poisoned");
+        let mut next = Table::default();
+        let mut summary = ReloadSummary::default();
+        for entry in entries {
+            let key = (entry.file_name.clone(), entry.identity.clone());
+            let node = match table.by_name.get(&entry.file_name) {
+                Some(old) if old.entry.identity == entry.identity => old.clone(),
+                _ => {
+                    if !table.by_name.contains_key(&entry.file_name) {
+                        summary.added.push(entry.file_name.clone());
+                    }
+                    let ino = *inos
+                        .entry(key)
+                        .or_insert_with(|| self.next_ino.fetch_add(1, Ordering::Relaxed));
+                    Arc::new(FileNode {
+                        ino,
+                        entry,
+                        last_error: Mutex::new(None),
+                    })
+                }
+            };
+            next.by_name
+                .insert(node.entry.file_name.clone(), node.clone());
+            next.by_ino.insert(node.ino, node.clone());
+            next.order.push(node);
         }
+        summary.removed = table
+            .order
+            .iter()
+            .filter(|n| !next.by_name.contains_key(&n.entry.file_name))
+            .map(|n| n.entry.file_name.clone())
+            .collect();
+        summary.files = next.order.len();
+        *table = next;
+        summary
     }
 
     /// Number of files.
     pub fn len(&self) -> usize {
-        self.files.len()
+        self.table.read().expect("table poisoned").order.len()
     }
 
     /// True when the dataset has no files.
     pub fn is_empty(&self) -> bool {
-        self.files.is_empty()
+        self.len() == 0
     }
 
     /// The flow serving this file system.
@@ -220,16 +292,20 @@ impl DatasetFs {
         &self.flow
     }
 
-    fn node(&self, ino: u64) -> Result<&FileNode, FsError> {
-        ino.checked_sub(ROOT_INO + 1)
-            .and_then(|i| self.files.get(i as usize))
+    fn node(&self, ino: u64) -> Result<Arc<FileNode>, FsError> {
+        self.table
+            .read()
+            .expect("table poisoned")
+            .by_ino
+            .get(&ino)
+            .cloned()
             .ok_or(FsError::NotFound)
     }
 
-    fn file_attr(&self, i: usize) -> Attr {
+    fn file_attr(&self, node: &FileNode) -> Attr {
         Attr {
-            ino: i as u64 + ROOT_INO + 1,
-            size: self.files[i].entry.size,
+            ino: node.ino,
+            size: node.entry.size,
             kind: Kind::File,
             perm: 0o444,
             mtime: self.created,
@@ -247,8 +323,8 @@ impl DatasetFs {
                 mtime: self.created,
             });
         }
-        self.node(ino)?;
-        Ok(self.file_attr((ino - ROOT_INO - 1) as usize))
+        let node = self.node(ino)?;
+        Ok(self.file_attr(&node))
     }
 
     /// Looks up `name` in directory `parent`.
@@ -257,11 +333,12 @@ impl DatasetFs {
             self.node(parent)?;
             return Err(FsError::NotADirectory);
         }
-        let i = name
+        let table = self.table.read().expect("table poisoned");
+        let node = name
             .to_str()
-            .and_then(|n| self.by_name.get(n))
+            .and_then(|n| table.by_name.get(n))
             .ok_or(FsError::NotFound)?;
-        Ok(self.file_attr(*i))
+        Ok(self.file_attr(node))
     }
 
     /// The entries of directory `ino`, `.` and `..` first.
@@ -282,8 +359,9 @@ impl DatasetFs {
                 kind: Kind::Directory,
             },
         ];
-        out.extend(self.files.iter().enumerate().map(|(i, f)| DirEntry {
-            ino: i as u64 + ROOT_INO + 1,
+        let table = self.table.read().expect("table poisoned");
+        out.extend(table.order.iter().map(|f| DirEntry {
+            ino: f.ino,
             name: f.entry.file_name.clone(),
             kind: Kind::File,
         }));
@@ -295,7 +373,7 @@ impl DatasetFs {
         if ino == ROOT_INO {
             return Err(FsError::IsADirectory);
         }
-        self.node(ino)?;
+        let node = self.node(ino)?;
         if write {
             return Err(FsError::ReadOnly);
         }
@@ -303,7 +381,7 @@ impl DatasetFs {
         self.handles.lock().expect("handles poisoned").insert(
             fh,
             Arc::new(Handle {
-                ino,
+                node,
                 file: OnceCell::new(),
             }),
         );
@@ -327,7 +405,7 @@ impl DatasetFs {
     pub async fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>, FsError> {
         let result = async {
             let handle = self.handle(fh).ok_or(FsError::BadHandle)?;
-            let node = self.node(handle.ino)?;
+            let node = &handle.node;
             if offset >= node.entry.size || size == 0 {
                 return Ok(Vec::new()); // nothing to build for
             }
@@ -350,7 +428,7 @@ impl DatasetFs {
     pub fn read_ready(&self, fh: u64, offset: u64, size: u32) -> Option<Result<Vec<u8>, FsError>> {
         let handle = self.handle(fh)?;
         let result = match handle.file.get()? {
-            Ok(file) => Self::pread(self.node(handle.ino).ok()?, file, offset, size),
+            Ok(file) => Self::pread(&handle.node, file, offset, size),
             Err(e) => Err(e.clone()),
         };
         self.count(&result);
@@ -440,7 +518,11 @@ impl DatasetFs {
     /// The names of the extended attributes of a node.
     pub fn listxattr(&self, ino: u64) -> Result<Vec<String>, FsError> {
         if ino == ROOT_INO {
-            return Ok(vec![XATTR_STATS.to_string()]);
+            return Ok(vec![
+                XATTR_STATS.to_string(),
+                XATTR_PID.to_string(),
+                XATTR_RELOAD.to_string(),
+            ]);
         }
         let node = self.node(ino)?;
         let mut names = vec![
@@ -460,6 +542,13 @@ impl DatasetFs {
         if ino == ROOT_INO {
             return match name {
                 XATTR_STATS => Ok(self.stats_json().into_bytes()),
+                XATTR_PID => Ok(std::process::id().to_string().into_bytes()),
+                XATTR_RELOAD => {
+                    let r = self.reloads.lock().expect("poisoned");
+                    Ok(serde_json::json!({"reloads": r.0, "last": r.1})
+                        .to_string()
+                        .into_bytes())
+                }
                 _ => Err(FsError::NoAttribute),
             };
         }
@@ -497,7 +586,7 @@ impl DatasetFs {
         let flow = &self.flow.metrics;
         let source = &self.flow.source.metrics;
         serde_json::json!({
-            "files": self.files.len(),
+            "files": self.len(),
             "reads": get(&self.metrics.reads),
             "bytes_read": get(&self.metrics.bytes_read),
             "read_errors": get(&self.metrics.read_errors),
@@ -516,6 +605,12 @@ impl DatasetFs {
 
     /// Total size of all files, for `statfs`.
     pub fn total_size(&self) -> u64 {
-        self.files.iter().map(|f| f.entry.size).sum()
+        self.table
+            .read()
+            .expect("table poisoned")
+            .order
+            .iter()
+            .map(|f| f.entry.size)
+            .sum()
     }
 }

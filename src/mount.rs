@@ -16,9 +16,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use fuser::{Config, MountOption, SessionACL};
+use fuser::{Config, INodeNo, MountOption, Notifier, SessionACL};
+use futures::future::BoxFuture;
 
-use crate::fs::DatasetFs;
+use crate::catalog::Entry;
+use crate::fs::{DatasetFs, XATTR_PID, XATTR_RELOAD};
 use crate::fuse::FuseAdapter;
 
 /// The file-system name shown by `mount` and `df`.
@@ -145,12 +147,43 @@ pub struct MountOptions {
     pub threads: usize,
 }
 
+/// Re-reads the deskriptors file: the catalog entries of its current version.
+pub type Reloader = Arc<dyn Fn() -> BoxFuture<'static, Result<Vec<Entry>>> + Send + Sync>;
+
+/// Reloads `fs` with `reload` and tells the kernel to forget removed names.
+async fn reload_now(fs: &DatasetFs, reload: &Reloader, notifier: &Notifier) {
+    let result = match reload().await {
+        Ok(entries) => {
+            let s = fs.reload(entries);
+            for name in &s.removed {
+                // Not cached by the kernel is fine too.
+                let _ = notifier.inval_entry(INodeNo::ROOT, std::ffi::OsStr::new(name));
+            }
+            let _ = notifier.inval_inode(INodeNo::ROOT, 0, 0);
+            let text = format!(
+                "ok: {} files ({} added, {} removed)",
+                s.files,
+                s.added.len(),
+                s.removed.len()
+            );
+            tracing::info!("reloaded the deskriptors: {text}");
+            text
+        }
+        Err(e) => {
+            tracing::error!("reload failed, keeping the current files: {e:#}");
+            format!("error: {e:#}")
+        }
+    };
+    fs.record_reload(result);
+}
+
 /// Mounts `fs` at `mountpoint` and serves until it is unmounted (`umount`, SIGINT, SIGTERM).
-/// `on_live` runs once the mount is live.
+/// `on_live` runs once the mount is live; SIGHUP runs `reload`, if given.
 pub async fn serve(
     fs: Arc<DatasetFs>,
     mountpoint: &Path,
     options: &MountOptions,
+    reload: Option<Reloader>,
     on_live: impl FnOnce(),
 ) -> Result<()> {
     let mut config = Config::default();
@@ -166,23 +199,31 @@ pub async fn serve(
         config.acl = SessionACL::All;
     }
     config.n_threads = Some(options.threads.max(1));
-    let adapter = FuseAdapter::new(fs, tokio::runtime::Handle::current());
+    let adapter = FuseAdapter::new(fs.clone(), tokio::runtime::Handle::current());
     let session = fuser::spawn_mount(adapter, mountpoint, &config)
         .map_err(|e| anyhow!("cannot mount at {}: {e}", mountpoint.display()))?;
+    let notifier = session.notifier();
     on_live();
 
     let point = mountpoint.to_path_buf();
     let signals = tokio::spawn(async move {
         use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut int), Ok(mut term)) = (
+        let (Ok(mut int), Ok(mut term), Ok(mut hup)) = (
             signal(SignalKind::interrupt()),
             signal(SignalKind::terminate()),
+            signal(SignalKind::hangup()),
         ) else {
             return;
         };
-        tokio::select! {
-            _ = int.recv() => {},
-            _ = term.recv() => {},
+        loop {
+            tokio::select! {
+                _ = int.recv() => break,
+                _ = term.recv() => break,
+                _ = hup.recv() => match &reload {
+                    Some(r) => reload_now(&fs, r, &notifier).await,
+                    None => tracing::warn!("SIGHUP: this mount cannot reload"),
+                },
+            }
         }
         tracing::info!("signal received; unmounting {}", point.display());
         if umount(&point, 0).is_err() {
@@ -257,6 +298,61 @@ pub fn spawn_background(mountpoint: &Path, log: &Path, timeout: Duration) -> Res
                 timeout,
                 log.display()
             );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn get_xattr(path: &Path, name: &str) -> std::io::Result<Vec<u8>> {
+    let p = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+    let n = CString::new(name).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+    let mut buf = vec![0u8; 4096];
+    // SAFETY: both strings are NUL-terminated and live across the call; `buf` has the length
+    // given, and getxattr writes at most that many bytes.
+    let len = unsafe { libc::getxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    if len < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    buf.truncate(len as usize);
+    Ok(buf)
+}
+
+/// Asks the mount at `path` to re-read its deskriptors file (SIGHUP to its process) and
+/// waits for the result: `ok: N files (a added, r removed)`, or an error.
+pub fn request_reload(path: &Path, timeout: Duration) -> Result<String> {
+    let abs = std::path::absolute(path)?;
+    if !mount_at(&abs).is_some_and(|m| m.source == FS_NAME) {
+        bail!("{} is not a sodeda-era5 mount", abs.display());
+    }
+    let read = || -> Result<serde_json::Value> {
+        let raw = get_xattr(&abs, XATTR_RELOAD)
+            .with_context(|| format!("reading {XATTR_RELOAD} of {}", abs.display()))?;
+        Ok(serde_json::from_slice(&raw)?)
+    };
+    let pid: i32 = String::from_utf8_lossy(&get_xattr(&abs, XATTR_PID)?)
+        .parse()
+        .context("reading the mount's process id")?;
+    let before = read()?["reloads"].as_u64().unwrap_or(0);
+    // SAFETY: kill has no memory preconditions; the pid came from the mount itself.
+    if unsafe { libc::kill(pid, libc::SIGHUP) } != 0 {
+        bail!(
+            "signalling process {pid}: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    let deadline = Instant::now() + timeout;
+    loop {
+        let now = read()?;
+        if now["reloads"].as_u64().unwrap_or(0) > before {
+            let last = now["last"].as_str().unwrap_or("").to_string();
+            if last.starts_with("error") {
+                bail!("reload of {} failed: {last}", abs.display());
+            }
+            return Ok(last);
+        }
+        if Instant::now() > deadline {
+            bail!("no reload result from process {pid} after {timeout:?}");
         }
         std::thread::sleep(Duration::from_millis(50));
     }

@@ -284,3 +284,44 @@ async fn ready_reads_answer_without_a_task_once_the_file_is_built() {
     assert!(fs.read_ready(fh, size, 100).unwrap().unwrap().is_empty());
     assert!(fs.read_ready(999, 0, 1).is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reload_adds_and_removes_files_and_open_handles_keep_working() {
+    let store = common::synthetic_store().await;
+    let (fs, _dir) = setup(store).await;
+    let a = ino(&fs, "a.nc");
+    let b = ino(&fs, "b.nc");
+    let fh = fs.open(b, false).unwrap();
+    let before = fs.read(fh, 0, 1 << 20).await.unwrap();
+
+    // A new version of the file: b removed, c added, a unchanged.
+    let text = DESKRIPTORS
+        .lines()
+        .filter(|l| !l.contains("\"b\""))
+        .chain([r#"{"name": "c", "time": "2023-01-01T03:00", "variable": "2m_temperature"}"#])
+        .collect::<Vec<_>>()
+        .join("\n");
+    let catalog = Catalog::from_text(&text, &fs.flow().source, PlanOptions::default());
+    let summary = fs.reload(catalog.entries);
+    assert_eq!(summary.added, vec!["c.nc"]);
+    assert_eq!(summary.removed, vec!["b.nc"]);
+    assert_eq!(summary.files, 3);
+
+    let names: Vec<String> = fs
+        .readdir(ROOT_INO)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    assert_eq!(names, vec![".", "..", "a.nc", "absent.nc", "c.nc"]);
+    assert_eq!(ino(&fs, "a.nc"), a, "unchanged files keep their inode");
+    assert_eq!(fs.getattr(b).unwrap_err().errno(), libc::ENOENT);
+    assert_eq!(
+        fs.lookup(ROOT_INO, OsStr::new("b.nc")).unwrap_err().errno(),
+        libc::ENOENT
+    );
+    // The handle opened before the reload still reads the removed file.
+    assert_eq!(fs.read(fh, 0, 1 << 20).await.unwrap(), before);
+    let c = read_all(&fs, ino(&fs, "c.nc"), 4096).await;
+    assert_eq!(c.len() as u64, fs.getattr(ino(&fs, "c.nc")).unwrap().size);
+}

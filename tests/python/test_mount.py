@@ -343,3 +343,43 @@ def test_a_stale_mount_of_a_killed_process_is_replaced(replica, mount_factory, t
     m2 = mount_factory(TEST_SET, replica, name="stale")
     assert len(os.listdir(m2.mountpoint)) == len(LINES)
     assert "stale sodeda-era5 mount" in m2.log.read_text()
+
+
+def test_reload_while_mounted(replica, mount_factory, tmp_path):
+    """Reload: `sodeda-era5 reload` (or SIGHUP) re-reads the deskriptors file while mounted;
+    files of removed lines vanish, new lines appear, open handles keep working; a file with
+    no valid line keeps the current files."""
+    desk = tmp_path / "desk.jsonl"
+    desk.write_text("\n".join(LINES[:4]) + "\n")
+    m = mount_factory(desk, replica)
+    removed = json.loads(LINES[3])["name"] + ".nc"
+    added = json.loads(LINES[4])["name"] + ".nc"
+    Runner(replica, tmp_path / "c2", tmp_path)("get", "--deskriptors", TEST_SET, "--line", 4,
+                                               "-o", tmp_path / "x.nc")
+    expected = (tmp_path / "x.nc").read_bytes()
+    era5 = str(ROOT / "target" / "debug" / "sodeda-era5")
+    with open(m.mountpoint / removed, "rb") as f:
+        head = f.read(100)
+        desk.write_text("\n".join(LINES[:3] + [LINES[4]]) + "\n")
+        p = subprocess.run([era5, "reload", str(m.mountpoint)], capture_output=True,
+                           text=True, timeout=120)
+        assert p.returncode == 0, p.stderr
+        assert "ok: 4 files (1 added, 1 removed)" in p.stdout
+        names = os.listdir(m.mountpoint)
+        assert removed not in names and added in names
+        with pytest.raises(FileNotFoundError):
+            os.stat(m.mountpoint / removed)
+        assert head + f.read() == expected, "an open handle keeps reading the removed file"
+    assert len((m.mountpoint / added).read_bytes()) == os.stat(m.mountpoint / added).st_size
+
+    desk.write_text("{not json\n")
+    p = subprocess.run([era5, "reload", str(m.mountpoint)], capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode == 1 and "no valid deskriptor" in p.stderr, p.stderr
+    assert sorted(os.listdir(m.mountpoint)) == sorted(names)
+    desk.write_text("\n".join(LINES[:2]) + "\n")
+    m.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 30
+    while len(os.listdir(m.mountpoint)) != 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(os.listdir(m.mountpoint)) == 2
