@@ -322,7 +322,7 @@ fn get_xattr(path: &Path, name: &str) -> std::io::Result<Vec<u8>> {
 /// waits for the result: `ok: N files (a added, r removed)`, or an error.
 pub fn request_reload(path: &Path, timeout: Duration) -> Result<String> {
     let abs = std::path::absolute(path)?;
-    if !mount_at(&abs).is_some_and(|m| m.source == FS_NAME) {
+    if mount_at(&abs).is_none_or(|m| m.source != FS_NAME) {
         bail!("{} is not a sodeda-era5 mount", abs.display());
     }
     let read = || -> Result<serde_json::Value> {
