@@ -8,10 +8,18 @@
 //! file system and renamed into place, so a crash leaves at most a stray temporary file, never
 //! a partial entry; a format change moves to a new `v<N>` directory, so stale files are never
 //! served.
+//!
+//! With a size limit ([`LocalCache::with_max_size`]) the cache evicts the least recently used
+//! entries after each new one, never an entry that is pinned (open through the mount). Recency
+//! is what this process saw (lookups and new entries), seeded at start from the files'
+//! modification times.
 
+use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
+use lru::LruCache;
 use tempfile::NamedTempFile;
 
 use crate::plan::{Plan, FORMAT_VERSION};
@@ -32,10 +40,30 @@ pub struct CacheError {
     pub source: io::Error,
 }
 
+/// Recency and pins of the entries, for the size limit.
+struct Usage {
+    /// Entry sizes, least recently used first.
+    lru: LruCache<String, u64>,
+    bytes: u64,
+    /// Open handles per identity: never evicted while present.
+    pins: HashMap<String, usize>,
+}
+
 /// A cache directory on local disk.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct LocalCache {
     root: PathBuf,
+    max_size: Option<u64>,
+    usage: Arc<Mutex<Usage>>,
+}
+
+impl std::fmt::Debug for LocalCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalCache")
+            .field("root", &self.root)
+            .field("max_size", &self.max_size)
+            .finish_non_exhaustive()
+    }
 }
 
 impl LocalCache {
@@ -48,7 +76,121 @@ impl LocalCache {
             context: "creating the cache directory",
             source,
         })?;
-        Ok(Self { root })
+        Ok(Self {
+            root,
+            max_size: None,
+            usage: Arc::new(Mutex::new(Usage {
+                lru: LruCache::unbounded(),
+                bytes: 0,
+                pins: HashMap::new(),
+            })),
+        })
+    }
+
+    /// Limits the cache to `max_size` bytes of entries: reads the entries present (oldest
+    /// modification first) and evicts down to the limit now and after every new entry.
+    pub fn with_max_size(mut self, max_size: u64) -> Self {
+        let mut found: Vec<(std::time::SystemTime, String, u64)> = Vec::new();
+        if let Ok(dirs) = std::fs::read_dir(&self.root) {
+            for dir in dirs.flatten().filter(|d| d.file_name() != "tmp") {
+                for f in std::fs::read_dir(dir.path())
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                {
+                    let path = f.path();
+                    let (Some(stem), Ok(meta)) = (path.file_stem(), f.metadata()) else {
+                        continue;
+                    };
+                    if path.extension().is_some_and(|e| e == "nc") && meta.is_file() {
+                        let when = meta.modified().unwrap_or(std::time::UNIX_EPOCH);
+                        found.push((when, stem.to_string_lossy().into_owned(), meta.len()));
+                    }
+                }
+            }
+        }
+        found.sort();
+        {
+            let mut u = self.usage.lock().expect("poisoned");
+            for (_, identity, size) in found {
+                u.bytes += size;
+                u.lru.put(identity, size);
+            }
+        }
+        self.max_size = Some(max_size);
+        self.evict(None);
+        self
+    }
+
+    /// Bytes of entries this cache knows of (all entries when a size limit is set).
+    pub fn size(&self) -> u64 {
+        self.usage.lock().expect("poisoned").bytes
+    }
+
+    /// Marks an entry as in use (an open file): it is not evicted until [`unpin`]ned.
+    ///
+    /// [`unpin`]: LocalCache::unpin
+    pub fn pin(&self, identity: &str) {
+        *self
+            .usage
+            .lock()
+            .expect("poisoned")
+            .pins
+            .entry(identity.to_string())
+            .or_default() += 1;
+    }
+
+    /// Releases one [`pin`](LocalCache::pin).
+    pub fn unpin(&self, identity: &str) {
+        let mut u = self.usage.lock().expect("poisoned");
+        if let Some(n) = u.pins.get_mut(identity) {
+            *n -= 1;
+            if *n == 0 {
+                u.pins.remove(identity);
+            }
+        }
+    }
+
+    fn touch(&self, identity: &str, size: u64) {
+        if self.max_size.is_none() {
+            return;
+        }
+        let mut u = self.usage.lock().expect("poisoned");
+        if let Some(old) = u.lru.put(identity.to_string(), size) {
+            u.bytes -= old;
+        }
+        u.bytes += size;
+    }
+
+    /// Deletes least recently used, unpinned entries (and never `keep`) until the cache fits
+    /// its limit.
+    fn evict(&self, keep: Option<&str>) {
+        let Some(max) = self.max_size else {
+            return;
+        };
+        let mut u = self.usage.lock().expect("poisoned");
+        let mut skipped = Vec::new();
+        while u.bytes > max {
+            let Some((identity, size)) = u.lru.pop_lru() else {
+                break;
+            };
+            if u.pins.contains_key(&identity) || keep == Some(identity.as_str()) {
+                skipped.push((identity, size));
+                continue;
+            }
+            u.bytes -= size;
+            let path = self.path_for(&identity);
+            match std::fs::remove_file(&path) {
+                Ok(()) => tracing::debug!("evicted {} ({size} bytes)", path.display()),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => tracing::warn!("cannot evict {}: {e}", path.display()),
+            }
+        }
+        // Pinned entries stay, as the least recently used ones.
+        for (identity, size) in skipped.into_iter().rev() {
+            u.lru.put(identity.clone(), size);
+            u.lru.demote(&identity);
+        }
     }
 
     /// Where the file of `identity` lives (whether or not it exists).
@@ -68,7 +210,10 @@ impl LocalCache {
     pub fn lookup_identity(&self, identity: &str, size: u64) -> Option<PathBuf> {
         let path = self.path_for(identity);
         match std::fs::metadata(&path) {
-            Ok(m) if m.is_file() && m.len() == size => Some(path),
+            Ok(m) if m.is_file() && m.len() == size => {
+                self.touch(identity, size);
+                Some(path)
+            }
             _ => None,
         }
     }
@@ -101,11 +246,47 @@ impl LocalCache {
         // No fsync: the rename is atomic for every reader and survives a crash of the
         // process; after a power loss an entry is still checked by size before use. An fsync
         // per file cost more than the whole build of a small file (see PERFORMANCE.md).
+        let size = file.as_file().metadata().map(|m| m.len()).unwrap_or(0);
         file.persist(&path).map_err(|e| CacheError {
             path: path.display().to_string(),
             context: "renaming a new entry into place",
             source: e.error,
         })?;
+        self.touch(identity, size);
+        self.evict(Some(identity));
         Ok(path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn add(cache: &LocalCache, identity: &str, bytes: usize) -> PathBuf {
+        let mut f = cache.temp_file().unwrap();
+        f.write_all(&vec![7u8; bytes]).unwrap();
+        cache.persist(f, identity).unwrap()
+    }
+
+    #[test]
+    fn the_size_limit_evicts_least_recently_used_unpinned_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = LocalCache::open(dir.path()).unwrap().with_max_size(250);
+        let a = add(&cache, "aa01", 100);
+        let b = add(&cache, "bb02", 100);
+        assert!(cache.lookup_identity("aa01", 100).is_some()); // a is now the most recent
+        cache.pin("bb02");
+        let c = add(&cache, "cc03", 100); // 300 > 250: b is the oldest but pinned, so a goes
+        assert!(!a.exists() && b.exists() && c.exists());
+        assert_eq!(cache.size(), 200);
+        cache.unpin("bb02");
+        let d = add(&cache, "dd04", 100);
+        assert!(!b.exists() && c.exists() && d.exists());
+        let big = add(&cache, "ee05", 400); // alone over the limit: kept, the others go
+        assert!(big.exists() && !c.exists() && !d.exists());
+        // A new process sees the entries on disk.
+        let again = LocalCache::open(dir.path()).unwrap().with_max_size(1000);
+        assert_eq!(again.size(), 400);
     }
 }

@@ -57,6 +57,10 @@ pub struct Common {
     /// The local cache directory.
     #[arg(long, env = "LOCAL_CACHE", default_value = DEFAULT_CACHE_DIR, global = true)]
     cache: PathBuf,
+    /// Largest size of the local cache (bytes; K, M, G suffixes); least recently used files
+    /// are evicted, never an open one. Unlimited when unset.
+    #[arg(long, env = "SODEDA_CACHE_MAX_SIZE", global = true)]
+    cache_max_size: Option<String>,
     /// File format: cdf2 (NetCDF classic 64-bit offset) or netcdf4.
     #[arg(long, env = "SODEDA_FORMAT", default_value = "cdf2", global = true)]
     format: Format,
@@ -270,10 +274,20 @@ impl Common {
         Ok(Some(Arc::new(remote)))
     }
 
+    fn local_cache(&self) -> Result<LocalCache> {
+        let cache = LocalCache::open(&self.cache)?;
+        Ok(
+            match self.cache_max_size.as_deref().filter(|s| !s.is_empty()) {
+                Some(size) => cache.with_max_size(parse_size(size).context("--cache-max-size")?),
+                None => cache,
+            },
+        )
+    }
+
     async fn flow(&self, source: Arc<Source>) -> Result<Flow> {
         let flow = Flow::new(
             source,
-            LocalCache::open(&self.cache)?,
+            self.local_cache()?,
             FetchOptions {
                 concurrency: self.fetch_concurrency.max(1),
                 chunk_cache: Some(Arc::new(ChunkCache::new(

@@ -377,6 +377,8 @@ impl DatasetFs {
         if write {
             return Err(FsError::ReadOnly);
         }
+        // An open file's cache entry is never evicted (see LocalCache::pin).
+        self.flow.cache.pin(&node.entry.identity);
         let fh = self.next_handle.fetch_add(1, Ordering::Relaxed);
         self.handles.lock().expect("handles poisoned").insert(
             fh,
@@ -396,7 +398,9 @@ impl DatasetFs {
 
     /// Forgets a file handle.
     pub fn release(&self, fh: u64) {
-        self.handles.lock().expect("handles poisoned").remove(&fh);
+        if let Some(h) = self.handles.lock().expect("handles poisoned").remove(&fh) {
+            self.flow.cache.unpin(&h.node.entry.identity);
+        }
     }
 
     /// Reads up to `size` bytes at `offset` through handle `fh`. The first read of a handle

@@ -133,3 +133,32 @@ def test_strict_refuses_a_file_with_bad_lines(replica, tmp_path):
     assert p.returncode == 1
     assert "19 bad lines (--strict)" in p.stderr and "line 3, field `variable`" in p.stderr
     assert mounted_at(mnt) is None
+
+
+def test_a_bounded_cache_holds_its_limit_under_a_larger_preload(replica, tmp_path):
+    small = [l for l in LINES if '"whole_globe"' not in l and '"level_list_mixed"' not in l]
+    desk = tmp_path / "small.jsonl"
+    desk.write_text("\n".join(small) + "\n")
+    run = Runner(replica, tmp_path / "cache", tmp_path)
+    sizes = {e["identity"]: e["size"] for e in run.list(desk)}
+    limit = 60_000
+    assert sum(sizes.values()) > 2 * limit
+    p = run("preload", "--deskriptors", desk, "--cache-max-size", str(limit))
+    assert f"{len(small)} built" in p.stdout
+    kept = entries(tmp_path / "cache")
+    assert 0 < sum(kept.values()) <= limit, kept
+    assert all(sizes[i] == s for i, s in kept.items())
+
+
+def test_an_open_file_is_never_evicted(replica, mount_factory, tmp_path):
+    cache = tmp_path / "cache"
+    m = mount_factory(TEST_SET, replica, cache=cache, extra=["--cache-max-size", "30000"])
+    with open(m.mountpoint / "multi_hour.nc", "rb") as f:
+        head = f.read(64)
+        identity = os.getxattr(m.mountpoint / "multi_hour.nc", "user.sodeda.identity").decode()
+        for name in ["steps.nc", "exact_lists.nc", "crossing_zero.nc", "level_slice.nc",
+                     "latitude_ascending.nc"]:
+            assert len((m.mountpoint / name).read_bytes()) == os.stat(m.mountpoint / name).st_size
+        assert identity in entries(cache), "the open file's entry was evicted"
+        assert head + f.read() == (cache / "v1" / identity[:2] / f"{identity}.nc").read_bytes()
+    assert sum(entries(cache).values()) <= 30000 + os.stat(m.mountpoint / "multi_hour.nc").st_size
