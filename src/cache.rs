@@ -9,13 +9,21 @@
 //! a partial entry; a format change moves to a new `v<N>` directory, so stale files are never
 //! served.
 //!
+//! Every entry carries a CRC-32C of its bytes in the extended attribute `user.sodeda.crc32c`,
+//! set on the temporary file before the rename (so it moves with the entry atomically). The
+//! first lookup of an entry in a process checks it; an entry whose bytes do not match is
+//! deleted and reported as absent, so it is rebuilt, never served. (On a file system without
+//! user xattrs entries are checked by size only.)
+//!
 //! With a size limit ([`LocalCache::with_max_size`]) the cache evicts the least recently used
 //! entries after each new one, never an entry that is pinned (open through the mount). Recency
 //! is what this process saw (lookups and new entries), seeded at start from the files'
 //! modification times.
 
-use std::collections::HashMap;
-use std::io;
+use std::collections::{HashMap, HashSet};
+use std::ffi::CString;
+use std::io::{self, Read};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -47,6 +55,61 @@ struct Usage {
     bytes: u64,
     /// Open handles per identity: never evicted while present.
     pins: HashMap<String, usize>,
+    /// Entries whose checksum this process has verified.
+    verified: HashSet<String>,
+}
+
+/// Name of the extended attribute holding an entry's CRC-32C (8 hex digits).
+pub const CHECKSUM_XATTR: &str = "user.sodeda.crc32c";
+
+fn crc32c_of(path: &Path) -> io::Result<u32> {
+    let mut f = std::fs::File::open(path)?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut crc = 0u32;
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            return Ok(crc);
+        }
+        crc = crc32c::crc32c_append(crc, &buf[..n]);
+    }
+}
+
+fn c_path(path: &Path) -> io::Result<CString> {
+    CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
+}
+
+fn set_checksum(path: &Path, crc: u32) -> io::Result<()> {
+    let (p, n) = (c_path(path)?, CString::new(CHECKSUM_XATTR).expect("no NUL"));
+    let value = format!("{crc:08x}");
+    // SAFETY: valid NUL-terminated strings and a buffer of the given length, all alive for
+    // the call.
+    let rc = unsafe {
+        libc::setxattr(
+            p.as_ptr(),
+            n.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+fn get_checksum(path: &Path) -> Option<u32> {
+    let (p, n) = (c_path(path).ok()?, CString::new(CHECKSUM_XATTR).ok()?);
+    let mut buf = [0u8; 16];
+    // SAFETY: valid NUL-terminated strings; getxattr writes at most `buf.len()` bytes.
+    let len = unsafe { libc::getxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    if len <= 0 {
+        return None;
+    }
+    u32::from_str_radix(std::str::from_utf8(&buf[..len as usize]).ok()?, 16).ok()
 }
 
 /// A cache directory on local disk.
@@ -83,6 +146,7 @@ impl LocalCache {
                 lru: LruCache::unbounded(),
                 bytes: 0,
                 pins: HashMap::new(),
+                verified: HashSet::new(),
             })),
         })
     }
@@ -208,13 +272,60 @@ impl LocalCache {
 
     /// The cached file of `identity` if present with exactly `size` bytes.
     pub fn lookup_identity(&self, identity: &str, size: u64) -> Option<PathBuf> {
+        let path = self.contains(identity, size)?;
+        if !self.verify(identity, &path) {
+            return None;
+        }
+        self.touch(identity, size);
+        Some(path)
+    }
+
+    /// Whether the entry of `identity` is present with `size` bytes (no checksum read: for
+    /// listings).
+    pub fn contains(&self, identity: &str, size: u64) -> Option<PathBuf> {
         let path = self.path_for(identity);
         match std::fs::metadata(&path) {
-            Ok(m) if m.is_file() && m.len() == size => {
-                self.touch(identity, size);
-                Some(path)
-            }
+            Ok(m) if m.is_file() && m.len() == size => Some(path),
             _ => None,
+        }
+    }
+
+    /// Checks an entry's checksum once per process; deletes it if its bytes are wrong.
+    fn verify(&self, identity: &str, path: &Path) -> bool {
+        if self
+            .usage
+            .lock()
+            .expect("poisoned")
+            .verified
+            .contains(identity)
+        {
+            return true;
+        }
+        let Some(expected) = get_checksum(path) else {
+            return true; // no checksum (a file system without xattrs): the size was checked
+        };
+        match crc32c_of(path) {
+            Ok(actual) if actual == expected => {
+                self.usage
+                    .lock()
+                    .expect("poisoned")
+                    .verified
+                    .insert(identity.to_string());
+                true
+            }
+            Ok(actual) => {
+                tracing::warn!(
+                    "cache entry {} is corrupt (crc32c {actual:08x}, expected {expected:08x}); \
+                     deleting it, it will be rebuilt",
+                    path.display()
+                );
+                let _ = std::fs::remove_file(path);
+                false
+            }
+            Err(e) => {
+                tracing::warn!("cannot verify cache entry {}: {e}", path.display());
+                false
+            }
         }
     }
 
@@ -247,6 +358,16 @@ impl LocalCache {
         // process; after a power loss an entry is still checked by size before use. An fsync
         // per file cost more than the whole build of a small file (see PERFORMANCE.md).
         let size = file.as_file().metadata().map(|m| m.len()).unwrap_or(0);
+        match crc32c_of(file.path()).and_then(|crc| set_checksum(file.path(), crc)) {
+            Ok(()) => {
+                self.usage
+                    .lock()
+                    .expect("poisoned")
+                    .verified
+                    .insert(identity.to_string());
+            }
+            Err(e) => tracing::debug!("no checksum for {}: {e}", path.display()),
+        }
         file.persist(&path).map_err(|e| CacheError {
             path: path.display().to_string(),
             context: "renaming a new entry into place",
@@ -288,5 +409,28 @@ mod tests {
         // A new process sees the entries on disk.
         let again = LocalCache::open(dir.path()).unwrap().with_max_size(1000);
         assert_eq!(again.size(), 400);
+    }
+
+    #[test]
+    fn a_corrupt_entry_of_the_right_size_is_deleted_not_served() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = LocalCache::open(dir.path()).unwrap();
+        let path = add(&cache, "ab12", 1000);
+        assert!(
+            get_checksum(&path).is_some(),
+            "checksum stored with the entry"
+        );
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[500] ^= 1;
+        std::fs::write(&path, &bytes).unwrap(); // same inode: the xattr stays
+        let fresh = LocalCache::open(dir.path()).unwrap(); // another process
+        assert!(fresh.lookup_identity("ab12", 1000).is_none());
+        assert!(!path.exists());
+        let good = add(&fresh, "ab12", 1000);
+        assert!(LocalCache::open(dir.path())
+            .unwrap()
+            .lookup_identity("ab12", 1000)
+            .is_some());
+        assert!(good.exists());
     }
 }

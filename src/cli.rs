@@ -686,7 +686,7 @@ async fn list(common: &Common, json: bool) -> Result<ExitCode> {
     };
     let tiers = |p: &Entry, s3: Option<bool>| {
         let mut t = Vec::new();
-        if cache.lookup_identity(&p.identity, p.size).is_some() {
+        if cache.contains(&p.identity, p.size).is_some() {
             t.push("local");
         }
         match s3 {
@@ -710,7 +710,7 @@ async fn list(common: &Common, json: bool) -> Result<ExitCode> {
                     "line": p.line,
                     "name": p.file_name,
                     "size": p.size,
-                    "cached": cache.lookup_identity(&p.identity, p.size).is_some(),
+                    "cached": cache.contains(&p.identity, p.size).is_some(),
                     "tiers": tiers(p, *s3),
                     "identity": p.identity,
                     "deskriptor": canonical,

@@ -562,12 +562,7 @@ impl DatasetFs {
             XATTR_IDENTITY => node.entry.identity.clone(),
             XATTR_CACHED => {
                 let e = &node.entry;
-                if self
-                    .flow
-                    .cache
-                    .lookup_identity(&e.identity, e.size)
-                    .is_some()
-                {
+                if self.flow.cache.contains(&e.identity, e.size).is_some() {
                     "yes".into()
                 } else {
                     "no".into()

@@ -162,3 +162,30 @@ def test_an_open_file_is_never_evicted(replica, mount_factory, tmp_path):
         assert identity in entries(cache), "the open file's entry was evicted"
         assert head + f.read() == (cache / "v1" / identity[:2] / f"{identity}.nc").read_bytes()
     assert sum(entries(cache).values()) <= 30000 + os.stat(m.mountpoint / "multi_hour.nc").st_size
+
+
+def test_a_corrupt_cache_entry_is_detected_and_rebuilt(replica, mount_factory, tmp_path):
+    """A flipped byte in a cached file (same size) is caught by its checksum and rebuilt,
+    by `get` and by the mount: never served."""
+    cache = tmp_path / "cache"
+    run = Runner(replica, cache, tmp_path)
+    run("get", "--deskriptors", TEST_SET, "--line", 5, "-o", tmp_path / "good.nc")
+    good = (tmp_path / "good.nc").read_bytes()
+    (path,) = [p for p in cache.rglob("*.nc") if p.parent.name != "tmp"]
+    assert os.getxattr(path, "user.sodeda.crc32c")
+
+    def corrupt():
+        data = bytearray(path.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        with open(path, "r+b") as f:  # in place: same inode, same checksum attribute
+            f.write(data)
+
+    corrupt()
+    p = run("get", "--deskriptors", TEST_SET, "--line", 5, "-o", tmp_path / "again.nc")
+    assert "is corrupt" in p.stderr and "built from the source" in p.stderr
+    assert (tmp_path / "again.nc").read_bytes() == good
+    (path,) = [p for p in cache.rglob("*.nc") if p.parent.name != "tmp"]
+    corrupt()
+    m = mount_factory(TEST_SET, replica, cache=cache)
+    assert (m.mountpoint / "level_slice.nc").read_bytes() == good
+    assert m.stats()["flow_runs"] == 1
