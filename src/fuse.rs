@@ -28,10 +28,15 @@ use crate::fs::{Attr, DatasetFs, FsError, Kind};
 const TTL: Duration = Duration::from_secs(60);
 
 /// Kernel passthrough registrations: one backing id per inode while any handle holds it.
+/// The kernel refuses (EIO) a passthrough open of an inode that is open in caching mode, so
+/// while any normal handle of an inode is open, new opens of it are normal too.
 #[derive(Default)]
 struct Backing {
     by_handle: HashMap<u64, Arc<BackingId>>,
     by_inode: HashMap<u64, Weak<BackingId>>,
+    /// Normal (caching-mode) handles per inode, and the inode of each.
+    caching: HashMap<u64, usize>,
+    caching_handles: HashMap<u64, u64>,
 }
 
 /// The `fuser::Filesystem` over a [`DatasetFs`].
@@ -122,10 +127,13 @@ impl FuseAdapter {
         if !self.passthrough.load(Ordering::Relaxed) {
             return Err(reply);
         }
+        let mut backing = self.backing.lock().expect("poisoned");
+        if backing.caching.contains_key(&ino) {
+            return Err(reply);
+        }
         let Some(path) = self.fs.cached_path(ino) else {
             return Err(reply);
         };
-        let mut backing = self.backing.lock().expect("poisoned");
         let id = match backing.by_inode.get(&ino).and_then(Weak::upgrade) {
             Some(id) => id,
             None => match std::fs::File::open(&path).and_then(|f| reply.open_backing(f)) {
@@ -185,6 +193,10 @@ impl Filesystem for FuseAdapter {
         match self.fs.open(ino.0, write) {
             Ok(fh) => {
                 if let Err(reply) = self.open_passthrough(ino.0, fh, reply) {
+                    let mut backing = self.backing.lock().expect("poisoned");
+                    *backing.caching.entry(ino.0).or_default() += 1;
+                    backing.caching_handles.insert(fh, ino.0);
+                    drop(backing);
                     // The bytes of an inode never change, so the kernel may keep its cache.
                     reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE);
                 }
@@ -232,11 +244,17 @@ impl Filesystem for FuseAdapter {
         reply: ReplyEmpty,
     ) {
         self.fs.release(fh.0);
-        self.backing
-            .lock()
-            .expect("poisoned")
-            .by_handle
-            .remove(&fh.0);
+        let mut backing = self.backing.lock().expect("poisoned");
+        backing.by_handle.remove(&fh.0);
+        if let Some(ino) = backing.caching_handles.remove(&fh.0) {
+            if let Some(n) = backing.caching.get_mut(&ino) {
+                *n -= 1;
+                if *n == 0 {
+                    backing.caching.remove(&ino);
+                }
+            }
+        }
+        drop(backing);
         reply.ok();
     }
 

@@ -3,6 +3,7 @@
 never a partial or wrong cache entry."""
 
 import errno
+import json
 import os
 import random
 import signal
@@ -16,6 +17,8 @@ from conftest import DATA, Runner, binary, chunk_gets, mounted_at, read_lines
 
 TEST_SET = DATA / "test-set.jsonl"
 LINES = read_lines(TEST_SET)
+# scripts/torture sets this: longer loads, more kills.
+TORTURE = os.environ.get("SODEDA_TORTURE") == "1"
 
 
 def entries(cache):
@@ -80,7 +83,7 @@ def test_kill_9_of_preload_at_random_moments_never_leaves_a_bad_entry(http_sourc
            if not k.startswith("SODEDA_") and k != "LOCAL_CACHE"}
     env.update({"SODEDA_SOURCE": http_source.url, "LOCAL_CACHE": str(cache)})
     rng = random.Random(20261126)
-    for _ in range(20):
+    for _ in range(50 if TORTURE else 20):
         proc = subprocess.Popen([str(binary()), "preload", "--deskriptors", str(TEST_SET),
                                  "--jobs", "2"], env=env, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
@@ -104,7 +107,7 @@ def test_kill_9_of_the_mount_during_reads_then_a_clean_remount(replica, mount_fa
     listing = Runner(replica, tmp_path / "x", tmp_path).list(TEST_SET)
     sizes = {e["identity"]: e["size"] for e in listing}
     rng = random.Random(7)
-    for i in range(5):
+    for i in range(20 if TORTURE else 5):
         m = mount_factory(TEST_SET, replica, cache=cache, name="mnt")
         reader = subprocess.Popen(["cat", *[str(m.mountpoint / e["name"]) for e in listing]],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -189,3 +192,66 @@ def test_a_corrupt_cache_entry_is_detected_and_rebuilt(replica, mount_factory, t
     m = mount_factory(TEST_SET, replica, cache=cache)
     assert (m.mountpoint / "level_slice.nc").read_bytes() == good
     assert m.stats()["flow_runs"] == 1
+
+
+
+def test_many_readers_over_many_files_mixed_cold_and_warm(replica, mount_factory, tmp_path):
+    """Load: 64 concurrent readers over 1,000 files (scripts/torture: for 60 s; here 8 s),
+    starting from an empty cache: no error, no wrong byte, the mount's RSS bounded."""
+    import hashlib
+    import threading
+    lines = []
+    for i in range(1000):
+        hour = i % 48
+        lat, lon = 70 - (i // 48) * 6, (i // 48) * 17
+        t = f"2023-01-0{1 + hour // 24}T{hour % 24:02d}:00"
+        var = "2m_temperature" if i % 2 else "surface_pressure"
+        lines.append(json.dumps({"name": f"f{i:04d}", "time": t,
+                                 "latitude": {"start": lat, "end": lat - 2},
+                                 "longitude": {"start": lon, "end": lon + 3},
+                                 "variable": var}))
+    desk = tmp_path / "load.jsonl"
+    desk.write_text("\n".join(lines) + "\n")
+    ref = Runner(replica, tmp_path / "ref", tmp_path)
+    ref("preload", "--deskriptors", desk, "--jobs", "4")
+    expected = {}
+    for e in ref.list(desk):
+        path = tmp_path / "ref" / "v1" / e["identity"][:2] / f"{e['identity']}.nc"
+        expected[e["name"]] = hashlib.sha256(path.read_bytes()).hexdigest()
+    m = mount_factory(desk, replica, cache=tmp_path / "cache")
+    names = sorted(expected)
+    seconds = 60 if TORTURE else 8
+    deadline = time.monotonic() + seconds
+    errors, reads, rss = [], [0], [0]
+
+    def reader(seed):
+        rng = random.Random(seed)
+        while time.monotonic() < deadline:
+            name = rng.choice(names)
+            try:
+                data = (m.mountpoint / name).read_bytes()
+                if hashlib.sha256(data).hexdigest() != expected[name]:
+                    errors.append(f"wrong bytes in {name}")
+                reads[0] += 1
+            except OSError as e:
+                errors.append(f"{name}: {e}")
+
+    def sampler():
+        while time.monotonic() < deadline:
+            with open(f"/proc/{m.proc.pid}/status") as f:
+                for l in f:
+                    if l.startswith("VmRSS:"):
+                        rss[0] = max(rss[0], int(l.split()[1]) // 1024)
+            time.sleep(0.2)
+
+    threads = [threading.Thread(target=reader, args=(i,)) for i in range(64)]
+    threads.append(threading.Thread(target=sampler))
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=seconds + 120)
+    assert not errors, errors[:5]
+    assert reads[0] > 1000, reads[0]
+    assert rss[0] < 600, f"RSS {rss[0]} MB"
+    assert m.stats()["read_errors"] == 0
+    print(f"load: {reads[0]} reads in {seconds} s, peak RSS {rss[0]} MB")

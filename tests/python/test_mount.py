@@ -214,6 +214,20 @@ def test_built_files_are_opened_in_kernel_passthrough(replica, mount_factory):
     assert after["reads"] == before["reads"], "passthrough reads never reach the process"
 
 
+def test_a_file_open_in_caching_mode_can_be_opened_again(replica, mount_factory):
+    """The kernel refuses a passthrough open of an inode already open in caching mode; the
+    mount must then open it normally (found by the 64-reader load test)."""
+    m = mount_factory(TEST_SET, replica)
+    path = m.mountpoint / "steps.nc"
+    with open(path, "rb") as first:  # not built yet: a normal, caching-mode open
+        data = first.read()
+        with open(path, "rb") as second:  # built now, but the first is still open
+            assert second.read() == data
+    with open(path, "rb") as third:  # nothing open any more: passthrough
+        assert third.read() == data
+    assert m.stats()["passthrough_opens"] == 1
+
+
 def test_unknown_names_are_enoent(replica, mount_factory):
     """Names: an unknown name is ENOENT; the directory itself cannot be read as a file."""
     m = mount_factory(TEST_SET, replica)
