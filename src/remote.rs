@@ -5,7 +5,8 @@
 //! Keys: `<prefix>/v<FORMAT_VERSION>/<identity>.nc`. Invariants: an object is used only if its
 //! size equals the plan's (otherwise it is treated as absent, rebuilt and replaced); uploads are
 //! conditional creates, so two machines building the same file never clobber each other (the
-//! loser keeps its identical local copy); an unreachable bucket never fails a read: it is
+//! loser keeps its identical local copy); an object whose bytes do not match the CRC-32C
+//! stored with it is treated like a wrong-sized one; an unreachable bucket never fails a read: it is
 //! reported once, and uploads that failed are retried after the next successful one.
 //! Credentials never appear in messages.
 
@@ -18,9 +19,13 @@ use std::time::Duration;
 use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
 use zarrs_object_store::object_store::{
-    self, aws::AmazonS3Builder, path::Path, BackoffConfig, ClientOptions, ObjectStore,
-    ObjectStoreExt, PutMode, PutOptions, PutPayload, RetryConfig,
+    self, aws::AmazonS3Builder, path::Path, Attribute, Attributes, BackoffConfig, ClientOptions,
+    ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, RetryConfig,
 };
+
+/// User metadata holding an object's CRC-32C (8 hex digits), written with every upload and
+/// checked on every copy into the local cache.
+const CHECKSUM_META: &str = "crc32c";
 
 use crate::cache::LocalCache;
 use crate::plan::{Plan, FORMAT_VERSION};
@@ -129,7 +134,8 @@ pub enum Lookup {
     Copied(PathBuf),
     /// No object.
     Absent,
-    /// An object of the wrong size: not used, to be replaced.
+    /// An object of the wrong size or with bytes that fail its checksum: not used, to be
+    /// replaced.
     WrongSize,
 }
 
@@ -330,14 +336,28 @@ impl RemoteCache {
             identity: plan.identity.clone(),
             cause: e.to_string(),
         };
+        let expected = result
+            .attributes
+            .get(&Attribute::Metadata(CHECKSUM_META.into()))
+            .and_then(|v| u32::from_str_radix(v.as_ref(), 16).ok());
         let tmp = local.temp_file().map_err(|e| local_err(&e))?;
         let mut file = tokio::fs::File::from_std(tmp.reopen().map_err(|e| local_err(&e))?);
         let mut stream = result.into_stream();
-        let mut written = 0u64;
+        let (mut written, mut crc) = (0u64, 0u32);
         while let Some(part) = stream.next().await {
             let part = part.map_err(|e| self.classify(e))?;
             written += part.len() as u64;
+            crc = crc32c::crc32c_append(crc, &part);
             file.write_all(&part).await.map_err(|e| local_err(&e))?;
+        }
+        if expected.is_some_and(|e| e != crc) && written == plan.size {
+            tracing::warn!(
+                "{}: S3 object {} is corrupt (crc32c {crc:08x}, stored {:08x}); rebuilding it",
+                plan.file_name,
+                self.key(&plan.identity),
+                expected.unwrap_or_default()
+            );
+            return Ok(Lookup::WrongSize);
         }
         file.flush().await.map_err(|e| local_err(&e))?;
         drop(file);
@@ -399,8 +419,14 @@ impl RemoteCache {
         } else {
             PutMode::Create
         };
+        let mut attributes = Attributes::new();
+        attributes.insert(
+            Attribute::Metadata(CHECKSUM_META.into()),
+            format!("{:08x}", crc32c::crc32c(&bytes)).into(),
+        );
         let opts = PutOptions {
             mode,
+            attributes,
             ..PutOptions::default()
         };
         match self

@@ -7,6 +7,7 @@ message and write nothing.
 """
 
 import json
+import os
 
 import pytest
 
@@ -98,3 +99,32 @@ def test_an_unreachable_source_is_a_clear_error(run, tmp_path):
     assert "no such directory" in p.stderr
     p = run("list", "--source", "ftp://example.org/x", check=False)
     assert p.returncode == 1 and "unsupported scheme" in p.stderr
+
+
+def test_a_100000_line_file_is_planned_and_its_bad_line_named(run, tmp_path):
+    """100,000 lines (plus one bad one at the end): every line planned, the bad one named."""
+    big = tmp_path / "big.jsonl"
+    with open(big, "w") as f:
+        for i in range(100_000):
+            hour, region = i % 720, i // 720
+            lat, lon = 70 - (region % 28) * 5, (region // 28) * 60 + 2
+            day, h = 1 + hour // 24, hour % 24
+            f.write(json.dumps({
+                "time": f"2023-01-{day:02d}T{h:02d}:00",
+                "latitude": {"start": lat, "end": lat - 1},
+                "longitude": {"start": lon, "end": lon + 1},
+                "variable": "2m_temperature"}) + "\n")
+        f.write('{"variable": "2m_temperature", "time": "2023-01-01T11:00", "level": "x"}\n')
+    p = run("validate", "--deskriptors", big, check=False, timeout=600)
+    assert p.returncode == 1
+    assert "line 100001, field `level`" in p.stdout
+    assert "1 bad lines, 100000 valid deskriptors" in p.stdout
+
+
+def test_the_mount_serves_the_valid_lines_and_warns_about_each_bad_one(replica,
+                                                                       mount_factory):
+    m = mount_factory(BAD, replica)
+    assert os.listdir(m.mountpoint) == ["dup.nc"]
+    log = m.log.read_text()
+    for line in EXPECTED:
+        assert f"skipping line {line}," in log or f"skipping line {line}:" in log, line

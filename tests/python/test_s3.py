@@ -168,3 +168,25 @@ def test_profile_credentials_work_and_wrong_ones_name_the_profile(replica, moto_
     p = run("list", "--deskriptors", TEST_SET, env={**base, "S3_PROFILE": "nope"}, check=False)
     assert p.returncode == 1
     assert 'profile "nope" is not in the credentials file' in p.stderr, p.stderr
+
+
+def test_a_corrupt_object_of_the_right_size_is_rebuilt_and_replaced(replica, s3, tmp_path):
+    """Objects carry a CRC-32C in their metadata; a damaged object (same size, stored
+    checksum) is not copied but rebuilt and replaced."""
+    env = s3.env()
+    run = Runner(replica, tmp_path / "c1", tmp_path)
+    run("get", "--deskriptors", TEST_SET, "--line", 5, "-o", tmp_path / "good.nc", env=env)
+    (key, size), = s3.objects().items()
+    client = s3.client()
+    head = client.head_object(Bucket=s3.bucket, Key=key)
+    assert "crc32c" in head["Metadata"]
+    body = bytearray(client.get_object(Bucket=s3.bucket, Key=key)["Body"].read())
+    body[len(body) // 2] ^= 0xFF
+    client.put_object(Bucket=s3.bucket, Key=key, Body=bytes(body), Metadata=head["Metadata"])
+    other = Runner(replica, tmp_path / "c2", tmp_path)
+    p = other("get", "--deskriptors", TEST_SET, "--line", 5, "-o", tmp_path / "again.nc",
+              env=env)
+    assert "is corrupt" in p.stderr and "built from the source" in p.stderr, p.stderr
+    good = (tmp_path / "good.nc").read_bytes()
+    assert (tmp_path / "again.nc").read_bytes() == good
+    assert client.get_object(Bucket=s3.bucket, Key=key)["Body"].read() == good
