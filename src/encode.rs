@@ -347,6 +347,16 @@ mod tests {
         }
     }
 
+    /// Layouts of several shapes: one and several variables, with and without levels.
+    fn samples() -> Vec<Layout> {
+        vec![
+            sample(1, 5, 5, 1, None),
+            sample(3, 21, 41, 2, None),
+            sample(2, 3, 7, 2, Some(4)),
+            sample(1, 1, 1, 3, Some(1)),
+        ]
+    }
+
     fn data_for(layout: &Layout) -> Vec<ArrayD<f32>> {
         layout
             .variables
@@ -363,15 +373,7 @@ mod tests {
     #[test]
     fn predicted_size_equals_written_size_for_both_formats() {
         let dir = tempfile::tempdir().unwrap();
-        for (i, layout) in [
-            sample(1, 5, 5, 1, None),
-            sample(3, 21, 41, 2, None),
-            sample(2, 3, 7, 2, Some(4)),
-            sample(1, 1, 1, 3, Some(1)),
-        ]
-        .iter()
-        .enumerate()
-        {
+        for (i, layout) in samples().iter().enumerate() {
             let data = data_for(layout);
             let classic = dir.path().join(format!("c{i}.nc"));
             write(
@@ -416,15 +418,7 @@ mod tests {
     #[test]
     fn the_direct_cdf2_writer_matches_libnetcdf_byte_for_byte() {
         let dir = tempfile::tempdir().unwrap();
-        for (i, layout) in [
-            sample(1, 5, 5, 1, None),
-            sample(3, 21, 41, 2, None),
-            sample(2, 3, 7, 2, Some(4)),
-            sample(1, 1, 1, 3, Some(1)),
-        ]
-        .iter()
-        .enumerate()
-        {
+        for (i, layout) in samples().iter().enumerate() {
             let data = data_for(layout);
             let ours = dir.path().join(format!("ours{i}.nc"));
             write(

@@ -238,15 +238,6 @@ impl Layout {
                 .map(|v| pad4(self.elements(v) * v.nc_type.size()))
                 .sum::<u64>()
     }
-
-    /// Bytes of data-variable values (float32), the part that must be fetched.
-    pub fn data_bytes(&self) -> u64 {
-        self.variables
-            .iter()
-            .filter(|v| v.values.is_none())
-            .map(|v| self.elements(v) * v.nc_type.size())
-            .sum()
-    }
 }
 
 #[cfg(test)]

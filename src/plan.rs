@@ -186,30 +186,6 @@ impl Plan {
             size,
         })
     }
-
-    /// The number of source chunks this plan reads (one per variable and time step in ARCO-ERA5).
-    pub fn chunk_count(&self, source: &Source) -> usize {
-        self.variables
-            .iter()
-            .map(|v| {
-                let var = &source.variables[&v.name];
-                v.dims
-                    .iter()
-                    .zip(&var.chunks)
-                    .map(|(d, &c)| {
-                        let mut ids: Vec<u64> = self.selections[d]
-                            .indices
-                            .iter()
-                            .map(|&i| i as u64 / c.max(1))
-                            .collect();
-                        ids.sort_unstable();
-                        ids.dedup();
-                        ids.len()
-                    })
-                    .product::<usize>()
-            })
-            .sum()
-    }
 }
 
 /// The identity of a file: SHA-256 over the format version, the format, the source URL and the
