@@ -244,7 +244,8 @@ impl RemoteCache {
             object_store::Error::PermissionDenied { .. }
                 | object_store::Error::Unauthenticated { .. }
         ) || [
-            "403",
+            // Words of S3 denials; not a bare "403", which also matches port numbers.
+            "403 Forbidden",
             "AccessDenied",
             "InvalidAccessKeyId",
             "SignatureDoesNotMatch",
@@ -475,5 +476,33 @@ impl RemoteCache {
     /// Uploads still waiting for the bucket.
     pub fn pending(&self) -> usize {
         self.pending.lock().expect("poisoned").len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_connection_is_unavailable_not_denied_whatever_the_port() {
+        let r = RemoteCache::new(&S3Config {
+            bucket: "b".into(),
+            prefix: "p".into(),
+            endpoint: Some("http://127.0.0.1:54033".into()),
+            profile: None,
+        })
+        .unwrap();
+        let generic = |msg: &str| object_store::Error::Generic {
+            store: "S3",
+            source: msg.to_string().into(),
+        };
+        let e = r.classify(generic(
+            "HEAD http://127.0.0.1:54033/b/p: error sending request",
+        ));
+        assert!(matches!(e, RemoteError::Unavailable { .. }), "{e}");
+        let e = r.classify(generic(
+            "Client error with status 403 Forbidden: AccessDenied",
+        ));
+        assert!(matches!(e, RemoteError::Denied { .. }), "{e}");
     }
 }
