@@ -48,8 +48,7 @@ class Runner:
         self.cwd = str(cwd)
 
     def __call__(self, *args, check=True, env=None, timeout=300):
-        full_env = {k: v for k, v in os.environ.items()
-                    if not k.startswith("SODEDA_") and k != "LOCAL_CACHE"}
+        full_env = clean_env()
         full_env.update({"SODEDA_SOURCE": self.source, "LOCAL_CACHE": self.cache})
         full_env.update(env or {})
         p = subprocess.run([str(binary()), *map(str, args)], capture_output=True, text=True,
@@ -68,6 +67,12 @@ class Runner:
 @pytest.fixture
 def run(replica, tmp_path):
     return Runner(replica, tmp_path / "cache", tmp_path)
+
+
+def clean_env():
+    """This process's environment without sodeda settings, for the binaries under test."""
+    return {k: v for k, v in os.environ.items()
+            if not k.startswith("SODEDA_") and k != "LOCAL_CACHE"}
 
 
 def chunk_gets(requests):
@@ -201,8 +206,7 @@ class Mount:
         self.proc = None
 
     def start(self, timeout=60):
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith("SODEDA_") and k != "LOCAL_CACHE"}
+        env = clean_env()
         env.setdefault("RUST_LOG", "info,fuser=error")
         env.update(self.env)
         self.logfile = open(self.log, "ab")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import DATA, Runner, binary, chunk_gets, mounted_at, read_lines
+from conftest import clean_env, DATA, Runner, binary, chunk_gets, mounted_at, read_lines
 
 TEST_SET = DATA / "test-set.jsonl"
 LINES = read_lines(TEST_SET)
@@ -79,8 +79,7 @@ def test_kill_9_of_preload_at_random_moments_never_leaves_a_bad_entry(http_sourc
     sizes = {e["identity"]: e["size"] for e in run.list(TEST_SET)}
     http_source.delay = {"/2m_temperature/": 0.02, "/surface_pressure/": 0.02,
                          "/temperature/": 0.05}
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("SODEDA_") and k != "LOCAL_CACHE"}
+    env = clean_env()
     env.update({"SODEDA_SOURCE": http_source.url, "LOCAL_CACHE": str(cache)})
     rng = random.Random(20261126)
     for _ in range(50 if TORTURE else 20):
@@ -126,8 +125,7 @@ def test_kill_9_of_the_mount_during_reads_then_a_clean_remount(replica, mount_fa
 def test_strict_refuses_a_file_with_bad_lines(replica, tmp_path):
     mnt = tmp_path / "m"
     mnt.mkdir()
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("SODEDA_") and k != "LOCAL_CACHE"}
+    env = clean_env()
     from conftest import mount_binary
     p = subprocess.run([str(mount_binary()), "--foreground", "--strict", "--deskriptors",
                         str(DATA / "bad-deskriptors.jsonl"), "--source", str(replica),

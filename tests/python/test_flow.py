@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from conftest import DATA, ROOT, read_lines
+from conftest import clean_env, DATA, ROOT, read_lines
 from reference import open_source, reference
 
 TEST_SET = DATA / "test-set.jsonl"
@@ -186,8 +186,7 @@ def test_env_file_configures_source_and_cache(replica, tmp_path):
     (tmp_path / ".env").write_text(f"LOCAL_CACHE={tmp_path / 'from-dotenv'}\n"
                                    f"SODEDA_SOURCE={replica}\n")
     shutil.copy(TEST_SET, tmp_path / "deskriptors.jsonl")
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("SODEDA_") and k != "LOCAL_CACHE"}
+    env = clean_env()
     p = subprocess.run([str(binary()), "get", "--line", "1", "-o", "out.nc"], cwd=tmp_path,
                        env=env, capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr

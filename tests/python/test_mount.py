@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from conftest import chunk_gets, DATA, ROOT, Runner, mount_binary, mounted_at, read_lines
+from conftest import clean_env, chunk_gets, DATA, ROOT, Runner, mount_binary, mounted_at, read_lines
 from reference import open_source, reference
 
 TEST_SET = DATA / "test-set.jsonl"
@@ -281,8 +281,7 @@ def test_background_mode_returns_once_live_and_unmount_ends_it(replica, tmp_path
     `sodeda-era5 unmount` ends it and the process exits."""
     mnt = tmp_path / "bg"
     mnt.mkdir()
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("SODEDA_") and k != "LOCAL_CACHE"}
+    env = clean_env()
     p = subprocess.run([str(mount_binary()), "--deskriptors", str(TEST_SET), "--source",
                         str(replica), "--cache", str(tmp_path / "cache"), str(mnt)],
                        capture_output=True, text=True, env=env, timeout=120)
@@ -321,8 +320,7 @@ def test_sigterm_unmounts(replica, mount_factory):
 
 
 def run_mount(*args, timeout=60):
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("SODEDA_") and k != "LOCAL_CACHE"}
+    env = clean_env()
     return subprocess.run([str(mount_binary()), *map(str, args)], capture_output=True,
                           text=True, env=env, timeout=timeout)
 

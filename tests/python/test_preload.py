@@ -8,7 +8,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from conftest import chunk_gets, DATA, Runner, binary, read_lines
+from conftest import clean_env, chunk_gets, DATA, Runner, binary, read_lines
 
 TEST_SET = DATA / "test-set.jsonl"
 LINES = read_lines(TEST_SET)
@@ -70,8 +70,7 @@ def test_a_killed_preload_leaves_no_partial_entry_and_a_rerun_finishes(http_sour
     run = Runner(http_source.url, cache, tmp_path)
     sizes = {e["identity"]: e["size"] for e in run.list(TEST_SET)}
     http_source.delay = {"/2m_temperature/": 0.1, "/surface_pressure/": 0.1}
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("SODEDA_") and k != "LOCAL_CACHE"}
+    env = clean_env()
     env.update({"SODEDA_SOURCE": http_source.url, "LOCAL_CACHE": str(cache)})
     proc = subprocess.Popen([str(binary()), "preload", "--deskriptors", str(TEST_SET),
                              "--jobs", "1"], env=env, stdout=subprocess.PIPE,
@@ -132,8 +131,7 @@ def test_failures_are_reported_with_their_line_and_the_rest_is_built(http_source
 
 def test_eight_processes_preloading_into_one_bucket_create_each_object_once(
         replica, s3, tmp_path):
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("SODEDA_") and k != "LOCAL_CACHE"}
+    env = clean_env()
     env.update(s3.env())
     env["SODEDA_SOURCE"] = str(replica)
     procs = []
