@@ -173,6 +173,29 @@ enum Command {
         /// The mount point.
         mountpoint: PathBuf,
     },
+    /// Counters of a running mount: reads, cache hits, flow runs, bytes fetched, errors.
+    Status {
+        /// The mount point.
+        mountpoint: PathBuf,
+        /// Print the JSON object as the mount reports it.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Serve a web page listing the files and previewing selections as maps.
+    Dashboard {
+        /// Address to listen on (0.0.0.0 to serve other machines).
+        #[arg(long, env = "SODEDA_DASHBOARD_HOST", default_value = "127.0.0.1")]
+        host: std::net::IpAddr,
+        /// Port to listen on (0: any free port, printed at start).
+        #[arg(long, env = "SODEDA_DASHBOARD_PORT", default_value_t = 7860)]
+        port: u16,
+        /// Largest file an ad-hoc preview may build (bytes; K, M, G suffixes).
+        #[arg(long, env = "SODEDA_PREVIEW_MAX_SIZE", default_value = "256M")]
+        preview_max_size: String,
+        /// Where to log (default: standard error).
+        #[arg(long, env = "SODEDA_LOG_FILE")]
+        log_file: Option<PathBuf>,
+    },
 }
 
 /// Options of the mount (`sodeda-mount` and `sodeda-era5 mount`).
@@ -374,6 +397,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let log_file = match &cli.command {
         Command::Mount(m) if m.foreground => m.log_file.clone(),
+        Command::Dashboard { log_file, .. } => log_file.clone(),
         _ => None,
     };
     let level = cli.common.log_level.clone();
@@ -415,12 +439,78 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             println!("{}: {text}", mountpoint.display());
             Ok(ExitCode::SUCCESS)
         }
+        Command::Status { mountpoint, json } => status(mountpoint, *json),
+        Command::Dashboard {
+            host,
+            port,
+            preview_max_size,
+            ..
+        } => dashboard(common, *host, *port, preview_max_size).await,
         Command::Unmount { mountpoint } => {
             crate::mount::unmount(mountpoint)?;
             eprintln!("unmounted {}", mountpoint.display());
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Counters in the order `status` prints them, with their explanations.
+const STATUS_FIELDS: [(&str, &str); 13] = [
+    ("files", "files in the mount"),
+    ("reads", "read requests answered by the mount process"),
+    ("bytes_read", "bytes returned by those reads"),
+    ("passthrough_opens", "opens served by kernel passthrough (their reads bypass the process)"),
+    ("read_errors", "reads that failed (EIO and others)"),
+    ("cache_hits", "files found in the local cache"),
+    ("remote_hits", "files copied from the S3 tier"),
+    ("flow_runs", "files built from the source"),
+    ("flow_failures", "builds that failed"),
+    ("uploads", "files uploaded to the S3 tier"),
+    ("uploads_pending", "uploads waiting for the S3 tier"),
+    ("source_requests", "requests to the source"),
+    ("source_bytes", "bytes fetched from the source"),
+];
+
+fn status(mountpoint: &Path, json: bool) -> Result<ExitCode> {
+    let text = crate::mount::read_stats(mountpoint)?;
+    if json {
+        println!("{text}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let stats: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("the mount at {} sent bad stats", mountpoint.display()))?;
+    println!("{}:", mountpoint.display());
+    for (key, meaning) in STATUS_FIELDS {
+        let value = stats.get(key).and_then(|v| v.as_u64()).unwrap_or(0);
+        println!("  {key:<18} {value:>14}  {meaning}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn dashboard(
+    common: &Common,
+    host: std::net::IpAddr,
+    port: u16,
+    preview_max_size: &str,
+) -> Result<ExitCode> {
+    let source = common.open_source().await?;
+    let flow = common.flow(source).await?;
+    let options = crate::dashboard::DashboardOptions {
+        deskriptors: std::path::absolute(&common.deskriptors)?,
+        cache_dir: std::path::absolute(&common.cache)?,
+        plan: common.plan_options()?,
+        preview_max_size: parse_size(preview_max_size).context("--preview-max-size")?,
+    };
+    let dashboard = Arc::new(crate::dashboard::Dashboard::new(flow, options));
+    if let Err(e) = dashboard.catalog() {
+        eprintln!("warning: {e}");
+    }
+    crate::dashboard::serve(dashboard, (host, port).into(), |addr| {
+        eprintln!("sodeda-era5 dashboard: http://{addr}/ (pid {})", std::process::id());
+    })
+    .await
+    .with_context(|| format!("serving on {host}:{port}"))?;
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn preload(common: &Common, jobs: usize, shard: Option<Shard>) -> Result<ExitCode> {

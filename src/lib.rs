@@ -13,11 +13,15 @@
 //! - [`fetch`]: plan → float32 arrays, reading only the chunks needed, concurrently.
 //! - [`cache`]: identity → a complete file on local disk, written atomically.
 //! - [`flow`]: plan → cached file (cache hit, or fetch → encode → persist).
+//! - [`remote`], [`preload`]: the S3 cache tier; building every file ahead of time.
+//! - [`fs`], [`fuse`], [`mount`]: the file system core, its FUSE adapter, mounting.
+//! - [`dashboard`]: a web page listing the files and previewing selections as maps.
 //! - [`cli`]: the `sodeda-era5` command line over all of the above.
 
 pub mod cache;
 pub mod catalog;
 pub mod cli;
+pub mod dashboard;
 pub mod deskriptor;
 pub mod encode;
 pub mod fetch;

@@ -358,6 +358,17 @@ pub fn request_reload(path: &Path, timeout: Duration) -> Result<String> {
     }
 }
 
+/// The counters of the mount at `path` (its root's `user.sodeda.stats`, a JSON object).
+pub fn read_stats(path: &Path) -> Result<String> {
+    let abs = std::path::absolute(path)?;
+    if mount_at(&abs).is_none_or(|m| m.source != FS_NAME) {
+        bail!("{} is not a sodeda-era5 mount", abs.display());
+    }
+    let raw = get_xattr(&abs, crate::fs::XATTR_STATS)
+        .with_context(|| format!("reading {} of {}", crate::fs::XATTR_STATS, abs.display()))?;
+    Ok(String::from_utf8_lossy(&raw).into_owned())
+}
+
 /// Unmounts a sodeda-era5 mount.
 pub fn unmount(path: &Path) -> Result<()> {
     let abs = std::path::absolute(path)?;

@@ -1,0 +1,391 @@
+//! `sodeda-era5 dashboard`: a web page served by the binary to look at the dataset.
+//!
+//! It lists the deskriptors (name, size, cache state) and previews any of them, or an ad-hoc
+//! selection, as a map rendered on the server ([`render`]). Previews go through the same flow
+//! and cache as the mount: a previewed file is cached, and a cached file is not rebuilt.
+//! Nothing is fetched from the internet by the page (no map tiles, scripts or fonts).
+//!
+//! Routes: `/` (the page; a selection in its query string), `/map.png` (the same query plus
+//! `var`, `t`, `lv`), `/api/files`, `/api/status`, `/healthz`.
+
+mod page;
+pub mod preview;
+pub mod render;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime};
+
+use axum::extract::{Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+
+use crate::catalog::{Catalog, Entry};
+use crate::deskriptor::{Deskriptor, DeskriptorError};
+use crate::flow::{error_chain, Flow, Origin};
+use crate::plan::{Plan, PlanOptions};
+use crate::source::Source;
+use preview::{SelectionForm, View};
+
+/// Default largest file an ad-hoc preview may build (a listed file is always allowed: the
+/// mount would build it too).
+pub const DEFAULT_PREVIEW_MAX_SIZE: u64 = 256 << 20;
+
+/// Settings of the dashboard.
+#[derive(Debug, Clone)]
+pub struct DashboardOptions {
+    /// The deskriptors file (re-read when it changes).
+    pub deskriptors: PathBuf,
+    /// The local cache directory (shown on the page).
+    pub cache_dir: PathBuf,
+    /// Plan options (format, size limit), as for the mount.
+    pub plan: PlanOptions,
+    /// Largest file an ad-hoc selection may build.
+    pub preview_max_size: u64,
+}
+
+/// Counters of the dashboard itself.
+#[derive(Debug, Default)]
+pub struct DashboardMetrics {
+    /// Pages served.
+    pub pages: AtomicU64,
+    /// Map images rendered.
+    pub maps: AtomicU64,
+    /// Selections that ended in an error message.
+    pub errors: AtomicU64,
+}
+
+/// The dashboard's state, shared by all requests.
+pub struct Dashboard {
+    flow: Flow,
+    options: DashboardOptions,
+    /// The catalog and the deskriptors file's modification time it was read at.
+    catalog: Mutex<(Option<SystemTime>, Arc<Catalog>)>,
+    started: Instant,
+    /// Counters.
+    pub metrics: DashboardMetrics,
+}
+
+/// A selection resolved to a plan, with where it came from.
+struct Resolved {
+    plan: Plan,
+    /// The listed file's name, when the selection is one.
+    file: Option<String>,
+}
+
+/// Formats a deskriptor error for the page (the line number means nothing there).
+fn selection_error(e: &DeskriptorError) -> String {
+    let mut s = String::new();
+    if !e.field.is_empty() {
+        s.push_str(&format!("field `{}`", e.field));
+    }
+    if !e.value.is_empty() {
+        s.push_str(&format!(", value {}", e.value));
+    }
+    if !s.is_empty() {
+        s.push_str(": ");
+    }
+    s.push_str(&e.message);
+    s
+}
+
+fn query_value<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    pairs
+        .iter()
+        .rev()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+}
+
+impl Dashboard {
+    /// A dashboard over `flow`.
+    pub fn new(flow: Flow, options: DashboardOptions) -> Self {
+        Dashboard {
+            flow,
+            options,
+            catalog: Mutex::new((None, Arc::new(Catalog::default()))),
+            started: Instant::now(),
+            metrics: DashboardMetrics::default(),
+        }
+    }
+
+    fn source(&self) -> &Source {
+        &self.flow.source
+    }
+
+    /// The catalog, re-read when the deskriptors file changed (or could not be read before).
+    pub fn catalog(&self) -> Result<Arc<Catalog>, String> {
+        let path = &self.options.deskriptors;
+        let mtime = std::fs::metadata(path)
+            .and_then(|m| m.modified())
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let mut guard = self.catalog.lock().expect("catalog lock poisoned");
+        if guard.0 != Some(mtime) {
+            let catalog = Catalog::load(path, self.source(), self.options.plan)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            *guard = (Some(mtime), Arc::new(catalog));
+        }
+        Ok(guard.1.clone())
+    }
+
+    /// Plans the selection in `pairs`: `file=NAME` for a listed file, else the form fields.
+    /// `Ok(None)` when the query selects nothing.
+    fn resolve(&self, pairs: &[(String, String)]) -> Result<Option<Resolved>, String> {
+        if let Some(name) = query_value(pairs, "file").filter(|n| !n.is_empty()) {
+            let catalog = self.catalog()?;
+            let entry: &Entry = catalog
+                .entries
+                .iter()
+                .find(|e| e.file_name == name)
+                .ok_or_else(|| {
+                    format!(
+                        "no file named {name:?} in {}",
+                        self.options.deskriptors.display()
+                    )
+                })?;
+            let plan = entry
+                .plan(self.source(), self.options.plan)
+                .map_err(|e| e.to_string())?;
+            return Ok(Some(Resolved {
+                plan,
+                file: Some(name.to_string()),
+            }));
+        }
+        let form = SelectionForm::from_pairs(pairs);
+        if form.is_empty() {
+            return Ok(None);
+        }
+        let d = Deskriptor::parse(0, &form.to_json()).map_err(|e| selection_error(&e))?;
+        let plan = Plan::new(&d, self.source(), self.options.plan)
+            .map_err(|e| selection_error(&e))?;
+        if plan.size > self.options.preview_max_size {
+            return Err(format!(
+                "this selection makes a {} file; previews build at most {} \
+                 (--preview-max-size): narrow the time range, the area or the variables, \
+                 or use `sodeda-era5 get`",
+                page::human_size(plan.size),
+                page::human_size(self.options.preview_max_size)
+            ));
+        }
+        Ok(Some(Resolved { plan, file: None }))
+    }
+
+    /// Builds (or finds) the file of `plan`.
+    async fn materialize(&self, plan: &Plan) -> Result<(PathBuf, Origin), String> {
+        self.flow
+            .materialize_shared(plan)
+            .await
+            .map_err(|e| format!("building {} failed: {}", plan.file_name, error_chain(&*e)))
+    }
+
+    /// Counters of the dashboard, the flow and the source, as JSON.
+    pub fn status_json(&self) -> serde_json::Value {
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let flow = &self.flow.metrics;
+        let source = &self.flow.source.metrics;
+        serde_json::json!({
+            "uptime_s": self.started.elapsed().as_secs(),
+            "pages": get(&self.metrics.pages),
+            "maps": get(&self.metrics.maps),
+            "errors": get(&self.metrics.errors),
+            "flow_runs": get(&flow.runs),
+            "flow_failures": get(&flow.failures),
+            "cache_hits": get(&flow.cache_hits),
+            "remote_hits": get(&flow.remote_hits),
+            "source_requests": source.requests(),
+            "source_bytes": source.bytes(),
+            "cache_bytes": self.flow.cache.size(),
+        })
+    }
+}
+
+type Shared = Arc<Dashboard>;
+type Pairs = Query<Vec<(String, String)>>;
+
+/// The routes of the dashboard.
+pub fn router(dashboard: Arc<Dashboard>) -> Router {
+    Router::new()
+        .route("/", get(index))
+        .route("/map.png", get(map))
+        .route("/api/files", get(files))
+        .route("/api/status", get(status))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .with_state(dashboard)
+}
+
+async fn index(State(d): State<Shared>, Query(pairs): Pairs) -> Html<String> {
+    d.metrics.pages.fetch_add(1, Ordering::Relaxed);
+    let catalog = d.catalog();
+    let mut preview = None;
+    let resolved = d.resolve(&pairs);
+    let outcome = match resolved {
+        Ok(None) => None,
+        Err(e) => Some(Err(e)),
+        Ok(Some(r)) => {
+            let start = Instant::now();
+            match d.materialize(&r.plan).await {
+                Ok((_, origin)) => Some(Ok((r, origin, start.elapsed()))),
+                Err(e) => Some(Err(e)),
+            }
+        }
+    };
+    if let Some(Err(_)) = &outcome {
+        d.metrics.errors.fetch_add(1, Ordering::Relaxed);
+    }
+    if let Some(o) = outcome {
+        preview = Some(o.map(|(r, origin, took)| {
+            let axes = preview::Axes::of(&r.plan, d.source());
+            let view = view_of(&pairs);
+            page::Preview {
+                file: r.file,
+                plan: r.plan,
+                origin,
+                took,
+                axes,
+                view,
+            }
+        }));
+    }
+    let form = match query_value(&pairs, "file") {
+        Some(name) if !name.is_empty() => catalog
+            .as_ref()
+            .ok()
+            .and_then(|c| c.entries.iter().find(|e| e.file_name == name))
+            .map(|e| SelectionForm::from_deskriptor(&e.raw))
+            .unwrap_or_default(),
+        _ => SelectionForm::from_pairs(&pairs),
+    };
+    Html(page::render(&page::PageData {
+        dashboard: &d,
+        catalog,
+        form,
+        query: pairs,
+        preview,
+    }))
+}
+
+/// The slice asked for by `var`, `t` and `lv`.
+fn view_of(pairs: &[(String, String)]) -> View {
+    let number = |k: &str| {
+        query_value(pairs, k)
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(0)
+    };
+    View {
+        variable: query_value(pairs, "var")
+            .filter(|v| !v.is_empty())
+            .map(String::from),
+        step: number("t"),
+        level: number("lv"),
+    }
+}
+
+fn text_error(status: StatusCode, message: String) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        message + "\n",
+    )
+        .into_response()
+}
+
+async fn map(State(d): State<Shared>, Query(pairs): Pairs) -> Response {
+    let r = match d.resolve(&pairs) {
+        Ok(Some(r)) => r,
+        Ok(None) => {
+            return text_error(
+                StatusCode::BAD_REQUEST,
+                "no selection: give file=NAME or the selection fields".into(),
+            )
+        }
+        Err(e) => return text_error(StatusCode::BAD_REQUEST, e),
+    };
+    let path = match d.materialize(&r.plan).await {
+        Ok((path, _)) => path,
+        Err(e) => return text_error(StatusCode::BAD_GATEWAY, e),
+    };
+    let mut view = view_of(&pairs);
+    let cache = d.flow.cache.clone();
+    let source = d.flow.source.clone();
+    let identity = r.plan.identity.clone();
+    // Pinned while read, so a bounded cache cannot evict it under the reader.
+    cache.pin(&identity);
+    let rendered = tokio::task::spawn_blocking(move || {
+        let field = preview::read_field(&path, &r.plan, &source, &mut view)
+            .map_err(|e| e.to_string())?;
+        render::render_png(&field).map_err(|e| e.to_string())
+    })
+    .await;
+    d.flow.cache.unpin(&identity);
+    match rendered {
+        Ok(Ok(png)) => {
+            d.metrics.maps.fetch_add(1, Ordering::Relaxed);
+            (
+                [
+                    (header::CONTENT_TYPE, "image/png"),
+                    (header::CACHE_CONTROL, "no-cache"),
+                ],
+                png,
+            )
+                .into_response()
+        }
+        Ok(Err(e)) => text_error(StatusCode::UNPROCESSABLE_ENTITY, e),
+        Err(e) => text_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+async fn files(State(d): State<Shared>) -> Response {
+    match d.catalog() {
+        Ok(c) => {
+            let rows: Vec<_> = c
+                .entries
+                .iter()
+                .map(|e| {
+                    serde_json::json!({
+                        "line": e.line,
+                        "name": e.file_name,
+                        "size": e.size,
+                        "cached": d.flow.cache.contains(&e.identity, e.size).is_some(),
+                    })
+                })
+                .collect();
+            let errors: Vec<String> = c.errors.iter().map(|e| e.to_string()).collect();
+            Json(serde_json::json!({"files": rows, "errors": errors})).into_response()
+        }
+        Err(e) => text_error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
+async fn status(State(d): State<Shared>) -> Json<serde_json::Value> {
+    Json(d.status_json())
+}
+
+/// Serves the dashboard on `addr` until SIGINT or SIGTERM. `ready` is called with the bound
+/// address once connections are accepted.
+pub async fn serve(
+    dashboard: Arc<Dashboard>,
+    addr: SocketAddr,
+    ready: impl FnOnce(SocketAddr),
+) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    ready(listener.local_addr()?);
+    axum::serve(listener, router(dashboard))
+        .with_graceful_shutdown(async {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = async {
+                    match term.as_mut() {
+                        Some(t) => { t.recv().await; }
+                        None => std::future::pending::<()>().await,
+                    }
+                } => {}
+            }
+        })
+        .await
+}
