@@ -198,7 +198,6 @@ impl Dashboard {
             "remote_hits": get(&flow.remote_hits),
             "source_requests": source.requests(),
             "source_bytes": source.bytes(),
-            "cache_bytes": self.flow.cache.size(),
         })
     }
 }

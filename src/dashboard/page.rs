@@ -132,7 +132,6 @@ pub fn render(p: &PageData) -> String {
                     "source " code { (source.url) }
                     " · deskriptors " code { (d.options.deskriptors.display()) }
                     " · cache " code { (d.options.cache_dir.display()) }
-                    " (" (human_size(d.flow.cache.size())) ")"
                     " · " a href="/api/status" { "status" }
                     " · " a href="/api/files" { "files (JSON)" }
                 }

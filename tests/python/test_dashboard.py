@@ -1,0 +1,261 @@
+"""The dashboard in a real browser: Debian's chromium, headless, driven by Selenium.
+
+The dashboard process is started on a free port of 127.0.0.1 and stopped by its PID; the
+browser gets a fresh profile and no background networking (this machine has no internet).
+"""
+
+import io
+import json
+import os
+import signal
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import DATA, binary, clean_env, free_port
+
+CHROMIUM = os.environ.get("SODEDA_CHROMIUM", "/usr/bin/chromium")
+CHROMEDRIVER = os.environ.get("SODEDA_CHROMEDRIVER", "/usr/bin/chromedriver")
+TEST_SET = DATA / "test-set.jsonl"
+
+
+class Dashboard:
+    def __init__(self, replica, cache, deskriptors, log, extra=()):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = log
+        env = clean_env()
+        env.update({"SODEDA_SOURCE": str(replica), "LOCAL_CACHE": str(cache),
+                    "SODEDA_DESKRIPTORS": str(deskriptors)})
+        self.proc = subprocess.Popen(
+            [str(binary()), "dashboard", "--port", str(self.port), "--log-level", "info",
+             *extra],
+            env=env, stdout=subprocess.DEVNULL, stderr=open(log, "wb"))
+        deadline = time.monotonic() + 60
+        while True:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"dashboard exited {self.proc.returncode}:\n"
+                                     + Path(log).read_text())
+            try:
+                if self.get("/healthz")[1] == b"ok\n":
+                    return
+            except (urllib.error.URLError, ConnectionError):
+                pass
+            if time.monotonic() > deadline:
+                self.stop()
+                raise AssertionError("dashboard not answering after 60 s:\n"
+                                     + Path(log).read_text())
+            time.sleep(0.1)
+
+    def get(self, path):
+        """(status, body, content type) of a GET; HTTP errors are returned, not raised."""
+        try:
+            with urllib.request.urlopen(self.url + path, timeout=120) as r:
+                return r.status, r.read(), r.headers.get("Content-Type")
+        except urllib.error.HTTPError as e:
+            return e.code, e.read(), e.headers.get("Content-Type")
+
+    def stop(self):
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+
+
+@pytest.fixture
+def dashboard(replica, tmp_path):
+    d = Dashboard(replica, tmp_path / "cache", TEST_SET, tmp_path / "dashboard.log")
+    try:
+        yield d
+    finally:
+        d.stop()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    assert Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists(), \
+        "chromium and chromium-driver are needed (scripts/install-deps installs them)"
+    os.environ["SE_OFFLINE"] = "true"  # Selenium Manager must not look for drivers online
+    profile = tempfile.TemporaryDirectory(prefix="sodeda-chromium-")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                "--no-first-run", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
+                "--window-size=1200,1500", f"--user-data-dir={profile.name}"):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
+    driver.set_page_load_timeout(180)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        profile.cleanup()
+
+
+def wait_for(predicate, what, timeout=120):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.1)
+
+
+def loaded_map(driver):
+    """The map <img> once the browser has decoded it (naturalWidth > 0)."""
+    from selenium.webdriver.common.by import By
+    img = driver.find_element(By.ID, "map")
+    wait_for(lambda: driver.execute_script(
+        "return arguments[0].complete && arguments[0].naturalWidth", img), "the map image")
+    return img
+
+
+def grid_pixels(png_bytes):
+    """RGB pixels of the map's grid area (inside the axes, left of the colour bar)."""
+    img = np.asarray(Image.open(io.BytesIO(png_bytes)).convert("RGB")).astype(float)
+    h, w, _ = img.shape
+    return img[50:h - 40, 70:w - 130]
+
+
+def assert_not_blank(png_bytes):
+    grid = grid_pixels(png_bytes)
+    variance = grid.var(axis=(0, 1)).sum()
+    colours = len(np.unique(grid.reshape(-1, 3), axis=0))
+    assert variance > 100 and colours > 20, \
+        f"map looks blank: pixel variance {variance:.1f}, {colours} colours"
+
+
+def test_page_lists_the_files_with_size_and_cache_state(browser, dashboard, run):
+    from selenium.webdriver.common.by import By
+    browser.get(dashboard.url + "/")
+    rows = browser.find_elements(By.CSS_SELECTOR, "#file-table tr")[1:]
+    listed = run.list(TEST_SET)
+    assert [r.find_element(By.TAG_NAME, "code").text for r in rows] == \
+        [f["name"] for f in listed]
+    assert all(r.find_element(By.CSS_SELECTOR, "td:nth-child(3)").text == "not built"
+               for r in rows)
+    status, body, ctype = dashboard.get("/api/files")
+    files = json.loads(body)["files"]
+    assert ctype.startswith("application/json")
+    assert [(f["name"], f["size"]) for f in files] == [(f["name"], f["size"]) for f in listed]
+
+
+def test_a_listed_file_previews_as_a_map_with_step_buttons(browser, dashboard, run, tmp_path):
+    from selenium.webdriver.common.by import By
+    browser.get(dashboard.url + "/")
+    link = browser.find_element(
+        By.XPATH, "//tr[td/code[text()='multi_hour.nc']]//a[text()='preview']")
+    link.click()
+    img = loaded_map(browser)
+    first = img.screenshot_as_png
+    assert_not_blank(first)
+    assert browser.find_element(By.ID, "file-name").text == "multi_hour.nc"
+    assert browser.find_element(By.ID, "time").text == "2023-01-01T00:00 UTC"
+    # Step forward: another hour, another image.
+    browser.find_element(By.ID, "next").click()
+    wait_for(lambda: browser.find_element(By.ID, "time").text == "2023-01-01T01:00 UTC",
+             "the next time step")
+    second = loaded_map(browser).screenshot_as_png
+    assert_not_blank(second)
+    assert not np.array_equal(grid_pixels(first), grid_pixels(second))
+    # The slider has one position per hour of the file.
+    slider = browser.find_element(By.ID, "step")
+    assert (slider.get_attribute("min"), slider.get_attribute("max")) == ("0", "5")
+    # The preview went through the flow into the same cache the mount and `get` use.
+    cached = {f["name"]: f["cached"] for f in run.list(TEST_SET)}
+    assert cached["multi_hour.nc"] and sum(cached.values()) == 1, cached
+    browser.get(dashboard.url + "/")
+    state = browser.find_element(
+        By.XPATH, "//tr[td/code[text()='multi_hour.nc']]/td[3]").text
+    assert state == "cached"
+
+
+def test_an_ad_hoc_selection_from_the_form(browser, dashboard):
+    from selenium.webdriver.common.by import By
+    browser.get(dashboard.url + "/")
+    fields = {"time_start": "2023-01-01T10:00", "time_end": "2023-01-01T11:00",
+              "lat_start": "60", "lat_end": "30", "lon_start": "-20", "lon_end": "40",
+              "level": "500"}
+    for name, value in fields.items():
+        box = browser.find_element(By.NAME, name)
+        box.clear()
+        box.send_keys(value)
+    browser.find_element(By.CSS_SELECTOR, "input[name=variable][value=temperature]").click()
+    browser.find_element(By.ID, "preview-button").click()
+    img = loaded_map(browser)
+    assert_not_blank(img.screenshot_as_png)
+    assert browser.find_elements(By.ID, "error") == []
+    assert browser.find_element(By.ID, "file-name").text.startswith("temperature_20230101T10")
+    assert browser.find_element(By.ID, "time").text == "2023-01-01T10:00 UTC"
+    assert "500 hPa" in browser.find_element(By.NAME, "lv").text
+    if os.environ.get("SODEDA_SCREENSHOT"):  # how docs/dashboard.png is made
+        browser.save_screenshot(os.environ["SODEDA_SCREENSHOT"])
+    # The map endpoint answers a real PNG for the same selection.
+    src = img.get_attribute("src")
+    status, body, ctype = dashboard.get(src[len(dashboard.url):])
+    assert (status, ctype) == (200, "image/png")
+    assert body[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("fields, expected", [
+    ({"lat_start": "100"}, ["latitude", "100"]),
+    ({"time_start": "2023-13-01"}, ["time", "2023-13-01"]),
+    ({"lon_start": "east"}, ["longitude", "east"]),
+])
+def test_a_bad_selection_shows_its_error(browser, dashboard, fields, expected):
+    from selenium.webdriver.common.by import By
+    browser.get(dashboard.url + "/")
+    for name, value in fields.items():
+        box = browser.find_element(By.NAME, name)
+        box.clear()
+        box.send_keys(value)
+    browser.find_element(By.CSS_SELECTOR,
+                         "input[name=variable][value='2m_temperature']").click()
+    browser.find_element(By.ID, "preview-button").click()
+    error = wait_for(lambda: browser.find_elements(By.ID, "error"), "the error message")[0]
+    assert error.is_displayed()
+    for word in expected:
+        assert word in error.text, error.text
+    assert browser.find_elements(By.ID, "map") == []
+    # The server is still up and answers the next page.
+    assert dashboard.get("/healthz")[0] == 200
+
+
+def test_errors_without_a_browser(dashboard, replica, tmp_path):
+    # No variable, an unknown file, a too-large selection, a map without a selection.
+    status, body, _ = dashboard.get("/?time_start=2023-01-01T10:00")
+    assert status == 200 and b'id="error"' in body and b"variable" in body
+    status, body, _ = dashboard.get("/?file=nope.nc")
+    assert b"no file named" in body and b"nope.nc" in body
+    status, body, _ = dashboard.get("/map.png?file=nope.nc")
+    assert status == 400 and b"nope.nc" in body
+    status, body, _ = dashboard.get("/map.png")
+    assert status == 400
+    small = Dashboard(replica, tmp_path / "cache2", TEST_SET, tmp_path / "small.log",
+                      extra=("--preview-max-size", "1M"))
+    try:
+        status, body, _ = small.get(
+            "/?time_start=2023-01-01T10:00&time_end=2023-01-01T13:00&variable=temperature")
+        assert b"previews build at most 1.0 MiB" in body
+        assert not any((tmp_path / "cache2").rglob("*.nc"))
+    finally:
+        small.stop()
+    status, body, _ = dashboard.get("/api/status")
+    stats = json.loads(body)
+    assert stats["errors"] >= 2 and stats["pages"] >= 2
