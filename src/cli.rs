@@ -404,10 +404,51 @@ pub fn main() -> ExitCode {
     start(&level, log_file.as_deref(), run(cli))
 }
 
-/// Entry point of `sodeda-mount`.
+/// The arguments this process was started with, after the mount helper's translation (the
+/// background mount re-runs the program with them).
+static ARGS: std::sync::OnceLock<Vec<std::ffi::OsString>> = std::sync::OnceLock::new();
+
+fn process_args() -> Vec<std::ffi::OsString> {
+    ARGS.get_or_init(|| std::env::args_os().collect()).clone()
+}
+
+/// Entry point of `sodeda-mount` (and of `mount.sodeda`, its mount(8) helper name).
 pub fn mount_main() -> ExitCode {
+    let mut argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let mut fake = false;
+    if argv
+        .first()
+        .is_some_and(|a| crate::mount::helper::invoked_as_helper(a))
+    {
+        let call = match crate::mount::helper::translate(&argv[1..]) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("{e:#}");
+                // mount(8) helpers exit 1 for a usage error.
+                return ExitCode::FAILURE;
+            }
+        };
+        if let Some(path) = &call.env_file {
+            if let Err(e) = dotenvy::from_path(path) {
+                eprintln!("mount.sodeda: env_file {}: {e}", Path::new(path).display());
+                return ExitCode::FAILURE;
+            }
+        }
+        argv = call.args;
+        fake = call.fake;
+    }
+    let _ = ARGS.set(argv.clone());
     load_dotenv();
-    let cli = MountCli::parse();
+    let cli = MountCli::parse_from(argv);
+    if fake {
+        return match crate::mount::prepare_mountpoint(&cli.mount.mountpoint) {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let log_file = cli.mount.log_file.clone().filter(|_| cli.mount.foreground);
     let level = cli.common.log_level.clone();
     start(&level, log_file.as_deref(), async move {
@@ -583,6 +624,7 @@ async fn mount(common: &Common, args: &MountArgs) -> Result<ExitCode> {
                 crate::mount::spawn_background(
                     &mountpoint,
                     &log,
+                    &process_args()[1..],
                     std::time::Duration::from_secs(300),
                 )
             }

@@ -23,6 +23,8 @@ use crate::catalog::Entry;
 use crate::fs::{DatasetFs, XATTR_PID, XATTR_RELOAD};
 use crate::fuse::FuseAdapter;
 
+pub mod helper;
+
 /// The file-system name shown by `mount` and `df`.
 pub const FS_NAME: &str = "sodeda-era5";
 /// The subtype requested (the pure-Rust mount of fuser shows the type as plain `fuse`).
@@ -240,12 +242,17 @@ pub async fn serve(
     Ok(())
 }
 
-/// Starts this same program in the foreground as a detached child (own process group, output
-/// appended to `log`), and returns once its mount is live, with the child's pid. If the child
-/// exits first, its log is the error.
-pub fn spawn_background(mountpoint: &Path, log: &Path, timeout: Duration) -> Result<u32> {
+/// Starts this same program with `args` (without the program name) plus `--foreground` as a
+/// detached child (own process group, output appended to `log`), and returns once its mount
+/// is live, with the child's pid. If the child exits first, its log is the error.
+pub fn spawn_background(
+    mountpoint: &Path,
+    log: &Path,
+    args: &[std::ffi::OsString],
+    timeout: Duration,
+) -> Result<u32> {
     let exe = std::env::current_exe().context("locating this program")?;
-    let mut args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    let mut args = args.to_vec();
     args.push("--foreground".into());
     if let Some(dir) = log.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
