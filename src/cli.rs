@@ -508,8 +508,8 @@ const STATUS_FIELDS: [(&str, &str); 13] = [
     ("flow_failures", "builds that failed"),
     ("uploads", "files uploaded to the S3 tier"),
     ("uploads_pending", "uploads waiting for the S3 tier"),
-    ("source_requests", "requests to the source"),
-    ("source_bytes", "bytes fetched from the source"),
+    ("source_requests", "requests to the source (the start-up metadata read included)"),
+    ("source_bytes", "bytes fetched from the source (the same)"),
 ];
 
 fn status(mountpoint: &Path, json: bool) -> Result<ExitCode> {
@@ -697,7 +697,12 @@ async fn mount(common: &Common, args: &MountArgs) -> Result<ExitCode> {
             Ok(catalog.entries)
         })
     });
+    let source_url = common.source.clone();
     crate::mount::serve(fs, &mountpoint, &options, Some(reload), || {
+        tracing::info!(
+            "serving {n} files at {} from {source_url}",
+            mountpoint.display()
+        );
         eprintln!(
             "sodeda-mount: serving {n} files at {} (pid {})",
             mountpoint.display(),

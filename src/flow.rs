@@ -203,8 +203,9 @@ impl Flow {
         .map_err(|e| FlowError::Join(e.to_string()))??;
         let t2 = std::time::Instant::now();
         let path = self.cache.persist(tmp, &plan.identity)?;
-        tracing::debug!(
+        tracing::info!(
             file = %plan.file_name,
+            bytes = plan.size,
             fetch_ms = (t1 - t0).as_secs_f64() * 1e3,
             encode_ms = (t2 - t1).as_secs_f64() * 1e3,
             persist_ms = t2.elapsed().as_secs_f64() * 1e3,

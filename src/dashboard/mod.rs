@@ -213,7 +213,22 @@ pub fn router(dashboard: Arc<Dashboard>) -> Router {
         .route("/api/files", get(files))
         .route("/api/status", get(status))
         .route("/healthz", get(|| async { "ok\n" }))
+        .layer(axum::middleware::from_fn(log_request))
         .with_state(dashboard)
+}
+
+/// Logs every request (debug) and every failed one (warn), with its duration.
+async fn log_request(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let (method, uri) = (request.method().clone(), request.uri().clone());
+    let start = Instant::now();
+    let response = next.run(request).await;
+    let (status, ms) = (response.status(), start.elapsed().as_secs_f64() * 1e3);
+    if status.is_client_error() || status.is_server_error() {
+        tracing::warn!(%method, %uri, status = status.as_u16(), ms, "request failed");
+    } else {
+        tracing::debug!(%method, %uri, status = status.as_u16(), ms, "request");
+    }
+    response
 }
 
 async fn index(State(d): State<Shared>, Query(pairs): Pairs) -> Html<String> {
@@ -232,8 +247,9 @@ async fn index(State(d): State<Shared>, Query(pairs): Pairs) -> Html<String> {
             }
         }
     };
-    if let Some(Err(_)) = &outcome {
+    if let Some(Err(e)) = &outcome {
         d.metrics.errors.fetch_add(1, Ordering::Relaxed);
+        tracing::info!("selection refused: {e}");
     }
     if let Some(o) = outcome {
         preview = Some(o.map(|(r, origin, took)| {
