@@ -500,7 +500,10 @@ const STATUS_FIELDS: [(&str, &str); 13] = [
     ("files", "files in the mount"),
     ("reads", "read requests answered by the mount process"),
     ("bytes_read", "bytes returned by those reads"),
-    ("passthrough_opens", "opens served by kernel passthrough (their reads bypass the process)"),
+    (
+        "passthrough_opens",
+        "opens served by kernel passthrough (their reads bypass the process)",
+    ),
     ("read_errors", "reads that failed (EIO and others)"),
     ("cache_hits", "files found in the local cache"),
     ("remote_hits", "files copied from the S3 tier"),
@@ -508,7 +511,10 @@ const STATUS_FIELDS: [(&str, &str); 13] = [
     ("flow_failures", "builds that failed"),
     ("uploads", "files uploaded to the S3 tier"),
     ("uploads_pending", "uploads waiting for the S3 tier"),
-    ("source_requests", "requests to the source (the start-up metadata read included)"),
+    (
+        "source_requests",
+        "requests to the source (the start-up metadata read included)",
+    ),
     ("source_bytes", "bytes fetched from the source (the same)"),
 ];
 
@@ -547,7 +553,10 @@ async fn dashboard(
         eprintln!("warning: {e}");
     }
     crate::dashboard::serve(dashboard, (host, port).into(), |addr| {
-        eprintln!("sodeda-era5 dashboard: http://{addr}/ (pid {})", std::process::id());
+        eprintln!(
+            "sodeda-era5 dashboard: http://{addr}/ (pid {})",
+            std::process::id()
+        );
     })
     .await
     .with_context(|| format!("serving on {host}:{port}"))?;

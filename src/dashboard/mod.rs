@@ -160,8 +160,8 @@ impl Dashboard {
             return Ok(None);
         }
         let d = Deskriptor::parse(0, &form.to_json()).map_err(|e| selection_error(&e))?;
-        let plan = Plan::new(&d, self.source(), self.options.plan)
-            .map_err(|e| selection_error(&e))?;
+        let plan =
+            Plan::new(&d, self.source(), self.options.plan).map_err(|e| selection_error(&e))?;
         if plan.size > self.options.preview_max_size {
             return Err(format!(
                 "this selection makes a {} file; previews build at most {} \
@@ -330,8 +330,8 @@ async fn map(State(d): State<Shared>, Query(pairs): Pairs) -> Response {
     // Pinned while read, so a bounded cache cannot evict it under the reader.
     cache.pin(&identity);
     let rendered = tokio::task::spawn_blocking(move || {
-        let field = preview::read_field(&path, &r.plan, &source, &mut view)
-            .map_err(|e| e.to_string())?;
+        let field =
+            preview::read_field(&path, &r.plan, &source, &mut view).map_err(|e| e.to_string())?;
         render::render_png(&field).map_err(|e| e.to_string())
     })
     .await;

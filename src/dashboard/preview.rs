@@ -114,7 +114,10 @@ impl SelectionForm {
         (f.lon_start, f.lon_end) = bounds(m.get("longitude"));
         f.variables = match m.get("variable") {
             Some(Value::String(s)) => vec![s.clone()],
-            Some(Value::Array(a)) => a.iter().filter_map(|v| v.as_str().map(String::from)).collect(),
+            Some(Value::Array(a)) => a
+                .iter()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect(),
             _ => Vec::new(),
         };
         f.level = match m.get("level") {
@@ -329,7 +332,11 @@ pub fn read_field(
         }
     }
     if axes.times.len() > 1 {
-        subtitle.push_str(&format!("  (step {} of {})", view.step + 1, axes.times.len()));
+        subtitle.push_str(&format!(
+            "  (step {} of {})",
+            view.step + 1,
+            axes.times.len()
+        ));
     }
     Ok(Field {
         values,
@@ -401,6 +408,10 @@ mod tests {
             deskriptor: raw.into(),
             ..f
         };
-        assert_eq!(boxed.to_json(), raw, "the deskriptor box wins over the fields");
+        assert_eq!(
+            boxed.to_json(),
+            raw,
+            "the deskriptor box wins over the fields"
+        );
     }
 }

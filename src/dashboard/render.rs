@@ -297,13 +297,8 @@ pub fn render_png(field: &Field) -> Result<Vec<u8>, RenderError> {
         let _ = Line::new(Point::new(x, y), Point::new(x, y + 4))
             .into_styled(ink)
             .draw(&mut canvas);
-        let _ = Text::with_text_style(
-            &degrees(t, 'E', 'W'),
-            Point::new(x, y + 7),
-            small,
-            centred,
-        )
-        .draw(&mut canvas);
+        let _ = Text::with_text_style(&degrees(t, 'E', 'W'), Point::new(x, y + 7), small, centred)
+            .draw(&mut canvas);
     }
     // Latitude axis (left).
     let (lat_first, lat_last) = (
@@ -370,7 +365,11 @@ pub fn render_png(field: &Field) -> Result<Vec<u8>, RenderError> {
     } else {
         let n = if span > 0.0 { 5 } else { 1 };
         for k in 0..n {
-            let frac = if n == 1 { 0.5 } else { k as f64 / (n - 1) as f64 };
+            let frac = if n == 1 {
+                0.5
+            } else {
+                k as f64 / (n - 1) as f64
+            };
             let v = lo + frac * span;
             let y = TOP as i32 + ((1.0 - frac) * f64::from(gh - 1)) as i32;
             let _ = Line::new(

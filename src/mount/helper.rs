@@ -42,10 +42,36 @@ const FLAG_OPTIONS: &[&str] = &["allow_other", "strict", "foreground"];
 /// fstab options meant for mount(8), the kernel's generic flags or systemd.
 fn is_generic(option: &str) -> bool {
     const GENERIC: &[&str] = &[
-        "defaults", "ro", "rw", "auto", "noauto", "user", "nouser", "users", "owner", "group",
-        "nofail", "_netdev", "exec", "noexec", "suid", "nosuid", "dev", "nodev", "sync",
-        "async", "atime", "noatime", "relatime", "norelatime", "strictatime", "lazytime",
-        "diratime", "nodiratime", "silent", "loud",
+        "defaults",
+        "ro",
+        "rw",
+        "auto",
+        "noauto",
+        "user",
+        "nouser",
+        "users",
+        "owner",
+        "group",
+        "nofail",
+        "_netdev",
+        "exec",
+        "noexec",
+        "suid",
+        "nosuid",
+        "dev",
+        "nodev",
+        "sync",
+        "async",
+        "atime",
+        "noatime",
+        "relatime",
+        "norelatime",
+        "strictatime",
+        "lazytime",
+        "diratime",
+        "nodiratime",
+        "silent",
+        "loud",
     ];
     GENERIC.contains(&option)
         || option.starts_with("x-")
@@ -86,18 +112,16 @@ pub fn translate(args: &[OsString]) -> Result<HelperCall> {
                     .get(i + 1)
                     .context("mount.sodeda: -o needs a value")?
                     .to_string_lossy();
-                options.extend(
-                    value
-                        .split(',')
-                        .filter(|s| !s.is_empty())
-                        .map(String::from),
-                );
+                options.extend(value.split(',').filter(|s| !s.is_empty()).map(String::from));
                 i += 1;
             }
             "-t" | "-N" => i += 1, // the type (we know it) and a namespace (unsupported here)
-            s if s.starts_with("-o") => {
-                options.extend(s[2..].split(',').filter(|s| !s.is_empty()).map(String::from))
-            }
+            s if s.starts_with("-o") => options.extend(
+                s[2..]
+                    .split(',')
+                    .filter(|s| !s.is_empty())
+                    .map(String::from),
+            ),
             s if s.starts_with('-') && s.len() > 1 => {
                 for flag in s[1..].chars() {
                     match flag {
@@ -207,7 +231,10 @@ mod tests {
     fn flags_and_type_are_understood() {
         let c = call(&["d.jsonl", "/mnt", "-n", "-f", "-t", "sodeda", "-oro"]).unwrap();
         assert!(c.fake);
-        assert_eq!(strings(&c), ["sodeda-mount", "--deskriptors", "d.jsonl", "/mnt"]);
+        assert_eq!(
+            strings(&c),
+            ["sodeda-mount", "--deskriptors", "d.jsonl", "/mnt"]
+        );
     }
 
     #[test]

@@ -115,6 +115,7 @@ def test_the_fstab_line_mounts_with_mount_8(helper, site, run, tmp_path):
     line = doc_block("fstab").strip()
     fields = line.split()
     assert fields[2] == "sodeda" and len(fields) == 6, line
+    assert line in (ROOT / "README.md").read_text(), "README shows the same fstab line"
     fstab = tmp_path / "fstab"
     fstab.write_text(site.rewrite(line) + "\n")
     p = subprocess.run(["mount", "-T", str(fstab), str(site.mnt)], capture_output=True,
