@@ -117,10 +117,29 @@ def wait_for(predicate, what, timeout=120):
         time.sleep(0.1)
 
 
+def click_and_wait(driver, element):
+    """Clicks a link or button that loads a new page, and waits until the new page is
+    complete (a click returns before the navigation ends). The old page is marked, so the
+    wait cannot end on it."""
+    from selenium.common.exceptions import WebDriverException
+    driver.execute_script("window.__sodedaOldPage = true;")
+    element.click()
+
+    def new_page_ready():
+        try:
+            return driver.execute_script(
+                "return window.__sodedaOldPage === undefined"
+                " && document.readyState === 'complete';")
+        except WebDriverException:
+            return False  # between two documents
+
+    wait_for(new_page_ready, "the new page", timeout=180)
+
+
 def loaded_map(driver):
     """The map <img> once the browser has decoded it (naturalWidth > 0)."""
     from selenium.webdriver.common.by import By
-    img = driver.find_element(By.ID, "map")
+    img = wait_for(lambda: driver.find_elements(By.ID, "map"), "the map element")[0]
     wait_for(lambda: driver.execute_script(
         "return arguments[0].complete && arguments[0].naturalWidth", img), "the map image")
     return img
@@ -161,14 +180,14 @@ def test_a_listed_file_previews_as_a_map_with_step_buttons(browser, dashboard, r
     browser.get(dashboard.url + "/")
     link = browser.find_element(
         By.XPATH, "//tr[td/code[text()='multi_hour.nc']]//a[text()='preview']")
-    link.click()
+    click_and_wait(browser, link)
     img = loaded_map(browser)
     first = img.screenshot_as_png
     assert_not_blank(first)
     assert browser.find_element(By.ID, "file-name").text == "multi_hour.nc"
     assert browser.find_element(By.ID, "time").text == "2023-01-01T00:00 UTC"
     # Step forward: another hour, another image.
-    browser.find_element(By.ID, "next").click()
+    click_and_wait(browser, browser.find_element(By.ID, "next"))
     wait_for(lambda: browser.find_element(By.ID, "time").text == "2023-01-01T01:00 UTC",
              "the next time step")
     second = loaded_map(browser).screenshot_as_png
@@ -197,7 +216,7 @@ def test_an_ad_hoc_selection_from_the_form(browser, dashboard):
         box.clear()
         box.send_keys(value)
     browser.find_element(By.CSS_SELECTOR, "input[name=variable][value=temperature]").click()
-    browser.find_element(By.ID, "preview-button").click()
+    click_and_wait(browser, browser.find_element(By.ID, "preview-button"))
     img = loaded_map(browser)
     assert_not_blank(img.screenshot_as_png)
     assert browser.find_elements(By.ID, "error") == []
@@ -227,7 +246,7 @@ def test_a_bad_selection_shows_its_error(browser, dashboard, fields, expected):
         box.send_keys(value)
     browser.find_element(By.CSS_SELECTOR,
                          "input[name=variable][value='2m_temperature']").click()
-    browser.find_element(By.ID, "preview-button").click()
+    click_and_wait(browser, browser.find_element(By.ID, "preview-button"))
     error = wait_for(lambda: browser.find_elements(By.ID, "error"), "the error message")[0]
     assert error.is_displayed()
     for word in expected:
