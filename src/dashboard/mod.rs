@@ -203,6 +203,19 @@ impl Dashboard {
 }
 
 type Shared = Arc<Dashboard>;
+
+/// Runs `f` on the blocking pool: reading and planning a changed deskriptors file is disk and
+/// CPU work that must not hold up the server's other requests.
+async fn blocking<T: Send + 'static>(
+    d: &Shared,
+    f: impl FnOnce(&Dashboard) -> T + Send + 'static,
+) -> T {
+    let d = d.clone();
+    match tokio::task::spawn_blocking(move || f(&d)).await {
+        Ok(v) => v,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
+}
 type Pairs = Query<Vec<(String, String)>>;
 
 /// The routes of the dashboard.
@@ -233,9 +246,12 @@ async fn log_request(request: axum::extract::Request, next: axum::middleware::Ne
 
 async fn index(State(d): State<Shared>, Query(pairs): Pairs) -> Html<String> {
     d.metrics.pages.fetch_add(1, Ordering::Relaxed);
-    let catalog = d.catalog();
+    let (catalog, resolved) = blocking(&d, {
+        let pairs = pairs.clone();
+        move |d| (d.catalog(), d.resolve(&pairs))
+    })
+    .await;
     let mut preview = None;
-    let resolved = d.resolve(&pairs);
     let outcome = match resolved {
         Ok(None) => None,
         Err(e) => Some(Err(e)),
@@ -309,7 +325,12 @@ fn text_error(status: StatusCode, message: String) -> Response {
 }
 
 async fn map(State(d): State<Shared>, Query(pairs): Pairs) -> Response {
-    let r = match d.resolve(&pairs) {
+    let resolved = blocking(&d, {
+        let pairs = pairs.clone();
+        move |d| d.resolve(&pairs)
+    })
+    .await;
+    let r = match resolved {
         Ok(Some(r)) => r,
         Ok(None) => {
             return text_error(
@@ -354,7 +375,7 @@ async fn map(State(d): State<Shared>, Query(pairs): Pairs) -> Response {
 }
 
 async fn files(State(d): State<Shared>) -> Response {
-    match d.catalog() {
+    match blocking(&d, |d| d.catalog()).await {
         Ok(c) => {
             let rows: Vec<_> = c
                 .entries
