@@ -513,9 +513,12 @@ const STATUS_FIELDS: [(&str, &str); 13] = [
     ("uploads_pending", "uploads waiting for the S3 tier"),
     (
         "source_requests",
-        "requests to the source (the start-up metadata read included)",
+        "requests to the source (start-up metadata included)",
     ),
-    ("source_bytes", "bytes fetched from the source (the same)"),
+    (
+        "source_bytes",
+        "bytes fetched from the source (start-up metadata included)",
+    ),
 ];
 
 fn status(mountpoint: &Path, json: bool) -> Result<ExitCode> {
