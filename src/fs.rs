@@ -390,10 +390,13 @@ impl DatasetFs {
         Ok(fh)
     }
 
-    /// The local cache file of a file, if it is built.
+    /// The local cache file of a file, if it is built (counted as a cache hit: the caller
+    /// opens it for passthrough).
     pub fn cached_path(&self, ino: u64) -> Option<std::path::PathBuf> {
         let e = &self.node(ino).ok()?.entry;
-        self.flow.cache.lookup_identity(&e.identity, e.size)
+        let path = self.flow.cache.lookup_identity(&e.identity, e.size)?;
+        self.flow.metrics.cache_hits.fetch_add(1, Ordering::Relaxed);
+        Some(path)
     }
 
     /// Forgets a file handle.

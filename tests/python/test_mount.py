@@ -117,7 +117,7 @@ def test_second_read_and_remount_do_not_touch_the_source(replica, http_source, m
     stats = m2.stats()
     # Served from the cache: by our reads, or by the kernel reading the cache file itself.
     assert stats["flow_runs"] == 0
-    assert stats["cache_hits"] + stats["passthrough_opens"] >= 1
+    assert stats["cache_hits"] >= 1
 
 
 def test_concurrent_readers_share_one_flow(replica, http_source, mount_factory):
