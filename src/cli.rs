@@ -505,7 +505,10 @@ const STATUS_FIELDS: [(&str, &str); 13] = [
         "opens served by kernel passthrough (their reads bypass the process)",
     ),
     ("read_errors", "reads that failed (EIO and others)"),
-    ("cache_hits", "opens (and builds) answered from the local cache"),
+    (
+        "cache_hits",
+        "opens (and builds) answered from the local cache",
+    ),
     ("remote_hits", "files copied from the S3 tier"),
     ("flow_runs", "files built from the source"),
     ("flow_failures", "builds that failed"),
