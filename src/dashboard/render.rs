@@ -143,24 +143,24 @@ fn order(labels: &[f64], ascending: bool) -> Vec<usize> {
     idx
 }
 
-/// A "nice" tick spacing giving at most about `max_ticks` ticks over `span`.
-fn tick_step(span: f64, max_ticks: usize) -> f64 {
+/// A "nice" tick spacing giving fewer than `max_ticks` ticks over `span`, and no finer than
+/// `min_step` (the grid's own spacing: ticks between cells would label nothing).
+fn tick_step(span: f64, max_ticks: usize, min_step: f64) -> f64 {
     const NICE: [f64; 12] = [
         0.25, 0.5, 1.0, 2.0, 2.5, 5.0, 10.0, 15.0, 30.0, 45.0, 60.0, 90.0,
     ];
     NICE.iter()
         .copied()
-        .find(|s| span / s < max_ticks as f64)
+        .find(|&s| span / s < max_ticks as f64 && s >= min_step - 1e-9)
         .unwrap_or(180.0)
 }
 
-/// Ticks at multiples of a nice step inside `[lo, hi]` (the bounds themselves if there is
-/// only one label).
-fn ticks(lo: f64, hi: f64, max_ticks: usize) -> Vec<f64> {
+/// Ticks at multiples of a nice step (at least `min_step`) inside `[lo, hi]` (`lo` if none).
+fn ticks(lo: f64, hi: f64, max_ticks: usize, min_step: f64) -> Vec<f64> {
     if hi - lo <= 0.0 {
         return vec![lo];
     }
-    let step = tick_step(hi - lo, max_ticks);
+    let step = tick_step(hi - lo, max_ticks, min_step);
     let mut t = (lo / step).ceil() * step;
     let mut out = Vec::new();
     while t <= hi + 1e-9 && out.len() < 64 {
@@ -206,15 +206,38 @@ fn viridis(t: f64) -> [u8; 3] {
     [c.r, c.g, c.b]
 }
 
-/// The position of a label along an axis of `n` cells drawn over `pixels`, in drawing order
-/// from `first` to `last` (cell centres).
-fn axis_pos(v: f64, first: f64, last: f64, n: usize, pixels: u32) -> f64 {
+/// Ticks of an axis whose cells (labels in drawing order) span `pixels`: `(pixel, label)`.
+/// Evenly spaced labels get round values at their interpolated positions; uneven ones (a list
+/// selection) get the labels of every k-th cell at the cell's centre, so no tick lies.
+fn axis_ticks(labels: &[f64], pixels: u32, max_ticks: usize) -> Vec<(f64, f64)> {
+    let n = labels.len();
     let cell = f64::from(pixels) / n as f64;
-    if n <= 1 || last == first {
-        return cell / 2.0;
+    let centre = |i: f64| (i + 0.5) * cell;
+    if n == 1 {
+        return vec![(centre(0.0), labels[0])];
     }
-    let i = (v - first) / (last - first) * (n - 1) as f64;
-    (i + 0.5) * cell
+    let (first, last) = (labels[0], labels[n - 1]);
+    let step = (last - first) / (n - 1) as f64;
+    let even = labels
+        .windows(2)
+        .all(|w| ((w[1] - w[0]) - step).abs() <= 1e-6 * step.abs().max(1e-9));
+    if even && step != 0.0 {
+        let (lo, hi) = if first < last {
+            (first, last)
+        } else {
+            (last, first)
+        };
+        ticks(lo, hi, max_ticks, step.abs())
+            .into_iter()
+            .map(|t| (centre((t - first) / step), t))
+            .collect()
+    } else {
+        let every = n.div_ceil(max_ticks.max(1));
+        (0..n)
+            .step_by(every)
+            .map(|i| (centre(i as f64), labels[i]))
+            .collect()
+    }
 }
 
 /// Renders `field` as a PNG image.
@@ -286,13 +309,9 @@ pub fn render_png(field: &Field) -> Result<Vec<u8>, RenderError> {
         .build();
 
     // Longitude axis (bottom).
-    let (lon_first, lon_last) = (
-        field.longitudes[col_order[0]],
-        field.longitudes[col_order[cols - 1]],
-    );
-    let max_lon_ticks = (gw / 70).max(1) as usize;
-    for t in ticks(lon_first, lon_last, max_lon_ticks) {
-        let x = LEFT as i32 + axis_pos(t, lon_first, lon_last, cols, gw) as i32;
+    let lons: Vec<f64> = col_order.iter().map(|&c| field.longitudes[c]).collect();
+    for (pos, t) in axis_ticks(&lons, gw, (gw / 70).max(1) as usize) {
+        let x = LEFT as i32 + pos as i32;
         let y = (TOP + gh) as i32;
         let _ = Line::new(Point::new(x, y), Point::new(x, y + 4))
             .into_styled(ink)
@@ -301,13 +320,9 @@ pub fn render_png(field: &Field) -> Result<Vec<u8>, RenderError> {
             .draw(&mut canvas);
     }
     // Latitude axis (left).
-    let (lat_first, lat_last) = (
-        field.latitudes[row_order[0]],
-        field.latitudes[row_order[rows - 1]],
-    );
-    let max_lat_ticks = (gh / 40).max(1) as usize;
-    for t in ticks(lat_last, lat_first, max_lat_ticks) {
-        let y = TOP as i32 + axis_pos(t, lat_first, lat_last, rows, gh) as i32;
+    let lats: Vec<f64> = row_order.iter().map(|&r| field.latitudes[r]).collect();
+    for (pos, t) in axis_ticks(&lats, gh, (gh / 40).max(1) as usize) {
+        let y = TOP as i32 + pos as i32;
         let x = LEFT as i32 - 1;
         let _ = Line::new(Point::new(x - 4, y), Point::new(x, y))
             .into_styled(ink)
@@ -485,7 +500,21 @@ mod tests {
         assert_eq!(degrees(8.0, 'E', 'W'), "8°E");
         assert_eq!(degrees(-3.5, 'E', 'W'), "3.5°W");
         assert_eq!(degrees(0.0, 'N', 'S'), "0°");
-        assert_eq!(ticks(47.0, 48.0, 4), vec![47.0, 47.5, 48.0]);
+        assert_eq!(ticks(47.0, 48.0, 4, 0.25), vec![47.0, 47.5, 48.0]);
+        assert_eq!(ticks(47.0, 48.0, 11, 0.5), vec![47.0, 47.5, 48.0]);
+        // Even labels: round values, interpolated (north first: 48 at the top cell's centre).
+        let lat = [48.0, 47.75, 47.5, 47.25, 47.0];
+        assert_eq!(
+            axis_ticks(&lat, 100, 4),
+            vec![(90.0, 47.0), (50.0, 47.5), (10.0, 48.0)]
+        );
+        // Uneven labels (a list): the cells' own labels at their centres.
+        let listed = [48.0, 47.25, 47.0];
+        assert_eq!(
+            axis_ticks(&listed, 90, 4),
+            vec![(15.0, 48.0), (45.0, 47.25), (75.0, 47.0)]
+        );
+        assert_eq!(axis_ticks(&[8.5], 40, 3), vec![(20.0, 8.5)]);
         assert_eq!(value_label(273.456, 10.0), "273.5");
     }
 }
