@@ -127,13 +127,24 @@ impl FuseAdapter {
         if !self.passthrough.load(Ordering::Relaxed) {
             return Err(reply);
         }
-        let mut backing = self.backing.lock().expect("poisoned");
-        if backing.caching.contains_key(&ino) {
+        if self
+            .backing
+            .lock()
+            .expect("poisoned")
+            .caching
+            .contains_key(&ino)
+        {
             return Err(reply);
         }
+        // Outside the lock: the first open of a cached file in this process reads it whole
+        // to check its checksum, which must not hold up the opens of other files.
         let Some(path) = self.fs.cached_path(ino) else {
             return Err(reply);
         };
+        let mut backing = self.backing.lock().expect("poisoned");
+        if backing.caching.contains_key(&ino) {
+            return Err(reply); // opened in caching mode meanwhile
+        }
         let id = match backing.by_inode.get(&ino).and_then(Weak::upgrade) {
             Some(id) => id,
             None => match std::fs::File::open(&path).and_then(|f| reply.open_backing(f)) {
