@@ -192,6 +192,9 @@ enum Command {
         /// Largest file an ad-hoc preview may build (bytes; K, M, G suffixes).
         #[arg(long, env = "SODEDA_PREVIEW_MAX_SIZE", default_value = "256M")]
         preview_max_size: String,
+        /// Most source chunks (hours × variables) an ad-hoc preview may read.
+        #[arg(long, env = "SODEDA_PREVIEW_MAX_CHUNKS", default_value_t = 744)]
+        preview_max_chunks: u64,
         /// Where to log (default: standard error).
         #[arg(long, env = "SODEDA_LOG_FILE")]
         log_file: Option<PathBuf>,
@@ -441,12 +444,13 @@ pub fn mount_main() -> ExitCode {
     load_dotenv();
     let cli = MountCli::parse_from(argv);
     if fake {
-        return match crate::mount::prepare_mountpoint(&cli.mount.mountpoint) {
-            Ok(_) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("error: {e:#}");
-                ExitCode::FAILURE
-            }
+        // -f: everything but the mount, and no side effect (no stale mount is detached).
+        let point = &cli.mount.mountpoint;
+        return if point.is_dir() {
+            ExitCode::SUCCESS
+        } else {
+            eprintln!("error: {} is not a directory", point.display());
+            ExitCode::FAILURE
         };
     }
     let log_file = cli.mount.log_file.clone().filter(|_| cli.mount.foreground);
@@ -485,8 +489,9 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             host,
             port,
             preview_max_size,
+            preview_max_chunks,
             ..
-        } => dashboard(common, *host, *port, preview_max_size).await,
+        } => dashboard(common, *host, *port, preview_max_size, *preview_max_chunks).await,
         Command::Unmount { mountpoint } => {
             crate::mount::unmount(mountpoint)?;
             eprintln!("unmounted {}", mountpoint.display());
@@ -545,6 +550,7 @@ async fn dashboard(
     host: std::net::IpAddr,
     port: u16,
     preview_max_size: &str,
+    preview_max_chunks: u64,
 ) -> Result<ExitCode> {
     let source = common.open_source().await?;
     let flow = common.flow(source).await?;
@@ -553,6 +559,7 @@ async fn dashboard(
         cache_dir: std::path::absolute(&common.cache)?,
         plan: common.plan_options()?,
         preview_max_size: parse_size(preview_max_size).context("--preview-max-size")?,
+        preview_max_chunks,
     };
     let dashboard = Arc::new(crate::dashboard::Dashboard::new(flow, options));
     if let Err(e) = dashboard.catalog() {

@@ -264,7 +264,15 @@ pub fn spawn_background(
         .open(log)
         .with_context(|| format!("opening the log file {}", log.display()))?;
     let start = file.seek(SeekFrom::End(0)).unwrap_or(0);
-    let mut child = Command::new(exe)
+    // Named after the real program: started as mount.sodeda (a copy or a hard link rather
+    // than a symlink), the child would otherwise read its arguments as a mount helper's.
+    let name = match exe.file_name().and_then(|n| n.to_str()) {
+        Some(helper::HELPER_NAME) | None => "sodeda-mount",
+        Some(n) => n,
+    }
+    .to_string();
+    let mut child = Command::new(&exe)
+        .arg0(name)
         .args(args)
         .stdin(Stdio::null())
         .stdout(file.try_clone()?)

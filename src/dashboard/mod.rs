@@ -46,6 +46,9 @@ pub struct DashboardOptions {
     pub plan: PlanOptions,
     /// Largest file an ad-hoc selection may build.
     pub preview_max_size: u64,
+    /// Most source chunks (time steps × variables) an ad-hoc selection may read: a small area
+    /// over many hours makes a small file but reads one chunk per hour.
+    pub preview_max_chunks: u64,
 }
 
 /// Counters of the dashboard itself.
@@ -66,9 +69,14 @@ pub struct Dashboard {
     /// The catalog and the deskriptors file's modification time it was read at.
     catalog: Mutex<(Option<SystemTime>, Arc<Catalog>)>,
     started: Instant,
+    /// Permits to build a file that is not cached (see [`MAX_BUILDS`]).
+    builds: tokio::sync::Semaphore,
     /// Counters.
     pub metrics: DashboardMetrics,
 }
+
+/// Files built at once for previews (each build already reads its chunks concurrently).
+pub const MAX_BUILDS: usize = 2;
 
 /// A selection resolved to a plan, with where it came from.
 struct Resolved {
@@ -109,6 +117,7 @@ impl Dashboard {
             options,
             catalog: Mutex::new((None, Arc::new(Catalog::default()))),
             started: Instant::now(),
+            builds: tokio::sync::Semaphore::new(MAX_BUILDS),
             metrics: DashboardMetrics::default(),
         }
     }
@@ -171,11 +180,27 @@ impl Dashboard {
                 page::human_size(self.options.preview_max_size)
             ));
         }
+        let steps = plan.selections.get("time").map_or(1, |t| t.indices.len()) as u64;
+        let chunks = steps * plan.variables.len() as u64;
+        if chunks > self.options.preview_max_chunks {
+            return Err(format!(
+                "this selection reads {chunks} source chunks ({steps} hours × {} variables); \
+                 previews read at most {} (--preview-max-chunks): narrow the time range or \
+                 the variables, or use `sodeda-era5 get`",
+                plan.variables.len(),
+                self.options.preview_max_chunks
+            ));
+        }
         Ok(Some(Resolved { plan, file: None }))
     }
 
-    /// Builds (or finds) the file of `plan`.
+    /// Builds (or finds) the file of `plan`. At most [`MAX_BUILDS`] files not yet cached are
+    /// built at once; other requests for new files wait their turn.
     async fn materialize(&self, plan: &Plan) -> Result<(PathBuf, Origin), String> {
+        let _permit = match self.flow.cache.contains(&plan.identity, plan.size) {
+            Some(_) => None,
+            None => Some(self.builds.acquire().await.map_err(|e| e.to_string())?),
+        };
         self.flow
             .materialize_shared(plan)
             .await
@@ -203,6 +228,28 @@ impl Dashboard {
 }
 
 type Shared = Arc<Dashboard>;
+
+/// A cache entry pinned for as long as this guard lives.
+struct Pinned {
+    cache: crate::cache::LocalCache,
+    identity: String,
+}
+
+impl Pinned {
+    fn new(cache: &crate::cache::LocalCache, identity: &str) -> Self {
+        cache.pin(identity);
+        Pinned {
+            cache: cache.clone(),
+            identity: identity.to_string(),
+        }
+    }
+}
+
+impl Drop for Pinned {
+    fn drop(&mut self) {
+        self.cache.unpin(&self.identity);
+    }
+}
 
 /// Runs `f` on the blocking pool: reading and planning a changed deskriptors file is disk and
 /// CPU work that must not hold up the server's other requests.
@@ -290,13 +337,19 @@ async fn index(State(d): State<Shared>, Query(pairs): Pairs) -> Html<String> {
             .unwrap_or_default(),
         _ => SelectionForm::from_pairs(&pairs),
     };
-    Html(page::render(&page::PageData {
-        dashboard: &d,
-        catalog,
-        form,
-        query: pairs,
-        preview,
-    }))
+    // Rendering stats the listed files (their cache state): blocking-pool work.
+    Html(
+        blocking(&d, move |d| {
+            page::render(&page::PageData {
+                dashboard: d,
+                catalog,
+                form,
+                query: pairs,
+                preview,
+            })
+        })
+        .await,
+    )
 }
 
 /// The slice asked for by `var`, `t` and `lv`.
@@ -340,23 +393,23 @@ async fn map(State(d): State<Shared>, Query(pairs): Pairs) -> Response {
         }
         Err(e) => return text_error(StatusCode::BAD_REQUEST, e),
     };
+    // Pinned from before the build until the slice is read, so a bounded cache cannot
+    // evict the file under the reader; the guard unpins even when the client goes away and
+    // the request is dropped half-way.
+    let pinned = Pinned::new(&d.flow.cache, &r.plan.identity);
     let path = match d.materialize(&r.plan).await {
         Ok((path, _)) => path,
         Err(e) => return text_error(StatusCode::BAD_GATEWAY, e),
     };
     let mut view = view_of(&pairs);
-    let cache = d.flow.cache.clone();
     let source = d.flow.source.clone();
-    let identity = r.plan.identity.clone();
-    // Pinned while read, so a bounded cache cannot evict it under the reader.
-    cache.pin(&identity);
     let rendered = tokio::task::spawn_blocking(move || {
         let field =
             preview::read_field(&path, &r.plan, &source, &mut view).map_err(|e| e.to_string())?;
+        drop(pinned);
         render::render_png(&field).map_err(|e| e.to_string())
     })
     .await;
-    d.flow.cache.unpin(&identity);
     match rendered {
         Ok(Ok(png)) => {
             d.metrics.maps.fetch_add(1, Ordering::Relaxed);
@@ -375,8 +428,8 @@ async fn map(State(d): State<Shared>, Query(pairs): Pairs) -> Response {
 }
 
 async fn files(State(d): State<Shared>) -> Response {
-    match blocking(&d, |d| d.catalog()).await {
-        Ok(c) => {
+    let listed = blocking(&d, |d| {
+        d.catalog().map(|c| {
             let rows: Vec<_> = c
                 .entries
                 .iter()
@@ -390,8 +443,12 @@ async fn files(State(d): State<Shared>) -> Response {
                 })
                 .collect();
             let errors: Vec<String> = c.errors.iter().map(|e| e.to_string()).collect();
-            Json(serde_json::json!({"files": rows, "errors": errors})).into_response()
-        }
+            serde_json::json!({"files": rows, "errors": errors})
+        })
+    })
+    .await;
+    match listed {
+        Ok(body) => Json(body).into_response(),
         Err(e) => text_error(StatusCode::INTERNAL_SERVER_ERROR, e),
     }
 }
@@ -424,4 +481,33 @@ pub async fn serve(
             }
         })
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::LocalCache;
+    use std::io::Write;
+
+    fn add(cache: &LocalCache, identity: &str) -> PathBuf {
+        let mut f = cache.temp_file().unwrap();
+        f.write_all(&[1u8; 100]).unwrap();
+        cache.persist(f, identity).unwrap()
+    }
+
+    #[test]
+    fn a_pin_guard_keeps_an_entry_until_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = LocalCache::open(dir.path()).unwrap().with_max_size(150);
+        let first = add(&cache, "aa01");
+        let guard = Pinned::new(&cache, "aa01");
+        add(&cache, "bb02"); // over the limit, but the only older entry is pinned
+        assert!(first.exists());
+        drop(guard); // as when a request is dropped half-way
+        add(&cache, "cc03");
+        assert!(
+            !first.exists(),
+            "unpinned, the least recently used entry is evicted"
+        );
+    }
 }

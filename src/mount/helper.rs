@@ -115,7 +115,11 @@ pub fn translate(args: &[OsString]) -> Result<HelperCall> {
                 options.extend(value.split(',').filter(|s| !s.is_empty()).map(String::from));
                 i += 1;
             }
-            "-t" | "-N" => i += 1, // the type (we know it) and a namespace (unsupported here)
+            "-t" => i += 1, // the type: we know it
+            "-N" => bail!(
+                "mount.sodeda: mounting in another mount namespace (-N) is not supported; \
+                 run mount inside that namespace instead"
+            ),
             s if s.starts_with("-o") => options.extend(
                 s[2..]
                     .split(',')
@@ -147,6 +151,18 @@ pub fn translate(args: &[OsString]) -> Result<HelperCall> {
     })?;
     let mut out: Vec<OsString> = vec!["sodeda-mount".into(), "--deskriptors".into(), spec];
     let mut env_file = None;
+    // mount(8) appends the command line's -o to fstab's options: the last of a key wins.
+    let key_of = |o: &str| o.split('=').next().unwrap_or("").replace('-', "_");
+    let options: Vec<String> = options
+        .iter()
+        .enumerate()
+        .filter(|(i, o)| {
+            !options[i + 1..]
+                .iter()
+                .any(|later| key_of(later) == key_of(o))
+        })
+        .map(|(_, o)| o.clone())
+        .collect();
     for option in options {
         let (key, value) = match option.split_once('=') {
             Some((k, v)) => (k.replace('-', "_"), Some(v.to_string())),
@@ -225,6 +241,38 @@ mod tests {
         );
         assert_eq!(c.env_file, Some("/etc/sodeda/sodeda.env".into()));
         assert!(!c.fake);
+    }
+
+    #[test]
+    fn the_last_of_a_repeated_option_wins() {
+        // fstab says cache=/a; `mount /mnt -o cache=/b` appends the command line's options.
+        let c = call(&[
+            "d",
+            "/mnt",
+            "-o",
+            "cache=/a,allow_other",
+            "-o",
+            "cache=/b,allow-other",
+        ])
+        .unwrap();
+        assert_eq!(
+            strings(&c),
+            [
+                "sodeda-mount",
+                "--deskriptors",
+                "d",
+                "--cache",
+                "/b",
+                "--allow-other",
+                "/mnt"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_namespace_is_refused() {
+        let e = call(&["d", "/mnt", "-N", "/proc/1/ns/mnt"]).unwrap_err();
+        assert!(e.to_string().contains("-N"), "{e}");
     }
 
     #[test]

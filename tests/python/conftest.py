@@ -70,9 +70,10 @@ def run(replica, tmp_path):
 
 
 def clean_env():
-    """This process's environment without sodeda settings, for the binaries under test."""
+    """This process's environment without sodeda settings (nor RUST_LOG, which would override
+    --log-level), for the binaries under test."""
     return {k: v for k, v in os.environ.items()
-            if not k.startswith("SODEDA_") and k != "LOCAL_CACHE"}
+            if not k.startswith("SODEDA_") and k not in ("LOCAL_CACHE", "RUST_LOG")}
 
 
 def chunk_gets(requests):

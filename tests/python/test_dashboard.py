@@ -4,9 +4,11 @@ The dashboard process is started on a free port of 127.0.0.1 and stopped by its 
 browser gets a fresh profile and no background networking (this machine has no internet).
 """
 
+import html
 import io
 import json
 import os
+import re
 import signal
 import subprocess
 import tempfile
@@ -256,25 +258,38 @@ def test_a_bad_selection_shows_its_error(browser, dashboard, fields, expected):
     assert dashboard.get("/healthz")[0] == 200
 
 
+def page_error(body):
+    """The text of the page's error message, or None."""
+    m = re.search(rb'<div class="error" id="error"[^>]*>(.*?)</div>', body, re.S)
+    return None if m is None else html.unescape(re.sub(r"<[^>]+>", "", m.group(1).decode()))
+
+
 def test_errors_without_a_browser(dashboard, replica, tmp_path):
-    # No variable, an unknown file, a too-large selection, a map without a selection.
+    # No variable, an unknown file, a map without a selection, too much to read.
     status, body, _ = dashboard.get("/?time_start=2023-01-01T10:00")
-    assert status == 200 and b'id="error"' in body and b"variable" in body
+    assert status == 200 and "field `variable`" in page_error(body), page_error(body)
     status, body, _ = dashboard.get("/?file=nope.nc")
-    assert b"no file named" in body and b"nope.nc" in body
+    assert status == 200 and 'no file named "nope.nc"' in page_error(body)
     status, body, _ = dashboard.get("/map.png?file=nope.nc")
     assert status == 400 and b"nope.nc" in body
     status, body, _ = dashboard.get("/map.png")
-    assert status == 400
+    assert status == 400 and b"no selection" in body
+    # One point over two months: a tiny file, but one source chunk per hour.
+    status, body, _ = dashboard.get("/?time_start=2023-01&time_end=2023-02&lat_start=47"
+                                    "&lon_start=8&variable=2m_temperature")
+    assert "reads 1416 source chunks" in page_error(body), page_error(body)
+    status, body, _ = dashboard.get("/?time_start=2023-01-01&lat_start=47&lon_start=8"
+                                    "&variable=2m_temperature")
+    assert page_error(body) is None and b'id="map"' in body
     small = Dashboard(replica, tmp_path / "cache2", TEST_SET, tmp_path / "small.log",
                       extra=("--preview-max-size", "1M"))
     try:
         status, body, _ = small.get(
             "/?time_start=2023-01-01T10:00&time_end=2023-01-01T13:00&variable=temperature")
-        assert b"previews build at most 1.0 MiB" in body
+        assert "previews build at most 1.0 MiB" in page_error(body)
         assert not any((tmp_path / "cache2").rglob("*.nc"))
     finally:
         small.stop()
     status, body, _ = dashboard.get("/api/status")
     stats = json.loads(body)
-    assert stats["errors"] >= 2 and stats["pages"] >= 2
+    assert stats["errors"] == 3 and stats["pages"] == 4 and stats["flow_runs"] == 1, stats

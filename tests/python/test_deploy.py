@@ -38,6 +38,8 @@ def helper():
     saved = None
     if HELPER.is_symlink() or HELPER.exists():
         saved = HELPER.with_name(".mount.sodeda.saved-by-tests")
+        assert not (saved.exists() or saved.is_symlink()), \
+            f"{saved} exists: an earlier test run was killed; restore it to {HELPER} by hand"
         HELPER.rename(saved)
     HELPER.symlink_to(mount_binary().resolve())
     try:
@@ -122,7 +124,7 @@ def test_the_fstab_line_mounts_with_mount_8(helper, site, run, tmp_path):
                        text=True, env=clean_env(), timeout=120)
     assert p.returncode == 0, p.stderr
     assert_serves_the_test_set(site, run)
-    subprocess.run(["umount", str(site.mnt)], check=True, timeout=30)
+    site.stop()  # umount, then wait for the mount process to end
     assert mounted_at(site.mnt) is None
 
 
@@ -184,6 +186,7 @@ def test_status_reports_the_mount_counters(mount_factory, replica, run, tmp_path
 
 
 def test_the_dashboard_logs_to_its_log_file(replica, tmp_path):
+    import urllib.error
     import urllib.request
     from conftest import free_port
     log = tmp_path / "dash.log"
@@ -201,6 +204,8 @@ def test_the_dashboard_logs_to_its_log_file(replica, tmp_path):
                 urllib.request.urlopen(f"http://127.0.0.1:{port}/?file=multi_hour.nc",
                                        timeout=60).read()
                 break
+            except urllib.error.HTTPError:
+                raise  # the server answered: an error status is a failure, not "not yet up"
             except OSError:
                 assert time.monotonic() < deadline and proc.poll() is None
                 time.sleep(0.1)
