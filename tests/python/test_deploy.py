@@ -216,3 +216,17 @@ def test_the_dashboard_logs_to_its_log_file(replica, tmp_path):
     text = log.read_text()
     assert "DEBUG" in text, text[-2000:]
     assert b"DEBUG" not in err
+
+
+def test_a_copied_helper_mounts_in_the_background(site, run, tmp_path):
+    # Installed as a copy (or a hard link) rather than a symlink, the helper's background
+    # process must still start as sodeda-mount, not as a second helper.
+    copy = tmp_path / "bin" / "mount.sodeda"
+    copy.parent.mkdir()
+    shutil.copy(mount_binary(), copy)
+    p = subprocess.run([str(copy), str(site.deskriptors), str(site.mnt), "-o",
+                        site.rewrite("ro,cache=/var/cache/sodeda,env_file=/etc/sodeda/sodeda.env,"
+                                     "log_file=/var/log/sodeda-mount.log")],
+                       capture_output=True, text=True, env=clean_env(), timeout=120)
+    assert p.returncode == 0, p.stderr + site.log.read_text()
+    assert_serves_the_test_set(site, run)
