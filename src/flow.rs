@@ -109,6 +109,27 @@ impl Flow {
         }
     }
 
+    /// Counters of the flow, the S3 tier and the source, as JSON fields (for `status`, the
+    /// mount's `user.sodeda.stats` and the dashboard's `/api/status`).
+    pub fn counters(&self) -> serde_json::Map<String, serde_json::Value> {
+        let get = |a: &AtomicU64| serde_json::Value::from(a.load(Ordering::Relaxed));
+        let m = &self.metrics;
+        let source = &self.source.metrics;
+        serde_json::Map::from_iter([
+            ("flow_runs".to_string(), get(&m.runs)),
+            ("flow_failures".to_string(), get(&m.failures)),
+            ("cache_hits".to_string(), get(&m.cache_hits)),
+            ("remote_hits".to_string(), get(&m.remote_hits)),
+            ("uploads".to_string(), get(&m.uploads)),
+            (
+                "uploads_pending".to_string(),
+                self.remote.as_ref().map_or(0, |r| r.pending()).into(),
+            ),
+            ("source_requests".to_string(), source.requests().into()),
+            ("source_bytes".to_string(), source.bytes().into()),
+        ])
+    }
+
     /// Adds the S3 tier: read path local → S3 → source, write path local + S3.
     pub fn with_remote(mut self, remote: Arc<RemoteCache>) -> Self {
         self.remote = Some(remote);

@@ -584,25 +584,19 @@ impl DatasetFs {
 
     /// Counters of the file system, the flow and the source, as one JSON object.
     pub fn stats_json(&self) -> String {
-        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let flow = &self.flow.metrics;
-        let source = &self.flow.source.metrics;
-        serde_json::json!({
-            "files": self.len(),
-            "reads": get(&self.metrics.reads),
-            "bytes_read": get(&self.metrics.bytes_read),
-            "read_errors": get(&self.metrics.read_errors),
-            "passthrough_opens": get(&self.metrics.passthrough_opens),
-            "flow_runs": get(&flow.runs),
-            "flow_failures": get(&flow.failures),
-            "cache_hits": get(&flow.cache_hits),
-            "remote_hits": get(&flow.remote_hits),
-            "uploads": get(&flow.uploads),
-            "uploads_pending": self.flow.remote.as_ref().map_or(0, |r| r.pending()),
-            "source_requests": source.requests(),
-            "source_bytes": source.bytes(),
-        })
-        .to_string()
+        let get = |a: &AtomicU64| serde_json::Value::from(a.load(Ordering::Relaxed));
+        let mut stats = serde_json::Map::from_iter([
+            ("files".to_string(), self.len().into()),
+            ("reads".to_string(), get(&self.metrics.reads)),
+            ("bytes_read".to_string(), get(&self.metrics.bytes_read)),
+            ("read_errors".to_string(), get(&self.metrics.read_errors)),
+            (
+                "passthrough_opens".to_string(),
+                get(&self.metrics.passthrough_opens),
+            ),
+        ]);
+        stats.extend(self.flow.counters());
+        serde_json::Value::Object(stats).to_string()
     }
 
     /// Total size of all files, for `statfs`.

@@ -209,21 +209,18 @@ impl Dashboard {
 
     /// Counters of the dashboard, the flow and the source, as JSON.
     pub fn status_json(&self) -> serde_json::Value {
-        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let flow = &self.flow.metrics;
-        let source = &self.flow.source.metrics;
-        serde_json::json!({
-            "uptime_s": self.started.elapsed().as_secs(),
-            "pages": get(&self.metrics.pages),
-            "maps": get(&self.metrics.maps),
-            "errors": get(&self.metrics.errors),
-            "flow_runs": get(&flow.runs),
-            "flow_failures": get(&flow.failures),
-            "cache_hits": get(&flow.cache_hits),
-            "remote_hits": get(&flow.remote_hits),
-            "source_requests": source.requests(),
-            "source_bytes": source.bytes(),
-        })
+        let get = |a: &AtomicU64| serde_json::Value::from(a.load(Ordering::Relaxed));
+        let mut status = serde_json::Map::from_iter([
+            (
+                "uptime_s".to_string(),
+                self.started.elapsed().as_secs().into(),
+            ),
+            ("pages".to_string(), get(&self.metrics.pages)),
+            ("maps".to_string(), get(&self.metrics.maps)),
+            ("errors".to_string(), get(&self.metrics.errors)),
+        ]);
+        status.extend(self.flow.counters());
+        serde_json::Value::Object(status)
     }
 }
 

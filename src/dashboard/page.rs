@@ -239,6 +239,22 @@ fn preview(p: &PageData, pr: &Result<Preview, String>) -> Markup {
     }
 }
 
+/// A field (form name, current value, placeholder).
+type Field<'a> = (&'a str, &'a str, &'a str);
+
+/// A "from … to …" pair of text fields with a hint below.
+fn range_fields(legend: &str, from: Field, to: Field, hint: &str) -> Markup {
+    html! {
+        fieldset {
+            legend { (legend) }
+            label { "from " input type="text" name=(from.0) value=(from.1) placeholder=(from.2); }
+            " "
+            label { "to " input type="text" name=(to.0) value=(to.1) placeholder=(to.2); }
+            div.units { (hint) }
+        }
+    }
+}
+
 fn selection(p: &PageData) -> Markup {
     let source = p.dashboard.source();
     let f = &p.form;
@@ -252,29 +268,12 @@ fn selection(p: &PageData) -> Markup {
     html! {
         h2 { "Preview a selection" }
         form #select-form method="get" action="/" {
-            fieldset {
-                legend { "time (UTC)" }
-                label { "from " input type="text" name="time_start" value=(f.time_start)
-                    placeholder="2023-01-01T00:00"; }
-                " "
-                label { "to " input type="text" name="time_end" value=(f.time_end)
-                    placeholder="2023-01-01T05:00"; }
-                div.units { (hint("time")) }
-            }
-            fieldset {
-                legend { "latitude" }
-                label { "from " input type="text" name="lat_start" value=(f.lat_start) placeholder="60"; }
-                " "
-                label { "to " input type="text" name="lat_end" value=(f.lat_end) placeholder="35"; }
-                div.units { (hint("latitude")) }
-            }
-            fieldset {
-                legend { "longitude" }
-                label { "from " input type="text" name="lon_start" value=(f.lon_start) placeholder="-10"; }
-                " "
-                label { "to " input type="text" name="lon_end" value=(f.lon_end) placeholder="30"; }
-                div.units { "0 … 360, or −180 … 180" }
-            }
+            (range_fields("time (UTC)", ("time_start", &f.time_start, "2023-01-01T00:00"),
+                ("time_end", &f.time_end, "2023-01-01T05:00"), &hint("time")))
+            (range_fields("latitude", ("lat_start", &f.lat_start, "60"),
+                ("lat_end", &f.lat_end, "35"), &hint("latitude")))
+            (range_fields("longitude", ("lon_start", &f.lon_start, "-10"),
+                ("lon_end", &f.lon_end, "30"), "0 … 360, or −180 … 180"))
             fieldset {
                 legend { "levels" }
                 input type="text" name="level" value=(f.level) placeholder="500, 850";

@@ -10,11 +10,14 @@ import functools
 import http.server
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -327,3 +330,54 @@ def s3():
         yield server
     finally:
         server.stop()
+
+
+class Dashboard:
+    """A `sodeda-era5 dashboard` process on a free port of 127.0.0.1 (standard error to
+    `log`), answering once started; stopped by PID."""
+
+    def __init__(self, replica, cache, deskriptors, log, extra=(), log_level="info"):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = log
+        env = clean_env()
+        env.update({"SODEDA_SOURCE": str(replica), "LOCAL_CACHE": str(cache),
+                    "SODEDA_DESKRIPTORS": str(deskriptors)})
+        self.stderr = open(log, "wb")
+        self.proc = subprocess.Popen(
+            [str(binary()), "dashboard", "--port", str(self.port), "--log-level", log_level,
+             *extra],
+            env=env, stdout=subprocess.DEVNULL, stderr=self.stderr)
+        deadline = time.monotonic() + 60
+        while True:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"dashboard exited {self.proc.returncode}:\n"
+                                     + Path(log).read_text())
+            try:
+                if self.get("/healthz")[1] == b"ok\n":
+                    return
+            except (urllib.error.URLError, ConnectionError):
+                pass
+            if time.monotonic() > deadline:
+                self.stop()
+                raise AssertionError("dashboard not answering after 60 s:\n"
+                                     + Path(log).read_text())
+            time.sleep(0.1)
+
+    def get(self, path):
+        """(status, body, content type) of a GET; HTTP errors are returned, not raised."""
+        try:
+            with urllib.request.urlopen(self.url + path, timeout=120) as r:
+                return r.status, r.read(), r.headers.get("Content-Type")
+        except urllib.error.HTTPError as e:
+            return e.code, e.read(), e.headers.get("Content-Type")
+
+    def stop(self):
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        self.stderr.close()

@@ -9,69 +9,19 @@ import io
 import json
 import os
 import re
-import signal
-import subprocess
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import DATA, binary, clean_env, free_port
+from conftest import DATA, Dashboard
 
 CHROMIUM = os.environ.get("SODEDA_CHROMIUM", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("SODEDA_CHROMEDRIVER", "/usr/bin/chromedriver")
 TEST_SET = DATA / "test-set.jsonl"
-
-
-class Dashboard:
-    def __init__(self, replica, cache, deskriptors, log, extra=()):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = log
-        env = clean_env()
-        env.update({"SODEDA_SOURCE": str(replica), "LOCAL_CACHE": str(cache),
-                    "SODEDA_DESKRIPTORS": str(deskriptors)})
-        self.proc = subprocess.Popen(
-            [str(binary()), "dashboard", "--port", str(self.port), "--log-level", "info",
-             *extra],
-            env=env, stdout=subprocess.DEVNULL, stderr=open(log, "wb"))
-        deadline = time.monotonic() + 60
-        while True:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"dashboard exited {self.proc.returncode}:\n"
-                                     + Path(log).read_text())
-            try:
-                if self.get("/healthz")[1] == b"ok\n":
-                    return
-            except (urllib.error.URLError, ConnectionError):
-                pass
-            if time.monotonic() > deadline:
-                self.stop()
-                raise AssertionError("dashboard not answering after 60 s:\n"
-                                     + Path(log).read_text())
-            time.sleep(0.1)
-
-    def get(self, path):
-        """(status, body, content type) of a GET; HTTP errors are returned, not raised."""
-        try:
-            with urllib.request.urlopen(self.url + path, timeout=120) as r:
-                return r.status, r.read(), r.headers.get("Content-Type")
-        except urllib.error.HTTPError as e:
-            return e.code, e.read(), e.headers.get("Content-Type")
-
-    def stop(self):
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import DATA, ROOT, binary, clean_env, mount_binary, mounted_at
+from conftest import DATA, ROOT, Dashboard, clean_env, mount_binary, mounted_at
 
 DOC = ROOT / "docs" / "DEPLOYMENT.md"
 HELPER = Path("/sbin/mount.sodeda")
@@ -186,36 +186,18 @@ def test_status_reports_the_mount_counters(mount_factory, replica, run, tmp_path
 
 
 def test_the_dashboard_logs_to_its_log_file(replica, tmp_path):
-    import urllib.error
-    import urllib.request
-    from conftest import free_port
     log = tmp_path / "dash.log"
-    port = free_port()
-    env = clean_env()
-    env.update({"SODEDA_SOURCE": str(replica), "LOCAL_CACHE": str(tmp_path / "cache"),
-                "SODEDA_DESKRIPTORS": str(TEST_SET)})
-    proc = subprocess.Popen([str(binary()), "dashboard", "--port", str(port), "--log-file",
-                             str(log), "--log-level", "debug"], env=env,
-                            stderr=subprocess.PIPE)
+    d = Dashboard(replica, tmp_path / "cache", TEST_SET, tmp_path / "stderr.log",
+                  extra=("--log-file", log), log_level="debug")
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/?file=multi_hour.nc",
-                                       timeout=60).read()
-                break
-            except urllib.error.HTTPError:
-                raise  # the server answered: an error status is a failure, not "not yet up"
-            except OSError:
-                assert time.monotonic() < deadline and proc.poll() is None
-                time.sleep(0.1)
+        status, _, _ = d.get("/?file=multi_hour.nc")
+        assert status == 200
     finally:
-        proc.terminate()
-        _, err = proc.communicate(timeout=20)
-    assert proc.returncode == 0
+        d.stop()
+    assert d.proc.returncode == 0
     text = log.read_text()
-    assert "DEBUG" in text, text[-2000:]
-    assert b"DEBUG" not in err
+    assert "DEBUG" in text and "built file=multi_hour.nc" in text, text[-2000:]
+    assert "DEBUG" not in (tmp_path / "stderr.log").read_text()
 
 
 def test_a_copied_helper_mounts_in_the_background(site, run, tmp_path):
