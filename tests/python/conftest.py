@@ -280,6 +280,41 @@ def free_port():
         return s.getsockname()[1]
 
 
+class _SerialConditionalWrites:
+    """WSGI wrapper: moto checks `If-None-Match`/`If-Match` and then writes, without a lock,
+    so two concurrent conditional creates of one key can both succeed, which S3 itself never
+    allows. Conditional writes are serialised here so moto keeps S3's promise."""
+
+    def __init__(self, app):
+        self.app = app
+        self.lock = threading.Lock()
+
+    def __call__(self, environ, start_response):
+        conditional = environ.get("HTTP_IF_NONE_MATCH") or environ.get("HTTP_IF_MATCH")
+        if environ.get("REQUEST_METHOD") == "PUT" and conditional:
+            with self.lock:
+                return list(self.app(environ, start_response))
+        return self.app(environ, start_response)
+
+
+def _moto_server(port):
+    """moto's threaded S3 server on 127.0.0.1:port, with atomic conditional writes."""
+    from moto.moto_server.threaded_moto_server import ThreadedMotoServer
+    from moto.moto_server.werkzeug_app import (DomainDispatcherApplication, MotoRequestHandler,
+                                               create_backend_app)
+    from werkzeug.serving import make_server
+
+    class Server(ThreadedMotoServer):
+        def _server_entry(self):
+            app = _SerialConditionalWrites(DomainDispatcherApplication(create_backend_app))
+            self._server = make_server(self._ip_address, self._port, app, True,
+                                       request_handler=MotoRequestHandler)
+            self._server_ready_event.set()
+            self._server.serve_forever()
+
+    return Server(ip_address="127.0.0.1", port=port, verbose=False)
+
+
 class S3Server:
     """A moto S3 server on 127.0.0.1 in this process, with one bucket."""
 
@@ -287,10 +322,9 @@ class S3Server:
     secret = "s3cr3t-of-the-tests"
 
     def __init__(self):
-        from moto.server import ThreadedMotoServer
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        self.server = _moto_server(self.port)
         self.server.start()
         self.running = True
         # moto keeps its state per process: start every test from an empty server.
