@@ -230,7 +230,10 @@ pub struct MountArgs {
 #[command(
     name = "sodeda-mount",
     version,
-    about = "Mount a sodeda-era5 dataset: one NetCDF file per deskriptor"
+    about = "Mount a sodeda-era5 dataset: one NetCDF file per deskriptor",
+    after_help = "Started as /sbin/mount.sodeda (a link to this program), it is the mount(8) \
+                  helper of `mount -t sodeda DESKRIPTORS MOUNTPOINT -o key=value,...`, for \
+                  /etc/fstab and systemd: see docs/DEPLOYMENT.md."
 )]
 pub struct MountCli {
     #[command(flatten)]
