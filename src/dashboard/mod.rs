@@ -295,35 +295,28 @@ async fn index(State(d): State<Shared>, Query(pairs): Pairs) -> Html<String> {
         move |d| (d.catalog(), d.resolve(&pairs))
     })
     .await;
-    let mut preview = None;
-    let outcome = match resolved {
+    let preview = match resolved {
         Ok(None) => None,
         Err(e) => Some(Err(e)),
         Ok(Some(r)) => {
             let start = Instant::now();
-            match d.materialize(&r.plan).await {
-                Ok((_, origin)) => Some(Ok((r, origin, start.elapsed()))),
-                Err(e) => Some(Err(e)),
-            }
+            Some(
+                d.materialize(&r.plan)
+                    .await
+                    .map(|(_, origin)| page::Preview {
+                        took: start.elapsed(),
+                        axes: preview::Axes::of(&r.plan, d.source()),
+                        view: view_of(&pairs),
+                        file: r.file,
+                        plan: r.plan,
+                        origin,
+                    }),
+            )
         }
     };
-    if let Some(Err(e)) = &outcome {
+    if let Some(Err(e)) = &preview {
         d.metrics.errors.fetch_add(1, Ordering::Relaxed);
         tracing::info!("selection refused: {e}");
-    }
-    if let Some(o) = outcome {
-        preview = Some(o.map(|(r, origin, took)| {
-            let axes = preview::Axes::of(&r.plan, d.source());
-            let view = view_of(&pairs);
-            page::Preview {
-                file: r.file,
-                plan: r.plan,
-                origin,
-                took,
-                axes,
-                view,
-            }
-        }));
     }
     let form = match query_value(&pairs, "file") {
         Some(name) if !name.is_empty() => catalog

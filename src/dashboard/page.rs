@@ -161,9 +161,8 @@ fn preview(p: &PageData, pr: &Result<Preview, String>) -> Markup {
                 .filter(|v| pv.axes.variables.contains(v))
                 .or_else(|| pv.axes.variables.first().cloned());
             view.variable = variable.clone();
+            view.clamp(&pv.axes);
             let steps = pv.axes.times.len().max(1);
-            view.step = view.step.min(steps - 1);
-            view.level = view.level.min(pv.axes.levels.len().saturating_sub(1));
             let step_link = |t: usize| {
                 url(
                     "/",

@@ -197,6 +197,14 @@ pub struct View {
     pub level: usize,
 }
 
+impl View {
+    /// Moves the step and the level into the file's range (the last one when past it).
+    pub fn clamp(&mut self, axes: &Axes) {
+        self.step = self.step.min(axes.times.len().saturating_sub(1));
+        self.level = self.level.min(axes.levels.len().saturating_sub(1));
+    }
+}
+
 /// What the page needs to know of a planned file to offer its views.
 #[derive(Debug, Clone)]
 pub struct Axes {
@@ -265,8 +273,7 @@ pub fn read_field(
         return Err(SliceError::NoVariable(name, axes.variables.join(", ")));
     }
     view.variable = Some(name.clone());
-    view.step = view.step.min(axes.times.len().saturating_sub(1));
-    view.level = view.level.min(axes.levels.len().saturating_sub(1));
+    view.clamp(&axes);
     let file = netcdf::open(path)?;
     let var = file
         .variable(&name)
