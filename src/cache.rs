@@ -15,15 +15,29 @@
 //! deleted and reported as absent, so it is rebuilt, never served. (On a file system without
 //! user xattrs entries are checked by size only.)
 //!
+//! Nothing in the cache directory is trusted by its name alone (anyone who can write the
+//! directory could plant a file there). An entry is opened with [`LocalCache::open_entry`]:
+//! directory by directory with `openat(O_NOFOLLOW)` (a symlink anywhere inside the cache is
+//! refused), the sub-directories and the entry must be owned by the user running this process
+//! and not writable by others, the entry must be a regular file with one link and the planned
+//! size, and its bytes must match its CRC-32C — an entry without one (copied by `cp -r`, which
+//! drops xattrs) is deleted and rebuilt. The caller reads the descriptor it got, never the path
+//! again, so an entry swapped after the checks is never read. Files in the cache directory that
+//! are not entries (any name but `<2 hex>/<hex identity>.nc`) are ignored: never read, evicted
+//! or deleted.
+//!
 //! With a size limit ([`LocalCache::with_max_size`]) the cache evicts the least recently used
 //! entries after each new one, never an entry that is pinned (open through the mount). Recency
 //! is what this process saw (lookups and new entries), seeded at start from the files'
 //! modification times.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::ffi::CString;
-use std::io::{self, Read};
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -55,23 +69,92 @@ struct Usage {
     bytes: u64,
     /// Open handles per identity: never evicted while present.
     pins: HashMap<String, usize>,
-    /// Entries whose checksum this process has verified.
-    verified: HashSet<String>,
+    /// Entries whose checksum this process has verified, with the file they were verified
+    /// on (a replaced file is verified again).
+    verified: HashMap<String, FileStamp>,
+}
+
+/// What identifies one version of an entry's file: device, inode, size, modification time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileStamp(u64, u64, u64, i64, i64);
+
+impl FileStamp {
+    fn of(m: &std::fs::Metadata) -> Self {
+        FileStamp(m.dev(), m.ino(), m.len(), m.mtime(), m.mtime_nsec())
+    }
+}
+
+/// Whether `identity` is a name this cache gives entries: lowercase hex digits, at least
+/// two (the sub-directory is named after the first two).
+pub fn is_identity(identity: &str) -> bool {
+    identity.len() >= 2
+        && identity
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// The process's file mode creation mask (from `/proc/self/status`; `022` if unknown).
+/// Read, not set: `umask(2)` would change it for every thread for a moment.
+pub fn umask() -> u32 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Umask:"))
+                .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+        })
+        .unwrap_or(0o022)
+}
+
+/// Opens `name` under the directory `dir` without following a symlink at `name`.
+fn open_at(dir: &OwnedFd, name: &str, flags: libc::c_int) -> io::Result<OwnedFd> {
+    let c = CString::new(name).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: `dir` is an open descriptor and `c` a NUL-terminated string, both alive for the
+    // call; the result is a new descriptor owned by nobody else, or -1.
+    let fd = unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            c.as_ptr(),
+            flags | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just returned by openat and is not owned elsewhere.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Why an entry is not trusted (for the log; the entry is then rebuilt).
+fn untrusted(m: &std::fs::Metadata, what: &str) -> Option<String> {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if m.uid() != me {
+        return Some(format!(
+            "{what} is owned by uid {}, not by uid {me}",
+            m.uid()
+        ));
+    }
+    if m.mode() & 0o002 != 0 {
+        return Some(format!("{what} is writable by every user"));
+    }
+    None
 }
 
 /// Name of the extended attribute holding an entry's CRC-32C (8 hex digits).
 pub const CHECKSUM_XATTR: &str = "user.sodeda.crc32c";
 
-fn crc32c_of(path: &Path) -> io::Result<u32> {
-    let mut f = std::fs::File::open(path)?;
+/// The CRC-32C of a whole file, read with `pread` (the file position stays where it was).
+fn crc32c_of_file(f: &File) -> io::Result<u32> {
     let mut buf = vec![0u8; 1 << 20];
-    let mut crc = 0u32;
+    let (mut crc, mut at) = (0u32, 0u64);
     loop {
-        let n = f.read(&mut buf)?;
+        let n = f.read_at(&mut buf, at)?;
         if n == 0 {
             return Ok(crc);
         }
         crc = crc32c::crc32c_append(crc, &buf[..n]);
+        at += n as u64;
     }
 }
 
@@ -80,9 +163,8 @@ fn c_path(path: &Path) -> io::Result<CString> {
         .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
 }
 
-fn set_checksum(path: &Path, crc: u32) -> io::Result<()> {
-    let (p, n) = (c_path(path)?, CString::new(CHECKSUM_XATTR).expect("no NUL"));
-    let value = format!("{crc:08x}");
+fn set_xattr(path: &Path, name: &str, value: &str) -> io::Result<()> {
+    let (p, n) = (c_path(path)?, CString::new(name).expect("no NUL"));
     // SAFETY: valid NUL-terminated strings and a buffer of the given length, all alive for
     // the call.
     let rc = unsafe {
@@ -101,20 +183,53 @@ fn set_checksum(path: &Path, crc: u32) -> io::Result<()> {
     }
 }
 
-fn get_checksum(path: &Path) -> Option<u32> {
-    let (p, n) = (c_path(path).ok()?, CString::new(CHECKSUM_XATTR).ok()?);
+/// The checksum recorded with an open entry.
+enum Recorded {
+    /// The CRC-32C kept in the entry's xattr.
+    Crc(u32),
+    /// The entry has no (readable) checksum: it lost it (a copy without xattrs) or never had it.
+    Missing,
+    /// The file system keeps no user xattrs: entries are checked by size only.
+    Unsupported,
+}
+
+fn recorded_checksum(file: &File) -> Recorded {
+    let n = CString::new(CHECKSUM_XATTR).expect("no NUL");
     let mut buf = [0u8; 16];
-    // SAFETY: valid NUL-terminated strings; getxattr writes at most `buf.len()` bytes.
-    let len = unsafe { libc::getxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-    if len <= 0 {
-        return None;
+    // SAFETY: an open descriptor and a NUL-terminated name; fgetxattr writes at most
+    // `buf.len()` bytes into `buf`.
+    let len = unsafe {
+        libc::fgetxattr(
+            file.as_raw_fd(),
+            n.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    if len < 0 {
+        return match io::Error::last_os_error().raw_os_error() {
+            Some(libc::ENOTSUP) => Recorded::Unsupported,
+            _ => Recorded::Missing,
+        };
     }
-    u32::from_str_radix(std::str::from_utf8(&buf[..len as usize]).ok()?, 16).ok()
+    std::str::from_utf8(&buf[..len as usize])
+        .ok()
+        .and_then(|v| u32::from_str_radix(v, 16).ok())
+        .map_or(Recorded::Missing, Recorded::Crc)
+}
+
+#[cfg(test)]
+fn get_checksum(path: &Path) -> Option<u32> {
+    match recorded_checksum(&File::open(path).ok()?) {
+        Recorded::Crc(c) => Some(c),
+        _ => None,
+    }
 }
 
 /// A cache directory on local disk.
 #[derive(Clone)]
 pub struct LocalCache {
+    /// `<dir>/v<FORMAT_VERSION>`.
     root: PathBuf,
     max_size: Option<u64>,
     usage: Arc<Mutex<Usage>>,
@@ -129,8 +244,14 @@ impl std::fmt::Debug for LocalCache {
     }
 }
 
+/// Name of the extended attribute counting the chunks of an entry that were absent from the
+/// source (read as the fill value); absent on entries made only of stored data.
+pub const ABSENT_XATTR: &str = "user.sodeda.absent-chunks";
+
 impl LocalCache {
-    /// Opens (creating if needed) the cache under `dir`.
+    /// Opens (creating if needed) the cache under `dir`. Warns when `dir` or its version
+    /// directory can be written by every user (anyone could then plant files; they are not
+    /// served, see the module docs, but they cost rebuilds).
     pub fn open(dir: &Path) -> Result<Self, CacheError> {
         let root = dir.join(format!("v{FORMAT_VERSION}"));
         let tmp = root.join("tmp");
@@ -139,6 +260,18 @@ impl LocalCache {
             context: "creating the cache directory",
             source,
         })?;
+        for d in [dir, root.as_path()] {
+            if let Ok(m) = std::fs::metadata(d) {
+                if m.mode() & 0o002 != 0 {
+                    tracing::warn!(
+                        "the cache directory {} is writable by every user: files planted there \
+                         are never served but cost rebuilds; use a directory only this user can \
+                         write",
+                        d.display()
+                    );
+                }
+            }
+        }
         Ok(Self {
             root,
             max_size: None,
@@ -146,29 +279,43 @@ impl LocalCache {
                 lru: LruCache::unbounded(),
                 bytes: 0,
                 pins: HashMap::new(),
-                verified: HashSet::new(),
+                verified: HashMap::new(),
             })),
         })
     }
 
     /// Limits the cache to `max_size` bytes of entries: reads the entries present (oldest
-    /// modification first) and evicts down to the limit now and after every new entry.
+    /// modification first) and evicts down to the limit now and after every new entry. Only
+    /// files named like entries count; anything else in the directory is left alone.
     pub fn with_max_size(mut self, max_size: u64) -> Self {
         let mut found: Vec<(std::time::SystemTime, String, u64)> = Vec::new();
         if let Ok(dirs) = std::fs::read_dir(&self.root) {
-            for dir in dirs.flatten().filter(|d| d.file_name() != "tmp") {
+            for dir in dirs.flatten() {
+                let dir_name = dir.file_name();
+                let Some(prefix) = dir_name.to_str().filter(|p| p.len() == 2 && is_identity(p))
+                else {
+                    continue; // tmp/, and anything foreign
+                };
                 for f in std::fs::read_dir(dir.path())
                     .into_iter()
                     .flatten()
                     .flatten()
                 {
-                    let path = f.path();
-                    let (Some(stem), Ok(meta)) = (path.file_stem(), f.metadata()) else {
+                    let name = f.file_name();
+                    let Some(identity) = name
+                        .to_str()
+                        .and_then(|n| n.strip_suffix(".nc"))
+                        .filter(|i| is_identity(i) && i.starts_with(prefix))
+                    else {
                         continue;
                     };
-                    if path.extension().is_some_and(|e| e == "nc") && meta.is_file() {
+                    // Not followed: a symlink is not an entry.
+                    let Ok(meta) = std::fs::symlink_metadata(f.path()) else {
+                        continue;
+                    };
+                    if meta.is_file() {
                         let when = meta.modified().unwrap_or(std::time::UNIX_EPOCH);
-                        found.push((when, stem.to_string_lossy().into_owned(), meta.len()));
+                        found.push((when, identity.to_string(), meta.len()));
                     }
                 }
             }
@@ -243,7 +390,10 @@ impl LocalCache {
                 continue;
             }
             u.bytes -= size;
-            let path = self.path_for(&identity);
+            u.verified.remove(&identity);
+            let Some(path) = self.path_for(&identity) else {
+                continue;
+            };
             match std::fs::remove_file(&path) {
                 Ok(()) => tracing::debug!("evicted {} ({size} bytes)", path.display()),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -257,60 +407,159 @@ impl LocalCache {
         }
     }
 
-    /// Where the file of `identity` lives (whether or not it exists).
-    pub fn path_for(&self, identity: &str) -> PathBuf {
-        self.root
-            .join(&identity[..2])
-            .join(format!("{identity}.nc"))
+    /// Where the file of `identity` lives (whether or not it exists); `None` for a string
+    /// that is not an identity.
+    pub fn path_for(&self, identity: &str) -> Option<PathBuf> {
+        is_identity(identity).then(|| {
+            self.root
+                .join(&identity[..2])
+                .join(format!("{identity}.nc"))
+        })
     }
 
-    /// The cached file of `plan`, if present with exactly the planned size. An entry of any
-    /// other size is not a valid entry and is reported as absent.
+    /// The cached file of `plan`, if present, trusted and of exactly the planned size (see
+    /// [`LocalCache::open_entry`]). Prefer `open_entry`, which returns the checked file itself:
+    /// a path is opened again by its user.
     pub fn lookup(&self, plan: &Plan) -> Option<PathBuf> {
         self.lookup_identity(&plan.identity, plan.size)
     }
 
-    /// The cached file of `identity` if present with exactly `size` bytes.
+    /// Like [`LocalCache::lookup`], by identity and size.
     pub fn lookup_identity(&self, identity: &str, size: u64) -> Option<PathBuf> {
-        let path = self.contains(identity, size)?;
-        if !self.verify(identity, &path) {
-            return None;
-        }
-        self.touch(identity, size);
-        Some(path)
+        self.open_entry(identity, size)?;
+        self.path_for(identity)
     }
 
-    /// Whether the entry of `identity` is present with `size` bytes (no checksum read: for
-    /// listings).
+    /// Whether the entry of `identity` is present with `size` bytes: a regular file, not a
+    /// symlink, owned by this user (no checksum read: for listings).
     pub fn contains(&self, identity: &str, size: u64) -> Option<PathBuf> {
-        let path = self.path_for(identity);
-        match std::fs::metadata(&path) {
-            Ok(m) if m.is_file() && m.len() == size => Some(path),
+        let path = self.path_for(identity)?;
+        match std::fs::symlink_metadata(&path) {
+            Ok(m) if m.is_file() && m.len() == size && untrusted(&m, "").is_none() => Some(path),
             _ => None,
         }
     }
 
-    /// Checks an entry's checksum once per process; deletes it if its bytes are wrong.
-    fn verify(&self, identity: &str, path: &Path) -> bool {
-        if self
-            .usage
-            .lock()
-            .expect("poisoned")
-            .verified
-            .contains(identity)
-        {
+    /// Opens the entry of `identity` for reading if it can be trusted: reached without
+    /// following any symlink, in directories owned by this user and not writable by others, a
+    /// regular file with one link, owned by this user, of exactly `size` bytes, whose bytes
+    /// match its CRC-32C (checked once per process and file version). An entry that fails a
+    /// check is reported absent (and logged); a corrupt one, or one without a checksum, is
+    /// deleted so that it is rebuilt. Counts as a use for the size limit.
+    pub fn open_entry(&self, identity: &str, size: u64) -> Option<File> {
+        let path = self.path_for(identity)?;
+        let file = match self.open_checked(identity, size) {
+            Ok(Some(f)) => f,
+            Ok(None) => return None,
+            Err(why) => {
+                tracing::warn!(
+                    "cache entry {} is not trusted ({why}); it will be rebuilt",
+                    path.display()
+                );
+                return None;
+            }
+        };
+        if !self.verify(identity, &path, &file) {
+            return None;
+        }
+        self.touch(identity, size);
+        Some(file)
+    }
+
+    /// The entry's file after the structural checks; `Ok(None)` when there is no entry (or
+    /// one of another size: a partial copy is simply not an entry).
+    fn open_checked(&self, identity: &str, size: u64) -> Result<Option<File>, String> {
+        let dir_flags = libc::O_RDONLY | libc::O_DIRECTORY;
+        let absent =
+            |e: &io::Error| matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENOTDIR));
+        let base = self.root.parent().unwrap_or(Path::new("/"));
+        let version = self.root.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        // The directory given by the user may itself be a symlink; inside it, nothing is.
+        let base = match File::open(base) {
+            Ok(f) => OwnedFd::from(f),
+            Err(e) if absent(&e) => return Ok(None),
+            Err(e) => return Err(format!("opening {}: {e}", base.display())),
+        };
+        let mut dir = base;
+        for (name, what) in [
+            (version, "the cache's version directory"),
+            (&identity[..2], "its sub-directory"),
+        ] {
+            dir = match open_at(&dir, name, dir_flags) {
+                Ok(d) => d,
+                Err(e) if absent(&e) => return Ok(None),
+                Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+                    return Err(format!("{what} {name} is a symlink"))
+                }
+                Err(e) => return Err(format!("opening {what} {name}: {e}")),
+            };
+            let m = File::from(dir.try_clone().map_err(|e| e.to_string())?)
+                .metadata()
+                .map_err(|e| e.to_string())?;
+            if let Some(why) = untrusted(&m, what) {
+                return Err(why);
+            }
+        }
+        // O_NONBLOCK: a FIFO planted as an entry must not block the open.
+        let fd = match open_at(
+            &dir,
+            &format!("{identity}.nc"),
+            libc::O_RDONLY | libc::O_NONBLOCK,
+        ) {
+            Ok(fd) => fd,
+            Err(e) if absent(&e) => return Ok(None),
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Err("it is a symlink".into()),
+            Err(e) => return Err(format!("opening it: {e}")),
+        };
+        let file = File::from(fd);
+        let m = file.metadata().map_err(|e| e.to_string())?;
+        if !m.is_file() {
+            return Err("it is not a regular file".into());
+        }
+        if m.len() != size {
+            return Ok(None);
+        }
+        if let Some(why) = untrusted(&m, "it") {
+            return Err(why);
+        }
+        if m.nlink() != 1 {
+            return Err(format!("it has {} hard links", m.nlink()));
+        }
+        // SAFETY: an open descriptor; F_SETFL only changes its status flags.
+        unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETFL, libc::O_RDONLY) };
+        Ok(Some(file))
+    }
+
+    /// Checks an entry's checksum once per process and file version; deletes it if its bytes
+    /// are wrong or it has no checksum on a file system that keeps them.
+    fn verify(&self, identity: &str, path: &Path, file: &File) -> bool {
+        let Ok(meta) = file.metadata() else {
+            return false;
+        };
+        let stamp = FileStamp::of(&meta);
+        if self.usage.lock().expect("poisoned").verified.get(identity) == Some(&stamp) {
             return true;
         }
-        let Some(expected) = get_checksum(path) else {
-            return true; // no checksum (a file system without xattrs): the size was checked
+        let expected = match recorded_checksum(file) {
+            Recorded::Crc(c) => c,
+            Recorded::Unsupported => return true, // checked by size only (documented)
+            Recorded::Missing => {
+                tracing::warn!(
+                    "cache entry {} has no checksum (copied without its extended attributes?); \
+                     deleting it, it will be rebuilt",
+                    path.display()
+                );
+                let _ = std::fs::remove_file(path);
+                return false;
+            }
         };
-        match crc32c_of(path) {
+        match crc32c_of_file(file) {
             Ok(actual) if actual == expected => {
                 self.usage
                     .lock()
                     .expect("poisoned")
                     .verified
-                    .insert(identity.to_string());
+                    .insert(identity.to_string(), stamp);
                 true
             }
             Ok(actual) => {
@@ -347,32 +596,70 @@ impl LocalCache {
 
     /// Moves a finished temporary file into place as the entry of `identity` (atomic rename).
     pub fn persist(&self, file: NamedTempFile, identity: &str) -> Result<PathBuf, CacheError> {
-        let path = self.path_for(identity);
+        self.persist_with(file, identity, 0)
+    }
+
+    /// Like [`LocalCache::persist`], recording that `absent_chunks` chunks of the file were
+    /// absent from the source (in [`ABSENT_XATTR`], when not zero).
+    pub fn persist_with(
+        &self,
+        file: NamedTempFile,
+        identity: &str,
+        absent_chunks: u64,
+    ) -> Result<PathBuf, CacheError> {
+        let Some(path) = self.path_for(identity) else {
+            return Err(CacheError {
+                path: identity.to_string(),
+                context: "naming an entry",
+                source: io::Error::new(io::ErrorKind::InvalidInput, "not a hex identity"),
+            });
+        };
         let parent = path.parent().expect("entries live in a subdirectory");
         std::fs::create_dir_all(parent).map_err(|source| CacheError {
             path: parent.display().to_string(),
             context: "creating a cache subdirectory",
             source,
         })?;
+        // Readable as the umask allows (tempfile creates 0600), so colleagues sharing the
+        // cache can read it.
+        let mode = 0o666 & !umask();
+        if let Err(e) = file
+            .as_file()
+            .set_permissions(std::fs::Permissions::from_mode(mode))
+        {
+            tracing::debug!("cannot set the mode of {}: {e}", path.display());
+        }
         // No fsync: the rename is atomic for every reader and survives a crash of the
         // process; after a power loss an entry is still checked by size before use. An fsync
         // per file cost more than the whole build of a small file (see PERFORMANCE.md).
         let size = file.as_file().metadata().map(|m| m.len()).unwrap_or(0);
-        match crc32c_of(file.path()).and_then(|crc| set_checksum(file.path(), crc)) {
-            Ok(()) => {
-                self.usage
-                    .lock()
-                    .expect("poisoned")
-                    .verified
-                    .insert(identity.to_string());
-            }
+        match crc32c_of_file(file.as_file())
+            .and_then(|crc| set_xattr(file.path(), CHECKSUM_XATTR, &format!("{crc:08x}")))
+        {
+            Ok(()) => {}
             Err(e) => tracing::debug!("no checksum for {}: {e}", path.display()),
+        }
+        if absent_chunks > 0 {
+            if let Err(e) = set_xattr(file.path(), ABSENT_XATTR, &absent_chunks.to_string()) {
+                tracing::debug!(
+                    "cannot mark {} as having absent chunks: {e}",
+                    path.display()
+                );
+            }
         }
         file.persist(&path).map_err(|e| CacheError {
             path: path.display().to_string(),
             context: "renaming a new entry into place",
             source: e.error,
         })?;
+        // Verified as written (its checksum was just computed from these bytes).
+        if let Ok(m) = std::fs::symlink_metadata(&path) {
+            self.usage
+                .lock()
+                .expect("poisoned")
+                .verified
+                .insert(identity.to_string(), FileStamp::of(&m));
+        }
         self.touch(identity, size);
         self.evict(Some(identity));
         Ok(path)

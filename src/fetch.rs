@@ -24,6 +24,8 @@ use lru::LruCache;
 use ndarray::{ArrayD, ArrayViewD, Axis, Dimension, IxDyn, Slice};
 use tokio::sync::Semaphore;
 
+use zarrs_object_store::object_store::{self, path::Path, ObjectStore, ObjectStoreExt};
+
 use crate::plan::Plan;
 use crate::source::Source;
 
@@ -82,8 +84,15 @@ impl Default for FetchOptions {
 
 /// Identifies a chunk: variable name and chunk grid indices.
 type ChunkKey = (String, Vec<u64>);
-type Decoded = Arc<ArrayD<f32>>;
+type Decoded = Arc<Chunk>;
 type SharedDecode = Shared<BoxFuture<'static, Result<Decoded, String>>>;
+
+/// A decoded chunk, and whether it came from an absent object (the fill value).
+#[derive(Debug)]
+struct Chunk {
+    data: ArrayD<f32>,
+    absent: bool,
+}
 
 /// Decoded chunks, least recently used out, bounded in bytes; with single flight per chunk.
 pub struct ChunkCache {
@@ -134,7 +143,7 @@ impl ChunkCache {
     async fn get_or_decode(
         self: &Arc<Self>,
         key: ChunkKey,
-        decode: BoxFuture<'static, Result<ArrayD<f32>, String>>,
+        decode: BoxFuture<'static, Result<Chunk, String>>,
     ) -> Result<Decoded, String> {
         let shared = {
             let mut st = self.state.lock().expect("poisoned");
@@ -156,15 +165,15 @@ impl ChunkCache {
                         let mut st = cache.state.lock().expect("poisoned");
                         st.inflight.remove(&k);
                         if let Ok(a) = &result {
-                            let size = a.len() as u64 * 4;
+                            let size = a.data.len() as u64 * 4;
                             if size <= cache.limit {
                                 st.bytes += size;
                                 if let Some(old) = st.lru.put(k, a.clone()) {
-                                    st.bytes -= old.len() as u64 * 4;
+                                    st.bytes -= old.data.len() as u64 * 4;
                                 }
                                 while st.bytes > cache.limit {
                                     match st.lru.pop_lru() {
-                                        Some((_, old)) => st.bytes -= old.len() as u64 * 4,
+                                        Some((_, old)) => st.bytes -= old.data.len() as u64 * 4,
                                         None => break,
                                     }
                                 }
@@ -201,12 +210,29 @@ pub struct FetchError {
 /// sorted by output position.
 type Group = (u64, Vec<(usize, usize)>);
 
+/// What [`fetch`] read: the data of every variable of a plan, in file order, and how many of
+/// the chunks it needed do not exist in the store (they read as the fill value).
+#[derive(Debug)]
+pub struct Fetched {
+    /// One array per data variable, shaped like the variable in the file.
+    pub arrays: Vec<ArrayD<f32>>,
+    /// Chunks that were absent from a store that still answered for their array (see
+    /// [`confirm_absent`]); zero for a file made only of stored data.
+    pub absent_chunks: u64,
+}
+
 /// The data of every variable of a plan, in file order.
+///
+/// A chunk object that does not exist reads as the fill value only after the store confirmed
+/// that the chunk's array still exists (its `.zarray` answers): ARCO-ERA5 has genuinely absent
+/// chunks (hours not yet written), but a store that vanished, a wrong prefix or a proxy that
+/// turns a denial into 404 also answer "not found" for every chunk, and those must be errors,
+/// never a file of NaN.
 pub async fn fetch(
     plan: &Plan,
     source: &Source,
     options: &FetchOptions,
-) -> Result<Vec<ArrayD<f32>>, FetchError> {
+) -> Result<Fetched, FetchError> {
     let mut outputs = Vec::with_capacity(plan.variables.len());
     let mut tasks = Vec::new();
     for (vi, pv) in plan.variables.iter().enumerate() {
@@ -223,6 +249,8 @@ pub async fn fetch(
             .zip(&var.chunks)
             .map(|(d, &chunk_len)| group_by_chunk(&plan.selections[d].indices, chunk_len))
             .collect();
+        // One existence check of the array per fetch, shared by its absent chunks.
+        let array_check = Arc::new(ArrayCheck::default());
         for combo in cartesian(&groups) {
             let chunk: Vec<u64> = combo.iter().map(|(c, _)| *c).collect();
             let rows = needed_rows(&combo, &var.chunks);
@@ -231,20 +259,19 @@ pub async fn fetch(
                 .product::<u64>() as usize;
             let partial = options.read_path == ReadPath::Auto
                 && (rows.len() as f64) <= BLOCK_FRACTION * total_rows as f64;
-            let blocks = var.blosc_blocks.then(|| BlockRead {
+            tasks.push(ChunkTask {
+                variable: vi,
+                array: var.array.clone(),
+                name: pv.name.clone(),
+                shape: var.chunks.clone(),
+                combo,
                 store: source.store.clone(),
                 key: var.chunk_key(&chunk),
+                blosc: var.blosc_blocks,
                 rows: partial.then_some(rows),
                 fill: var.fill_value.unwrap_or(f32::NAN),
+                array_check: array_check.clone(),
             });
-            tasks.push((
-                vi,
-                var.array.clone(),
-                pv.name.clone(),
-                var.chunks.clone(),
-                combo,
-                blocks,
-            ));
         }
     }
 
@@ -253,70 +280,22 @@ pub async fn fetch(
     let url = source.url.clone();
     // Boxed futures built in a loop (not a closure passed to `map`) keep the whole flow future
     // `Send` for every lifetime, which the single-flight `Shared` future needs.
-    let mut reads: Vec<BoxFuture<'static, Result<(usize, Placed), FetchError>>> =
+    let mut reads: Vec<BoxFuture<'static, Result<(usize, Placed, bool), FetchError>>> =
         Vec::with_capacity(tasks.len());
-    for (vi, array, name, chunk_shape, combo, block_read) in tasks {
+    for task in tasks {
         let permits = permits.clone();
         let url = url.clone();
         let chunk_cache = options.chunk_cache.clone();
         reads.push(Box::pin(async move {
-            let chunk: Vec<u64> = combo.iter().map(|(c, _)| *c).collect();
-            let origin: Vec<u64> = chunk.iter().zip(&chunk_shape).map(|(c, n)| c * n).collect();
-            let bytes = chunk_shape.iter().product::<u64>() * 4;
+            let chunk: Vec<u64> = task.combo.iter().map(|(c, _)| *c).collect();
+            let (vi, name) = (task.variable, task.name.clone());
+            let bytes = task.shape.iter().product::<u64>() * 4;
             let need = (bytes.div_ceil(1 << 20) as u32).clamp(1, budget_mib);
-            let indices = chunk.clone();
-            let key = (name.clone(), chunk.clone());
             let handle = tokio::spawn(async move {
                 let _permit = permits.acquire_many(need).await.expect("never closed");
-                // One GET per chunk: a whole-chunk read is a plain GET, while a subset read
-                // would first ask the store for the object's size (a second round trip), and
-                // Blosc decodes the whole chunk either way.
-                let shape: Vec<usize> = chunk_shape.iter().map(|&c| c as usize).collect();
-                // Only the needed blocks: not shared through the chunk cache (the other rows
-                // of the chunk are not decoded).
-                if let Some(BlockRead {
-                    store,
-                    key,
-                    rows: Some(rows),
-                    fill,
-                }) = &block_read
-                {
-                    match blocks::read_rows(store.as_ref(), key, &shape, rows.clone()).await? {
-                        blocks::Partial::Rows(part) => {
-                            return Ok(gather(part.view(), &origin, &combo));
-                        }
-                        blocks::Partial::Absent => {
-                            let fill = ArrayD::from_elem(IxDyn(&shape), *fill);
-                            return Ok(gather(fill.view(), &origin, &combo));
-                        }
-                        blocks::Partial::Unsupported => {}
-                    }
-                }
-                let decode = async move {
-                    if let Some(b) = &block_read {
-                        match blocks::read_whole(b.store.as_ref(), &b.key, &shape).await? {
-                            blocks::Partial::Rows(whole) => return Ok(whole),
-                            blocks::Partial::Absent => {
-                                return Ok(ArrayD::from_elem(IxDyn(&shape), b.fill));
-                            }
-                            blocks::Partial::Unsupported => {}
-                        }
-                    }
-                    array
-                        .async_retrieve_chunk::<ArrayD<f32>>(&indices)
-                        .await
-                        .map_err(|e| e.to_string())
-                }
-                .boxed();
-                match chunk_cache {
-                    Some(cache) => {
-                        let block = cache.get_or_decode(key, decode).await?;
-                        Ok::<_, String>(gather(block.view(), &origin, &combo))
-                    }
-                    None => Ok(gather(decode.await?.view(), &origin, &combo)),
-                }
+                task.run(chunk_cache).await
             });
-            let gathered = handle
+            let (gathered, absent) = handle
                 .await
                 .map_err(|e| e.to_string())
                 .and_then(|r| r)
@@ -326,25 +305,162 @@ pub async fn fetch(
                     chunk,
                     why,
                 })?;
-            Ok((vi, gathered))
+            Ok((vi, gathered, absent))
         }));
     }
     let results = stream::iter(reads).buffer_unordered(options.concurrency.max(1));
 
     let mut results = std::pin::pin!(results);
-    while let Some((vi, (out_ranges, block))) = results.try_next().await? {
+    let mut absent_chunks = 0;
+    while let Some((vi, (out_ranges, block), absent)) = results.try_next().await? {
         place(&mut outputs[vi], &out_ranges, block);
+        absent_chunks += u64::from(absent);
     }
-    Ok(outputs)
+    Ok(Fetched {
+        arrays: outputs,
+        absent_chunks,
+    })
 }
 
-/// A plain-Blosc float32 chunk, read directly: only the blocks of `rows` when given (a small
-/// part of the chunk), else whole.
-struct BlockRead {
-    store: Arc<dyn zarrs_object_store::object_store::ObjectStore>,
+/// The answer of the store to "does this array still exist?", asked once per fetch and
+/// variable, at the first absent chunk.
+#[derive(Default)]
+struct ArrayCheck(tokio::sync::OnceCell<Result<(), String>>);
+
+/// Accepts a missing chunk object of array `name` as an absent chunk only while the store
+/// still answers for the array: its `.zarray`, or (a store with consolidated metadata only)
+/// the root `.zmetadata`. Otherwise the chunk is an error naming the cause (the store
+/// vanished, the prefix is wrong, access was revoked, a proxy turns denials into 404).
+async fn confirm_absent(
+    check: &ArrayCheck,
+    store: &dyn ObjectStore,
+    name: &str,
+) -> Result<(), String> {
+    check
+        .0
+        .get_or_init(|| async {
+            let keys = [format!("{name}/.zarray"), ".zmetadata".to_string()];
+            for key in &keys {
+                match store.head(&Path::from(key.as_str())).await {
+                    Ok(_) => return Ok(()),
+                    Err(object_store::Error::NotFound { .. }) => {}
+                    Err(e) => {
+                        return Err(format!(
+                            "the chunk does not exist, and asking whether {key} still does \
+                             failed: {e}"
+                        ))
+                    }
+                }
+            }
+            Err(format!(
+                "the chunk does not exist, and neither do {} nor {}: the source is gone or not \
+                 at this address (a moved directory, a wrong prefix, a denial turned into 404); \
+                 refusing to read the chunk as missing data",
+                keys[0], keys[1]
+            ))
+        })
+        .await
+        .clone()
+}
+
+/// One chunk to read for one variable of a plan.
+struct ChunkTask {
+    variable: usize,
+    array: Arc<crate::source::ZarrArray>,
+    name: String,
+    /// The chunk's shape.
+    shape: Vec<u64>,
+    combo: Vec<Group>,
+    store: Arc<dyn ObjectStore>,
+    /// The chunk's store key.
     key: String,
+    /// Plain Blosc over float32: read directly ([`blocks`]) rather than through zarrs.
+    blosc: bool,
+    /// Only these rows (a small part of the chunk), when reading block by block.
     rows: Option<std::ops::Range<usize>>,
     fill: f32,
+    array_check: Arc<ArrayCheck>,
+}
+
+impl ChunkTask {
+    /// Reads the chunk (or its needed blocks) and gathers the selected points; `true` when the
+    /// chunk was absent.
+    async fn run(self, chunk_cache: Option<Arc<ChunkCache>>) -> Result<(Placed, bool), String> {
+        let chunk: Vec<u64> = self.combo.iter().map(|(c, _)| *c).collect();
+        let origin: Vec<u64> = chunk.iter().zip(&self.shape).map(|(c, n)| c * n).collect();
+        let shape: Vec<usize> = self.shape.iter().map(|&c| c as usize).collect();
+        // Only the needed blocks: not shared through the chunk cache (the other rows of the
+        // chunk are not decoded).
+        if let (true, Some(rows)) = (self.blosc, &self.rows) {
+            match blocks::read_rows(self.store.as_ref(), &self.key, &shape, rows.clone()).await? {
+                blocks::Partial::Rows(part) => {
+                    return Ok((gather(part.view(), &origin, &self.combo), false));
+                }
+                blocks::Partial::Absent => {
+                    confirm_absent(&self.array_check, self.store.as_ref(), &self.name).await?;
+                    let fill = ArrayD::from_elem(IxDyn(&shape), self.fill);
+                    return Ok((gather(fill.view(), &origin, &self.combo), true));
+                }
+                blocks::Partial::Unsupported => {}
+            }
+        }
+        let combo = self.combo.clone();
+        let key = (self.name.clone(), chunk);
+        let decode = self.decode_whole(shape).boxed();
+        let decoded = match chunk_cache {
+            Some(cache) => cache.get_or_decode(key, decode).await?,
+            None => Arc::new(decode.await?),
+        };
+        Ok((gather(decoded.data.view(), &origin, &combo), decoded.absent))
+    }
+
+    /// The whole chunk: one GET decoded on this thread for plain Blosc, else through zarrs.
+    async fn decode_whole(self, shape: Vec<usize>) -> Result<Chunk, String> {
+        let absent = || ArrayD::from_elem(IxDyn(&shape), self.fill);
+        if self.blosc {
+            match blocks::read_whole(self.store.as_ref(), &self.key, &shape).await? {
+                blocks::Partial::Rows(data) => {
+                    return Ok(Chunk {
+                        data,
+                        absent: false,
+                    })
+                }
+                blocks::Partial::Absent => {
+                    confirm_absent(&self.array_check, self.store.as_ref(), &self.name).await?;
+                    return Ok(Chunk {
+                        data: absent(),
+                        absent: true,
+                    });
+                }
+                blocks::Partial::Unsupported => {}
+            }
+        }
+        let indices: Vec<u64> = self.combo.iter().map(|(c, _)| *c).collect::<Vec<_>>();
+        let data = self
+            .array
+            .async_retrieve_chunk::<ArrayD<f32>>(&indices)
+            .await
+            .map_err(|e| e.to_string())?;
+        // zarrs reads a missing object as the fill value without saying so: a chunk that is
+        // all fill value is asked about once more (rare: only such chunks pay the request).
+        let all_fill = data
+            .iter()
+            .all(|v| v.to_bits() == self.fill.to_bits() || (v.is_nan() && self.fill.is_nan()));
+        if all_fill {
+            match self.store.head(&Path::from(self.key.as_str())).await {
+                Ok(_) => {}
+                Err(object_store::Error::NotFound { .. }) => {
+                    confirm_absent(&self.array_check, self.store.as_ref(), &self.name).await?;
+                    return Ok(Chunk { data, absent: true });
+                }
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        Ok(Chunk {
+            data,
+            absent: false,
+        })
+    }
 }
 
 /// The flat range of rows (all dimensions but the last, C order) of a chunk that holds the

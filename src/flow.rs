@@ -38,6 +38,12 @@ pub enum FlowError {
     /// The encoder thread died.
     #[error("encoder task failed: {0}")]
     Join(String),
+    /// The entry was made but was gone (or not trusted) each time it was opened.
+    #[error(
+        "the cache entry vanished {0} times right after it was made (another process \
+         evicting from a cache too small for the files in use?)"
+    )]
+    Vanished(usize),
 }
 
 /// Where a materialized file came from.
@@ -210,9 +216,34 @@ impl Flow {
         Ok((path, Origin::Built))
     }
 
+    /// The cached file of `plan`, opened (see [`LocalCache::open_entry`]): built or copied
+    /// first if needed, with single flight. An entry that vanishes between being made and
+    /// being opened (evicted by another process sharing the cache) is made again, a bounded
+    /// number of times.
+    pub async fn open(&self, plan: &Plan) -> Result<(std::fs::File, Origin), Arc<FlowError>> {
+        const ATTEMPTS: usize = 4;
+        for _ in 0..ATTEMPTS {
+            let (_, origin) = self.materialize_shared(plan).await?;
+            if let Some(file) = self.cache.open_entry(&plan.identity, plan.size) {
+                return Ok((file, origin));
+            }
+            tracing::debug!(file = %plan.file_name, "cache entry vanished after it was made; again");
+        }
+        Err(Arc::new(FlowError::Vanished(ATTEMPTS)))
+    }
+
     async fn build(&self, plan: &Plan) -> Result<PathBuf, FlowError> {
         let t0 = std::time::Instant::now();
-        let data = fetch::fetch(plan, &self.source, &self.fetch).await?;
+        let fetched = fetch::fetch(plan, &self.source, &self.fetch).await?;
+        let (data, absent) = (fetched.arrays, fetched.absent_chunks);
+        if absent > 0 {
+            tracing::warn!(
+                file = %plan.file_name,
+                "{absent} chunk(s) do not exist in the source (its array does): read as missing \
+                 values, as xarray does; the cache entry is marked ({})",
+                crate::cache::ABSENT_XATTR
+            );
+        }
         let t1 = std::time::Instant::now();
         let tmp = self.cache.temp_file()?;
         let layout = plan.layout.clone();
@@ -223,7 +254,7 @@ impl Flow {
         .await
         .map_err(|e| FlowError::Join(e.to_string()))??;
         let t2 = std::time::Instant::now();
-        let path = self.cache.persist(tmp, &plan.identity)?;
+        let path = self.cache.persist_with(tmp, &plan.identity, absent)?;
         tracing::info!(
             file = %plan.file_name,
             bytes = plan.size,

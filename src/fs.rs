@@ -172,7 +172,7 @@ struct Handle {
     file: OnceCell<Result<Arc<std::fs::File>, FsError>>,
 }
 
-/// What a reload changed.
+/// What a reload changed: what a cache of names and attributes (the kernel's) must forget.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ReloadSummary {
     /// Files after the reload.
@@ -181,6 +181,23 @@ pub struct ReloadSummary {
     pub added: Vec<String>,
     /// Names that vanished.
     pub removed: Vec<String>,
+    /// Names kept whose deskriptor changed (another identity): each is now a new inode, with
+    /// its new size and bytes.
+    pub changed: Vec<String>,
+    /// Inodes no name leads to any more: those of the removed files and the previous inodes
+    /// of the changed ones. Handles open on them keep reading their old bytes.
+    pub retired: Vec<u64>,
+}
+
+impl ReloadSummary {
+    /// Every name whose lookup now answers differently (added, removed or changed).
+    pub fn stale_names(&self) -> impl Iterator<Item = &str> {
+        self.added
+            .iter()
+            .chain(&self.removed)
+            .chain(&self.changed)
+            .map(String::as_str)
+    }
 }
 
 /// The dataset file system.
@@ -236,8 +253,11 @@ impl DatasetFs {
     }
 
     /// Replaces the set of files (a new version of the deskriptors file). Files whose name
-    /// and identity are unchanged keep their inode and state; removed files vanish from the
-    /// directory, while handles already open on them keep reading.
+    /// and identity are unchanged keep their inode and state; a name whose deskriptor changed
+    /// gets another inode (an inode's size and bytes never change: the kernel may cache them);
+    /// removed files vanish from the directory, while handles already open on them (or on
+    /// the previous version of a changed file) keep reading. A name and identity served
+    /// before get their earlier inode back.
     pub fn reload(&self, entries: Vec<Entry>) -> ReloadSummary {
         let mut table = self.table.write().expect("table poisoned");
         let mut inos = self.inos.lock().expect("inos poisoned");
@@ -247,9 +267,13 @@ impl DatasetFs {
             let key = (entry.file_name.clone(), entry.identity.clone());
             let node = match table.by_name.get(&entry.file_name) {
                 Some(old) if old.entry.identity == entry.identity => old.clone(),
-                _ => {
-                    if !table.by_name.contains_key(&entry.file_name) {
-                        summary.added.push(entry.file_name.clone());
+                previous => {
+                    match previous {
+                        None => summary.added.push(entry.file_name.clone()),
+                        Some(old) => {
+                            summary.changed.push(entry.file_name.clone());
+                            summary.retired.push(old.ino);
+                        }
                     }
                     let ino = *inos
                         .entry(key)
@@ -266,12 +290,14 @@ impl DatasetFs {
             next.by_ino.insert(node.ino, node.clone());
             next.order.push(node);
         }
-        summary.removed = table
+        for gone in table
             .order
             .iter()
             .filter(|n| !next.by_name.contains_key(&n.entry.file_name))
-            .map(|n| n.entry.file_name.clone())
-            .collect();
+        {
+            summary.removed.push(gone.entry.file_name.clone());
+            summary.retired.push(gone.ino);
+        }
         summary.files = next.order.len();
         *table = next;
         summary
@@ -325,6 +351,20 @@ impl DatasetFs {
         }
         let node = self.node(ino)?;
         Ok(self.file_attr(&node))
+    }
+
+    /// Attributes of inode `ino` asked through its open handle `fh`: also when a reload has
+    /// removed or changed the file since it was opened (the kernel asks, with the handle,
+    /// before reading up to the end of a file whose attributes it no longer trusts).
+    pub fn getattr_open(&self, ino: u64, fh: u64) -> Result<Attr, FsError> {
+        match self.getattr(ino) {
+            Err(FsError::NotFound) => self
+                .handle(fh)
+                .filter(|h| h.node.ino == ino)
+                .map(|h| self.file_attr(&h.node))
+                .ok_or(FsError::NotFound),
+            other => other,
+        }
     }
 
     /// Looks up `name` in directory `parent`.
@@ -390,13 +430,13 @@ impl DatasetFs {
         Ok(fh)
     }
 
-    /// The local cache file of a file, if it is built (counted as a cache hit: the caller
-    /// opens it for passthrough).
-    pub fn cached_path(&self, ino: u64) -> Option<std::path::PathBuf> {
+    /// The local cache file of a file, opened, if it is built and trusted (counted as a cache
+    /// hit: the caller hands it to the kernel for passthrough).
+    pub fn cached_file(&self, ino: u64) -> Option<std::fs::File> {
         let e = &self.node(ino).ok()?.entry;
-        let path = self.flow.cache.lookup_identity(&e.identity, e.size)?;
+        let file = self.flow.cache.open_entry(&e.identity, e.size)?;
         self.flow.metrics.cache_hits.fetch_add(1, Ordering::Relaxed);
-        Some(path)
+        Some(file)
     }
 
     /// Forgets a file handle.
@@ -493,33 +533,22 @@ impl DatasetFs {
                 cause,
             }
         };
-        if let Some(path) = self.flow.cache.lookup_identity(&entry.identity, entry.size) {
+        if let Some(file) = self.flow.cache.open_entry(&entry.identity, entry.size) {
             self.flow.metrics.cache_hits.fetch_add(1, Ordering::Relaxed);
-            return self.open_file(entry, &path);
+            return Ok(Arc::new(file));
         }
         let plan = entry
             .plan(&self.flow.source, self.options)
             .map_err(|e| fail(e.to_string()))?;
-        match self.flow.materialize_shared(&plan).await {
-            Ok((path, _)) => {
+        // The file as opened by the cache (checked, never a path opened again): an entry
+        // evicted meanwhile by another process is made again, not an error.
+        match self.flow.open(&plan).await {
+            Ok((file, _)) => {
                 *node.last_error.lock().expect("poisoned") = None;
-                self.open_file(entry, &path)
+                Ok(Arc::new(file))
             }
             Err(e) => Err(fail(error_chain(e.as_ref()))),
         }
-    }
-
-    fn open_file(
-        &self,
-        entry: &Entry,
-        path: &std::path::Path,
-    ) -> Result<Arc<std::fs::File>, FsError> {
-        std::fs::File::open(path)
-            .map(Arc::new)
-            .map_err(|e| FsError::CacheRead {
-                file: entry.file_name.clone(),
-                cause: e.to_string(),
-            })
     }
 
     /// The names of the extended attributes of a node.

@@ -24,7 +24,8 @@ use fuser::{InitFlags, KernelConfig};
 use crate::fs::{Attr, DatasetFs, FsError, Kind};
 
 /// How long the kernel may cache names and attributes. The dataset only changes on reload,
-/// and a file's bytes never change for a given inode.
+/// which tells the kernel to forget every name it changed (`crate::mount`), and a file's
+/// size and bytes never change for a given inode (a changed line gets a new inode).
 const TTL: Duration = Duration::from_secs(60);
 
 /// Kernel passthrough registrations: one backing id per inode while any handle holds it.
@@ -138,7 +139,7 @@ impl FuseAdapter {
         }
         // Outside the lock: the first open of a cached file in this process reads it whole
         // to check its checksum, which must not hold up the opens of other files.
-        let Some(path) = self.fs.cached_path(ino) else {
+        let Some(file) = self.fs.cached_file(ino) else {
             return Err(reply);
         };
         let mut backing = self.backing.lock().expect("poisoned");
@@ -147,7 +148,7 @@ impl FuseAdapter {
         }
         let id = match backing.by_inode.get(&ino).and_then(Weak::upgrade) {
             Some(id) => id,
-            None => match std::fs::File::open(&path).and_then(|f| reply.open_backing(f)) {
+            None => match reply.open_backing(file) {
                 Ok(id) => Arc::new(id),
                 Err(e) => {
                     tracing::warn!("kernel passthrough unavailable ({e}); serving reads ourselves");
@@ -191,8 +192,12 @@ impl Filesystem for FuseAdapter {
         }
     }
 
-    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        match self.fs.getattr(ino.0) {
+    fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
+        let attr = match fh {
+            Some(fh) => self.fs.getattr_open(ino.0, fh.0),
+            None => self.fs.getattr(ino.0),
+        };
+        match attr {
             Ok(a) => reply.attr(&TTL, &self.attr(&a)),
             Err(e) => reply.error(errno("getattr", &e)),
         }

@@ -200,11 +200,10 @@ async fn concurrent_readers_share_one_flow_run() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_failed_flow_is_eio_with_its_cause_and_a_new_open_retries() {
-    let faulty = Arc::new(common::FaultyStore {
-        inner: common::synthetic_store().await,
-        pattern: "2m_temperature/".into(),
-        failing: Default::default(),
-    });
+    let faulty = Arc::new(common::FaultyStore::new(
+        common::synthetic_store().await,
+        "2m_temperature/",
+    ));
     let (fs, _dir) = setup(faulty.clone()).await;
     let i = ino(&fs, "a.nc");
     faulty.failing.store(true, Ordering::SeqCst);
@@ -233,6 +232,64 @@ async fn a_failed_flow_is_eio_with_its_cause_and_a_new_open_retries() {
             .errno(),
         libc::ENODATA
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_vanished_source_is_eio_never_a_file_of_missing_values() {
+    let faulty = Arc::new(common::FaultyStore::new(
+        common::synthetic_store().await,
+        "",
+    ));
+    let (fs, dir) = setup(faulty.clone()).await;
+    let i = ino(&fs, "a.nc");
+    // Opened while present; then every key answers "not found", as a moved directory does.
+    faulty.vanished.store(true, Ordering::SeqCst);
+    let fh = fs.open(i, false).unwrap();
+    let e = fs.read(fh, 0, 100).await.unwrap_err();
+    assert_eq!(e.errno(), libc::EIO);
+    assert!(e.to_string().contains("2m_temperature/.zarray"), "{e}");
+    fs.release(fh);
+    assert_eq!(cache_entries(dir.path()), 0, "nothing cached");
+    // Back: the file is built from the data, not from a cached file of NaN.
+    faulty.vanished.store(false, Ordering::SeqCst);
+    let bytes = read_all(&fs, i, 65536).await;
+    assert_eq!(bytes.len() as u64, fs.getattr(i).unwrap().size);
+    assert_eq!(cache_entries(dir.path()), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn absent_chunks_of_an_existing_array_read_as_missing_and_the_entry_says_so() {
+    let (fs, dir) = setup(common::synthetic_store().await).await;
+    // Hours 48..50: their chunks were never written (as ARCO-ERA5's hours not yet ingested).
+    let i = ino(&fs, "absent.nc");
+    let bytes = read_all(&fs, i, 65536).await;
+    assert_eq!(bytes.len() as u64, fs.getattr(i).unwrap().size);
+    let identity =
+        String::from_utf8(fs.getxattr(i, OsStr::new("user.sodeda.identity")).unwrap()).unwrap();
+    let path = dir
+        .path()
+        .join("v1")
+        .join(&identity[..2])
+        .join(format!("{identity}.nc"));
+    let (p, n) = (
+        std::ffi::CString::new(path.to_str().unwrap()).unwrap(),
+        std::ffi::CString::new("user.sodeda.absent-chunks").unwrap(),
+    );
+    let mut buf = [0u8; 32];
+    // SAFETY: NUL-terminated strings and a buffer of the given length.
+    let len = unsafe { libc::getxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), 32) };
+    assert!(len > 0, "no mark on {}", path.display());
+    assert_eq!(&buf[..len as usize], b"3");
+}
+
+/// Entries in a cache directory (files named `*.nc` under `v1/<2 hex>/`).
+fn cache_entries(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir.join("v1"))
+        .unwrap()
+        .flatten()
+        .filter(|d| d.file_name() != "tmp")
+        .flat_map(|d| std::fs::read_dir(d.path()).unwrap().flatten())
+        .count()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -324,4 +381,77 @@ async fn reload_adds_and_removes_files_and_open_handles_keep_working() {
     assert_eq!(fs.read(fh, 0, 1 << 20).await.unwrap(), before);
     let c = read_all(&fs, ino(&fs, "c.nc"), 4096).await;
     assert_eq!(c.len() as u64, fs.getattr(ino(&fs, "c.nc")).unwrap().size);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reload_reports_changed_and_removed_names_with_their_retired_inodes() {
+    let (fs, _dir) = setup(common::synthetic_store().await).await;
+    let a = fs.lookup(ROOT_INO, OsStr::new("a.nc")).unwrap();
+    let b = ino(&fs, "b.nc");
+    let absent = ino(&fs, "absent.nc");
+    let fh = fs.open(a.ino, false).unwrap();
+    let old_bytes = fs.read(fh, 0, 1 << 20).await.unwrap();
+
+    // a: same name, another selection (two hours fewer); b removed; absent unchanged; c new.
+    let reloaded = |text: &str| {
+        let catalog = Catalog::from_text(text, &fs.flow().source, PlanOptions::default());
+        assert!(catalog.errors.is_empty(), "{:?}", catalog.errors);
+        fs.reload(catalog.entries)
+    };
+    let a2 = r#"{"name": "a", "time": {"start": "2023-01-01T00", "end": "2023-01-01T03"}, "variable": "2m_temperature"}"#;
+    let c = r#"{"name": "c", "time": "2023-01-01T03:00", "variable": "2m_temperature"}"#;
+    let third = DESKRIPTORS.lines().nth(2).unwrap();
+    let summary = reloaded(&[a2, third, c].join("\n"));
+    assert_eq!(summary.files, 3);
+    assert_eq!(summary.added, vec!["c.nc"]);
+    assert_eq!(summary.removed, vec!["b.nc"]);
+    assert_eq!(summary.changed, vec!["a.nc"]);
+    let mut retired = summary.retired.clone();
+    retired.sort_unstable();
+    let mut expected = vec![a.ino, b];
+    expected.sort_unstable();
+    assert_eq!(retired, expected, "the old inodes of a and b, not absent's");
+    let mut stale: Vec<&str> = summary.stale_names().collect();
+    stale.sort_unstable();
+    assert_eq!(stale, vec!["a.nc", "b.nc", "c.nc"]);
+
+    // The changed name is a new inode with the new size, readable at once.
+    let new_a = fs.lookup(ROOT_INO, OsStr::new("a.nc")).unwrap();
+    assert_ne!(new_a.ino, a.ino, "a changed line gets a new inode");
+    assert!(new_a.size < a.size, "{} < {}", new_a.size, a.size);
+    assert_eq!(
+        ino(&fs, "absent.nc"),
+        absent,
+        "an unchanged line keeps its inode"
+    );
+    assert_eq!(fs.getattr(a.ino).unwrap_err().errno(), libc::ENOENT);
+    let new_bytes = read_all(&fs, new_a.ino, 4096).await;
+    assert_eq!(new_bytes.len() as u64, new_a.size);
+
+    // The handle opened before still reads the old version, and its attributes are still
+    // answered through it (the kernel asks with the handle before reading up to the end).
+    assert_eq!(fs.getattr_open(a.ino, fh).unwrap(), a);
+    assert_eq!(fs.read(fh, 0, 1 << 20).await.unwrap(), old_bytes);
+    assert_eq!(
+        fs.getattr_open(a.ino, 98765).unwrap_err().errno(),
+        libc::ENOENT,
+        "an unknown handle does not revive a retired inode"
+    );
+    assert_eq!(fs.getattr_open(new_a.ino, fh).unwrap(), new_a);
+    fs.release(fh);
+    assert_eq!(
+        fs.getattr_open(a.ino, fh).unwrap_err().errno(),
+        libc::ENOENT
+    );
+
+    // Back to the first version: a gets its first inode back; nothing else changed.
+    let summary = reloaded(&[DESKRIPTORS.lines().next().unwrap(), third, c].join("\n"));
+    assert_eq!(summary.changed, vec!["a.nc"]);
+    assert_eq!(summary.retired, vec![new_a.ino]);
+    assert!(summary.added.is_empty() && summary.removed.is_empty());
+    assert_eq!(fs.lookup(ROOT_INO, OsStr::new("a.nc")).unwrap(), a);
+    // The same file again: nothing to forget.
+    let summary = reloaded(&[DESKRIPTORS.lines().next().unwrap(), third, c].join("\n"));
+    assert_eq!(summary.stale_names().count(), 0);
+    assert!(summary.retired.is_empty());
 }

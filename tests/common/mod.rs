@@ -144,12 +144,14 @@ pub async fn synthetic_store() -> Arc<dyn ObjectStore> {
 }
 
 /// Fails every GET whose path contains `pattern` while `failing` is set (a fault that a real
-/// local store cannot produce on demand).
+/// local store cannot produce on demand); answers "not found" for every key while `vanished`
+/// is set (a store that moved away, a wrong prefix, a proxy turning denials into 404).
 #[derive(Debug)]
 pub struct FaultyStore {
     pub inner: Arc<dyn ObjectStore>,
     pub pattern: String,
     pub failing: AtomicBool,
+    pub vanished: AtomicBool,
 }
 
 impl fmt::Display for FaultyStore {
@@ -159,7 +161,23 @@ impl fmt::Display for FaultyStore {
 }
 
 impl FaultyStore {
+    /// A store over `inner` that injects no fault until told to.
+    pub fn new(inner: Arc<dyn ObjectStore>, pattern: &str) -> Self {
+        Self {
+            inner,
+            pattern: pattern.to_string(),
+            failing: AtomicBool::new(false),
+            vanished: AtomicBool::new(false),
+        }
+    }
+
     fn check(&self, location: &Path) -> object_store::Result<()> {
+        if self.vanished.load(Ordering::SeqCst) {
+            return Err(object_store::Error::NotFound {
+                path: location.to_string(),
+                source: "injected: the store is gone".into(),
+            });
+        }
         if self.failing.load(Ordering::SeqCst) && location.as_ref().contains(&self.pattern) {
             return Err(object_store::Error::Generic {
                 store: "faulty",
