@@ -720,4 +720,145 @@ mod tests {
             .is_some());
         assert!(good.exists());
     }
+
+    fn entry_path(dir: &Path, identity: &str) -> PathBuf {
+        dir.join("v1")
+            .join(&identity[..2])
+            .join(format!("{identity}.nc"))
+    }
+
+    #[test]
+    fn a_symlink_at_an_entry_or_on_the_way_is_never_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = LocalCache::open(dir.path()).unwrap();
+        // A secret of exactly the planned size, planted behind a symlink at the entry's path.
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, vec![b's'; 100]).unwrap();
+        let path = entry_path(dir.path(), "ab01");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink(&secret, &path).unwrap();
+        assert!(cache.open_entry("ab01", 100).is_none());
+        assert!(cache.lookup_identity("ab01", 100).is_none());
+        assert!(cache.contains("ab01", 100).is_none());
+        // A real entry, but reached through a symlinked sub-directory.
+        let real = add(&cache, "cd01", 100);
+        let moved = dir.path().join("elsewhere");
+        std::fs::rename(real.parent().unwrap(), &moved).unwrap();
+        std::os::unix::fs::symlink(&moved, real.parent().unwrap()).unwrap();
+        assert!(LocalCache::open(dir.path())
+            .unwrap()
+            .open_entry("cd01", 100)
+            .is_none());
+        assert_eq!(std::fs::read(&secret).unwrap(), vec![b's'; 100]);
+    }
+
+    #[test]
+    fn a_fifo_or_a_hard_link_at_an_entry_is_refused_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = LocalCache::open(dir.path()).unwrap();
+        let path = entry_path(dir.path(), "ef01");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let c = CString::new(path.as_os_str().as_bytes()).unwrap();
+        // SAFETY: a NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        assert!(cache.open_entry("ef01", 0).is_none());
+        let linked = add(&cache, "ef02", 10);
+        std::fs::hard_link(&linked, dir.path().join("other-name")).unwrap();
+        assert!(LocalCache::open(dir.path())
+            .unwrap()
+            .open_entry("ef02", 10)
+            .is_none());
+    }
+
+    #[test]
+    fn an_entry_without_its_checksum_is_deleted_not_served() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = LocalCache::open(dir.path()).unwrap();
+        let path = add(&cache, "ab12", 1000);
+        // As `cp -r` leaves it: same bytes, no xattr; then a flipped byte.
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[500] ^= 1;
+        std::fs::remove_file(&path).unwrap();
+        std::fs::write(&path, &bytes).unwrap();
+        assert!(get_checksum(&path).is_none());
+        let fresh = LocalCache::open(dir.path()).unwrap();
+        assert!(fresh.open_entry("ab12", 1000).is_none());
+        assert!(!path.exists(), "deleted, so that it is rebuilt");
+    }
+
+    #[test]
+    fn an_entry_replaced_after_its_check_is_checked_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = LocalCache::open(dir.path()).unwrap();
+        let path = add(&cache, "ab13", 1000);
+        assert!(cache.open_entry("ab13", 1000).is_some());
+        // Another file (a new inode) with the old checksum copied over: its bytes differ.
+        let tmp = dir.path().join("v1").join("tmp").join("x");
+        std::fs::write(&tmp, vec![9u8; 1000]).unwrap();
+        let crc = get_checksum(&path).unwrap();
+        set_xattr(&tmp, CHECKSUM_XATTR, &format!("{crc:08x}")).unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
+        assert!(cache.open_entry("ab13", 1000).is_none());
+    }
+
+    #[test]
+    fn foreign_files_in_the_cache_crash_nothing_and_are_never_evicted() {
+        let dir = tempfile::tempdir().unwrap();
+        let v1 = dir.path().join("v1");
+        let foreign = [
+            v1.join("zz").join("a.nc"),
+            v1.join("ab").join("é.nc"),
+            v1.join("ab").join("x.nc"),
+            v1.join("ab").join("notes.txt"),
+            v1.join("a").join("a.nc"),
+            v1.join("README"),
+        ];
+        for f in &foreign {
+            std::fs::create_dir_all(f.parent().unwrap()).unwrap();
+            std::fs::write(f, vec![1u8; 500]).unwrap();
+        }
+        std::os::unix::fs::symlink("/etc/passwd", v1.join("ab").join("abff.nc")).unwrap();
+        let cache = LocalCache::open(dir.path()).unwrap().with_max_size(0);
+        assert_eq!(cache.size(), 0, "foreign files are not entries");
+        add(&cache, "ab0001", 100); // evicts down to the limit: only itself would go
+        add(&cache, "cd0001", 100);
+        for f in &foreign {
+            assert!(f.exists(), "{} left alone", f.display());
+        }
+        assert!(cache.path_for("é").is_none() && cache.path_for("a").is_none());
+        assert!(cache.open_entry("zz", 500).is_none());
+    }
+
+    #[test]
+    fn new_entries_follow_the_umask() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = LocalCache::open(dir.path()).unwrap();
+        let path = add(&cache, "ab14", 10);
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o666 & !umask(), "{mode:o}");
+    }
+
+    #[test]
+    fn entries_of_another_user_or_in_a_directory_all_can_write_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = LocalCache::open(dir.path()).unwrap();
+        let path = add(&cache, "ab15", 10);
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            let c = CString::new(path.as_os_str().as_bytes()).unwrap();
+            // SAFETY: a NUL-terminated path; 65534 is `nobody`.
+            assert_eq!(unsafe { libc::chown(c.as_ptr(), 65534, 65534) }, 0);
+            assert!(LocalCache::open(dir.path())
+                .unwrap()
+                .open_entry("ab15", 10)
+                .is_none());
+        }
+        let other = add(&cache, "cd15", 10);
+        let sub = other.parent().unwrap();
+        std::fs::set_permissions(sub, std::fs::Permissions::from_mode(0o777)).unwrap();
+        assert!(LocalCache::open(dir.path())
+            .unwrap()
+            .open_entry("cd15", 10)
+            .is_none());
+    }
 }

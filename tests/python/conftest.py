@@ -107,6 +107,10 @@ class RangeHandler(http.server.SimpleHTTPRequestHandler):
 
     def do_HEAD(self):
         self.server.requests.append(("HEAD", self.path))
+        for part, status in self.server.fail.items():
+            if part in self.path:
+                self.send_error(status)
+                return
         path = self._file()
         if not path:
             self.send_error(404)
