@@ -282,6 +282,41 @@ async fn absent_chunks_of_an_existing_array_read_as_missing_and_the_entry_says_s
     assert_eq!(&buf[..len as usize], b"3");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_entry_evicted_by_another_process_is_made_again_never_an_error() {
+    let (fs, dir) = setup(common::synthetic_store().await).await;
+    let i = ino(&fs, "a.nc");
+    let good = read_all(&fs, i, 1 << 20).await;
+    let identity = String::from_utf8(fs.getxattr(i, OsStr::new("user.sodeda.identity")).unwrap())
+        .unwrap();
+    let path = dir
+        .path()
+        .join("v1")
+        .join(&identity[..2])
+        .join(format!("{identity}.nc"));
+    // Another process evicting the entry again and again while this one serves it.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let evictor = {
+        let (stop, path) = (stop.clone(), path.clone());
+        std::thread::spawn(move || {
+            let mut removed = 0;
+            while !stop.load(Ordering::Relaxed) {
+                removed += usize::from(std::fs::remove_file(&path).is_ok());
+                std::thread::sleep(std::time::Duration::from_micros(200));
+            }
+            removed
+        })
+    };
+    for _ in 0..300 {
+        let fh = fs.open(i, false).unwrap();
+        let bytes = fs.read(fh, 0, 1 << 20).await;
+        fs.release(fh);
+        assert_eq!(bytes.expect("never an error"), good);
+    }
+    stop.store(true, Ordering::Relaxed);
+    assert!(evictor.join().unwrap() > 10, "the evictor did evict");
+}
+
 /// Entries in a cache directory (files named `*.nc` under `v1/<2 hex>/`).
 fn cache_entries(dir: &std::path::Path) -> usize {
     std::fs::read_dir(dir.join("v1"))
