@@ -86,6 +86,82 @@ impl std::fmt::Debug for InFlight {
     }
 }
 
+/// Memory that builds may hold at once, shared by every build of a process: a build reserves
+/// what it will hold (its decoded output arrays plus its chunk reads in flight) before it
+/// reads anything, and waits while others hold the rest. A build larger than the whole budget
+/// runs alone. So the memory of a mount stays bounded whatever its readers ask for.
+#[derive(Debug)]
+pub struct BuildMemory {
+    total_mib: u32,
+    permits: tokio::sync::Semaphore,
+}
+
+impl BuildMemory {
+    /// A budget of `bytes` (at least 1 MiB).
+    pub fn new(bytes: u64) -> Self {
+        let total_mib = bytes.div_ceil(1 << 20).clamp(1, u64::from(u32::MAX >> 3)) as u32;
+        Self {
+            total_mib,
+            permits: tokio::sync::Semaphore::new(total_mib as usize),
+        }
+    }
+
+    /// The default budget: a quarter of the machine's memory (`MemTotal` of /proc/meminfo),
+    /// at least 1 GiB; 4 GiB when the machine's memory is unknown.
+    pub fn default_bytes() -> u64 {
+        let total = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().strip_suffix("kB"))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(|kib| kib * 1024)
+        });
+        total.map_or(4 << 30, |t| (t / 4).max(1 << 30))
+    }
+
+    /// The budget in bytes.
+    pub fn total(&self) -> u64 {
+        u64::from(self.total_mib) << 20
+    }
+
+    /// Bytes reserved by builds now.
+    pub fn in_use(&self) -> u64 {
+        u64::from(self.total_mib - self.permits.available_permits() as u32) << 20
+    }
+
+    /// Waits until `bytes` (at most the whole budget) are free and holds them until the
+    /// permit is dropped.
+    async fn reserve(&self, bytes: u64) -> tokio::sync::SemaphorePermit<'_> {
+        let need = bytes.div_ceil(1 << 20).clamp(1, u64::from(self.total_mib)) as u32;
+        self.permits
+            .acquire_many(need)
+            .await
+            .expect("the semaphore is never closed")
+    }
+}
+
+/// What building `plan` holds in memory at most: its decoded output arrays (float32) and the
+/// chunk reads in flight (each a decoded chunk and the part gathered from it), as bounded by
+/// the fetch options.
+pub fn build_bytes(plan: &Plan, source: &Source, options: &FetchOptions) -> u64 {
+    let mut output = 0u64;
+    let mut largest_chunk = 0u64;
+    for pv in &plan.variables {
+        output += pv
+            .dims
+            .iter()
+            .map(|d| plan.selections[d].indices.len() as u64)
+            .product::<u64>()
+            * 4;
+        if let Some(v) = source.variables.get(&pv.name) {
+            largest_chunk = largest_chunk.max(v.chunks.iter().product::<u64>() * 4);
+        }
+    }
+    let in_flight =
+        (largest_chunk * 2 * options.concurrency.max(1) as u64).min(options.memory_budget);
+    output + in_flight
+}
+
 /// The flow's resources: the source, the cache and the fetch tuning.
 #[derive(Debug, Clone)]
 pub struct Flow {
@@ -99,6 +175,8 @@ pub struct Flow {
     pub remote: Option<Arc<RemoteCache>>,
     /// Counters.
     pub metrics: Arc<FlowMetrics>,
+    /// The memory budget of builds.
+    pub memory: Arc<BuildMemory>,
     inflight: Arc<InFlight>,
 }
 
@@ -111,8 +189,15 @@ impl Flow {
             fetch,
             remote: None,
             metrics: Arc::default(),
+            memory: Arc::new(BuildMemory::new(BuildMemory::default_bytes())),
             inflight: Arc::default(),
         }
+    }
+
+    /// Sets the memory budget of builds (see [`BuildMemory`]).
+    pub fn with_build_memory(mut self, bytes: u64) -> Self {
+        self.memory = Arc::new(BuildMemory::new(bytes));
+        self
     }
 
     /// Counters of the flow, the S3 tier and the source, as JSON fields (for `status`, the
@@ -130,6 +215,11 @@ impl Flow {
             (
                 "uploads_pending".to_string(),
                 self.remote.as_ref().map_or(0, |r| r.pending()).into(),
+            ),
+            ("build_memory".to_string(), self.memory.total().into()),
+            (
+                "build_memory_in_use".to_string(),
+                self.memory.in_use().into(),
             ),
             ("source_requests".to_string(), source.requests().into()),
             ("source_bytes".to_string(), source.bytes().into()),
@@ -233,6 +323,8 @@ impl Flow {
     }
 
     async fn build(&self, plan: &Plan) -> Result<PathBuf, FlowError> {
+        let need = build_bytes(plan, &self.source, &self.fetch);
+        let _memory = self.memory.reserve(need).await;
         let t0 = std::time::Instant::now();
         let fetched = fetch::fetch(plan, &self.source, &self.fetch).await?;
         let (data, absent) = (fetched.arrays, fetched.absent_chunks);
