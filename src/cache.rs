@@ -226,6 +226,25 @@ fn get_checksum(path: &Path) -> Option<u32> {
     }
 }
 
+/// A complete entry: its path, and the descriptor it was checked (or written) through. Read
+/// the descriptor (with `pread`, or `/proc/self/fd/N` for a library that opens by name), never
+/// the path again: the path may have been swapped or evicted since.
+#[derive(Debug, Clone)]
+pub struct CachedFile {
+    /// Where the entry lives.
+    pub path: PathBuf,
+    /// The entry itself.
+    pub file: Arc<File>,
+}
+
+impl CachedFile {
+    /// A path that opens exactly this file, with an offset of its own (the descriptor's entry
+    /// in `/proc/self/fd`).
+    pub fn fd_path(&self) -> PathBuf {
+        PathBuf::from(format!("/proc/self/fd/{}", self.file.as_raw_fd()))
+    }
+}
+
 /// A cache directory on local disk.
 #[derive(Clone)]
 pub struct LocalCache {
@@ -426,8 +445,16 @@ impl LocalCache {
 
     /// Like [`LocalCache::lookup`], by identity and size.
     pub fn lookup_identity(&self, identity: &str, size: u64) -> Option<PathBuf> {
-        self.open_entry(identity, size)?;
-        self.path_for(identity)
+        self.get(identity, size).map(|c| c.path)
+    }
+
+    /// The entry of `identity`, opened (see [`LocalCache::open_entry`]).
+    pub fn get(&self, identity: &str, size: u64) -> Option<CachedFile> {
+        let file = self.open_entry(identity, size)?;
+        Some(CachedFile {
+            path: self.path_for(identity)?,
+            file: Arc::new(file),
+        })
     }
 
     /// Whether the entry of `identity` is present with `size` bytes: a regular file, not a
@@ -594,8 +621,10 @@ impl LocalCache {
             })
     }
 
-    /// Moves a finished temporary file into place as the entry of `identity` (atomic rename).
-    pub fn persist(&self, file: NamedTempFile, identity: &str) -> Result<PathBuf, CacheError> {
+    /// Moves a finished temporary file into place as the entry of `identity` (atomic rename)
+    /// and returns it, still open: an entry deleted right after (another process evicting)
+    /// stays readable through it.
+    pub fn persist(&self, file: NamedTempFile, identity: &str) -> Result<CachedFile, CacheError> {
         self.persist_with(file, identity, 0)
     }
 
@@ -606,7 +635,7 @@ impl LocalCache {
         file: NamedTempFile,
         identity: &str,
         absent_chunks: u64,
-    ) -> Result<PathBuf, CacheError> {
+    ) -> Result<CachedFile, CacheError> {
         let Some(path) = self.path_for(identity) else {
             return Err(CacheError {
                 path: identity.to_string(),
@@ -647,13 +676,13 @@ impl LocalCache {
                 );
             }
         }
-        file.persist(&path).map_err(|e| CacheError {
+        let file = file.persist(&path).map_err(|e| CacheError {
             path: path.display().to_string(),
             context: "renaming a new entry into place",
             source: e.error,
         })?;
         // Verified as written (its checksum was just computed from these bytes).
-        if let Ok(m) = std::fs::symlink_metadata(&path) {
+        if let Ok(m) = file.metadata() {
             self.usage
                 .lock()
                 .expect("poisoned")
@@ -662,7 +691,10 @@ impl LocalCache {
         }
         self.touch(identity, size);
         self.evict(Some(identity));
-        Ok(path)
+        Ok(CachedFile {
+            path,
+            file: Arc::new(file),
+        })
     }
 }
 
@@ -674,7 +706,7 @@ mod tests {
     fn add(cache: &LocalCache, identity: &str, bytes: usize) -> PathBuf {
         let mut f = cache.temp_file().unwrap();
         f.write_all(&vec![7u8; bytes]).unwrap();
-        cache.persist(f, identity).unwrap()
+        cache.persist(f, identity).unwrap().path
     }
 
     #[test]

@@ -66,15 +66,28 @@ pub struct Catalog {
 }
 
 impl Catalog {
-    /// Reads and plans a deskriptors file.
+    /// Reads and plans a deskriptors file. A line that is not valid UTF-8 is one bad line;
+    /// only an unreadable file is an error.
     pub fn load(path: &Path, source: &Source, options: PlanOptions) -> std::io::Result<Catalog> {
-        let text = std::fs::read_to_string(path)?;
-        Ok(Self::from_text(&text, source, options))
+        Ok(Self::from_lines(
+            deskriptor::read_lines(path)?,
+            source,
+            options,
+        ))
     }
 
     /// Plans the lines of `text`.
     pub fn from_text(text: &str, source: &Source, options: PlanOptions) -> Catalog {
-        let (deskriptors, mut errors) = deskriptor::parse_lines(text);
+        Self::from_lines(deskriptor::split_lines(text.as_bytes()), source, options)
+    }
+
+    /// Plans lines read by [`deskriptor::read_lines`].
+    pub fn from_lines(
+        lines: Vec<deskriptor::FileLine>,
+        source: &Source,
+        options: PlanOptions,
+    ) -> Catalog {
+        let (deskriptors, mut errors) = deskriptor::parse_file_lines(lines);
         let mut entries: Vec<Entry> = Vec::with_capacity(deskriptors.len());
         let mut names: HashMap<String, usize> = HashMap::new();
         for d in &deskriptors {

@@ -2,7 +2,9 @@
 //! file in the working directory is read first) → the library calls → exit code.
 //!
 //! Exit codes: 0 success; 1 a failure (bad deskriptors for `validate`, a failed flow for
-//! `get`, an unreachable source); 2 a usage error (clap).
+//! `get`, an unreachable source); 2 a usage error (clap). A command other than `mount` and
+//! `dashboard` whose standard output or error is closed (`| head -1`) ends silently by
+//! SIGPIPE, as Unix filters do: a shell shows status 141, which only `set -o pipefail` sees.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -77,6 +79,11 @@ pub struct Common {
         global = true
     )]
     memory_limit: String,
+    /// Memory that file builds may hold at once (bytes; K, M, G suffixes): a build reserves
+    /// its decoded arrays and chunk reads before it starts, others wait; a build larger than
+    /// this runs alone. Default: a quarter of the machine's memory, at least 1 GiB.
+    #[arg(long, env = "SODEDA_BUILD_MEMORY", global = true)]
+    build_memory: Option<String>,
     /// How chunks are read: auto (only the needed Blosc blocks of small samples) or full.
     /// `preload` always reads whole chunks, to share them between files.
     #[arg(long, env = "SODEDA_READ_PATH", default_value = "auto", global = true)]
@@ -131,7 +138,8 @@ enum Command {
         /// A deskriptor given as JSON.
         #[arg(long)]
         deskriptor: Option<String>,
-        /// Where to write the NetCDF file.
+        /// Where to write the NetCDF file: `-` for standard output; a device or FIFO is
+        /// written into, a symbolic link followed, a regular file replaced atomically.
         #[arg(short, long)]
         output: PathBuf,
         /// Print what was read from the source.
@@ -195,6 +203,17 @@ enum Command {
         /// Most source chunks (hours × variables) an ad-hoc preview may read.
         #[arg(long, env = "SODEDA_PREVIEW_MAX_CHUNKS", default_value_t = 744)]
         preview_max_chunks: u64,
+        /// Size limit of the ad-hoc preview area, <cache>/previews (bytes; K, M, G suffixes);
+        /// the least recently used previews are deleted beyond it. Files of the deskriptors
+        /// file go to the main cache, not here.
+        #[arg(long, env = "SODEDA_PREVIEW_CACHE_SIZE", default_value = "1G")]
+        preview_cache_size: String,
+        /// Ad-hoc previews built at once (0: build none, only the listed files).
+        #[arg(long, env = "SODEDA_PREVIEW_CONCURRENCY", default_value_t = 2)]
+        preview_concurrency: usize,
+        /// Seconds a request waits for an ad-hoc build slot before it gets 503 (busy).
+        #[arg(long, env = "SODEDA_PREVIEW_WAIT", default_value_t = 30.0)]
+        preview_wait: f64,
         /// Where to log (default: standard error).
         #[arg(long, env = "SODEDA_LOG_FILE")]
         log_file: Option<PathBuf>,
@@ -326,6 +345,10 @@ impl Common {
                 ..FetchOptions::default()
             },
         );
+        let flow = match &self.build_memory {
+            Some(size) => flow.with_build_memory(parse_size(size).context("--build-memory")?),
+            None => flow,
+        };
         Ok(match self.remote().await? {
             Some(remote) => flow.with_remote(remote),
             None => flow,
@@ -399,8 +422,16 @@ fn start(
 
 /// Entry point of `sodeda-era5`.
 pub fn main() -> ExitCode {
+    // A printing command whose output is closed (`sodeda-era5 list | head -1`) ends at once
+    // and quietly, killed by SIGPIPE as any Unix filter is (Rust ignores SIGPIPE, which turns
+    // it into "Broken pipe" errors). The servers keep ignoring it: a reader going away must
+    // not end a mount or the dashboard. Sockets are written with MSG_NOSIGNAL either way.
+    set_sigpipe(libc::SIG_DFL);
     load_dotenv();
     let cli = Cli::parse();
+    if matches!(cli.command, Command::Mount(_) | Command::Dashboard { .. }) {
+        set_sigpipe(libc::SIG_IGN);
+    }
     let log_file = match &cli.command {
         Command::Mount(m) if m.foreground => m.log_file.clone(),
         Command::Dashboard { log_file, .. } => log_file.clone(),
@@ -408,6 +439,14 @@ pub fn main() -> ExitCode {
     };
     let level = cli.common.log_level.clone();
     start(&level, log_file.as_deref(), run(cli))
+}
+
+fn set_sigpipe(action: libc::sighandler_t) {
+    // SAFETY: setting the disposition of SIGPIPE to SIG_DFL or SIG_IGN installs no handler
+    // code; it happens before any thread of this program starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, action);
+    }
 }
 
 /// The arguments this process was started with, after the mount helper's translation (the
@@ -493,8 +532,20 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             port,
             preview_max_size,
             preview_max_chunks,
+            preview_cache_size,
+            preview_concurrency,
+            preview_wait,
             ..
-        } => dashboard(common, *host, *port, preview_max_size, *preview_max_chunks).await,
+        } => {
+            let limits = PreviewLimits {
+                max_size: preview_max_size,
+                max_chunks: *preview_max_chunks,
+                cache_size: preview_cache_size,
+                concurrency: *preview_concurrency,
+                wait: *preview_wait,
+            };
+            dashboard(common, *host, *port, limits).await
+        }
         Command::Unmount { mountpoint } => {
             crate::mount::unmount(mountpoint)?;
             eprintln!("unmounted {}", mountpoint.display());
@@ -548,23 +599,38 @@ fn status(mountpoint: &Path, json: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The dashboard's limits on ad-hoc previews, as given on the command line.
+struct PreviewLimits<'a> {
+    max_size: &'a str,
+    max_chunks: u64,
+    cache_size: &'a str,
+    concurrency: usize,
+    wait: f64,
+}
+
 async fn dashboard(
     common: &Common,
     host: std::net::IpAddr,
     port: u16,
-    preview_max_size: &str,
-    preview_max_chunks: u64,
+    limits: PreviewLimits<'_>,
 ) -> Result<ExitCode> {
+    let preview_wait = std::time::Duration::try_from_secs_f64(limits.wait)
+        .map_err(|_| anyhow::anyhow!("--preview-wait: not a number of seconds: {}", limits.wait))?;
     let source = common.open_source().await?;
     let flow = common.flow(source).await?;
     let options = crate::dashboard::DashboardOptions {
         deskriptors: std::path::absolute(&common.deskriptors)?,
         cache_dir: std::path::absolute(&common.cache)?,
         plan: common.plan_options()?,
-        preview_max_size: parse_size(preview_max_size).context("--preview-max-size")?,
-        preview_max_chunks,
+        preview_max_size: parse_size(limits.max_size).context("--preview-max-size")?,
+        preview_max_chunks: limits.max_chunks,
+        preview_cache_size: parse_size(limits.cache_size).context("--preview-cache-size")?,
+        preview_concurrency: limits.concurrency,
+        preview_wait,
     };
-    let dashboard = Arc::new(crate::dashboard::Dashboard::new(flow, options));
+    let dashboard = Arc::new(
+        crate::dashboard::Dashboard::new(flow, options).context("opening the preview area")?,
+    );
     if let Err(e) = dashboard.catalog() {
         eprintln!("warning: {e}");
     }
@@ -724,15 +790,15 @@ async fn mount(common: &Common, args: &MountArgs) -> Result<ExitCode> {
     });
     let source_url = common.source.clone();
     crate::mount::serve(fs, &mountpoint, &options, Some(reload), || {
-        tracing::info!(
-            "serving {n} files at {} from {source_url}",
-            mountpoint.display()
-        );
-        eprintln!(
-            "sodeda-mount: serving {n} files at {} (pid {})",
+        // Once, on a line of its own written at once: to the terminal in the foreground, to
+        // the log in the background (where tracing may write from other threads too).
+        let line = format!(
+            "{}{n} files at {} from {source_url} (pid {})\n",
+            crate::mount::SERVING,
             mountpoint.display(),
             std::process::id()
         );
+        let _ = std::io::stderr().write_all(line.as_bytes());
     })
     .await?;
     Ok(ExitCode::SUCCESS)
@@ -745,34 +811,47 @@ async fn get(
     output: &Path,
     stats: bool,
 ) -> Result<ExitCode> {
+    // An inline deskriptor has no line number: its errors name `--deskriptor` instead.
+    let inline = |e: crate::deskriptor::DeskriptorError| match json {
+        Some(_) => anyhow::anyhow!("--deskriptor: {e}"),
+        None => e.into(),
+    };
     let deskriptor = match (line, json) {
-        (_, Some(text)) => Deskriptor::parse(0, text)?,
+        (_, Some(text)) => Deskriptor::parse(0, text).map_err(inline)?,
         (Some(n), None) => {
-            let text = std::fs::read_to_string(&common.deskriptors)
+            let lines = crate::deskriptor::read_lines(&common.deskriptors)
                 .with_context(|| format!("reading {}", common.deskriptors.display()))?;
-            let Some(l) = text.lines().nth(n.saturating_sub(1)).filter(|_| n >= 1) else {
+            let count = lines.len();
+            let Some(l) = n.checked_sub(1).and_then(|i| lines.into_iter().nth(i)) else {
                 bail!(
-                    "{} has no line {n} (it has {} lines)",
-                    common.deskriptors.display(),
-                    text.lines().count()
+                    "{} has no line {n} (it has {count} lines)",
+                    common.deskriptors.display()
                 );
             };
-            Deskriptor::parse(n, l)?
+            Deskriptor::parse(n, &l.text?)?
         }
         (None, None) => bail!("give --line N or --deskriptor JSON"),
     };
     let source = common.open_source().await?;
-    let plan = Plan::new(&deskriptor, &source, common.plan_options()?)?;
+    let plan = Plan::new(&deskriptor, &source, common.plan_options()?).map_err(inline)?;
     let flow = common.flow(source.clone()).await?;
     let before = (source.metrics.requests(), source.metrics.bytes());
-    let (path, origin) = flow
+    let (cached, origin) = flow
         .materialize(&plan)
         .await
         .with_context(|| format!("building {}", plan.file_name))?;
-    copy_atomically(&path, output)?;
+    // The entry as checked (or written) by the cache, never its path opened again; through
+    // /proc/self/fd for an offset of its own.
+    let mut file = std::fs::File::open(cached.fd_path())
+        .with_context(|| format!("opening {}", cached.path.display()))?;
+    write_output(&mut file, output)?;
     eprintln!(
         "{}: {} bytes, {} ({})",
-        output.display(),
+        if output.as_os_str() == "-" {
+            "standard output".into()
+        } else {
+            output.display().to_string()
+        },
         plan.size,
         plan.file_name,
         match origin {
@@ -793,24 +872,101 @@ async fn get(
     Ok(ExitCode::SUCCESS)
 }
 
-/// Copies `from` to `to` through a temporary file next to `to`, so `to` is never partial.
-fn copy_atomically(from: &Path, to: &Path) -> Result<()> {
-    let dir = match to.parent() {
+/// Writes the bytes of `src` to `to`, the `-o` of `get`, without ever destroying `to`:
+///
+/// - `-` is standard output;
+/// - a symbolic link is followed (every level) and what it points at is written as below, so
+///   the link itself stays a link;
+/// - an existing device or FIFO is opened and written into (nothing is renamed over it); a
+///   socket or a directory is an error;
+/// - a regular file is replaced atomically (a temporary file next to it, then a rename), so it
+///   is never partial, and keeps its permission bits;
+/// - a new file is created the same way with mode 0666 less the umask.
+fn write_output(src: &mut std::fs::File, to: &Path) -> Result<()> {
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt, PermissionsExt};
+    if to.as_os_str() == "-" {
+        let mut out = std::io::stdout().lock();
+        std::io::copy(src, &mut out)
+            .and_then(|_| out.flush())
+            .context("writing to standard output")?;
+        return Ok(());
+    }
+    let target = resolve_links(to)?;
+    let existing = match std::fs::metadata(&target) {
+        Ok(m) => Some(m),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e).with_context(|| format!("{}", target.display())),
+    };
+    if let Some(m) = &existing {
+        let t = m.file_type();
+        if t.is_char_device() || t.is_block_device() || t.is_fifo() {
+            // Opening a FIFO waits for its reader, as a shell's `>` does. Not following a
+            // link, and checked again once open: the path may have changed since.
+            let mut out = std::fs::OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&target)
+                .with_context(|| format!("opening {}", target.display()))?;
+            let now = out.metadata()?.file_type();
+            if !(now.is_char_device() || now.is_block_device() || now.is_fifo()) {
+                bail!("{} changed while it was opened", target.display());
+            }
+            std::io::copy(src, &mut out)
+                .with_context(|| format!("writing {}", target.display()))?;
+            return Ok(());
+        }
+        if t.is_dir() {
+            bail!("{} is a directory", target.display());
+        }
+        if !t.is_file() {
+            bail!(
+                "{} is neither a regular file, a device nor a FIFO (a socket?); not writing to it",
+                target.display()
+            );
+        }
+    }
+    let dir = match target.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
+    // Created with 0666: the kernel applies the umask, as for any new file.
     let mut tmp = tempfile::Builder::new()
         .prefix(".sodeda-")
+        .permissions(std::fs::Permissions::from_mode(0o666))
         .tempfile_in(&dir)
         .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
-    let mut src =
-        std::fs::File::open(from).with_context(|| format!("opening {}", from.display()))?;
-    std::io::copy(&mut src, tmp.as_file_mut())
-        .with_context(|| format!("writing {}", to.display()))?;
-    tmp.persist(to)
+    if let Some(m) = &existing {
+        let mode = m.permissions().mode() & 0o777;
+        tmp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(mode))
+            .with_context(|| format!("keeping the mode of {}", target.display()))?;
+    }
+    std::io::copy(src, tmp.as_file_mut())
+        .with_context(|| format!("writing {}", target.display()))?;
+    tmp.persist(&target)
         .map_err(|e| e.error)
-        .with_context(|| format!("renaming into {}", to.display()))?;
+        .with_context(|| format!("renaming into {}", target.display()))?;
     Ok(())
+}
+
+/// `path` with every symbolic link of its last component followed (relative links resolve
+/// against the link's directory); the result is not a link (it may not exist).
+fn resolve_links(path: &Path) -> Result<PathBuf> {
+    let mut p = path.to_path_buf();
+    for _ in 0..40 {
+        match std::fs::symlink_metadata(&p) {
+            Ok(m) if m.file_type().is_symlink() => {
+                let link = std::fs::read_link(&p)
+                    .with_context(|| format!("reading the link {}", p.display()))?;
+                p = match p.parent() {
+                    Some(dir) if link.is_relative() => dir.join(link),
+                    _ => link,
+                };
+            }
+            _ => return Ok(p),
+        }
+    }
+    bail!("{}: too many levels of symbolic links", path.display())
 }
 
 fn warn_bad_lines(catalog: &Catalog) {

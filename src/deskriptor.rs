@@ -9,7 +9,7 @@
 //! turns a single variable into a list and writes integral numbers without a fraction, so two
 //! lines that select the same thing with different spacing or key order share one identity.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::path::Path;
 
@@ -58,15 +58,25 @@ impl DeskriptorError {
 }
 
 impl fmt::Display for DeskriptorError {
+    /// `line 3, field `x`, value 5: message`. A deskriptor that did not come from a file (line
+    /// 0: `get --deskriptor`, the dashboard's form) has no line: `field `x`, value 5: message`,
+    /// for the caller to prefix with where it came from.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "line {}", self.line)?;
+        let mut parts = Vec::with_capacity(3);
+        if self.line != 0 {
+            parts.push(format!("line {}", self.line));
+        }
         if !self.field.is_empty() {
-            write!(f, ", field `{}`", self.field)?;
+            parts.push(format!("field `{}`", self.field));
         }
         if !self.value.is_empty() {
-            write!(f, ", value {}", self.value)?;
+            parts.push(format!("value {}", self.value));
         }
-        write!(f, ": {}", self.message)
+        if parts.is_empty() {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "{}: {}", parts.join(", "), self.message)
+        }
     }
 }
 
@@ -196,14 +206,30 @@ impl Deskriptor {
                 }
             }
         }
-        let variables = variables.ok_or_else(|| {
-            DeskriptorError::new(
+        let Some(variables) = variables else {
+            // `variables`, `var`, `Variable`: a slip for the one required key.
+            if let Some(key) = selectors
+                .keys()
+                .find(|k| nearest_key(k, [FIXED_KEYS[0]]).is_some())
+            {
+                return Err(DeskriptorError::new(
+                    line,
+                    key.as_str(),
+                    "",
+                    format!(
+                        "unknown key; did you mean `{}`? (it is required: a variable name or a \
+                         list of names)",
+                        FIXED_KEYS[0]
+                    ),
+                ));
+            }
+            return Err(DeskriptorError::new(
                 line,
                 "variable",
                 "",
                 "missing; give a variable name or a list of names, e.g. \"variable\": [\"2m_temperature\"]",
-            )
-        })?;
+            ));
+        };
         Ok(Deskriptor {
             line,
             raw: raw.to_string(),
@@ -211,6 +237,34 @@ impl Deskriptor {
             variables,
             selectors,
         })
+    }
+
+    /// Checks that every selector key is one of the source's `coordinates`. An unknown key is an
+    /// error that suggests the nearest allowed key (`lat` → `latitude`, `variables` →
+    /// `variable`) and lists them all.
+    pub fn check_keys(&self, coordinates: &[&str]) -> Result<(), DeskriptorError> {
+        let Some(key) = self
+            .selectors
+            .keys()
+            .find(|k| !coordinates.contains(&k.as_str()))
+        else {
+            return Ok(());
+        };
+        let allowed = FIXED_KEYS.iter().chain(coordinates).copied();
+        let hint = match nearest_key(key, allowed) {
+            Some(k) => format!("did you mean `{k}`? "),
+            None => String::new(),
+        };
+        Err(DeskriptorError::new(
+            self.line,
+            key.as_str(),
+            "",
+            format!(
+                "unknown key; {hint}allowed: {}, and the source's coordinates ({})",
+                FIXED_KEYS.join(", "),
+                coordinates.join(", ")
+            ),
+        ))
     }
 
     /// The canonical JSON of the selection (without `name`): keys sorted, variables as a list,
@@ -235,22 +289,120 @@ impl Deskriptor {
     }
 }
 
+/// The keys of a deskriptor that are not coordinates of the source.
+pub const FIXED_KEYS: [&str; 2] = ["variable", "name"];
+
+/// The key of `allowed` that a misspelled `key` most likely meant, if any: one that starts
+/// with it or that it starts with (`lat` → `latitude`, `levels` → `level`; at least two
+/// letters, any case), else the most similar one (Jaro-Winkler at least 0.8).
+pub fn nearest_key<'a>(key: &str, allowed: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    let given = key;
+    let key = key.to_lowercase();
+    allowed
+        .into_iter()
+        .filter_map(|a| {
+            let lower = a.to_lowercase();
+            let similarity = strsim::jaro_winkler(&key, &lower);
+            let prefix = key.chars().count() >= 2
+                && lower.chars().count() >= 2
+                && (lower.starts_with(&key) || key.starts_with(&lower));
+            // A prefix match outranks any mere similarity.
+            let score = if prefix { 1.0 + similarity } else { similarity };
+            (a != given && score >= 0.8).then_some((score, a))
+        })
+        .max_by(|x, y| x.0.total_cmp(&y.0))
+        .map(|(_, a)| a)
+}
+
+/// One line of a deskriptors file as read from disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileLine {
+    /// 1-based line number.
+    pub number: usize,
+    /// The line without its `\n` (or `\r\n`); an error when it is not valid UTF-8.
+    pub text: Result<String, DeskriptorError>,
+}
+
+/// Reads a deskriptors file. This is the one place the file is read (the catalog, `list`,
+/// `validate`, `get --line`, the mount and its reload, the dashboard), as bytes, so that a bad
+/// byte spoils only its own line (see [`split_lines`]).
+pub fn read_lines(path: &Path) -> std::io::Result<Vec<FileLine>> {
+    Ok(split_lines(&std::fs::read(path)?))
+}
+
+/// Splits the bytes of a deskriptors file into lines as [`str::lines`] does (at `\n`, an
+/// `\r` before it dropped, no line after a final `\n`). A line that is not valid UTF-8 is an
+/// error naming its line and the first bad byte; the other lines are unaffected.
+pub fn split_lines(bytes: &[u8]) -> Vec<FileLine> {
+    let mut pieces: Vec<&[u8]> = bytes.split(|&b| b == b'\n').collect();
+    if pieces.last().is_some_and(|p| p.is_empty()) {
+        pieces.pop();
+    }
+    pieces
+        .into_iter()
+        .enumerate()
+        .map(|(i, piece)| {
+            let piece = piece.strip_suffix(b"\r").unwrap_or(piece);
+            let text = match std::str::from_utf8(piece) {
+                Ok(s) => Ok(s.to_string()),
+                Err(e) => Err(not_utf8(i + 1, piece, e.valid_up_to())),
+            };
+            FileLine {
+                number: i + 1,
+                text,
+            }
+        })
+        .collect()
+}
+
+/// The error of a line whose byte at `at` (0-based) starts no valid UTF-8 character. The value
+/// is the text around it, bad bytes written `\xFF`.
+fn not_utf8(line: usize, bytes: &[u8], at: usize) -> DeskriptorError {
+    let from = at.saturating_sub(40);
+    let to = (at + 40).min(bytes.len());
+    let mut value = String::from(if from > 0 { "\"..." } else { "\"" });
+    for chunk in bytes[from..to].utf8_chunks() {
+        value.push_str(&escape(chunk.valid()));
+        for b in chunk.invalid() {
+            value.push_str(&format!("\\x{b:02X}"));
+        }
+    }
+    value.push_str(if to < bytes.len() { "...\"" } else { "\"" });
+    DeskriptorError::new(
+        line,
+        "",
+        value,
+        format!(
+            "not valid UTF-8 at byte {} of the line (0x{:02X}); a deskriptors file must be UTF-8 \
+             text (this line is skipped, the others are read)",
+            at + 1,
+            bytes[at]
+        ),
+    )
+}
+
 /// Reads a deskriptors file: every non-blank line is one deskriptor. Returns the good ones and
 /// one error per bad line; blank lines are skipped, an empty file gives no deskriptors.
 pub fn parse_file(path: &Path) -> std::io::Result<(Vec<Deskriptor>, Vec<DeskriptorError>)> {
-    let text = std::fs::read_to_string(path)?;
-    Ok(parse_lines(&text))
+    Ok(parse_file_lines(read_lines(path)?))
 }
 
 /// Parses the text of a deskriptors file (see [`parse_file`]).
 pub fn parse_lines(text: &str) -> (Vec<Deskriptor>, Vec<DeskriptorError>) {
+    parse_file_lines(split_lines(text.as_bytes()))
+}
+
+/// Parses lines read by [`read_lines`] (see [`parse_file`]).
+pub fn parse_file_lines(lines: Vec<FileLine>) -> (Vec<Deskriptor>, Vec<DeskriptorError>) {
     let mut good = Vec::new();
     let mut bad = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        match Deskriptor::parse(i + 1, line) {
+    for FileLine { number, text } in lines {
+        let parsed = match text {
+            Ok(t) if t.trim().is_empty() => continue,
+            Ok(t) => Deskriptor::parse(number, &t),
+            Err(e) => Err(e),
+        };
+        match parsed {
             Ok(d) => good.push(d),
             Err(e) => bad.push(e),
         }
@@ -258,14 +410,53 @@ pub fn parse_lines(text: &str) -> (Vec<Deskriptor>, Vec<DeskriptorError>) {
     (good, bad)
 }
 
-/// Checks a file name (with its `.nc`): not empty, no `/` or NUL, not `.`/`..` or containing
-/// `..`, at most [`MAX_FILE_NAME_BYTES`] bytes.
+/// Whether `c` may not appear in a file name: a control character (Unicode category Cc:
+/// U+0000..U+001F, U+007F..U+009F, e.g. newline and tab), a line or paragraph separator
+/// (U+2028, U+2029), or a bidirectional formatting character (U+061C, U+200E, U+200F,
+/// U+202A..U+202E, U+2066..U+2069), which would make a listing show another name than the
+/// file has.
+pub fn is_forbidden_in_name(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{2028}'
+                | '\u{2029}'
+                | '\u{061C}'
+                | '\u{200E}'
+                | '\u{200F}'
+                | '\u{202A}'..='\u{202E}'
+                | '\u{2066}'..='\u{2069}'
+        )
+}
+
+/// `s` (unquoted) with `"`, `\\` and every character of [`is_forbidden_in_name`] escaped (`\n`,
+/// `\t`, `\u{202E}`), so an error message shows what is there and cannot itself be reordered or
+/// broken across lines.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if is_forbidden_in_name(c) => out.push_str(&format!("\\u{{{:04X}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Checks a file name (with its `.nc`): not empty, no `/` or NUL, no control or bidirectional
+/// formatting character ([`is_forbidden_in_name`]), not `.`/`..` or containing `..`, at most
+/// [`MAX_FILE_NAME_BYTES`] bytes.
 pub fn check_file_name(line: usize, file_name: &str) -> Result<(), DeskriptorError> {
     let bad = |msg: &str| {
         Err(DeskriptorError::new(
             line,
             "name",
-            format!("{file_name:?}"),
+            format!("\"{}\"", escape(file_name)),
             msg.to_string(),
         ))
     };
@@ -274,6 +465,20 @@ pub fn check_file_name(line: usize, file_name: &str) -> Result<(), DeskriptorErr
     }
     if file_name.contains('\0') {
         return bad("a name may not contain NUL");
+    }
+    if let Some((i, c)) = file_name
+        .chars()
+        .enumerate()
+        .find(|&(_, c)| is_forbidden_in_name(c))
+    {
+        return bad(&format!(
+            "a name may not contain control characters (such as newline or tab, U+0000..U+001F, \
+             U+007F..U+009F), line separators (U+2028, U+2029) or bidirectional formatting \
+             characters (U+061C, U+200E, U+200F, U+202A..U+202E, U+2066..U+2069); character {} \
+             is U+{:04X}. Allowed: any other printable characters except `/`",
+            i + 1,
+            c as u32
+        ));
     }
     if file_name.contains("..") {
         return bad("a name may not contain `..`");
@@ -330,6 +535,7 @@ fn parse_variables(line: usize, value: &Value) -> Result<Vec<String>, Deskriptor
         }
     };
     let mut out: Vec<String> = Vec::with_capacity(items.len());
+    let mut seen: HashSet<&str> = HashSet::with_capacity(items.len());
     for item in items {
         let Value::String(s) = item else {
             return Err(DeskriptorError::new(
@@ -339,7 +545,7 @@ fn parse_variables(line: usize, value: &Value) -> Result<Vec<String>, Deskriptor
                 "expected a variable name (a string)",
             ));
         };
-        if out.contains(s) {
+        if !seen.insert(s.as_str()) {
             return Err(DeskriptorError::new(
                 line,
                 "variable",
@@ -386,9 +592,11 @@ fn parse_selector(line: usize, key: &str, value: &Value) -> Result<Selector, Des
                 ));
             }
             let mut labels = Vec::with_capacity(items.len());
+            // A set, not `labels.contains`: a list of 10^6 labels must not take 10^12 steps.
+            let mut seen: HashSet<LabelKey> = HashSet::with_capacity(items.len());
             for item in items {
                 let label = parse_label(line, key, item)?;
-                if labels.contains(&label) {
+                if !seen.insert(LabelKey::of(&label)) {
                     return Err(DeskriptorError::new(
                         line,
                         key,
@@ -401,6 +609,23 @@ fn parse_selector(line: usize, key: &str, value: &Value) -> Result<Selector, Des
             Ok(Selector::List(labels))
         }
         _ => Ok(Selector::One(parse_label(line, key, value)?)),
+    }
+}
+
+/// A label as a hash key, equal exactly when the labels are (`0` and `-0` are one label).
+#[derive(PartialEq, Eq, Hash)]
+enum LabelKey {
+    Number(u64),
+    Text(String),
+}
+
+impl LabelKey {
+    fn of(label: &Label) -> Self {
+        match label {
+            // Labels are finite; adding 0.0 turns -0.0 into 0.0.
+            Label::Number(x) => LabelKey::Number((x + 0.0).to_bits()),
+            Label::Text(s) => LabelKey::Text(s.clone()),
+        }
     }
 }
 
@@ -576,5 +801,171 @@ mod tests {
         assert_eq!(bad[0].line, 4);
         let (good, bad) = parse_lines("");
         assert!(good.is_empty() && bad.is_empty());
+    }
+
+    #[test]
+    fn a_line_that_is_not_utf8_is_one_bad_line() {
+        let mut bytes = format!("{PROTOTYPE}\r\n").into_bytes();
+        bytes.extend_from_slice(b"{\"variable\": \"t\", \"name\": \"caf\xE9\"}\n\n");
+        bytes.extend_from_slice(format!("{PROTOTYPE}\n").as_bytes());
+        let lines = split_lines(&bytes);
+        assert_eq!(lines.len(), 4);
+        assert_eq!(
+            lines[0].text.as_deref(),
+            Ok(PROTOTYPE),
+            "\\r\\n is a line end"
+        );
+        let e = lines[1].text.clone().unwrap_err();
+        assert_eq!((lines[1].number, e.line), (2, 2));
+        assert!(e.message.contains("not valid UTF-8 at byte 31 "), "{e}");
+        assert!(e.message.contains("0xE9"), "{e}");
+        assert!(e.value.contains(r#"caf\xE9\""#), "{e}");
+        assert!(e.to_string().starts_with("line 2, value "), "{e}");
+        let (good, bad) = parse_file_lines(lines);
+        assert_eq!(good.iter().map(|d| d.line).collect::<Vec<_>>(), vec![1, 4]);
+        assert_eq!(bad, vec![e]);
+        // The same through the file.
+        let path = std::env::temp_dir().join(format!("sodeda-utf8-{}.jsonl", std::process::id()));
+        std::fs::write(&path, &bytes).unwrap();
+        let (good, bad) = parse_file(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!((good.len(), bad.len(), bad[0].line), (2, 1, 2));
+        // Lines as `str::lines` counts them.
+        for text in ["", "a", "a\n", "a\n\n", "\n\na\r\nb", "a\rb\n"] {
+            let ours: Vec<String> = split_lines(text.as_bytes())
+                .into_iter()
+                .map(|l| l.text.unwrap())
+                .collect();
+            assert_eq!(ours, text.lines().collect::<Vec<_>>(), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn an_error_without_a_line_does_not_say_line_0() {
+        let e = Deskriptor::parse(0, r#"{"variable": 5}"#).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "field `variable`, value 5: expected a variable name or a list of names"
+        );
+        let e = Deskriptor::parse(0, "").unwrap_err();
+        assert!(e.to_string().starts_with("empty line"), "{e}");
+    }
+
+    #[test]
+    fn names_with_control_or_bidi_characters_are_refused() {
+        for (bad, shown) in [
+            (r#""a\nb""#, r#""a\nb.nc""#),
+            (r#""a\tb""#, r#""a\tb.nc""#),
+            (r#""a\u0007b""#, r#""a\u{0007}b.nc""#),
+            (r#""a\u007fb""#, r#""a\u{007F}b.nc""#),
+            (r#""a\u0085b""#, r#""a\u{0085}b.nc""#),
+            (r#""a\u202Egnp""#, r#""a\u{202E}gnp.nc""#),
+            (r#""a\u202Ab""#, r#""a\u{202A}b.nc""#),
+            (r#""a\u2066b""#, r#""a\u{2066}b.nc""#),
+            (r#""a\u2069b""#, r#""a\u{2069}b.nc""#),
+            (r#""a\u200Eb""#, r#""a\u{200E}b.nc""#),
+            (r#""a\u200Fb""#, r#""a\u{200F}b.nc""#),
+            (r#""a\u061Cb""#, r#""a\u{061C}b.nc""#),
+            (r#""a\u2028b""#, r#""a\u{2028}b.nc""#),
+        ] {
+            let e = err(&format!(r#"{{"variable": "t", "name": {bad}}}"#));
+            assert_eq!(e.field, "name", "{bad}");
+            assert_eq!(e.value, shown, "{bad}");
+            assert!(e.message.contains("character 2 is U+"), "{bad}: {e}");
+            assert!(e.message.contains("Allowed: any other printable"), "{e}");
+            assert!(!e.to_string().contains(['\n', '\t', '\u{202E}']), "{e}");
+        }
+        for ok in ["Zürich 2023", "東京", "a-b_c (1)", "a\u{200D}b", "ملف"] {
+            let line = serde_json::json!({"variable": "t", "name": ok}).to_string();
+            assert!(Deskriptor::parse(1, &line).is_ok(), "{ok}");
+        }
+        // Derived names go through the same check.
+        let e = check_file_name(3, "t\u{202E}_20230101T11.nc").unwrap_err();
+        assert_eq!((e.line, e.field.as_str()), (3, "name"));
+    }
+
+    #[test]
+    fn a_million_label_list_is_checked_in_linear_time() {
+        // Checked pairwise, this took minutes (10^12 comparisons).
+        let n = 1_000_000;
+        let labels: Vec<String> = (0..n).map(|i| format!("{}", i as f64 * 0.25)).collect();
+        let line = format!(r#"{{"variable": "t", "level": [{}]}}"#, labels.join(","));
+        let d = Deskriptor::parse(1, &line).unwrap();
+        let Selector::List(ls) = &d.selectors["level"] else {
+            panic!("not a list");
+        };
+        assert_eq!(ls.len(), n);
+        assert_eq!(ls[n - 1], Label::Number((n - 1) as f64 * 0.25));
+        // One repeated label at the very end is still found, and named.
+        let line = format!(
+            r#"{{"variable": "t", "level": [{}, 12.5]}}"#,
+            labels.join(",")
+        );
+        let e = err(&line);
+        assert_eq!((e.field.as_str(), e.value.as_str()), ("level", "12.5"));
+        assert!(e.message.contains("twice"), "{e}");
+        // Also for text labels and variables (10^5: enough for 10^10 steps before); 0 and
+        // -0 are one label.
+        let times: Vec<String> = (0..n / 10).map(|i| format!("\"t{i}\"")).collect();
+        let line = format!(r#"{{"variable": [{0}], "time": [{0}]}}"#, times.join(","));
+        let d = Deskriptor::parse(1, &line).unwrap();
+        assert_eq!(d.variables.len(), n / 10);
+        let line = format!(r#"{{"variable": [{}, "t7"]}}"#, times.join(","));
+        assert!(err(&line).message.contains("twice"));
+        assert!(err(r#"{"variable": "t", "longitude": [0, -0.0]}"#)
+            .message
+            .contains("twice"));
+    }
+
+    #[test]
+    fn unknown_keys_suggest_the_nearest_allowed_key() {
+        let coordinates = ["latitude", "level", "longitude", "time"];
+        for (typo, meant) in [
+            ("lat", "latitude"),
+            ("lon", "longitude"),
+            ("levels", "level"),
+            ("variables", "variable"),
+            ("names", "name"),
+            ("Latitude", "latitude"),
+            ("latitdue", "latitude"),
+            ("times", "time"),
+        ] {
+            let line = format!(r#"{{"variable": "t", "{typo}": 1}}"#);
+            let e = Deskriptor::parse(4, &line)
+                .unwrap()
+                .check_keys(&coordinates)
+                .unwrap_err();
+            assert_eq!(e.field, typo);
+            assert!(
+                e.message
+                    .starts_with(&format!("unknown key; did you mean `{meant}`? allowed: ")),
+                "{typo}: {e}"
+            );
+            assert!(e.message.contains("(latitude, level, longitude, time)"));
+        }
+        let d = Deskriptor::parse(4, r#"{"variable": "t", "height": 2}"#).unwrap();
+        let e = d.check_keys(&coordinates).unwrap_err();
+        assert!(
+            e.message
+                .starts_with("unknown key; allowed: variable, name"),
+            "{e}"
+        );
+        assert!(Deskriptor::parse(4, PROTOTYPE)
+            .unwrap()
+            .check_keys(&coordinates)
+            .is_ok());
+        // Without `variable`, a key that looks like it is the error.
+        let e = err(r#"{"variables": ["2m_temperature"], "time": "2023"}"#);
+        assert_eq!(e.field, "variables");
+        assert!(e.message.contains("did you mean `variable`?"), "{e}");
+        let e = err(r#"{"level": 500, "time": "2023"}"#);
+        assert_eq!(e.field, "variable");
+        assert!(e.message.starts_with("missing"), "{e}");
+        assert_eq!(
+            nearest_key("l", coordinates),
+            None,
+            "one letter is no prefix"
+        );
+        assert_eq!(nearest_key("lo", coordinates), Some("longitude"));
     }
 }

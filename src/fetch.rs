@@ -27,6 +27,7 @@ use tokio::sync::Semaphore;
 use zarrs_object_store::object_store::{self, path::Path, ObjectStore, ObjectStoreExt};
 
 use crate::plan::Plan;
+use crate::source::store::describe_error;
 use crate::source::Source;
 
 mod blocks;
@@ -210,6 +211,10 @@ pub struct FetchError {
 /// sorted by output position.
 type Group = (u64, Vec<(usize, usize)>);
 
+/// One chunk read in flight: the variable's index, the gathered points, whether the chunk was
+/// absent.
+type ChunkRead = BoxFuture<'static, Result<(usize, Placed, bool), FetchError>>;
+
 /// What [`fetch`] read: the data of every variable of a plan, in file order, and how many of
 /// the chunks it needed do not exist in the store (they read as the fill value).
 #[derive(Debug)]
@@ -280,8 +285,7 @@ pub async fn fetch(
     let url = source.url.clone();
     // Boxed futures built in a loop (not a closure passed to `map`) keep the whole flow future
     // `Send` for every lifetime, which the single-flight `Shared` future needs.
-    let mut reads: Vec<BoxFuture<'static, Result<(usize, Placed, bool), FetchError>>> =
-        Vec::with_capacity(tasks.len());
+    let mut reads: Vec<ChunkRead> = Vec::with_capacity(tasks.len());
     for task in tasks {
         let permits = permits.clone();
         let url = url.clone();
@@ -347,7 +351,8 @@ async fn confirm_absent(
                     Err(e) => {
                         return Err(format!(
                             "the chunk does not exist, and asking whether {key} still does \
-                             failed: {e}"
+                             failed: {}",
+                            describe_error(&e)
                         ))
                     }
                 }
@@ -440,7 +445,7 @@ impl ChunkTask {
             .array
             .async_retrieve_chunk::<ArrayD<f32>>(&indices)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| describe_error(&e))?;
         // zarrs reads a missing object as the fill value without saying so: a chunk that is
         // all fill value is asked about once more (rare: only such chunks pay the request).
         let all_fill = data
@@ -453,7 +458,7 @@ impl ChunkTask {
                     confirm_absent(&self.array_check, self.store.as_ref(), &self.name).await?;
                     return Ok(Chunk { data, absent: true });
                 }
-                Err(e) => return Err(e.to_string()),
+                Err(e) => return Err(describe_error(&e)),
             }
         }
         Ok(Chunk {
@@ -480,13 +485,18 @@ fn needed_rows(combo: &[Group], chunk_shape: &[u64]) -> std::ops::Range<usize> {
 }
 
 /// Groups selected source positions by chunk index, keeping their output positions.
+/// Linear in the number of positions (a list of 10⁶ hours is 10⁶ chunks).
 fn group_by_chunk(indices: &[usize], chunk_len: u64) -> Vec<Group> {
     let mut groups: Vec<Group> = Vec::new();
+    let mut at: HashMap<u64, usize> = HashMap::new();
     for (out, &src) in indices.iter().enumerate() {
         let c = src as u64 / chunk_len.max(1);
-        match groups.iter_mut().find(|g| g.0 == c) {
-            Some(g) => g.1.push((out, src)),
-            None => groups.push((c, vec![(out, src)])),
+        match at.get(&c) {
+            Some(&g) => groups[g].1.push((out, src)),
+            None => {
+                at.insert(c, groups.len());
+                groups.push((c, vec![(out, src)]));
+            }
         }
     }
     groups

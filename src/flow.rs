@@ -1,7 +1,7 @@
 //! The flow: a plan becomes a cached file. Cache hit, or fetch → encode → persist.
 //!
-//! Input: a [`Plan`]. Output: the path of its complete file in the local cache. Invariant: the
-//! file at the returned path is the exact result of the plan (its size was checked against the
+//! Input: a [`Plan`]. Output: its complete file in the local cache, open ([`CachedFile`]).
+//! Invariant: the file is the exact result of the plan (its size was checked against the
 //! plan before it was renamed into place); on any error nothing is cached and the next call
 //! tries again. A cache hit reads nothing from the source.
 //!
@@ -10,13 +10,12 @@
 //! by the next caller.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use futures::future::{BoxFuture, FutureExt, Shared};
 
-use crate::cache::{CacheError, LocalCache};
+use crate::cache::{CacheError, CachedFile, LocalCache};
 use crate::encode::{self, EncodeError};
 use crate::fetch::{self, FetchError, FetchOptions};
 use crate::plan::Plan;
@@ -38,12 +37,6 @@ pub enum FlowError {
     /// The encoder thread died.
     #[error("encoder task failed: {0}")]
     Join(String),
-    /// The entry was made but was gone (or not trusted) each time it was opened.
-    #[error(
-        "the cache entry vanished {0} times right after it was made (another process \
-         evicting from a cache too small for the files in use?)"
-    )]
-    Vanished(usize),
 }
 
 /// Where a materialized file came from.
@@ -73,7 +66,7 @@ pub struct FlowMetrics {
     pub uploads: AtomicU64,
 }
 
-type SharedRun = Shared<BoxFuture<'static, Result<(PathBuf, Origin), Arc<FlowError>>>>;
+type SharedRun = Shared<BoxFuture<'static, Result<(CachedFile, Origin), Arc<FlowError>>>>;
 
 /// Runs in progress, by identity.
 #[derive(Default)]
@@ -237,10 +230,10 @@ impl Flow {
     pub async fn materialize_shared(
         &self,
         plan: &Plan,
-    ) -> Result<(PathBuf, Origin), Arc<FlowError>> {
-        if let Some(path) = self.cache.lookup(plan) {
+    ) -> Result<(CachedFile, Origin), Arc<FlowError>> {
+        if let Some(hit) = self.cache.get(&plan.identity, plan.size) {
             self.metrics.cache_hits.fetch_add(1, Ordering::Relaxed);
-            return Ok((path, Origin::Cache));
+            return Ok((hit, Origin::Cache));
         }
         let run = {
             let mut map = self.inflight.0.lock().expect("in-flight map poisoned");
@@ -268,18 +261,20 @@ impl Flow {
         run.await
     }
 
-    /// Returns the cached file of `plan`, building it first if needed.
-    pub async fn materialize(&self, plan: &Plan) -> Result<(PathBuf, Origin), FlowError> {
-        if let Some(path) = self.cache.lookup(plan) {
+    /// Returns the cached file of `plan`, building it first if needed, open: read the
+    /// descriptor, not the path (an entry evicted by another process meanwhile stays
+    /// readable through it).
+    pub async fn materialize(&self, plan: &Plan) -> Result<(CachedFile, Origin), FlowError> {
+        if let Some(hit) = self.cache.get(&plan.identity, plan.size) {
             self.metrics.cache_hits.fetch_add(1, Ordering::Relaxed);
-            return Ok((path, Origin::Cache));
+            return Ok((hit, Origin::Cache));
         }
         let mut replace = false;
         if let Some(remote) = &self.remote {
             match remote.fetch_into(plan, &self.cache).await {
-                Ok(Lookup::Copied(path)) => {
+                Ok(Lookup::Copied(copied)) => {
                     self.metrics.remote_hits.fetch_add(1, Ordering::Relaxed);
-                    return Ok((path, Origin::Remote));
+                    return Ok((copied, Origin::Remote));
                 }
                 Ok(Lookup::Absent) => {}
                 Ok(Lookup::WrongSize) => replace = true,
@@ -287,8 +282,8 @@ impl Flow {
             }
         }
         self.metrics.runs.fetch_add(1, Ordering::Relaxed);
-        let path = match self.build(plan).await {
-            Ok(path) => path,
+        let built = match self.build(plan).await {
+            Ok(built) => built,
             Err(e) => {
                 self.metrics.failures.fetch_add(1, Ordering::Relaxed);
                 return Err(e);
@@ -298,31 +293,15 @@ impl Flow {
             // A failed upload is logged (once while the bucket is down) and retried later;
             // the file is complete locally either way.
             if let Ok(Uploaded::Created | Uploaded::Replaced) =
-                remote.upload(&plan.identity, &path, replace).await
+                remote.upload(&plan.identity, &built.path, replace).await
             {
                 self.metrics.uploads.fetch_add(1, Ordering::Relaxed);
             }
         }
-        Ok((path, Origin::Built))
+        Ok((built, Origin::Built))
     }
 
-    /// The cached file of `plan`, opened (see [`LocalCache::open_entry`]): built or copied
-    /// first if needed, with single flight. An entry that vanishes between being made and
-    /// being opened (evicted by another process sharing the cache) is made again, a bounded
-    /// number of times.
-    pub async fn open(&self, plan: &Plan) -> Result<(std::fs::File, Origin), Arc<FlowError>> {
-        const ATTEMPTS: usize = 4;
-        for _ in 0..ATTEMPTS {
-            let (_, origin) = self.materialize_shared(plan).await?;
-            if let Some(file) = self.cache.open_entry(&plan.identity, plan.size) {
-                return Ok((file, origin));
-            }
-            tracing::debug!(file = %plan.file_name, "cache entry vanished after it was made; again");
-        }
-        Err(Arc::new(FlowError::Vanished(ATTEMPTS)))
-    }
-
-    async fn build(&self, plan: &Plan) -> Result<PathBuf, FlowError> {
+    async fn build(&self, plan: &Plan) -> Result<CachedFile, FlowError> {
         let need = build_bytes(plan, &self.source, &self.fetch);
         let _memory = self.memory.reserve(need).await;
         let t0 = std::time::Instant::now();
@@ -346,7 +325,7 @@ impl Flow {
         .await
         .map_err(|e| FlowError::Join(e.to_string()))??;
         let t2 = std::time::Instant::now();
-        let path = self.cache.persist_with(tmp, &plan.identity, absent)?;
+        let built = self.cache.persist_with(tmp, &plan.identity, absent)?;
         tracing::info!(
             file = %plan.file_name,
             bytes = plan.size,
@@ -355,7 +334,7 @@ impl Flow {
             persist_ms = t2.elapsed().as_secs_f64() * 1e3,
             "built"
         );
-        Ok(path)
+        Ok(built)
     }
 }
 

@@ -42,6 +42,26 @@ pub const XATTR_PID: &str = "user.sodeda.pid";
 /// Extended attribute of the root directory: reload count and last result, as JSON.
 pub const XATTR_RELOAD: &str = "user.sodeda.reload";
 
+/// Largest value of an extended attribute Linux passes (`XATTR_SIZE_MAX`); a larger one is
+/// `E2BIG` for the reader whatever its buffer.
+pub const XATTR_SIZE_MAX: usize = 65536;
+
+/// The value of [`XATTR_DESKRIPTOR`]: the line as written, or, for a line too long for an
+/// extended attribute, a short JSON note saying where the whole line is.
+fn deskriptor_xattr(entry: &Entry) -> String {
+    if entry.raw.len() <= XATTR_SIZE_MAX {
+        return entry.raw.clone();
+    }
+    serde_json::json!({
+        "line": entry.line,
+        "bytes": entry.raw.len(),
+        "note": "the deskriptor is longer than an extended attribute can be (64 KiB): it is \
+                 line `line` of the deskriptors file, and the file's global attribute \
+                 `deskriptor`",
+    })
+    .to_string()
+}
+
 /// Why a file-system call failed; each maps to one errno.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum FsError {
@@ -533,19 +553,19 @@ impl DatasetFs {
                 cause,
             }
         };
-        if let Some(file) = self.flow.cache.open_entry(&entry.identity, entry.size) {
+        if let Some(hit) = self.flow.cache.get(&entry.identity, entry.size) {
             self.flow.metrics.cache_hits.fetch_add(1, Ordering::Relaxed);
-            return Ok(Arc::new(file));
+            return Ok(hit.file);
         }
         let plan = entry
             .plan(&self.flow.source, self.options)
             .map_err(|e| fail(e.to_string()))?;
-        // The file as opened by the cache (checked, never a path opened again): an entry
-        // evicted meanwhile by another process is made again, not an error.
-        match self.flow.open(&plan).await {
-            Ok((file, _)) => {
+        // The file as checked or written by the cache, never a path opened again: an entry
+        // evicted meanwhile by another process stays readable.
+        match self.flow.materialize_shared(&plan).await {
+            Ok((cached, _)) => {
                 *node.last_error.lock().expect("poisoned") = None;
-                Ok(Arc::new(file))
+                Ok(cached.file)
             }
             Err(e) => Err(fail(error_chain(e.as_ref()))),
         }
@@ -590,7 +610,7 @@ impl DatasetFs {
         }
         let node = self.node(ino)?;
         let value = match name {
-            XATTR_DESKRIPTOR => node.entry.raw.clone(),
+            XATTR_DESKRIPTOR => deskriptor_xattr(&node.entry),
             XATTR_IDENTITY => node.entry.identity.clone(),
             XATTR_CACHED => {
                 let e = &node.entry;

@@ -20,7 +20,7 @@ use fuser::{Config, INodeNo, MountOption, Notifier, SessionACL};
 use futures::future::BoxFuture;
 
 use crate::catalog::Entry;
-use crate::fs::{DatasetFs, XATTR_PID, XATTR_RELOAD};
+use crate::fs::{DatasetFs, ReloadSummary, XATTR_PID, XATTR_RELOAD};
 use crate::fuse::FuseAdapter;
 
 pub mod helper;
@@ -140,6 +140,10 @@ pub fn prepare_mountpoint(path: &Path) -> Result<PathBuf> {
     }
 }
 
+/// How the mount process's line saying it is live begins (`sodeda-mount: serving N files at
+/// DIR from SOURCE (pid P)`).
+pub const SERVING: &str = "sodeda-mount: serving ";
+
 /// Options of a mount.
 #[derive(Debug, Clone)]
 pub struct MountOptions {
@@ -152,18 +156,46 @@ pub struct MountOptions {
 /// Re-reads the deskriptors file: the catalog entries of its current version.
 pub type Reloader = Arc<dyn Fn() -> BoxFuture<'static, Result<Vec<Entry>>> + Send + Sync>;
 
-/// Reloads `fs` with `reload` and tells the kernel to forget removed names.
+/// Tells the kernel to forget what a reload made stale: the entry of every added (a cached
+/// negative lookup), removed or changed name, and the root's attributes. A changed name
+/// leads to a new inode, so its new size and bytes are read at once; retired inodes keep
+/// their attributes, still true of the old bytes that open handles read.
+///
+/// Runs on a blocking thread, never on a FUSE session thread: the kernel takes the root's
+/// lock to drop an entry, and a lookup holding it waits for a session thread to answer.
+async fn notify_reload(notifier: &Notifier, summary: &ReloadSummary) {
+    let notifier = notifier.clone();
+    let names: Vec<String> = summary.stale_names().map(String::from).collect();
+    let sent = tokio::task::spawn_blocking(move || {
+        for name in &names {
+            // An entry the kernel does not hold is fine (fuser ignores its ENOENT).
+            if let Err(e) = notifier.inval_entry(INodeNo::ROOT, std::ffi::OsStr::new(name)) {
+                tracing::warn!("reload: cannot invalidate the kernel's entry of {name}: {e}");
+            }
+        }
+        if let Err(e) = notifier.inval_inode(INodeNo::ROOT, 0, 0) {
+            tracing::warn!("reload: cannot invalidate the kernel's root attributes: {e}");
+        }
+    })
+    .await;
+    if let Err(e) = sent {
+        tracing::warn!("reload: the invalidation task failed: {e}");
+    }
+}
+
+/// Reloads `fs` with `reload` and tells the kernel what changed, before recording the result
+/// (so `sodeda-era5 reload` returns once the mount shows the new files).
 async fn reload_now(fs: &DatasetFs, reload: &Reloader, notifier: &Notifier) {
     let result = match reload().await {
         Ok(entries) => {
             let s = fs.reload(entries);
-            for name in &s.removed {
-                // Not cached by the kernel is fine too.
-                let _ = notifier.inval_entry(INodeNo::ROOT, std::ffi::OsStr::new(name));
-            }
-            let _ = notifier.inval_inode(INodeNo::ROOT, 0, 0);
+            notify_reload(notifier, &s).await;
+            let changed = match s.changed.len() {
+                0 => String::new(),
+                n => format!(", {n} changed"),
+            };
             let text = format!(
-                "ok: {} files ({} added, {} removed)",
+                "ok: {} files ({} added, {} removed{changed})",
                 s.files,
                 s.added.len(),
                 s.removed.len()
@@ -203,7 +235,7 @@ pub async fn serve(
     config.n_threads = Some(options.threads.max(1));
     let adapter = FuseAdapter::new(fs.clone(), tokio::runtime::Handle::current());
     let session = fuser::spawn_mount(adapter, mountpoint, &config)
-        .map_err(|e| anyhow!("cannot mount at {}: {e}", mountpoint.display()))?;
+        .map_err(|e| mount_failure(&e, mountpoint))?;
     let notifier = session.notifier();
     on_live();
 
@@ -240,6 +272,58 @@ pub async fn serve(
     joined.with_context(|| format!("serving {}", mountpoint.display()))?;
     tracing::info!("unmounted {}", mountpoint.display());
     Ok(())
+}
+
+/// The error of a failed mount, with a hint when it is a matter of permissions.
+fn mount_failure(e: &std::io::Error, mountpoint: &Path) -> anyhow::Error {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let dev_fuse = std::fs::metadata(DEV_FUSE)
+        .ok()
+        .map(|m| (m.permissions().mode() & 0o7777, m.uid(), m.gid()));
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    let text = format!("cannot mount at {}: {e}", mountpoint.display());
+    match mount_hint(e, euid, dev_fuse) {
+        Some(hint) => anyhow!("{text}\nhint: {hint}"),
+        None => anyhow!(text),
+    }
+}
+
+const DEV_FUSE: &str = "/dev/fuse";
+
+/// What to check when a mount fails with `e`, run as `euid`, with `/dev/fuse` of this mode,
+/// owner and group (`None`: absent). fuser opens /dev/fuse (EACCES when not allowed), calls
+/// mount(2) (EPERM without CAP_SYS_ADMIN), then falls back on fusermount3, which may be
+/// missing (ENOENT) or refuse allow_other (EACCES, naming `user_allow_other`).
+fn mount_hint(e: &std::io::Error, euid: u32, dev_fuse: Option<(u32, u32, u32)>) -> Option<String> {
+    let Some((mode, uid, gid)) = dev_fuse else {
+        return Some(format!(
+            "there is no {DEV_FUSE}: load the fuse module (`modprobe fuse`), or give a \
+             container the device (`--device /dev/fuse`)"
+        ));
+    };
+    let text = e.to_string();
+    let denied = e.kind() == std::io::ErrorKind::PermissionDenied
+        || matches!(e.raw_os_error(), Some(libc::EPERM | libc::EACCES))
+        || text.contains("not permitted")
+        || text.contains("user_allow_other");
+    // Not root, mount(2) refused, and no fusermount3 to fall back on.
+    let no_helper = euid != 0 && e.kind() == std::io::ErrorKind::NotFound;
+    if !(denied || no_helper) {
+        return None;
+    }
+    let who = if euid == 0 {
+        "this process is root".to_string()
+    } else {
+        format!("this process runs as uid {euid}, not root")
+    };
+    Some(format!(
+        "mounting needs permission: run it as root or with CAP_SYS_ADMIN ({who}); {DEV_FUSE} \
+         must be readable and writable by this user (it is mode {mode:04o}, owner uid {uid}, \
+         group gid {gid}); the mount point must be readable by it; and --allow-other (fstab \
+         allow_other) by a user other than root needs a line `user_allow_other` in \
+         /etc/fuse.conf"
+    ))
 }
 
 /// Starts this same program with `args` (without the program name) plus `--foreground` as a
@@ -298,9 +382,13 @@ pub fn spawn_background(
         let live = mount_at(mountpoint).is_some_and(|m| m.source == FS_NAME)
             && std::fs::read_dir(mountpoint).is_ok(); // not stat: it may come from a cache
         if live {
+            // What the mount process said before it was live (warnings), without its own
+            // "serving" line: the caller says that the mount is live, once.
             let text = read_log(&mut file);
-            if !text.trim().is_empty() {
-                eprintln!("{}", text.trim_end());
+            let said: Vec<&str> = text.lines().filter(|l| !l.starts_with(SERVING)).collect();
+            let said = said.join("\n");
+            if !said.trim().is_empty() {
+                eprintln!("{}", said.trim_end());
             }
             return Ok(child.id());
         }
@@ -334,7 +422,7 @@ fn get_xattr(path: &Path, name: &str) -> std::io::Result<Vec<u8>> {
 }
 
 /// Asks the mount at `path` to re-read its deskriptors file (SIGHUP to its process) and
-/// waits for the result: `ok: N files (a added, r removed)`, or an error.
+/// waits for the result: `ok: N files (a added, r removed[, c changed])`, or an error.
 pub fn request_reload(path: &Path, timeout: Duration) -> Result<String> {
     let abs = std::path::absolute(path)?;
     if mount_at(&abs).is_none_or(|m| m.source != FS_NAME) {
@@ -414,6 +502,48 @@ mod tests {
     fn mountinfo_escapes_are_decoded() {
         assert_eq!(unescape(r"/mnt/with\040space"), "/mnt/with space");
         assert_eq!(unescape("/plain"), "/plain");
+    }
+
+    #[test]
+    fn a_mount_refused_for_permissions_has_a_hint() {
+        let dev = Some((0o600, 0, 0));
+        let denied = std::io::Error::from_raw_os_error(libc::EACCES);
+        let hint = mount_hint(&denied, 65534, dev).expect("a hint for EACCES");
+        for part in [
+            "root",
+            "/dev/fuse",
+            "mode 0600",
+            "uid 65534",
+            "user_allow_other",
+            "/etc/fuse.conf",
+        ] {
+            assert!(hint.contains(part), "{part:?} missing from {hint}");
+        }
+        let eperm = std::io::Error::from_raw_os_error(libc::EPERM);
+        assert!(mount_hint(&eperm, 0, dev).is_some());
+        let fusermount = std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            "fusermount3: option allow_other only allowed if 'user_allow_other' is set in \
+             /etc/fuse.conf",
+        );
+        assert!(mount_hint(&fusermount, 1000, dev).is_some());
+        let no_helper = std::io::Error::from_raw_os_error(libc::ENOENT);
+        assert!(mount_hint(&no_helper, 1000, dev).is_some());
+        assert!(
+            mount_hint(&no_helper, 0, dev).is_none(),
+            "not a permission problem"
+        );
+        let busy = std::io::Error::from_raw_os_error(libc::EBUSY);
+        assert!(mount_hint(&busy, 0, dev).is_none());
+        assert!(mount_hint(&busy, 0, None)
+            .unwrap()
+            .contains("modprobe fuse"));
+        let e = mount_failure(&denied, Path::new("/mnt/x")).to_string();
+        assert!(
+            e.starts_with("cannot mount at /mnt/x: Permission denied"),
+            "{e}"
+        );
+        assert!(e.contains("\nhint: mounting needs permission"), "{e}");
     }
 
     #[test]

@@ -99,25 +99,9 @@ impl Plan {
                 dims: v.dims.clone(),
             });
         }
-        // Every selector key must name a coordinate of the source.
-        for key in deskriptor.selectors.keys() {
-            if !source.coordinates.contains_key(key) {
-                return Err(DeskriptorError::new(
-                    line,
-                    key.as_str(),
-                    "",
-                    format!(
-                        "unknown key; allowed: variable, name, and the source's coordinates ({})",
-                        source
-                            .coordinates
-                            .keys()
-                            .cloned()
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ),
-                ));
-            }
-        }
+        // Every selector key must name a coordinate of the source (with a "did you mean").
+        let coordinates: Vec<&str> = source.coordinates.keys().map(String::as_str).collect();
+        deskriptor.check_keys(&coordinates)?;
         // The file's dimensions: those of the variable with the most, then any others.
         let mut file_dims: Vec<String> = variables
             .iter()

@@ -27,7 +27,7 @@ use zarrs_object_store::object_store::{
 /// checked on every copy into the local cache.
 const CHECKSUM_META: &str = "crc32c";
 
-use crate::cache::LocalCache;
+use crate::cache::{CachedFile, LocalCache};
 use crate::plan::{Plan, FORMAT_VERSION};
 
 /// Default key prefix (the prototype's).
@@ -128,10 +128,10 @@ fn read_profile(profile: &str) -> Result<ProfileCredentials, RemoteError> {
 }
 
 /// Outcome of a lookup in the bucket.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Lookup {
     /// The object was copied into the local cache, here.
-    Copied(PathBuf),
+    Copied(CachedFile),
     /// No object.
     Absent,
     /// An object of the wrong size or with bytes that fail its checksum: not used, to be
@@ -372,10 +372,10 @@ impl RemoteCache {
                 ),
             });
         }
-        let path = local
+        let cached = local
             .persist(tmp, &plan.identity)
             .map_err(|e| local_err(&e))?;
-        Ok(Lookup::Copied(path))
+        Ok(Lookup::Copied(cached))
     }
 
     /// Uploads a finished file as a conditional create; `replace` overwrites an object known

@@ -6,6 +6,8 @@
 //! cross 0°; and a partial time string (`"2023-01"`) as a range bound covers its whole period,
 //! as in pandas. Invariant: a resolved selection is never empty and every position exists.
 
+use std::collections::HashMap;
+
 use chrono::{Datelike, NaiveDate, NaiveDateTime, TimeDelta};
 
 use crate::deskriptor::{DeskriptorError, Label, Selector};
@@ -121,13 +123,60 @@ fn number(line: usize, field: &str, label: &Label) -> Result<f64, DeskriptorErro
     }
 }
 
+/// Finds exact labels among a coordinate's labels in O(log n) (or O(1)) each, so a list of
+/// 10^6 labels does not cost 10^6 scans of the coordinate: by binary search when the labels
+/// are strictly monotonic (every ERA5 coordinate is), else through a hash map. Equality is
+/// `==` (so `-0` finds `0`), and the first of equal labels wins, as a linear search would.
+struct LabelIndex<'a> {
+    labels: &'a [f64],
+    order: Order,
+}
+
+enum Order {
+    Increasing,
+    Decreasing,
+    Other(HashMap<u64, usize>),
+}
+
+/// A float as a hash key: equal for `==`-equal non-NaN floats.
+fn float_key(x: f64) -> u64 {
+    (x + 0.0).to_bits()
+}
+
+impl<'a> LabelIndex<'a> {
+    fn new(labels: &'a [f64]) -> Self {
+        let order = if labels.windows(2).all(|w| w[0] < w[1]) {
+            Order::Increasing
+        } else if labels.windows(2).all(|w| w[0] > w[1]) {
+            Order::Decreasing
+        } else {
+            let mut map = HashMap::with_capacity(labels.len());
+            for (i, &v) in labels.iter().enumerate() {
+                map.entry(float_key(v)).or_insert(i);
+            }
+            Order::Other(map)
+        };
+        LabelIndex { labels, order }
+    }
+
+    fn find(&self, x: f64) -> Option<usize> {
+        let i = match &self.order {
+            Order::Increasing => self.labels.partition_point(|&v| v < x),
+            Order::Decreasing => self.labels.partition_point(|&v| v > x),
+            Order::Other(map) => return map.get(&float_key(x)).copied(),
+        };
+        (self.labels.get(i) == Some(&x)).then_some(i)
+    }
+}
+
 fn exact_position(
     line: usize,
     coord: &Coordinate,
-    labels: &[f64],
+    index: &LabelIndex,
     x: f64,
 ) -> Result<usize, DeskriptorError> {
-    labels.iter().position(|&v| v == x).ok_or_else(|| {
+    let labels = index.labels;
+    index.find(x).ok_or_else(|| {
         let nearest = labels
             .iter()
             .copied()
@@ -184,7 +233,7 @@ fn resolve_numeric(
         }
         Selector::One(l) => {
             let x = number(line, name, l)?;
-            let i = exact_position(line, coord, &coord.values, x)?;
+            let i = exact_position(line, coord, &LabelIndex::new(&coord.values), x)?;
             Ok(Resolved {
                 indices: vec![i],
                 labels: vec![coord.values[i]],
@@ -192,12 +241,13 @@ fn resolve_numeric(
         }
         Selector::List(ls) => {
             let mut out = Resolved {
-                indices: Vec::new(),
-                labels: Vec::new(),
+                indices: Vec::with_capacity(ls.len()),
+                labels: Vec::with_capacity(ls.len()),
             };
+            let index = LabelIndex::new(&coord.values);
             for l in ls {
                 let x = number(line, name, l)?;
-                let i = exact_position(line, coord, &coord.values, x)?;
+                let i = exact_position(line, coord, &index, x)?;
                 out.indices.push(i);
                 out.labels.push(coord.values[i]);
             }
@@ -295,11 +345,12 @@ fn resolve_longitude(
         }
         Selector::One(_) | Selector::List(_) => {
             let mut out = Resolved {
-                indices: Vec::new(),
-                labels: Vec::new(),
+                indices: Vec::with_capacity(given.len()),
+                labels: Vec::with_capacity(given.len()),
             };
+            let index = LabelIndex::new(&labels);
             for (_, x) in &given {
-                let p = exact_position(line, coord, &labels, *x)?;
+                let p = exact_position(line, coord, &index, *x)?;
                 out.indices.push(points[p].1);
                 out.labels.push(points[p].0);
             }
@@ -497,8 +548,8 @@ fn resolve_time(
         }
         Selector::List(ls) => {
             let mut out = Resolved {
-                indices: Vec::new(),
-                labels: Vec::new(),
+                indices: Vec::with_capacity(ls.len()),
+                labels: Vec::with_capacity(ls.len()),
             };
             for l in ls {
                 let i = exact("time", l)?;
@@ -688,5 +739,59 @@ mod tests {
         )
         .unwrap();
         assert_eq!(ok.indices, vec![1_078_211, 1_078_210]);
+    }
+
+    fn list_of(labels: impl Iterator<Item = f64>) -> Selector {
+        Selector::List(labels.map(Label::Number).collect())
+    }
+
+    #[test]
+    fn a_million_label_list_resolves_in_n_log_n() {
+        // Found by a scan of the coordinate per label, this took minutes (10^12 comparisons).
+        let n = 1_000_000;
+        let increasing = coord("level", (0..n).map(|i| i as f64 * 0.25).collect());
+        let reversed = list_of((0..n).rev().map(|i| i as f64 * 0.25));
+        let r = resolve(1, Some(&reversed), &increasing).unwrap();
+        assert_eq!(r.indices.len(), n);
+        assert_eq!(r.indices[0], n - 1, "the list's order is kept");
+        assert!(r.indices.windows(2).all(|w| w[0] == w[1] + 1));
+        assert_eq!(r.labels[n - 1], 0.0);
+        // Latitude-like: decreasing.
+        let decreasing = coord(
+            "latitude",
+            (0..n).map(|i| (n - 1 - i) as f64 * 0.25).collect(),
+        );
+        let r = resolve(1, Some(&reversed), &decreasing).unwrap();
+        assert_eq!(r.indices, (0..n).collect::<Vec<_>>());
+        let e = resolve(1, Some(&list_of([0.0, 0.1].into_iter())), &decreasing).unwrap_err();
+        assert!(e.message.contains("nearest: 0"), "{e}");
+        // Longitude: 1440 points, a list of all of them in -180..180, relabelled.
+        let all = list_of((0..1440).map(|i| -180.0 + 0.25 * i as f64));
+        let r = resolve(1, Some(&all), &longitude()).unwrap();
+        assert_eq!(r.indices[0], 720, "-180 is 180");
+        assert_eq!(r.indices[720], 0, "0 is 0");
+        assert_eq!(r.labels[1439], 179.75);
+    }
+
+    #[test]
+    fn exact_labels_are_found_in_any_coordinate_order() {
+        // Increasing, decreasing, and unordered (hash map) coordinates; -0 finds 0; a missing
+        // label names the nearest.
+        for values in [
+            vec![-1.0, 0.0, 2.5, 7.0],
+            vec![7.0, 2.5, 0.0, -1.0],
+            vec![2.5, -1.0, 7.0, 0.0, 2.5],
+        ] {
+            let c = coord("x", values.clone());
+            let r = resolve(1, Some(&sel("[7, -0.0, 2.5, -1]")), &c).unwrap();
+            let at = |x: f64| values.iter().position(|&v| v == x).unwrap();
+            assert_eq!(r.indices, vec![at(7.0), at(0.0), at(2.5), at(-1.0)]);
+            assert_eq!(r.labels, vec![7.0, 0.0, 2.5, -1.0]);
+            let one = resolve(1, Some(&sel("2.5")), &c).unwrap();
+            assert_eq!(one.indices, vec![at(2.5)], "the first of equal labels");
+            let e = resolve(1, Some(&sel("[7, 2.4]")), &c).unwrap_err();
+            assert!(e.message.contains("nearest: 2.5"), "{e}");
+            assert_eq!(e.value, "2.4");
+        }
     }
 }

@@ -41,16 +41,17 @@ pub enum SourceError {
         /// What is wrong with it.
         why: String,
     },
-    /// A metadata object could not be fetched.
-    #[error("source {url}: cannot read {key}: {source}")]
+    /// A metadata object could not be fetched. Said with the store's innermost cause once
+    /// ([`store::describe_error`]), so the store's error is not also this error's `source()`:
+    /// printing the chain would repeat it.
+    #[error("{}", read_message(.url, .key, .error))]
     Read {
         /// The source URL.
         url: String,
         /// The object key.
         key: String,
         /// The store's error.
-        #[source]
-        source: zarrs_object_store::object_store::Error,
+        error: zarrs_object_store::object_store::Error,
     },
     /// The store's metadata is not what this program reads.
     #[error("source {url}: {key}: {why}")]
@@ -72,6 +73,15 @@ pub enum SourceError {
         /// zarrs' message.
         why: String,
     },
+}
+
+fn read_message(url: &str, key: &str, error: &zarrs_object_store::object_store::Error) -> String {
+    let cause = store::describe_error(error);
+    if store::is_unreachable(error) {
+        format!("cannot reach the source {url}: {cause}")
+    } else {
+        format!("source {url}: cannot read {key}: {cause}")
+    }
 }
 
 /// How a time coordinate's integers map to instants (CF `units` + `calendar`).
@@ -230,10 +240,10 @@ impl Source {
             Ok(r) => r.bytes().await,
             Err(e) => Err(e),
         }
-        .map_err(|source| SourceError::Read {
+        .map_err(|error| SourceError::Read {
             url: url.to_string(),
             key: key.to_string(),
-            source,
+            error,
         })?;
         let consolidated: Value =
             serde_json::from_slice(&bytes).map_err(|e| layout(key, format!("not JSON: {e}")))?;

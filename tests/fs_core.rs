@@ -287,8 +287,8 @@ async fn an_entry_evicted_by_another_process_is_made_again_never_an_error() {
     let (fs, dir) = setup(common::synthetic_store().await).await;
     let i = ino(&fs, "a.nc");
     let good = read_all(&fs, i, 1 << 20).await;
-    let identity = String::from_utf8(fs.getxattr(i, OsStr::new("user.sodeda.identity")).unwrap())
-        .unwrap();
+    let identity =
+        String::from_utf8(fs.getxattr(i, OsStr::new("user.sodeda.identity")).unwrap()).unwrap();
     let path = dir
         .path()
         .join("v1")

@@ -2,7 +2,13 @@
 //!
 //! It lists the deskriptors (name, size, cache state) and previews any of them, or an ad-hoc
 //! selection, as a map rendered on the server ([`render`]). Previews go through the same flow
-//! and cache as the mount: a previewed file is cached, and a cached file is not rebuilt.
+//! as the mount: a previewed file is cached, and a cached file is not rebuilt. The files of
+//! the deskriptors file are the dataset and go to its cache (and S3 tier); ad-hoc selections,
+//! which any client can invent, are built in a bounded area of their own
+//! (`<cache>/previews`, least recently used evicted beyond `--preview-cache-size`, never
+//! uploaded), at most `--preview-concurrency` at once: a request that finds no free build slot
+//! within `--preview-wait` gets 503. An ad-hoc selection whose file is already in the main
+//! cache is read from there, never built there.
 //! Nothing is fetched from the internet by the page (no map tiles, scripts or fonts).
 //!
 //! Routes: `/` (the page; a selection in its query string), `/map.png` (the same query plus
@@ -16,7 +22,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use axum::extract::{Query, State};
 use axum::http::{header, StatusCode};
@@ -24,6 +30,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 
+use crate::cache::{CacheError, CachedFile, LocalCache};
 use crate::catalog::{Catalog, Entry};
 use crate::deskriptor::{Deskriptor, DeskriptorError};
 use crate::flow::{error_chain, Flow, Origin};
@@ -34,6 +41,14 @@ use preview::{SelectionForm, View};
 /// Default largest file an ad-hoc preview may build (a listed file is always allowed: the
 /// mount would build it too).
 pub const DEFAULT_PREVIEW_MAX_SIZE: u64 = 256 << 20;
+/// Default size limit of the ad-hoc preview area (`--preview-cache-size`).
+pub const DEFAULT_PREVIEW_CACHE_SIZE: u64 = 1 << 30;
+/// Default number of ad-hoc previews built at once (`--preview-concurrency`).
+pub const DEFAULT_PREVIEW_CONCURRENCY: usize = 2;
+/// Default longest wait for an ad-hoc build slot before a 503 (`--preview-wait`).
+pub const DEFAULT_PREVIEW_WAIT: Duration = Duration::from_secs(30);
+/// The sub-directory of the cache directory that holds the ad-hoc previews.
+pub const PREVIEW_DIR: &str = "previews";
 
 /// Settings of the dashboard.
 #[derive(Debug, Clone)]
@@ -49,6 +64,13 @@ pub struct DashboardOptions {
     /// Most source chunks (time steps × variables) an ad-hoc selection may read: a small area
     /// over many hours makes a small file but reads one chunk per hour.
     pub preview_max_chunks: u64,
+    /// Size limit of the ad-hoc preview area, `<cache_dir>/previews` (least recently used
+    /// files are evicted beyond it; files in use are kept).
+    pub preview_cache_size: u64,
+    /// Ad-hoc previews built at once; 0 refuses every ad-hoc build.
+    pub preview_concurrency: usize,
+    /// Longest wait of a request for an ad-hoc build slot; then it gets 503.
+    pub preview_wait: Duration,
 }
 
 /// Counters of the dashboard itself.
@@ -60,11 +82,18 @@ pub struct DashboardMetrics {
     pub maps: AtomicU64,
     /// Selections that ended in an error message.
     pub errors: AtomicU64,
+    /// Ad-hoc previews refused because every build slot stayed taken (503).
+    pub previews_refused: AtomicU64,
 }
 
 /// The dashboard's state, shared by all requests.
 pub struct Dashboard {
     flow: Flow,
+    /// The flow of ad-hoc selections: the bounded preview area, no S3 tier; the source,
+    /// fetch tuning and counters of `flow`.
+    previews: Flow,
+    /// Permits to build an ad-hoc selection (`preview_concurrency`).
+    preview_builds: tokio::sync::Semaphore,
     options: DashboardOptions,
     /// The catalog and the deskriptors file's modification time it was read at.
     catalog: Mutex<(Option<SystemTime>, Arc<Catalog>)>,
@@ -75,8 +104,20 @@ pub struct Dashboard {
     pub metrics: DashboardMetrics,
 }
 
-/// Files built at once for previews (each build already reads its chunks concurrently).
+/// Files of the deskriptors file built at once for previews (each build already reads its
+/// chunks concurrently); ad-hoc selections have their own limit, `preview_concurrency`.
 pub const MAX_BUILDS: usize = 2;
+
+/// A preview's file, opened and checked by its cache, pinned there until this is dropped.
+struct Materialized {
+    file: CachedFile,
+    origin: Origin,
+    /// Held for its drop (unpins).
+    _pinned: Pinned,
+}
+
+/// Why a preview has no file: the HTTP status and the message.
+type Refusal = (StatusCode, String);
 
 /// A selection resolved to a plan, with where it came from.
 struct Resolved {
@@ -110,16 +151,23 @@ fn query_value<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a str> 
 }
 
 impl Dashboard {
-    /// A dashboard over `flow`.
-    pub fn new(flow: Flow, options: DashboardOptions) -> Self {
-        Dashboard {
+    /// A dashboard over `flow`, with its ad-hoc preview area opened (created if needed) in
+    /// `options.cache_dir`/previews and trimmed to `options.preview_cache_size`.
+    pub fn new(flow: Flow, options: DashboardOptions) -> Result<Self, CacheError> {
+        let cache = LocalCache::open(&options.cache_dir.join(PREVIEW_DIR))?
+            .with_max_size(options.preview_cache_size);
+        let mut previews = Flow::new(flow.source.clone(), cache, flow.fetch.clone());
+        previews.metrics = flow.metrics.clone();
+        Ok(Dashboard {
+            preview_builds: tokio::sync::Semaphore::new(options.preview_concurrency),
+            previews,
             flow,
             options,
             catalog: Mutex::new((None, Arc::new(Catalog::default()))),
             started: Instant::now(),
             builds: tokio::sync::Semaphore::new(MAX_BUILDS),
             metrics: DashboardMetrics::default(),
-        }
+        })
     }
 
     fn source(&self) -> &Source {
@@ -194,17 +242,75 @@ impl Dashboard {
         Ok(Some(Resolved { plan, file: None }))
     }
 
-    /// Builds (or finds) the file of `plan`. At most [`MAX_BUILDS`] files not yet cached are
-    /// built at once; other requests for new files wait their turn.
-    async fn materialize(&self, plan: &Plan) -> Result<(PathBuf, Origin), String> {
-        let _permit = match self.flow.cache.contains(&plan.identity, plan.size) {
-            Some(_) => None,
-            None => Some(self.builds.acquire().await.map_err(|e| e.to_string())?),
+    /// Builds (or finds) the file of a selection, pinned from before the build until the
+    /// result is dropped (a bounded cache cannot evict it under its reader). A listed file
+    /// goes through the main flow, at most [`MAX_BUILDS`] built at once (others wait their
+    /// turn). An ad-hoc selection is taken from the main cache if its file is there, else
+    /// from the preview area, built there if needed with one of `preview_concurrency` slots:
+    /// a request that gets none within `preview_wait` is refused with 503.
+    async fn materialize(&self, r: &Resolved) -> Result<Materialized, Refusal> {
+        let plan = &r.plan;
+        let listed = r.file.is_some();
+        let flow = if listed {
+            &self.flow
+        } else {
+            let pinned = Pinned::new(&self.flow.cache, &plan.identity);
+            if let Some(file) = self.flow.cache.get(&plan.identity, plan.size) {
+                self.flow.metrics.cache_hits.fetch_add(1, Ordering::Relaxed);
+                return Ok(Materialized {
+                    file,
+                    origin: Origin::Cache,
+                    _pinned: pinned,
+                });
+            }
+            &self.previews
         };
-        self.flow
-            .materialize_shared(plan)
-            .await
-            .map_err(|e| format!("building {} failed: {}", plan.file_name, error_chain(&*e)))
+        let pinned = Pinned::new(&flow.cache, &plan.identity);
+        let _permit = match flow.cache.contains(&plan.identity, plan.size) {
+            Some(_) => None,
+            None if listed => Some(self.builds.acquire().await.map_err(internal)?),
+            None => Some(self.preview_slot().await?),
+        };
+        let (file, origin) = flow.materialize_shared(plan).await.map_err(|e| {
+            let message = format!("building {} failed: {}", plan.file_name, error_chain(&*e));
+            (StatusCode::BAD_GATEWAY, message)
+        })?;
+        Ok(Materialized {
+            file,
+            origin,
+            _pinned: pinned,
+        })
+    }
+
+    /// One of the `preview_concurrency` slots to build an ad-hoc selection, waiting at most
+    /// `preview_wait` for it.
+    async fn preview_slot(&self) -> Result<tokio::sync::SemaphorePermit<'_>, Refusal> {
+        let n = self.options.preview_concurrency;
+        if n == 0 {
+            return Err((
+                StatusCode::FORBIDDEN,
+                "this dashboard builds no ad-hoc previews (--preview-concurrency 0): \
+                 preview the listed files, or use `sodeda-era5 get`"
+                    .into(),
+            ));
+        }
+        let wait = self.options.preview_wait;
+        match tokio::time::timeout(wait, self.preview_builds.acquire()).await {
+            Ok(permit) => permit.map_err(internal),
+            Err(_) => {
+                self.metrics
+                    .previews_refused
+                    .fetch_add(1, Ordering::Relaxed);
+                Err((
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!(
+                        "busy: {n} ad-hoc previews are being built (--preview-concurrency {n}) \
+                         and none finished within {} s (--preview-wait); try again shortly",
+                        wait.as_secs_f64()
+                    ),
+                ))
+            }
+        }
     }
 
     /// Counters of the dashboard, the flow and the source, as JSON.
@@ -218,6 +324,18 @@ impl Dashboard {
             ("pages".to_string(), get(&self.metrics.pages)),
             ("maps".to_string(), get(&self.metrics.maps)),
             ("errors".to_string(), get(&self.metrics.errors)),
+            (
+                "previews_refused".to_string(),
+                get(&self.metrics.previews_refused),
+            ),
+            (
+                "preview_cache_bytes".to_string(),
+                self.previews.cache.size().into(),
+            ),
+            (
+                "preview_cache_limit".to_string(),
+                self.options.preview_cache_size.into(),
+            ),
         ]);
         status.extend(self.flow.counters());
         serde_json::Value::Object(status)
@@ -225,6 +343,10 @@ impl Dashboard {
 }
 
 type Shared = Arc<Dashboard>;
+
+fn internal(e: impl std::fmt::Display) -> Refusal {
+    (StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+}
 
 /// A cache entry pinned for as long as this guard lives.
 struct Pinned {
@@ -301,16 +423,17 @@ async fn index(State(d): State<Shared>, Query(pairs): Pairs) -> Html<String> {
         Ok(Some(r)) => {
             let start = Instant::now();
             Some(
-                d.materialize(&r.plan)
+                d.materialize(&r)
                     .await
-                    .map(|(_, origin)| page::Preview {
+                    .map(|m| page::Preview {
                         took: start.elapsed(),
                         axes: preview::Axes::of(&r.plan, d.source()),
                         view: view_of(&pairs),
                         file: r.file,
                         plan: r.plan,
-                        origin,
-                    }),
+                        origin: m.origin,
+                    })
+                    .map_err(|(_, message)| message),
             )
         }
     };
@@ -359,12 +482,18 @@ fn view_of(pairs: &[(String, String)]) -> View {
 }
 
 fn text_error(status: StatusCode, message: String) -> Response {
-    (
+    let mut response = (
         status,
         [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
         message + "\n",
     )
-        .into_response()
+        .into_response();
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
+    }
+    response
 }
 
 async fn map(State(d): State<Shared>, Query(pairs): Pairs) -> Response {
@@ -386,17 +515,18 @@ async fn map(State(d): State<Shared>, Query(pairs): Pairs) -> Response {
     // Pinned from before the build until the slice is read, so a bounded cache cannot
     // evict the file under the reader; the guard unpins even when the client goes away and
     // the request is dropped half-way.
-    let pinned = Pinned::new(&d.flow.cache, &r.plan.identity);
-    let path = match d.materialize(&r.plan).await {
-        Ok((path, _)) => path,
-        Err(e) => return text_error(StatusCode::BAD_GATEWAY, e),
+    let materialized = match d.materialize(&r).await {
+        Ok(m) => m,
+        Err((status, e)) => return text_error(status, e),
     };
     let mut view = view_of(&pairs);
     let source = d.flow.source.clone();
     let rendered = tokio::task::spawn_blocking(move || {
+        // libnetcdf opens by name: the checked file's descriptor, not the cache path.
+        let path = materialized.file.fd_path();
         let field =
             preview::read_field(&path, &r.plan, &source, &mut view).map_err(|e| e.to_string())?;
-        drop(pinned);
+        drop(materialized);
         render::render_png(&field).map_err(|e| e.to_string())
     })
     .await;
@@ -482,7 +612,7 @@ mod tests {
     fn add(cache: &LocalCache, identity: &str) -> PathBuf {
         let mut f = cache.temp_file().unwrap();
         f.write_all(&[1u8; 100]).unwrap();
-        cache.persist(f, identity).unwrap()
+        cache.persist(f, identity).unwrap().path
     }
 
     #[test]

@@ -13,6 +13,8 @@
 use std::ops::Range;
 
 use ndarray::{ArrayD, IxDyn};
+
+use crate::source::store::describe_error;
 use zarrs_object_store::object_store::{
     self, path::Path, GetOptions, GetRange, ObjectStore, ObjectStoreExt,
 };
@@ -46,9 +48,9 @@ async fn range(
         ..GetOptions::default()
     };
     match store.get_opts(key, opts).await {
-        Ok(res) => res.bytes().await.map(Some).map_err(|e| e.to_string()),
+        Ok(res) => res.bytes().await.map(Some).map_err(|e| describe_error(&e)),
         Err(object_store::Error::NotFound { .. }) => Ok(None),
-        Err(e) => Err(e.to_string()),
+        Err(e) => Err(describe_error(&e)),
     }
 }
 
@@ -171,9 +173,9 @@ pub(crate) async fn read_whole(
 ) -> Result<Partial, String> {
     let key = Path::from(key);
     let bytes = match store.get(&key).await {
-        Ok(r) => r.bytes().await.map_err(|e| e.to_string())?,
+        Ok(r) => r.bytes().await.map_err(|e| describe_error(&e))?,
         Err(object_store::Error::NotFound { .. }) => return Ok(Partial::Absent),
-        Err(e) => return Err(e.to_string()),
+        Err(e) => return Err(describe_error(&e)),
     };
     let total: usize = shape.iter().product();
     let mut nbytes = 0usize;

@@ -23,6 +23,7 @@ const VALUE_OPTIONS: &[&str] = &[
     "format",
     "max_file_size",
     "memory_limit",
+    "build_memory",
     "read_path",
     "source_retries",
     "source_timeout",

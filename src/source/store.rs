@@ -112,11 +112,28 @@ pub fn open_url(url: &str, options: SourceOptions) -> Result<Arc<dyn ObjectStore
     } else {
         std::path::PathBuf::from(url)
     };
-    if !path.is_dir() {
-        return Err(bad("no such directory".into()));
-    }
+    check_directory(&path).map_err(bad)?;
     let store = LocalFileSystem::new_with_prefix(&path).map_err(|e| bad(e.to_string()))?;
     Ok(Arc::new(store))
+}
+
+/// Why `path` cannot serve as a local source directory, if it cannot: missing, not a
+/// directory, or out of reach (a parent directory the user may not search), each said so.
+fn check_directory(path: &std::path::Path) -> Result<(), String> {
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => Err("not a directory".into()),
+        Err(e) => Err(match (e.kind(), e.raw_os_error()) {
+            (std::io::ErrorKind::NotFound, _) => "no such directory".into(),
+            (std::io::ErrorKind::PermissionDenied, _) => {
+                "permission denied (a directory on the way to it may not be searched by this \
+                 user)"
+                    .into()
+            }
+            (_, Some(libc::ENOTDIR)) => "not a directory: a component of the path is a file".into(),
+            _ => e.to_string(),
+        }),
+    }
 }
 
 fn http_store(url: &str, options: SourceOptions) -> Result<Arc<dyn ObjectStore>, String> {
@@ -236,5 +253,269 @@ impl ObjectStore for MeteredStore {
         options: CopyOptions,
     ) -> object_store::Result<()> {
         self.inner.copy_opts(from, to, options).await
+    }
+}
+
+/// A store error said shortly: its innermost cause, once, then the request it ended (method,
+/// URL, retries), e.g. `dns error: failed to lookup address information: Name or service not
+/// known (GET https://…/.zmetadata, after 3 retries)`.
+///
+/// object_store's messages repeat themselves: each level of the chain quotes the level below
+/// (`Generic HTTP error: Error performing GET … - HTTP error: error sending request`), and
+/// printing the chain (anyhow's `{:#}`) then says the same text four times before the cause.
+/// Here each level contributes only its own words, the generic wrappers are dropped, and a
+/// part said twice is kept once.
+pub fn describe_error(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut messages = Vec::new();
+    let mut level = Some(error);
+    while let Some(e) = level {
+        messages.push(e.to_string());
+        level = e.source();
+    }
+    let mut request = None;
+    let mut parts: Vec<String> = Vec::new();
+    for (i, message) in messages.iter().enumerate() {
+        let own = match messages.get(i + 1) {
+            Some(below) if !below.is_empty() => match message.strip_suffix(below.as_str()) {
+                Some(head) => head.to_string(),
+                None => message.replacen(below.as_str(), "", 1),
+            },
+            _ => message.clone(),
+        };
+        let own = own.trim_end_matches([' ', ':', '-', ',']).trim();
+        if let Some(rest) = own.strip_prefix("Error performing ") {
+            request = request.or_else(|| Some(request_context(rest)));
+            continue;
+        }
+        let generic = own.is_empty()
+            || own == "HTTP error"
+            || own.starts_with("error sending request")
+            || own.starts_with("client error (")
+            || (own.starts_with("Generic ") && own.ends_with(" error"));
+        let own = shorten(own);
+        if !generic && !parts.contains(&own) {
+            parts.push(own);
+        }
+    }
+    let mut text = if parts.is_empty() {
+        messages.last().cloned().unwrap_or_default()
+    } else {
+        parts.join(": ")
+    };
+    if let Some(r) = request {
+        text.push_str(&format!(" ({r})"));
+    }
+    text
+}
+
+/// `text` on one line (a server's error page can be long HTML), at most 200 characters.
+fn shorten(text: &str) -> String {
+    let line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    match line.char_indices().nth(200) {
+        Some((cut, _)) => format!("{}…", &line[..cut]),
+        None => line,
+    }
+}
+
+/// `GET https://…, after 3 retries` from the rest of object_store's `Error performing GET
+/// https://… in 512ms, after 3 retries, max_retries: 3, retry_timeout: 125s`.
+fn request_context(rest: &str) -> String {
+    let (call, after) = rest.split_once(" in ").unwrap_or((rest, ""));
+    let retries = after
+        .split_once(", after ")
+        .and_then(|(_, r)| r.split_once(" retries"))
+        .map(|(n, _)| n.trim());
+    match retries {
+        Some("1") => format!("{call}, after 1 retry"),
+        Some(n) => format!("{call}, after {n} retries"),
+        None => call.to_string(),
+    }
+}
+
+/// True when `error` says the store could not be reached at all (no connection: DNS, refused,
+/// unreachable network, or a timeout), as opposed to an answer that was an error.
+pub fn is_unreachable(error: &(dyn std::error::Error + 'static)) -> bool {
+    use object_store::client::{HttpError, HttpErrorKind};
+    let mut level = Some(error);
+    while let Some(e) = level {
+        if let Some(h) = e.downcast_ref::<HttpError>() {
+            return matches!(h.kind(), HttpErrorKind::Connect | HttpErrorKind::Timeout);
+        }
+        level = e.source();
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use object_store::client::{HttpError, HttpErrorKind};
+    use object_store::ObjectStoreExt;
+
+    /// One level of a made-up error chain: `text`, or `text: <source>` when `quote` is set.
+    #[derive(Debug)]
+    struct Level {
+        text: String,
+        quote: bool,
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    }
+
+    impl fmt::Display for Level {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            match (&self.source, self.quote) {
+                (Some(s), true) => write!(f, "{}{s}", self.text),
+                _ => f.write_str(&self.text),
+            }
+        }
+    }
+
+    impl std::error::Error for Level {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.source.as_deref().map(|s| s as _)
+        }
+    }
+
+    fn level(
+        text: &str,
+        quote: bool,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Level {
+        Level {
+            text: text.into(),
+            quote,
+            source: Some(Box::new(source)),
+        }
+    }
+
+    /// The chain object_store 0.14 builds for a GET whose DNS lookup fails, level by level.
+    fn dns_failure() -> object_store::Error {
+        let io = std::io::Error::other(
+            "failed to lookup address information: Name or service not known",
+        );
+        let dns = level(
+            "dns error: ",
+            true,
+            level("error resolving DNS: ", true, io),
+        );
+        let hyper = level("client error (Connect)", false, dns);
+        let reqwest = level("error sending request", false, hyper);
+        let http = HttpError::new(HttpErrorKind::Connect, reqwest);
+        let request = level("", true, http); // RequestError::Http: "{0}"
+        let retry = level(
+            "Error performing GET https://storage.googleapis.com/b/x.zarr/.zmetadata in \
+             512.17ms, after 3 retries, max_retries: 3, retry_timeout: 125s  - ",
+            true,
+            request,
+        );
+        object_store::Error::Generic {
+            store: "HTTP",
+            source: Box::new(level("", true, retry)),
+        }
+    }
+
+    #[test]
+    fn a_store_error_says_its_innermost_cause_once() {
+        let e = dns_failure();
+        let chain = format!("{:#}", anyhow::Error::new(e));
+        assert!(
+            chain.matches("Error performing GET").count() >= 3,
+            "{chain}"
+        );
+        let e = dns_failure();
+        let text = describe_error(&e);
+        assert_eq!(
+            text,
+            "dns error: error resolving DNS: failed to lookup address information: Name or \
+             service not known (GET https://storage.googleapis.com/b/x.zarr/.zmetadata, after \
+             3 retries)"
+        );
+        assert!(is_unreachable(&e));
+        let read = super::super::SourceError::Read {
+            url: "gs://b/x.zarr".into(),
+            key: ".zmetadata".into(),
+            error: dns_failure(),
+        };
+        let shown = format!("{:#}", anyhow::Error::new(read));
+        assert!(
+            shown.starts_with("cannot reach the source gs://b/x.zarr: dns error"),
+            "{shown}"
+        );
+        assert_eq!(
+            shown.matches("Name or service not known").count(),
+            1,
+            "{shown}"
+        );
+        assert_eq!(shown.matches("GET").count(), 1, "{shown}");
+        assert!(shown.len() < 250, "{shown}");
+    }
+
+    #[test]
+    fn an_error_answer_is_said_on_one_short_line_and_is_not_unreachable() {
+        let page = format!("<html>\n<body>\n{}</body></html>", "Not here. ".repeat(100));
+        let page = Level {
+            text: page,
+            quote: false,
+            source: None,
+        };
+        let status = level(
+            "Server returned non-2xx status code: 404 Not Found: ",
+            true,
+            page,
+        );
+        let e = object_store::Error::NotFound {
+            path: ".zmetadata".into(),
+            source: Box::new(level(
+                "Error performing GET http://h/x/.zmetadata in 3ms - ",
+                true,
+                status,
+            )),
+        };
+        let text = describe_error(&e);
+        assert!(!text.contains('\n'), "{text}");
+        assert!(text.starts_with("Object at location .zmetadata not found: Server returned non-2xx status code: 404 Not Found: <html>"), "{text}");
+        assert!(text.ends_with("… (GET http://h/x/.zmetadata)"), "{text}");
+        assert!(text.len() < 400, "{text}");
+        assert!(!is_unreachable(&e));
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_said_once_with_the_request() {
+        let options = SourceOptions {
+            retries: 1,
+            timeout: Duration::from_secs(5),
+        };
+        let store = open_url("http://127.0.0.1:1/x.zarr", options).unwrap();
+        let e = store.get(&Path::from(".zmetadata")).await.unwrap_err();
+        let text = describe_error(&e);
+        assert!(is_unreachable(&e), "{text}");
+        assert_eq!(text.matches("GET").count(), 1, "{text}");
+        assert_eq!(text.matches("Connection refused").count(), 1, "{text}");
+        assert!(
+            text.ends_with("(GET http://127.0.0.1:1/x.zarr/.zmetadata, after 1 retry)"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("Generic") && !text.contains("error sending request"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_local_source_path_says_what_is_wrong_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("file");
+        std::fs::write(&file, b"").unwrap();
+        let why =
+            |p: &std::path::Path| match open_url(p.to_str().unwrap(), SourceOptions::default()) {
+                Err(SourceError::Url { why, .. }) => why,
+                other => panic!("{other:?}"),
+            };
+        assert_eq!(why(&dir.path().join("missing")), "no such directory");
+        assert_eq!(why(&file), "not a directory");
+        assert_eq!(
+            why(&file.join("sub")),
+            "not a directory: a component of the path is a file"
+        );
+        assert!(open_url(dir.path().to_str().unwrap(), SourceOptions::default()).is_ok());
     }
 }

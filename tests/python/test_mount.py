@@ -401,3 +401,104 @@ def test_reload_while_mounted(replica, mount_factory, tmp_path):
     while len(os.listdir(m.mountpoint)) != 2 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert len(os.listdir(m.mountpoint)) == 2
+
+
+def _ls_sizes(directory):
+    """{name: size} from `ls -l` of a directory."""
+    out = subprocess.run(["ls", "-l", str(directory)], capture_output=True, text=True,
+                         check=True).stdout
+    return {f[-1]: int(f[4]) for f in (l.split() for l in out.splitlines()[1:]) if len(f) >= 9}
+
+
+def test_reload_is_seen_at_once_despite_the_kernel_caches(replica, mount_factory, tmp_path):
+    """Reload: right after a reload (`sodeda-era5 reload` returns, or SIGHUP's result shows in
+    user.sodeda.reload), a line whose selection changed has its new size in stat and ls -l
+    and its new bytes in a read, a removed line's file is ENOENT and a new line's file is
+    there, even though the kernel had cached the old names, sizes and a negative lookup."""
+    from conftest import binary  # SODEDA_BIN: the same test runs on another build
+
+    lines = {json.loads(l)["name"]: l for l in LINES if '"name"' in l}
+    changed_v1 = lines["multi_hour"]
+    changed_v2 = changed_v1.replace('"end": "2023-01-01T05:00"', '"end": "2023-01-01T02:00"')
+    assert changed_v2 != changed_v1
+    removed, added = lines["multi_variable"], lines["level_slice"]
+    desk = tmp_path / "desk.jsonl"
+    desk.write_text("\n".join([changed_v1, removed]) + "\n")
+
+    # The expected files, built apart with `get`.
+    direct = Runner(replica, tmp_path / "other-cache", tmp_path)
+    (tmp_path / "v2.jsonl").write_text("\n".join([changed_v2, added]) + "\n")
+    expected = {}
+    for line, key in [(1, "changed_v2"), (2, "added")]:
+        direct("get", "--deskriptors", tmp_path / "v2.jsonl", "--line", line,
+               "-o", tmp_path / f"{key}.nc")
+        expected[key] = (tmp_path / f"{key}.nc").read_bytes()
+
+    m = mount_factory(desk, replica)
+    mnt = m.mountpoint
+    old = os.stat(mnt / "multi_hour.nc")
+    assert old.st_size > len(expected["changed_v2"]), "the new selection is smaller"
+    assert len((mnt / "multi_hour.nc").read_bytes()) == old.st_size
+    assert _ls_sizes(mnt)["multi_hour.nc"] == old.st_size
+    os.stat(mnt / "multi_variable.nc")
+    with pytest.raises(FileNotFoundError):
+        os.stat(mnt / "level_slice.nc")  # a negative lookup the kernel may remember
+
+    desk.write_text("\n".join([changed_v2, added]) + "\n")
+    p = subprocess.run([str(binary()), "reload", str(mnt)], capture_output=True, text=True,
+                       timeout=120, env=clean_env())
+    assert p.returncode == 0, p.stderr
+    assert "ok: 2 files (1 added, 1 removed, 1 changed)" in p.stdout, p.stdout
+
+    # At once: no waiting for the kernel's 60 s caches.
+    new = os.stat(mnt / "multi_hour.nc")
+    assert new.st_size == len(expected["changed_v2"]), (new.st_size, old.st_size)
+    assert new.st_ino != old.st_ino
+    with open(mnt / "multi_hour.nc", "rb") as f:
+        assert f.read() == expected["changed_v2"]
+    with pytest.raises(FileNotFoundError):
+        os.stat(mnt / "multi_variable.nc")
+    with pytest.raises(FileNotFoundError):
+        open(mnt / "multi_variable.nc", "rb")
+    assert os.stat(mnt / "level_slice.nc").st_size == len(expected["added"])
+    assert (mnt / "level_slice.nc").read_bytes() == expected["added"]
+    assert _ls_sizes(mnt) == {"multi_hour.nc": len(expected["changed_v2"]),
+                              "level_slice.nc": len(expected["added"])}
+
+    # Back to the first version by SIGHUP: the result is applied once user.sodeda.reload
+    # counts it (at most 5 s), and then the old size and bytes are back at once.
+    before = json.loads(os.getxattr(mnt, "user.sodeda.reload"))["reloads"]
+    desk.write_text("\n".join([changed_v1, removed]) + "\n")
+    m.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 5
+    while json.loads(os.getxattr(mnt, "user.sodeda.reload"))["reloads"] == before:
+        assert time.monotonic() < deadline, "SIGHUP's reload not applied within 5 s"
+        time.sleep(0.02)
+    last = json.loads(os.getxattr(mnt, "user.sodeda.reload"))["last"]
+    assert last == "ok: 2 files (1 added, 1 removed, 1 changed)", last
+    again = os.stat(mnt / "multi_hour.nc")
+    assert (again.st_size, again.st_ino) == (old.st_size, old.st_ino), "the first inode is back"
+    assert len((mnt / "multi_hour.nc").read_bytes()) == old.st_size
+    with pytest.raises(FileNotFoundError):
+        os.stat(mnt / "level_slice.nc")
+    assert os.stat(mnt / "multi_variable.nc").st_size > 0
+
+
+def test_the_deskriptor_xattr_of_a_line_over_64_kib_is_a_note_not_e2big(replica, mount_factory,
+                                                                      tmp_path):
+    """Linux passes no xattr value over 64 KiB (E2BIG whatever the buffer): a longer line's
+    `user.sodeda.deskriptor` is a short JSON note naming the line; short lines are as written."""
+    import datetime
+    t0 = datetime.datetime(2023, 1, 1)
+    hours = [(t0 + datetime.timedelta(hours=h)).strftime("%Y-%m-%dT%H:%M") for h in range(5000)]
+    long_line = json.dumps({"name": "long", "time": hours, "latitude": 47, "longitude": 8,
+                            "variable": "2m_temperature"})
+    short_line = json.dumps({"name": "short", "time": "2023-01-01T00:00", "latitude": 47,
+                             "longitude": 8, "variable": "2m_temperature"})
+    assert len(long_line) > 65536
+    deskriptors = tmp_path / "d.jsonl"
+    deskriptors.write_text(short_line + "\n" + long_line + "\n")
+    m = mount_factory(deskriptors, replica)
+    note = json.loads(os.getxattr(m.mountpoint / "long.nc", "user.sodeda.deskriptor"))
+    assert note["line"] == 2 and note["bytes"] == len(long_line)
+    assert os.getxattr(m.mountpoint / "short.nc", "user.sodeda.deskriptor").decode() == short_line

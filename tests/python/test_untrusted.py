@@ -141,3 +141,14 @@ def test_stray_files_in_the_cache_crash_nothing_and_are_left_alone(
     assert (m.mountpoint / "slice.nc").read_bytes() == reference
     for f in stray:
         assert f.read_bytes() == b"x" * 4096, f
+
+
+def test_a_cache_directory_every_user_can_write_gets_a_warning(replica, one_line, tmp_path):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    cache.chmod(0o777)
+    p = Runner(replica, cache, tmp_path)("list", "--deskriptors", one_line)
+    assert "writable by every user" in p.stderr, p.stderr
+    cache.chmod(0o755)
+    p = Runner(replica, cache, tmp_path)("list", "--deskriptors", one_line)
+    assert "writable by every user" not in p.stderr, p.stderr

@@ -1,0 +1,139 @@
+"""The dashboard's limits on ad-hoc previews, over HTTP only (no browser): any client can
+invent selections, so their files go to a bounded area of their own (`<cache>/previews`,
+`--preview-cache-size`), never to the main cache, and at most `--preview-concurrency` are
+built at once (a request that finds no free slot within `--preview-wait` gets 503).
+
+Every dashboard is stopped by its PID at the end, also when a test fails."""
+
+import json
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import urlencode
+
+import pytest
+
+from conftest import DATA, Dashboard, chunk_gets
+
+TEST_SET = DATA / "test-set.jsonl"
+# One hour of 2m_temperature over 30° × 60°: 119072 bytes in the test replica.
+AREA = {"lat_start": "60", "lat_end": "30", "lon_start": "-20", "lon_end": "40",
+        "variable": "2m_temperature"}
+AREA_FILE = 119072
+LIMIT = 300_000
+
+
+@pytest.fixture
+def dashboards():
+    """Starts dashboards; every one is stopped by PID at teardown."""
+    started = []
+
+    def start(*args, **kwargs):
+        d = Dashboard(*args, **kwargs)
+        started.append(d)
+        return d
+
+    yield start
+    for d in started:
+        d.stop()
+
+
+def ad_hoc(hour, **extra):
+    """The map of one hour of AREA, as a query string."""
+    return "/map.png?" + urlencode({**AREA, "time_start": f"2023-01-01T{hour:02d}:00",
+                                    **extra})
+
+
+def get(d, path):
+    """(status, body, headers) of a GET; HTTP errors are returned, not raised."""
+    start = time.monotonic()
+    try:
+        with urllib.request.urlopen(d.url + path, timeout=120) as r:
+            return r.status, r.read(), r.headers, time.monotonic() - start
+    except urllib.error.HTTPError as e:
+        return e.code, e.read(), e.headers, time.monotonic() - start
+
+
+def files_under(path, exclude=None):
+    """{relative path: size} of the files under `path` (temp files too), except `exclude`."""
+    return {str(p.relative_to(path)): p.stat().st_size for p in path.rglob("*")
+            if p.is_file() and (exclude is None or exclude not in p.parents)}
+
+
+def test_ad_hoc_previews_stay_in_a_bounded_area_apart_from_the_main_cache(
+        replica, tmp_path, dashboards):
+    cache = tmp_path / "cache"
+    previews = cache / "previews"
+    d = dashboards(replica, cache, TEST_SET, tmp_path / "dashboard.log",
+                   extra=("--preview-cache-size", str(LIMIT), "--preview-concurrency", "2"))
+    # One at a time: after each, the area holds at most the limit plus the file just built.
+    for hour in range(8):
+        status, body, headers, _ = get(d, ad_hoc(hour))
+        assert status == 200 and headers["Content-Type"] == "image/png", body[:300]
+        held = files_under(previews)
+        assert sum(held.values()) <= LIMIT + AREA_FILE, (hour, held)
+        assert files_under(cache, exclude=previews) == {}, "the main cache gains no preview"
+    # The two most recent previews (all that fit), not the 8 built.
+    assert len([p for p in held if p.endswith(".nc")]) == LIMIT // AREA_FILE == 2, held
+
+    # Many at once: bounded while they run, and back under limit + one file after the next.
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda h: get(d, ad_hoc(h)), range(8, 24)))
+    assert {r[0] for r in results} <= {200, 503}, [(r[0], r[1][:200]) for r in results]
+    assert files_under(cache, exclude=previews) == {}
+    assert sum(files_under(previews).values()) <= LIMIT + 3 * AREA_FILE
+    assert get(d, ad_hoc(0, time_end="2023-01-01T00:30"))[0] == 200
+    assert sum(files_under(previews).values()) <= LIMIT + AREA_FILE, files_under(previews)
+    status = json.loads(get(d, "/api/status")[1])
+    assert status["preview_cache_bytes"] <= LIMIT + AREA_FILE, status
+    assert status["preview_cache_limit"] == LIMIT, status
+
+    # A listed file is the dataset: it goes to the main cache, not the preview area.
+    before = files_under(previews)
+    assert get(d, "/map.png?file=multi_hour.nc")[0] == 200
+    main = [p for p in files_under(cache, exclude=previews) if p.endswith(".nc")]
+    assert len(main) == 1, main
+    assert files_under(previews) == before
+    # The same deskriptor given ad hoc is read from the main cache, not built again.
+    line = next(l for l in TEST_SET.read_text().splitlines() if '"multi_hour"' in l)
+    runs = json.loads(get(d, "/api/status")[1])["flow_runs"]
+    assert get(d, "/map.png?" + urlencode({"deskriptor": line}))[0] == 200
+    assert json.loads(get(d, "/api/status")[1])["flow_runs"] == runs
+    assert files_under(previews) == before
+
+
+def test_ad_hoc_builds_beyond_the_concurrency_limit_get_503_after_the_wait(
+        http_source, tmp_path, dashboards):
+    d = dashboards(http_source.url, tmp_path / "cache", TEST_SET, tmp_path / "dashboard.log",
+                   extra=("--preview-concurrency", "1", "--preview-wait", "0.5"))
+    http_source.delay["/2m_temperature/"] = 3  # every build takes at least 3 s
+    with ThreadPoolExecutor(5) as pool:
+        results = list(pool.map(lambda h: get(d, ad_hoc(h)), range(5)))
+    statuses = sorted(r[0] for r in results)
+    assert statuses == [200, 503, 503, 503, 503], [(r[0], r[1][:200]) for r in results]
+    for status, body, headers, took in results:
+        if status == 503:
+            assert b"busy" in body and b"--preview-concurrency 1" in body, body
+            assert headers["Retry-After"] == "5"
+            assert took < 2.5, f"a refused request waited {took:.1f} s, not about 0.5 s"
+    # Only one selection was read from the source: one hour's chunk.
+    chunks = {p.rsplit("/", 1)[-1] for p in chunk_gets(http_source.requests)}
+    assert len({c.split(".")[0] for c in chunks}) == 1, chunks
+    status = json.loads(get(d, "/api/status")[1])
+    assert status["previews_refused"] == 4 and status["flow_runs"] == 1, status
+
+    # A refused selection is served once a slot is free; a listed file does not need one.
+    http_source.delay.clear()
+    refused = next(h for h, r in enumerate(results) if r[0] == 503)
+    assert get(d, ad_hoc(refused))[0] == 200
+    assert get(d, "/map.png?file=multi_hour.nc")[0] == 200
+
+
+def test_preview_concurrency_0_builds_only_the_listed_files(replica, tmp_path, dashboards):
+    d = dashboards(replica, tmp_path / "cache", TEST_SET, tmp_path / "dashboard.log",
+                   extra=("--preview-concurrency", "0"))
+    status, body, _, _ = get(d, ad_hoc(3))
+    assert status == 403 and b"--preview-concurrency 0" in body, (status, body)
+    assert get(d, "/map.png?file=multi_hour.nc")[0] == 200
+    assert not any((tmp_path / "cache" / "previews").rglob("*.nc"))
