@@ -352,6 +352,12 @@ impl LocalCache {
         self
     }
 
+    /// The directory of this format version's entries, `<dir>/v<FORMAT_VERSION>` (other
+    /// stores of the cache, such as block tables, live beside the entries).
+    pub fn dir(&self) -> &Path {
+        &self.root
+    }
+
     /// Bytes of entries this cache knows of (all entries when a size limit is set).
     pub fn size(&self) -> u64 {
         self.usage.lock().expect("poisoned").bytes

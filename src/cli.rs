@@ -19,7 +19,7 @@ use serde_json::json;
 use crate::cache::{LocalCache, DEFAULT_CACHE_DIR};
 use crate::catalog::{Catalog, Entry};
 use crate::deskriptor::Deskriptor;
-use crate::fetch::{ChunkCache, FetchOptions, ReadPath};
+use crate::fetch::{BlockTables, ChunkCache, FetchOptions, ReadPath};
 use crate::flow::{Flow, Origin};
 use crate::layout::Format;
 use crate::plan::{Plan, PlanOptions, DEFAULT_MAX_FILE_SIZE};
@@ -333,10 +333,13 @@ impl Common {
     }
 
     async fn flow(&self, source: Arc<Source>) -> Result<Flow> {
+        let cache = self.local_cache()?;
+        let tables = Arc::new(BlockTables::open(cache.dir(), &source.url));
         let flow = Flow::new(
             source,
-            self.local_cache()?,
+            cache,
             FetchOptions {
+                block_tables: Some(tables),
                 concurrency: self.fetch_concurrency.max(1),
                 chunk_cache: Some(Arc::new(ChunkCache::new(
                     parse_size(&self.memory_limit).context("--memory-limit")?,

@@ -31,6 +31,9 @@ use crate::source::store::describe_error;
 use crate::source::Source;
 
 mod blocks;
+mod tables;
+
+pub use tables::BlockTables;
 
 /// How chunks are read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,6 +71,9 @@ pub struct FetchOptions {
     pub chunk_cache: Option<Arc<ChunkCache>>,
     /// Whole chunks, or only the needed blocks where that is cheaper.
     pub read_path: ReadPath,
+    /// Block tables of chunks read before (one request instead of two for a later block
+    /// read of the same chunk), if kept.
+    pub block_tables: Option<Arc<BlockTables>>,
 }
 
 impl Default for FetchOptions {
@@ -79,6 +85,7 @@ impl Default for FetchOptions {
             memory_budget: 1 << 30,
             chunk_cache: None,
             read_path: ReadPath::Auto,
+            block_tables: None,
         }
     }
 }
@@ -276,6 +283,7 @@ pub async fn fetch(
                 rows: partial.then_some(rows),
                 fill: var.fill_value.unwrap_or(f32::NAN),
                 array_check: array_check.clone(),
+                tables: options.block_tables.clone(),
             });
         }
     }
@@ -385,6 +393,7 @@ struct ChunkTask {
     rows: Option<std::ops::Range<usize>>,
     fill: f32,
     array_check: Arc<ArrayCheck>,
+    tables: Option<Arc<BlockTables>>,
 }
 
 impl ChunkTask {
@@ -397,7 +406,10 @@ impl ChunkTask {
         // Only the needed blocks: not shared through the chunk cache (the other rows of the
         // chunk are not decoded).
         if let (true, Some(rows)) = (self.blosc, &self.rows) {
-            match blocks::read_rows(self.store.as_ref(), &self.key, &shape, rows.clone()).await? {
+            let tables = self.tables.as_deref();
+            match blocks::read_rows(self.store.as_ref(), &self.key, &shape, rows.clone(), tables)
+                .await?
+            {
                 blocks::Partial::Rows(part) => {
                     return Ok((gather(part.view(), &origin, &self.combo), false));
                 }

@@ -14,6 +14,7 @@ use std::ops::Range;
 
 use ndarray::{ArrayD, IxDyn};
 
+use super::tables::{BlockTables, Table, Version};
 use crate::source::store::describe_error;
 use zarrs_object_store::object_store::{
     self, path::Path, GetOptions, GetRange, ObjectStore, ObjectStoreExt,
@@ -38,17 +39,26 @@ pub(crate) enum Partial {
     Unsupported,
 }
 
+/// The bytes `r` of object `key` and the object's version; `None` if the object does not exist.
 async fn range(
     store: &dyn ObjectStore,
     key: &Path,
     r: Range<u64>,
-) -> Result<Option<bytes::Bytes>, String> {
+) -> Result<Option<(bytes::Bytes, Version)>, String> {
     let opts = GetOptions {
         range: Some(GetRange::Bounded(r)),
         ..GetOptions::default()
     };
     match store.get_opts(key, opts).await {
-        Ok(res) => res.bytes().await.map(Some).map_err(|e| describe_error(&e)),
+        Ok(res) => {
+            let version = Version {
+                size: res.meta.size,
+                e_tag: res.meta.e_tag.clone(),
+                modified: res.meta.last_modified.timestamp_nanos_opt().unwrap_or(0),
+            };
+            let bytes = res.bytes().await.map_err(|e| describe_error(&e))?;
+            Ok(Some((bytes, version)))
+        }
         Err(object_store::Error::NotFound { .. }) => Ok(None),
         Err(e) => Err(describe_error(&e)),
     }
@@ -58,37 +68,83 @@ fn u32_at(b: &[u8], at: usize) -> usize {
     u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]) as usize
 }
 
+/// The fields of a Blosc header this reader needs.
+struct Header {
+    flags: u8,
+    nbytes: usize,
+    blocksize: usize,
+    cbytes: usize,
+}
+
+impl Header {
+    /// The header of a chunk of `total` float32 values, if it is one this reader decodes.
+    fn parse(head: &[u8], total: usize) -> Option<Header> {
+        if head.len() < HEADER || head[3] != 4 {
+            return None;
+        }
+        let h = Header {
+            flags: head[2],
+            nbytes: u32_at(head, 4),
+            blocksize: u32_at(head, 8),
+            cbytes: u32_at(head, 12),
+        };
+        (h.nbytes == total * 4 && h.blocksize != 0).then_some(h)
+    }
+
+    fn nblocks(&self) -> usize {
+        self.nbytes.div_ceil(self.blocksize)
+    }
+
+    fn table_end(&self) -> usize {
+        HEADER + 4 * self.nblocks()
+    }
+}
+
+/// What decoding rows with a table gave.
+enum WithTable {
+    Done(Partial),
+    /// The object is not the one the table was read from (replaced, or gone): read afresh.
+    Stale,
+}
+
 /// Reads rows `rows` (flat indices over all but the last chunk dimension) of the chunk at
-/// `key`, whose shape is `shape`.
+/// `key`, whose shape is `shape`. With `tables`, a chunk's block table read before (of the
+/// same object version) saves the first of the two requests.
 pub(crate) async fn read_rows(
     store: &dyn ObjectStore,
     key: &str,
     shape: &[usize],
     rows: Range<usize>,
+    tables: Option<&BlockTables>,
 ) -> Result<Partial, String> {
-    let key = Path::from(key);
+    let path = Path::from(key);
     let row_len = *shape.last().unwrap_or(&1);
     let total: usize = shape.iter().product();
+    if rows.end * row_len > total {
+        return Ok(Partial::Unsupported);
+    }
+    if let Some(table) = tables.and_then(|t| t.get(key)) {
+        let known = Some(&table.version);
+        match decode_rows(store, &path, shape, rows.clone(), &table.bytes, known).await? {
+            WithTable::Done(p) => return Ok(p),
+            WithTable::Stale => tables.expect("a table came from it").forget(key),
+        }
+    }
     let head_len = (HEADER + 4 * TABLE_GUESS) as u64;
-    let Some(head) = range(store, &key, 0..head_len).await? else {
+    let Some((head, version)) = range(store, &path, 0..head_len).await? else {
         return Ok(Partial::Absent);
     };
-    if head.len() < HEADER {
+    let Some(header) = Header::parse(&head, total) else {
         return Ok(Partial::Unsupported);
-    }
-    let (flags, typesize) = (head[2], head[3] as usize);
-    let (nbytes, blocksize, cbytes) = (u32_at(&head, 4), u32_at(&head, 8), u32_at(&head, 12));
-    if typesize != 4 || nbytes != total * 4 || blocksize == 0 || rows.end * row_len > total {
-        return Ok(Partial::Unsupported);
-    }
-    let (start_byte, end_byte) = (rows.start * row_len * 4, rows.end * row_len * 4);
-    let mut values = vec![0f32; total];
-    let out = &mut values[rows.start * row_len..rows.end * row_len];
-    if flags & MEMCPYED != 0 {
+    };
+    if header.flags & MEMCPYED != 0 {
         // Stored raw after the header.
-        let raw = range(
+        let (start_byte, end_byte) = (rows.start * row_len * 4, rows.end * row_len * 4);
+        let mut values = vec![0f32; total];
+        let out = &mut values[rows.start * row_len..rows.end * row_len];
+        let (raw, _) = range(
             store,
-            &key,
+            &path,
             (HEADER + start_byte) as u64..(HEADER + end_byte) as u64,
         )
         .await?
@@ -101,12 +157,11 @@ pub(crate) async fn read_rows(
         }
         return Ok(Partial::Rows(to_array(shape, values)?));
     }
-    let nblocks = nbytes.div_ceil(blocksize);
-    let table_end = HEADER + 4 * nblocks;
+    let table_end = header.table_end();
     let table = if table_end <= head.len() {
         head.slice(..table_end)
     } else {
-        let rest = range(store, &key, head.len() as u64..table_end as u64)
+        let (rest, _) = range(store, &path, head.len() as u64..table_end as u64)
             .await?
             .ok_or("chunk vanished between two reads")?;
         let mut t = head.to_vec();
@@ -116,8 +171,47 @@ pub(crate) async fn read_rows(
     if table.len() != table_end {
         return Ok(Partial::Unsupported);
     }
-    let bstart = |b: usize| u32_at(&table, HEADER + 4 * b);
-    let (b0, b1) = (start_byte / blocksize, (end_byte - 1) / blocksize);
+    if let Some(tables) = tables {
+        tables.put(
+            key,
+            Table {
+                bytes: table.clone(),
+                version: version.clone(),
+            },
+        );
+    }
+    match decode_rows(store, &path, shape, rows, &table, Some(&version)).await? {
+        WithTable::Done(p) => Ok(p),
+        WithTable::Stale => Err("the chunk changed or vanished between two reads".into()),
+    }
+}
+
+/// Fetches the blocks of `rows` as the block table `table` places them and decodes them; the
+/// answer must come from the object version `known` (else [`WithTable::Stale`]).
+async fn decode_rows(
+    store: &dyn ObjectStore,
+    path: &Path,
+    shape: &[usize],
+    rows: Range<usize>,
+    table: &[u8],
+    known: Option<&Version>,
+) -> Result<WithTable, String> {
+    let row_len = *shape.last().unwrap_or(&1);
+    let total: usize = shape.iter().product();
+    let unsupported = Ok(WithTable::Done(Partial::Unsupported));
+    let Some(header) = Header::parse(table, total) else {
+        return unsupported;
+    };
+    let (nblocks, table_end, cbytes) = (header.nblocks(), header.table_end(), header.cbytes);
+    if table.len() != table_end || header.flags & MEMCPYED != 0 {
+        return unsupported;
+    }
+    let (start_byte, end_byte) = (rows.start * row_len * 4, rows.end * row_len * 4);
+    let bstart = |b: usize| u32_at(table, HEADER + 4 * b);
+    let (b0, b1) = (
+        start_byte / header.blocksize,
+        (end_byte - 1) / header.blocksize,
+    );
     let from = bstart(b0);
     let to = if b1 + 1 < nblocks {
         bstart(b1 + 1)
@@ -125,23 +219,28 @@ pub(crate) async fn read_rows(
         cbytes
     };
     if from < table_end || to > cbytes || from >= to {
-        return Ok(Partial::Unsupported);
+        return unsupported;
     }
-    let blocks = range(store, &key, from as u64..to as u64)
-        .await?
-        .ok_or("chunk vanished between two reads")?;
+    let Some((blocks, version)) = range(store, path, from as u64..to as u64).await? else {
+        return Ok(WithTable::Stale);
+    };
+    if known.is_some_and(|k| *k != version) || version.size != cbytes as u64 {
+        return Ok(WithTable::Stale);
+    }
     if blocks.len() != to - from {
-        return Ok(Partial::Unsupported);
+        return unsupported;
     }
     // A buffer laid out like the whole compressed chunk, holding only the fetched bytes:
     // blosc_getitem reads the header, the offsets and the blocks it decodes, nothing else.
     let mut buf = vec![0u8; cbytes];
-    buf[..table_end].copy_from_slice(&table);
+    buf[..table_end].copy_from_slice(table);
     buf[from..to].copy_from_slice(&blocks);
     let nitems = rows.len() * row_len;
     let (Ok(start), Ok(n)) = (i32::try_from(rows.start * row_len), i32::try_from(nitems)) else {
-        return Ok(Partial::Unsupported);
+        return unsupported;
     };
+    let mut values = vec![0f32; total];
+    let out = &mut values[rows.start * row_len..rows.end * row_len];
     // SAFETY: `buf` is `cbytes` long as its header declares, with the header, the offset
     // table and every block overlapping items start..start+n in place; `out` has room for
     // exactly n items of typesize 4. blosc_getitem reads only those parts and writes n*4
@@ -149,14 +248,14 @@ pub(crate) async fn read_rows(
     let written =
         unsafe { blosc_src::blosc_getitem(buf.as_ptr().cast(), start, n, out.as_mut_ptr().cast()) };
     if written < 0 || written as usize != nitems * 4 {
-        return Err(format!("blosc_getitem failed ({written}) on {key}"));
+        return Err(format!("blosc_getitem failed ({written}) on {path}"));
     }
     if cfg!(target_endian = "big") {
         for v in out.iter_mut() {
             *v = f32::from_bits(v.to_bits().swap_bytes());
         }
     }
-    Ok(Partial::Rows(to_array(shape, values)?))
+    Ok(WithTable::Done(Partial::Rows(to_array(shape, values)?)))
 }
 
 fn to_array(shape: &[usize], values: Vec<f32>) -> Result<ArrayD<f32>, String> {

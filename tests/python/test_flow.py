@@ -257,3 +257,32 @@ def test_scope_lists_coordinates_and_variables(run):
     assert doc["variables"]["temperature"]["dims"] == ["time", "level", "latitude", "longitude"]
     text = run("scope").stdout
     assert "2m_temperature (time, latitude, longitude) [K] 2 metre temperature" in text
+
+
+def test_a_later_process_reads_a_known_chunk_in_one_request(replica, tmp_path):
+    """Block tables are kept beside the cache: a second process reading another point of the
+    same chunk needs one request, not two; a chunk replaced in the store (a new object) is
+    read afresh, with the same data."""
+    from conftest import Runner
+    store = tmp_path / "store"
+    subprocess.run(["cp", "-al", str(replica), str(store)], check=True)
+    run = Runner(store, tmp_path / "cache", tmp_path)
+
+    def get(lat, lon, name):
+        d = json.dumps({"time": "2023-01-01T11:00", "latitude": lat, "longitude": lon,
+                        "variable": "2m_temperature"})
+        p = run("get", "--deskriptor", d, "-o", tmp_path / name, "--stats")
+        return int(p.stderr.split("source: ")[1].split(" requests")[0])
+
+    assert get(47, 8, "a.nc") == 2, "the block table, then the block"
+    assert get(47.5, 8.5, "b.nc") == 1, "a known table: the block only"
+    chunk = store / "2m_temperature" / "1078211.0.0"
+    data = chunk.read_bytes()
+    chunk.unlink()
+    chunk.write_bytes(data)  # a new object (new inode and time), same bytes
+    assert get(46.5, 7.5, "c.nc") == 3, "a stale table is noticed and the chunk read afresh"
+    fresh = Runner(store, tmp_path / "cache-fresh", tmp_path)
+    d = json.dumps({"time": "2023-01-01T11:00", "latitude": 46.5, "longitude": 7.5,
+                    "variable": "2m_temperature"})
+    fresh("get", "--deskriptor", d, "-o", tmp_path / "c-fresh.nc")
+    assert (tmp_path / "c.nc").read_bytes() == (tmp_path / "c-fresh.nc").read_bytes()
