@@ -651,9 +651,9 @@ async fn dashboard(
 async fn preload(common: &Common, jobs: usize, shard: Option<Shard>) -> Result<ExitCode> {
     let source = common.open_source().await?;
     let catalog = common.load_catalog(&source)?;
-    let mut flow = common.flow(source.clone()).await?;
-    // Whole chunks, decoded once and shared by every file over the same hours.
-    flow.fetch.read_path = ReadPath::Full;
+    // Chunks that many files need together are read whole and shared; the others block by
+    // block (preload decides per chunk; `--read-path full` reads every chunk whole).
+    let flow = common.flow(source.clone()).await?;
     let options = PreloadOptions {
         jobs,
         shard,

@@ -74,6 +74,9 @@ pub struct FetchOptions {
     /// Block tables of chunks read before (one request instead of two for a later block
     /// read of the same chunk), if kept.
     pub block_tables: Option<Arc<BlockTables>>,
+    /// Chunks read whole (and shared through the chunk cache) even where one file needs only
+    /// a few of their blocks: those that many files of a preload need together.
+    pub whole_chunks: Option<Arc<std::collections::HashSet<ChunkKey>>>,
 }
 
 impl Default for FetchOptions {
@@ -86,12 +89,13 @@ impl Default for FetchOptions {
             chunk_cache: None,
             read_path: ReadPath::Auto,
             block_tables: None,
+            whole_chunks: None,
         }
     }
 }
 
 /// Identifies a chunk: variable name and chunk grid indices.
-type ChunkKey = (String, Vec<u64>);
+pub type ChunkKey = (String, Vec<u64>);
 type Decoded = Arc<Chunk>;
 type SharedDecode = Shared<BoxFuture<'static, Result<Decoded, String>>>;
 
@@ -218,6 +222,41 @@ pub struct FetchError {
 /// sorted by output position.
 type Group = (u64, Vec<(usize, usize)>);
 
+/// Smallest part of a chunk one block read fetches, as a fraction of the chunk (ARCO-ERA5's
+/// surface chunks have 8 Blosc blocks).
+const BLOCK_GRAIN: f64 = 0.125;
+
+/// For every chunk `plan` reads, about which fraction of it a block read would fetch (the
+/// needed rows, at least one block's worth): what a preload adds up over its files to choose
+/// which chunks to read whole.
+pub fn chunk_demand(plan: &Plan, source: &Source) -> Vec<(ChunkKey, f64)> {
+    let mut out = Vec::new();
+    for pv in &plan.variables {
+        let Some(var) = source.variables.get(&pv.name) else {
+            continue;
+        };
+        let groups: Vec<Vec<Group>> = pv
+            .dims
+            .iter()
+            .zip(&var.chunks)
+            .map(|(d, &chunk_len)| group_by_chunk(&plan.selections[d].indices, chunk_len))
+            .collect();
+        let total_rows = var.chunks[..var.chunks.len().saturating_sub(1)]
+            .iter()
+            .product::<u64>()
+            .max(1) as f64;
+        for combo in cartesian(&groups) {
+            let chunk: Vec<u64> = combo.iter().map(|(c, _)| *c).collect();
+            let rows = needed_rows(&combo, &var.chunks).len() as f64;
+            out.push((
+                (pv.name.clone(), chunk),
+                (rows / total_rows).max(BLOCK_GRAIN),
+            ));
+        }
+    }
+    out
+}
+
 /// One chunk read in flight: the variable's index, the gathered points, whether the chunk was
 /// absent.
 type ChunkRead = BoxFuture<'static, Result<(usize, Placed, bool), FetchError>>;
@@ -269,7 +308,12 @@ pub async fn fetch(
             let total_rows = var.chunks[..var.chunks.len().saturating_sub(1)]
                 .iter()
                 .product::<u64>() as usize;
+            let shared = options
+                .whole_chunks
+                .as_ref()
+                .is_some_and(|w| w.contains(&(pv.name.clone(), chunk.clone())));
             let partial = options.read_path == ReadPath::Auto
+                && !shared
                 && (rows.len() as f64) <= BLOCK_FRACTION * total_rows as f64;
             tasks.push(ChunkTask {
                 variable: vi,

@@ -13,7 +13,10 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 
+use std::collections::{HashMap, HashSet};
+
 use crate::catalog::Entry;
+use crate::fetch::{chunk_demand, ChunkKey};
 use crate::flow::{error_chain, Flow, Origin};
 use crate::plan::PlanOptions;
 
@@ -107,6 +110,7 @@ pub async fn preload(flow: &Flow, entries: Vec<Entry>, options: PreloadOptions) 
         .collect();
     // Time order: files over the same hours run close together and share decoded chunks.
     plans.sort_by_key(|e| (e.first_time, e.line));
+    let flow = &with_whole_chunks(flow, &plans, options.plan);
     let total = plans.len();
     let done = Arc::new(AtomicU64::new(0));
     let bar = options.progress_bar.then(|| {
@@ -180,6 +184,36 @@ pub async fn preload(flow: &Flow, entries: Vec<Entry>, options: PreloadOptions) 
         remote.retry_pending().await;
     }
     summary
+}
+
+/// Part of a chunk that the files of a preload must need together for it to be read whole
+/// (once, decoded once, shared through the chunk cache) rather than block by block by each.
+const WHOLE_DEMAND: f64 = 0.5;
+
+/// The flow with the chunks that the files still to build need together marked to be read
+/// whole: a chunk that only one file (or a few) needs a small part of is read block by block,
+/// moving only those bytes; one that many files need is read once.
+fn with_whole_chunks(flow: &Flow, entries: &[Entry], options: PlanOptions) -> Flow {
+    let mut demand: HashMap<ChunkKey, f64> = HashMap::new();
+    for e in entries {
+        if flow.cache.contains(&e.identity, e.size).is_some() {
+            continue;
+        }
+        if let Ok(plan) = e.plan(&flow.source, options) {
+            for (chunk, part) in chunk_demand(&plan, &flow.source) {
+                *demand.entry(chunk).or_default() += part;
+            }
+        }
+    }
+    let whole: HashSet<ChunkKey> = demand
+        .into_iter()
+        .filter(|(_, part)| *part >= WHOLE_DEMAND)
+        .map(|(chunk, _)| chunk)
+        .collect();
+    tracing::debug!("preload: {} chunks read whole", whole.len());
+    let mut flow = flow.clone();
+    flow.fetch.whole_chunks = Some(Arc::new(whole));
+    flow
 }
 
 async fn one(flow: &Flow, entry: &Entry, options: PlanOptions) -> Outcome {

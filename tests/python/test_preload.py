@@ -152,3 +152,34 @@ def test_eight_processes_preloading_into_one_bucket_create_each_object_once(
     assert created == len(expected), outs
     for i in range(8):
         assert entries(tmp_path / f"cache{i}") == {e["identity"]: e["size"] for e in listing}
+
+
+def test_preload_moves_only_the_blocks_a_lone_file_needs_and_whole_chunks_many_share(
+        replica, http_source, tmp_path):
+    """A chunk that one small file needs is read block by block (about an eighth of it); a
+    chunk that many files need together is read once, whole, and shared."""
+    lone = [json.dumps({"name": f"zurich{h}", "time": f"2023-01-01T{h:02d}:00",
+                        "latitude": {"start": 47.5, "end": 46.5},
+                        "longitude": {"start": 8, "end": 9}, "variable": "2m_temperature"})
+            for h in range(4)]
+    shared = [json.dumps({"name": f"band{k}", "time": "2023-01-01T10:00",
+                          "latitude": {"start": 80 - 20 * k, "end": 61 - 20 * k},
+                          "variable": "2m_temperature"}) for k in range(8)]
+    deskriptors = tmp_path / "d.jsonl"
+    deskriptors.write_text("\n".join(lone + shared) + "\n")
+    run = Runner(http_source.url, tmp_path / "cache", tmp_path)
+    out = run("preload", "--deskriptors", deskriptors, "--jobs", 4).stdout
+    assert summary(out)["built"] == 12, out
+    served = {}
+    for method, path in http_source.requests:
+        if method == "GET" and path.startswith("/2m_temperature/") and "/." not in path:
+            served.setdefault(path, 0)
+            served[path] += 1
+    for h in range(4):
+        key = f"/2m_temperature/{1078200 + h}.0.0"
+        assert served.get(key) == 2, (key, served)  # the block table, then the blocks
+    assert served.get("/2m_temperature/1078210.0.0") == 1, served  # once, whole
+    fetched = int(out.split("source: ")[1].split(" requests, ")[1].split(" bytes")[0])
+    chunk = (replica / "2m_temperature" / "1078211.0.0").stat().st_size
+    # Four eighths-or-less of a chunk plus one whole chunk, plus the metadata.
+    assert fetched < chunk * (1 + 4 / 8) + 200_000, (fetched, chunk)
