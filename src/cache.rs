@@ -36,7 +36,6 @@ use std::ffi::CString;
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -74,13 +73,16 @@ struct Usage {
     verified: HashMap<String, FileStamp>,
 }
 
-/// What identifies one version of an entry's file: device, inode, size, modification time.
+/// What identifies one version of an entry's file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct FileStamp(u64, u64, u64, i64, i64);
+struct FileStamp(u64, u64, u64, [i64; 4]);
 
 impl FileStamp {
+    /// Device, inode, size, modification and change times (a rewrite in place followed by
+    /// `touch -r` still changes the change time).
     fn of(m: &std::fs::Metadata) -> Self {
-        FileStamp(m.dev(), m.ino(), m.len(), m.mtime(), m.mtime_nsec())
+        let times = [m.mtime(), m.mtime_nsec(), m.ctime(), m.ctime_nsec()];
+        FileStamp(m.dev(), m.ino(), m.len(), times)
     }
 }
 
@@ -93,17 +95,14 @@ pub fn is_identity(identity: &str) -> bool {
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
-/// The process's file mode creation mask (from `/proc/self/status`; `022` if unknown).
-/// Read, not set: `umask(2)` would change it for every thread for a moment.
-pub fn umask() -> u32 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Umask:"))
-                .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
-        })
-        .unwrap_or(0o022)
+/// Creates `dir` and its parents as the umask allows, but never writable by every user
+/// (entries in such a directory are not trusted).
+fn create_dirs(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o775)
+        .create(dir)
 }
 
 /// Opens `name` under the directory `dir` without following a symlink at `name`.
@@ -158,18 +157,13 @@ fn crc32c_of_file(f: &File) -> io::Result<u32> {
     }
 }
 
-fn c_path(path: &Path) -> io::Result<CString> {
-    CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
-}
-
-fn set_xattr(path: &Path, name: &str, value: &str) -> io::Result<()> {
-    let (p, n) = (c_path(path)?, CString::new(name).expect("no NUL"));
-    // SAFETY: valid NUL-terminated strings and a buffer of the given length, all alive for
-    // the call.
+fn set_xattr(file: &File, name: &str, value: &str) -> io::Result<()> {
+    let n = CString::new(name).expect("no NUL");
+    // SAFETY: an open descriptor, a NUL-terminated name and a buffer of the given length, all
+    // alive for the call.
     let rc = unsafe {
-        libc::setxattr(
-            p.as_ptr(),
+        libc::fsetxattr(
+            file.as_raw_fd(),
             n.as_ptr(),
             value.as_ptr().cast(),
             value.len(),
@@ -183,10 +177,16 @@ fn set_xattr(path: &Path, name: &str, value: &str) -> io::Result<()> {
     }
 }
 
+/// The value of [`CHECKSUM_XATTR`]: the CRC-32C and the identity it belongs to, so that an
+/// entry renamed to another identity's path (same size, its own valid checksum) is refused.
+fn checksum_value(crc: u32, identity: &str) -> String {
+    format!("{crc:08x} {identity}")
+}
+
 /// The checksum recorded with an open entry.
 enum Recorded {
-    /// The CRC-32C kept in the entry's xattr.
-    Crc(u32),
+    /// The CRC-32C kept in the entry's xattr, and the identity it was written for.
+    Crc(u32, String),
     /// The entry has no (readable) checksum: it lost it (a copy without xattrs) or never had it.
     Missing,
     /// The file system keeps no user xattrs: entries are checked by size only.
@@ -195,7 +195,7 @@ enum Recorded {
 
 fn recorded_checksum(file: &File) -> Recorded {
     let n = CString::new(CHECKSUM_XATTR).expect("no NUL");
-    let mut buf = [0u8; 16];
+    let mut buf = [0u8; 128];
     // SAFETY: an open descriptor and a NUL-terminated name; fgetxattr writes at most
     // `buf.len()` bytes into `buf`.
     let len = unsafe {
@@ -214,15 +214,26 @@ fn recorded_checksum(file: &File) -> Recorded {
     }
     std::str::from_utf8(&buf[..len as usize])
         .ok()
-        .and_then(|v| u32::from_str_radix(v, 16).ok())
-        .map_or(Recorded::Missing, Recorded::Crc)
+        .and_then(|v| v.split_once(' '))
+        .and_then(|(crc, id)| Some(Recorded::Crc(u32::from_str_radix(crc, 16).ok()?, id.into())))
+        .unwrap_or(Recorded::Missing)
 }
 
 #[cfg(test)]
 fn get_checksum(path: &Path) -> Option<u32> {
     match recorded_checksum(&File::open(path).ok()?) {
-        Recorded::Crc(c) => Some(c),
+        Recorded::Crc(c, _) => Some(c),
         _ => None,
+    }
+}
+
+/// Deletes the entry at `path` if it is still the file `file` (not one another process put
+/// there meanwhile).
+fn remove_if_same(path: &Path, file: &File) {
+    if let (Ok(there), Ok(ours)) = (std::fs::symlink_metadata(path), file.metadata()) {
+        if there.dev() == ours.dev() && there.ino() == ours.ino() {
+            let _ = std::fs::remove_file(path);
+        }
     }
 }
 
@@ -238,6 +249,27 @@ pub struct CachedFile {
 }
 
 impl CachedFile {
+    /// How many of its chunks were absent from the source when it was built (its
+    /// [`ABSENT_XATTR`]; 0 when it has none).
+    pub fn absent_chunks(&self) -> u64 {
+        let n = CString::new(ABSENT_XATTR).expect("no NUL");
+        let mut buf = [0u8; 24];
+        // SAFETY: an open descriptor and a NUL-terminated name; fgetxattr writes at most
+        // `buf.len()` bytes into `buf`.
+        let len = unsafe {
+            libc::fgetxattr(
+                self.file.as_raw_fd(),
+                n.as_ptr(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+            )
+        };
+        usize::try_from(len)
+            .ok()
+            .and_then(|len| std::str::from_utf8(&buf[..len]).ok()?.parse().ok())
+            .unwrap_or(0)
+    }
+
     /// A path that opens exactly this file, with an offset of its own (the descriptor's entry
     /// in `/proc/self/fd`).
     pub fn fd_path(&self) -> PathBuf {
@@ -274,7 +306,7 @@ impl LocalCache {
     pub fn open(dir: &Path) -> Result<Self, CacheError> {
         let root = dir.join(format!("v{FORMAT_VERSION}"));
         let tmp = root.join("tmp");
-        std::fs::create_dir_all(&tmp).map_err(|source| CacheError {
+        create_dirs(&tmp).map_err(|source| CacheError {
             path: tmp.display().to_string(),
             context: "creating the cache directory",
             source,
@@ -574,7 +606,16 @@ impl LocalCache {
             return true;
         }
         let expected = match recorded_checksum(file) {
-            Recorded::Crc(c) => c,
+            Recorded::Crc(c, id) if id == identity => c,
+            Recorded::Crc(_, id) => {
+                tracing::warn!(
+                    "cache entry {} is the file of another identity ({id}); deleting it, it \
+                     will be rebuilt",
+                    path.display()
+                );
+                remove_if_same(path, file);
+                return false;
+            }
             Recorded::Unsupported => return true, // checked by size only (documented)
             Recorded::Missing => {
                 tracing::warn!(
@@ -582,7 +623,7 @@ impl LocalCache {
                      deleting it, it will be rebuilt",
                     path.display()
                 );
-                let _ = std::fs::remove_file(path);
+                remove_if_same(path, file);
                 return false;
             }
         };
@@ -601,7 +642,7 @@ impl LocalCache {
                      deleting it, it will be rebuilt",
                     path.display()
                 );
-                let _ = std::fs::remove_file(path);
+                remove_if_same(path, file);
                 false
             }
             Err(e) => {
@@ -616,9 +657,12 @@ impl LocalCache {
     /// [`persist`]: LocalCache::persist
     pub fn temp_file(&self) -> Result<NamedTempFile, CacheError> {
         let dir = self.root.join("tmp");
+        // Readable as the umask allows (colleagues may read a cache, through its own mount or
+        // a copy), never writable by every user (then no one could trust it).
         tempfile::Builder::new()
             .prefix(".building-")
             .suffix(".nc")
+            .permissions(std::fs::Permissions::from_mode(0o664))
             .tempfile_in(&dir)
             .map_err(|source| CacheError {
                 path: dir.display().to_string(),
@@ -650,32 +694,27 @@ impl LocalCache {
             });
         };
         let parent = path.parent().expect("entries live in a subdirectory");
-        std::fs::create_dir_all(parent).map_err(|source| CacheError {
+        create_dirs(parent).map_err(|source| CacheError {
             path: parent.display().to_string(),
             context: "creating a cache subdirectory",
             source,
         })?;
-        // Readable as the umask allows (tempfile creates 0600), so colleagues sharing the
-        // cache can read it.
-        let mode = 0o666 & !umask();
-        if let Err(e) = file
-            .as_file()
-            .set_permissions(std::fs::Permissions::from_mode(mode))
-        {
-            tracing::debug!("cannot set the mode of {}: {e}", path.display());
-        }
         // No fsync: the rename is atomic for every reader and survives a crash of the
         // process; after a power loss an entry is still checked by size before use. An fsync
         // per file cost more than the whole build of a small file (see PERFORMANCE.md).
         let size = file.as_file().metadata().map(|m| m.len()).unwrap_or(0);
-        match crc32c_of_file(file.as_file())
-            .and_then(|crc| set_xattr(file.path(), CHECKSUM_XATTR, &format!("{crc:08x}")))
-        {
+        match crc32c_of_file(file.as_file()).and_then(|crc| {
+            set_xattr(
+                file.as_file(),
+                CHECKSUM_XATTR,
+                &checksum_value(crc, identity),
+            )
+        }) {
             Ok(()) => {}
             Err(e) => tracing::debug!("no checksum for {}: {e}", path.display()),
         }
         if absent_chunks > 0 {
-            if let Err(e) = set_xattr(file.path(), ABSENT_XATTR, &absent_chunks.to_string()) {
+            if let Err(e) = set_xattr(file.as_file(), ABSENT_XATTR, &absent_chunks.to_string()) {
                 tracing::debug!(
                     "cannot mark {} as having absent chunks: {e}",
                     path.display()
@@ -708,6 +747,7 @@ impl LocalCache {
 mod tests {
     use super::*;
     use std::io::Write;
+    use std::os::unix::ffi::OsStrExt;
 
     fn add(cache: &LocalCache, identity: &str, bytes: usize) -> PathBuf {
         let mut f = cache.temp_file().unwrap();
@@ -834,9 +874,26 @@ mod tests {
         let tmp = dir.path().join("v1").join("tmp").join("x");
         std::fs::write(&tmp, vec![9u8; 1000]).unwrap();
         let crc = get_checksum(&path).unwrap();
-        set_xattr(&tmp, CHECKSUM_XATTR, &format!("{crc:08x}")).unwrap();
+        set_xattr(
+            &File::open(&tmp).unwrap(),
+            CHECKSUM_XATTR,
+            &checksum_value(crc, "ab13"),
+        )
+        .unwrap();
         std::fs::rename(&tmp, &path).unwrap();
         assert!(cache.open_entry("ab13", 1000).is_none());
+    }
+
+    #[test]
+    fn an_entry_moved_to_another_identity_of_the_same_size_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = LocalCache::open(dir.path()).unwrap();
+        let a = add(&cache, "ab21", 100);
+        let b_path = entry_path(dir.path(), "ab22");
+        std::fs::rename(&a, &b_path).unwrap(); // its own valid checksum comes along
+        let fresh = LocalCache::open(dir.path()).unwrap();
+        assert!(fresh.open_entry("ab22", 100).is_none());
+        assert!(!b_path.exists(), "deleted, so that it is rebuilt");
     }
 
     #[test]
@@ -873,7 +930,13 @@ mod tests {
         let cache = LocalCache::open(dir.path()).unwrap();
         let path = add(&cache, "ab14", 10);
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o666 & !umask(), "{mode:o}");
+        let umask = std::fs::read_to_string("/proc/self/status")
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("Umask:"))
+            .map(|v| u32::from_str_radix(v.trim(), 8).unwrap())
+            .unwrap();
+        assert_eq!(mode, 0o664 & !umask, "{mode:o}");
     }
 
     #[test]

@@ -2,9 +2,10 @@
 //! file in the working directory is read first) → the library calls → exit code.
 //!
 //! Exit codes: 0 success; 1 a failure (bad deskriptors for `validate`, a failed flow for
-//! `get`, an unreachable source); 2 a usage error (clap). A command other than `mount` and
-//! `dashboard` whose standard output or error is closed (`| head -1`) ends silently by
-//! SIGPIPE, as Unix filters do: a shell shows status 141, which only `set -o pipefail` sees.
+//! `get`, an unreachable source); 2 a usage error (clap). A printing command (`list`,
+//! `validate`, `scope`, `status`, `get`) whose standard output or error is closed
+//! (`| head -1`) ends silently by SIGPIPE, as Unix filters do: a shell shows status 141,
+//! which only `set -o pipefail` sees.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -427,12 +428,21 @@ fn start(
 pub fn main() -> ExitCode {
     // A printing command whose output is closed (`sodeda-era5 list | head -1`) ends at once
     // and quietly, killed by SIGPIPE as any Unix filter is (Rust ignores SIGPIPE, which turns
-    // it into "Broken pipe" errors). The servers keep ignoring it: a reader going away must
-    // not end a mount or the dashboard. Sockets are written with MSG_NOSIGNAL either way.
+    // it into "Broken pipe" errors). Commands that work while they print (preload, the mount,
+    // the dashboard) keep ignoring it: a reader going away must not kill a build half-way
+    // (leaving its temporary file) or end a server. Sockets use MSG_NOSIGNAL either way.
     set_sigpipe(libc::SIG_DFL);
     load_dotenv();
     let cli = Cli::parse();
-    if matches!(cli.command, Command::Mount(_) | Command::Dashboard { .. }) {
+    let printing = matches!(
+        cli.command,
+        Command::List { .. }
+            | Command::Validate
+            | Command::Scope { .. }
+            | Command::Status { .. }
+            | Command::Get { .. }
+    );
+    if !printing {
         set_sigpipe(libc::SIG_IGN);
     }
     let log_file = match &cli.command {
@@ -887,11 +897,33 @@ async fn get(
 /// - a new file is created the same way with mode 0666 less the umask.
 fn write_output(src: &mut std::fs::File, to: &Path) -> Result<()> {
     use std::os::unix::fs::{FileTypeExt, OpenOptionsExt, PermissionsExt};
-    if to.as_os_str() == "-" {
+    if to.as_os_str() == "-" || to == Path::new("/dev/stdout") {
         let mut out = std::io::stdout().lock();
         std::io::copy(src, &mut out)
             .and_then(|_| out.flush())
             .context("writing to standard output")?;
+        return Ok(());
+    }
+    // An open descriptor named by path (/dev/stderr, /dev/fd/N, /proc/self/fd/N): written
+    // where it stands, as the shell's `>&N` would; never replaced.
+    let fd = match to.to_str() {
+        Some("/dev/stderr") => Some(2),
+        Some(t) => t
+            .strip_prefix("/dev/fd/")
+            .or_else(|| t.strip_prefix("/proc/self/fd/"))
+            .and_then(|n| n.parse::<std::os::fd::RawFd>().ok()),
+        None => None,
+    };
+    if let Some(fd) = fd {
+        use std::os::fd::FromRawFd;
+        // SAFETY: F_GETFD only asks whether the descriptor is open.
+        if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+            bail!("{}: descriptor {fd} is not open", to.display());
+        }
+        // SAFETY: the descriptor is open (checked above) and borrowed for the copy only
+        // (ManuallyDrop: never closed here).
+        let mut out = std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(fd) });
+        std::io::copy(src, &mut *out).with_context(|| format!("writing {}", to.display()))?;
         return Ok(());
     }
     let target = resolve_links(to)?;

@@ -176,7 +176,10 @@ impl ChunkCache {
                         cache.decodes.fetch_add(1, Ordering::Relaxed);
                         let mut st = cache.state.lock().expect("poisoned");
                         st.inflight.remove(&k);
-                        if let Ok(a) = &result {
+                        // An absent chunk is not kept: it costs nothing to make again, and it
+                        // must be confirmed again for the next file (the store may have
+                        // vanished, or written the hour, meanwhile).
+                        if let Some(a) = result.as_ref().ok().filter(|a| !a.absent) {
                             let size = a.data.len() as u64 * 4;
                             if size <= cache.limit {
                                 st.bytes += size;
@@ -368,9 +371,27 @@ pub async fn fetch(
 
     let mut results = std::pin::pin!(results);
     let mut absent_chunks = 0;
+    let mut absent_in = std::collections::BTreeSet::new();
     while let Some((vi, (out_ranges, block), absent)) = results.try_next().await? {
         place(&mut outputs[vi], &out_ranges, block);
-        absent_chunks += u64::from(absent);
+        if absent {
+            absent_chunks += 1;
+            absent_in.insert(vi);
+        }
+    }
+    // Asked again once every read is done: a source that vanished after the first absent
+    // chunk was confirmed (its later chunks all "absent") is caught here, not cached.
+    for vi in absent_in {
+        let name = &plan.variables[vi].name;
+        let again = ArrayCheck::default();
+        if let Err(why) = confirm_absent(&again, source.store.as_ref(), name).await {
+            return Err(FetchError {
+                url: source.url.clone(),
+                variable: name.clone(),
+                chunk: Vec::new(),
+                why,
+            });
+        }
     }
     Ok(Fetched {
         arrays: outputs,

@@ -99,16 +99,25 @@ impl BuildMemory {
         }
     }
 
-    /// The default budget: a quarter of the machine's memory (`MemTotal` of /proc/meminfo),
-    /// at least 1 GiB; 4 GiB when the machine's memory is unknown.
+    /// The default budget: a quarter of the memory this process may use — the machine's
+    /// (`MemTotal` of /proc/meminfo), or its control group's limit (`memory.max`, as in a
+    /// container) when smaller — at least 1 GiB; 4 GiB when neither is known.
     pub fn default_bytes() -> u64 {
-        let total = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
+        let machine = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
             m.lines()
                 .find_map(|l| l.strip_prefix("MemTotal:"))
                 .and_then(|v| v.trim().strip_suffix("kB"))
                 .and_then(|v| v.trim().parse::<u64>().ok())
                 .map(|kib| kib * 1024)
         });
+        // "max" (no limit) does not parse and is ignored.
+        let group = std::fs::read_to_string("/sys/fs/cgroup/memory.max")
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        let total = match (machine, group) {
+            (Some(m), Some(g)) => Some(m.min(g)),
+            (m, g) => m.or(g),
+        };
         total.map_or(4 << 30, |t| (t / 4).max(1 << 30))
     }
 
@@ -290,12 +299,16 @@ impl Flow {
             }
         };
         if let Some(remote) = &self.remote {
-            // A failed upload is logged (once while the bucket is down) and retried later;
-            // the file is complete locally either way.
-            if let Ok(Uploaded::Created | Uploaded::Replaced) =
-                remote.upload(&plan.identity, &built.path, replace).await
-            {
-                self.metrics.uploads.fetch_add(1, Ordering::Relaxed);
+            // A file with absent chunks is not shared: the store may fill them in, and other
+            // machines would take it as final. A failed upload is logged (once while the
+            // bucket is down) and retried later; the file is complete locally either way.
+            if built.absent_chunks() == 0 {
+                if let Ok(Uploaded::Created | Uploaded::Replaced) = remote
+                    .upload(&self.cache, &plan.identity, &built, replace)
+                    .await
+                {
+                    self.metrics.uploads.fetch_add(1, Ordering::Relaxed);
+                }
             }
         }
         Ok((built, Origin::Built))

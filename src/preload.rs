@@ -181,7 +181,7 @@ pub async fn preload(flow: &Flow, entries: Vec<Entry>, options: PreloadOptions) 
     }
     summary.failed.sort_by_key(|f| f.line);
     if let Some(remote) = &flow.remote {
-        remote.retry_pending().await;
+        remote.retry_pending(&flow.cache).await;
     }
     summary
 }
@@ -217,15 +217,18 @@ fn with_whole_chunks(flow: &Flow, entries: &[Entry], options: PlanOptions) -> Fl
 }
 
 async fn one(flow: &Flow, entry: &Entry, options: PlanOptions) -> Outcome {
-    if let Some(path) = flow.cache.lookup_identity(&entry.identity, entry.size) {
-        if let Some(remote) = &flow.remote {
-            // Cached here but perhaps not shared yet (an earlier run without the bucket).
+    if let Some(cached) = flow.cache.get(&entry.identity, entry.size) {
+        if let Some(remote) = flow.remote.as_ref().filter(|_| cached.absent_chunks() == 0) {
+            // Cached here but perhaps not shared yet (an earlier run without the bucket); a
+            // file with absent chunks is never shared (see Flow::materialize).
             match remote.size_of(&entry.identity).await {
                 Ok(Some(size)) if size == entry.size => {}
                 Ok(other) => {
                     if let Ok(
                         crate::remote::Uploaded::Created | crate::remote::Uploaded::Replaced,
-                    ) = remote.upload(&entry.identity, &path, other.is_some()).await
+                    ) = remote
+                        .upload(&flow.cache, &entry.identity, &cached, other.is_some())
+                        .await
                     {
                         flow.metrics.uploads.fetch_add(1, Ordering::Relaxed);
                     }

@@ -11,7 +11,7 @@
 //! Credentials never appear in messages.
 
 use std::collections::HashMap;
-use std::path::{Path as FsPath, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -127,6 +127,15 @@ fn read_profile(profile: &str) -> Result<ProfileCredentials, RemoteError> {
     })
 }
 
+/// The whole content of `file`, read with `pread` (its offset untouched).
+fn read_whole(file: &std::fs::File) -> std::io::Result<Vec<u8>> {
+    use std::os::unix::fs::FileExt;
+    let len = file.metadata()?.len() as usize;
+    let mut bytes = vec![0u8; len];
+    file.read_exact_at(&mut bytes, 0)?;
+    Ok(bytes)
+}
+
 /// Outcome of a lookup in the bucket.
 #[derive(Debug, Clone)]
 pub enum Lookup {
@@ -157,7 +166,9 @@ pub struct RemoteCache {
     target: String,
     credentials: String,
     down: AtomicBool,
-    pending: Mutex<HashMap<String, PathBuf>>,
+    /// Uploads that failed, by identity, with the file's size: retried from the local
+    /// cache's checked entry.
+    pending: Mutex<HashMap<String, u64>>,
 }
 
 impl std::fmt::Debug for RemoteCache {
@@ -379,25 +390,29 @@ impl RemoteCache {
     }
 
     /// Uploads a finished file as a conditional create; `replace` overwrites an object known
-    /// to be wrong. On failure the upload is remembered and retried after the next success.
+    /// to be wrong. The bytes are read from the entry's descriptor (as checked or written by
+    /// the local cache), never from its path. On failure the upload is remembered and retried
+    /// after the next success, from `local`'s entry of that identity as it is then.
     pub async fn upload(
         &self,
+        local: &LocalCache,
         identity: &str,
-        path: &FsPath,
+        entry: &CachedFile,
         replace: bool,
     ) -> Result<Uploaded, RemoteError> {
-        let result = self.put(identity, path, replace).await;
+        let result = self.put(identity, entry.file.clone(), replace).await;
         match &result {
             Ok(_) => {
                 self.pending.lock().expect("poisoned").remove(identity);
-                self.retry_pending().await;
+                self.retry_pending(local).await;
             }
             Err(e) => {
                 self.mark_down(e);
+                let size = entry.file.metadata().map(|m| m.len()).unwrap_or(0);
                 self.pending
                     .lock()
                     .expect("poisoned")
-                    .insert(identity.to_string(), path.to_path_buf());
+                    .insert(identity.to_string(), size);
             }
         }
         result
@@ -406,15 +421,17 @@ impl RemoteCache {
     async fn put(
         &self,
         identity: &str,
-        path: &FsPath,
+        file: Arc<std::fs::File>,
         replace: bool,
     ) -> Result<Uploaded, RemoteError> {
-        let bytes = tokio::fs::read(path)
+        let local_err = |cause: String| RemoteError::Local {
+            identity: identity.to_string(),
+            cause,
+        };
+        let bytes = tokio::task::spawn_blocking(move || read_whole(&file))
             .await
-            .map_err(|e| RemoteError::Local {
-                identity: identity.to_string(),
-                cause: e.to_string(),
-            })?;
+            .map_err(|e| local_err(e.to_string()))?
+            .map_err(|e| local_err(e.to_string()))?;
         let mode = if replace {
             PutMode::Overwrite
         } else {
@@ -451,17 +468,22 @@ impl RemoteCache {
         }
     }
 
-    /// Retries uploads that failed while the bucket was unreachable.
-    pub async fn retry_pending(&self) {
-        let pending: Vec<(String, PathBuf)> = self
+    /// Retries uploads that failed while the bucket was unreachable, each from `local`'s
+    /// checked entry (an entry gone or no longer trusted is dropped from the list).
+    pub async fn retry_pending(&self, local: &LocalCache) {
+        let pending: Vec<(String, u64)> = self
             .pending
             .lock()
             .expect("poisoned")
             .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
+            .map(|(k, v)| (k.clone(), *v))
             .collect();
-        for (identity, path) in pending {
-            match self.put(&identity, &path, false).await {
+        for (identity, size) in pending {
+            let Some(entry) = local.get(&identity, size) else {
+                self.pending.lock().expect("poisoned").remove(&identity);
+                continue;
+            };
+            match self.put(&identity, entry.file, false).await {
                 Ok(_) => {
                     self.pending.lock().expect("poisoned").remove(&identity);
                 }

@@ -307,13 +307,21 @@ async fn an_entry_evicted_by_another_process_is_made_again_never_an_error() {
             removed
         })
     };
+    /// Stops the evictor however the test ends (a failed assertion too).
+    struct Stop(Arc<std::sync::atomic::AtomicBool>);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Relaxed);
+        }
+    }
+    let guard = Stop(stop);
     for _ in 0..300 {
         let fh = fs.open(i, false).unwrap();
         let bytes = fs.read(fh, 0, 1 << 20).await;
         fs.release(fh);
         assert_eq!(bytes.expect("never an error"), good);
     }
-    stop.store(true, Ordering::Relaxed);
+    drop(guard);
     assert!(evictor.join().unwrap() > 10, "the evictor did evict");
 }
 

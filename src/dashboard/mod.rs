@@ -158,6 +158,8 @@ impl Dashboard {
             .with_max_size(options.preview_cache_size);
         let mut previews = Flow::new(flow.source.clone(), cache, flow.fetch.clone());
         previews.metrics = flow.metrics.clone();
+        // One memory budget for every build of the process, ad-hoc previews included.
+        previews.memory = flow.memory.clone();
         Ok(Dashboard {
             preview_builds: tokio::sync::Semaphore::new(options.preview_concurrency),
             previews,

@@ -21,20 +21,20 @@ def test_a_file_built_by_one_mount_is_served_to_another_from_s3(
     gets it from S3 without any source request, byte for byte."""
     a = mount_factory(TEST_SET, http_source.url, cache=tmp_path / "cache-a", name="a",
                       env=s3.env())
-    data_a = (a.mountpoint / "multi_variable.nc").read_bytes()
-    identity = os.getxattr(a.mountpoint / "multi_variable.nc", "user.sodeda.identity").decode()
+    data_a = (a.mountpoint / "multi_hour.nc").read_bytes()
+    identity = os.getxattr(a.mountpoint / "multi_hour.nc", "user.sodeda.identity").decode()
     assert s3.objects() == {f"sodeda-era5/v1/{identity}.nc": len(data_a)}
     assert a.stats()["uploads"] == 1
 
     n = len(http_source.requests)
     b = mount_factory(TEST_SET, http_source.url, cache=tmp_path / "cache-b", name="b",
                       env=s3.env())
-    data_b = (b.mountpoint / "multi_variable.nc").read_bytes()
+    data_b = (b.mountpoint / "multi_hour.nc").read_bytes()
     assert data_b == data_a
     assert chunk_gets(http_source.requests[n:]) == []
     stats = b.stats()
     assert stats["remote_hits"] == 1 and stats["flow_runs"] == 0
-    assert os.getxattr(b.mountpoint / "multi_variable.nc", "user.sodeda.cached") == b"yes"
+    assert os.getxattr(b.mountpoint / "multi_hour.nc", "user.sodeda.cached") == b"yes"
 
 
 def test_get_and_list_report_tiers(replica, s3, tmp_path):
@@ -190,3 +190,23 @@ def test_a_corrupt_object_of_the_right_size_is_rebuilt_and_replaced(replica, s3,
     good = (tmp_path / "good.nc").read_bytes()
     assert (tmp_path / "again.nc").read_bytes() == good
     assert client.get_object(Bucket=s3.bucket, Key=key)["Body"].read() == good
+
+
+def test_a_file_with_absent_chunks_is_not_shared_through_s3(replica, s3, tmp_path):
+    """Hours whose chunks the store has not written read as missing values; such a file is
+    kept locally (marked) but never uploaded, by get or by preload: other machines would take
+    it as final."""
+    env = s3.env()
+    run = Runner(replica, tmp_path / "c1", tmp_path)
+    absent = json.dumps({"time": "2030-01-01T00:00", "latitude": 47, "longitude": 8,
+                         "variable": "2m_temperature"})
+    run("get", "--deskriptor", absent, "-o", tmp_path / "a.nc", env=env)
+    assert s3.objects() == {}
+    (entry,) = [p for p in (tmp_path / "c1").rglob("*.nc") if p.parent.name != "tmp"]
+    assert os.getxattr(entry, "user.sodeda.absent-chunks") == b"1"
+    lines = tmp_path / "d.jsonl"
+    lines.write_text(absent + "\n")
+    run("preload", "--deskriptors", lines, env=env)
+    assert s3.objects() == {}
+    run("get", "--deskriptors", TEST_SET, "--line", 1, "-o", tmp_path / "b.nc", env=env)
+    assert len(s3.objects()) == 1
