@@ -238,6 +238,10 @@ pub struct MountArgs {
     /// FUSE worker threads.
     #[arg(long, env = "SODEDA_FUSE_THREADS", default_value_t = 4)]
     fuse_threads: usize,
+    /// Files built ahead, in the background, of a reader that goes through the files in order
+    /// (line or name order); 0: none. Each counts against --build-memory.
+    #[arg(long, env = "SODEDA_READAHEAD", default_value_t = 8)]
+    readahead: usize,
     /// Refuse to mount if any deskriptor line is bad (default: skip bad lines with a warning).
     #[arg(long, env = "SODEDA_STRICT")]
     strict: bool,
@@ -763,11 +767,14 @@ async fn mount(common: &Common, args: &MountArgs) -> Result<ExitCode> {
     }
     let n = catalog.entries.len();
     let plan_options = common.plan_options()?;
-    let fs = Arc::new(crate::fs::DatasetFs::new(
-        catalog.entries,
-        common.flow(source.clone()).await?,
-        plan_options,
-    ));
+    let fs = Arc::new(
+        crate::fs::DatasetFs::new(
+            catalog.entries,
+            common.flow(source.clone()).await?,
+            plan_options,
+        )
+        .with_readahead(args.readahead),
+    );
     let options = crate::mount::MountOptions {
         allow_other: args.allow_other,
         threads: args.fuse_threads,

@@ -24,6 +24,10 @@ use crate::catalog::Entry;
 use crate::flow::{error_chain, Flow};
 use crate::plan::PlanOptions;
 
+pub mod readahead;
+
+use readahead::{Order, Readahead};
+
 /// Inode of the root directory.
 pub const ROOT_INO: u64 = 1;
 
@@ -179,6 +183,10 @@ struct FileNode {
 struct Table {
     /// Listing order (the file's line order).
     order: Vec<Arc<FileNode>>,
+    /// Name order.
+    by_name_sorted: Vec<Arc<FileNode>>,
+    /// Position of each inode in the two orders (lines, names), for readahead.
+    positions: HashMap<u64, (usize, usize)>,
     by_name: HashMap<String, Arc<FileNode>>,
     by_ino: HashMap<u64, Arc<FileNode>>,
 }
@@ -233,6 +241,8 @@ pub struct DatasetFs {
     created: SystemTime,
     /// Reloads done, and the last one's result (see [`DatasetFs::record_reload`]).
     reloads: Mutex<(u64, String)>,
+    /// Background builds of the next files for readers going through them in order.
+    readahead: Readahead,
     /// Counters.
     pub metrics: FsMetrics,
 }
@@ -259,10 +269,18 @@ impl DatasetFs {
             next_handle: AtomicU64::new(1),
             created: SystemTime::now(),
             reloads: Mutex::new((0, String::new())),
+            readahead: Readahead::new(0),
             metrics: FsMetrics::default(),
         };
         fs.reload(entries);
         fs
+    }
+
+    /// Builds up to `window` files ahead of a reader that goes through the files in line or
+    /// name order (0: no readahead). See [`readahead`].
+    pub fn with_readahead(mut self, window: usize) -> Self {
+        self.readahead = Readahead::new(window);
+        self
     }
 
     /// Records the outcome of a reload request (shown in `user.sodeda.reload`).
@@ -319,7 +337,19 @@ impl DatasetFs {
             summary.retired.push(gone.ino);
         }
         summary.files = next.order.len();
+        next.by_name_sorted = next.order.clone();
+        next.by_name_sorted
+            .sort_by(|a, b| a.entry.file_name.cmp(&b.entry.file_name));
+        for (n, node) in next.by_name_sorted.iter().enumerate() {
+            next.positions.insert(node.ino, (0, n));
+        }
+        for (l, node) in next.order.iter().enumerate() {
+            if let Some(p) = next.positions.get_mut(&node.ino) {
+                p.0 = l;
+            }
+        }
         *table = next;
+        self.readahead.reset();
         summary
     }
 
@@ -544,7 +574,34 @@ impl DatasetFs {
         }
     }
 
+    /// Notes a first read of `node` and, when the reader goes through the files in order,
+    /// starts building the next ones in the background.
+    fn read_ahead(&self, node: &FileNode) {
+        let window = self.readahead.window();
+        if window == 0 {
+            return;
+        }
+        let next: Vec<Entry> = {
+            let table = self.table.read().expect("table poisoned");
+            let Some(&pos) = table.positions.get(&node.ino) else {
+                return;
+            };
+            let (list, at) = match self.readahead.note(pos) {
+                Some(Order::Lines) => (&table.order, pos.0),
+                Some(Order::Names) => (&table.by_name_sorted, pos.1),
+                None => return,
+            };
+            list.iter()
+                .skip(at + 1)
+                .take(window)
+                .map(|n| n.entry.clone())
+                .collect()
+        };
+        self.readahead.start(&self.flow, self.options, next);
+    }
+
     async fn open_cached(&self, node: &FileNode) -> Result<Arc<std::fs::File>, FsError> {
+        self.read_ahead(node);
         let entry = &node.entry;
         let fail = |cause: String| {
             *node.last_error.lock().expect("poisoned") = Some(cause.clone());
@@ -643,6 +700,7 @@ impl DatasetFs {
                 "passthrough_opens".to_string(),
                 get(&self.metrics.passthrough_opens),
             ),
+            ("readahead_builds".to_string(), get(&self.readahead.started)),
         ]);
         stats.extend(self.flow.counters());
         serde_json::Value::Object(stats).to_string()

@@ -498,3 +498,93 @@ async fn reload_reports_changed_and_removed_names_with_their_retired_inodes() {
     assert_eq!(summary.stale_names().count(), 0);
     assert!(summary.retired.is_empty());
 }
+
+/// Twelve one-hour files, named so that name order is the reverse of line order.
+async fn hourly(readahead: usize) -> (Arc<DatasetFs>, tempfile::TempDir) {
+    let source = Arc::new(
+        Source::open_store("memory://synthetic", common::synthetic_store().await)
+            .await
+            .unwrap(),
+    );
+    let text: String = (0..12)
+        .map(|h| {
+            format!(
+                "{{\"name\": \"f{:02}\", \"time\": \"2023-01-01T{h:02}:00\", \"variable\": \"2m_temperature\"}}\n",
+                11 - h
+            )
+        })
+        .collect();
+    let catalog = Catalog::from_text(&text, &source, PlanOptions::default());
+    let dir = tempfile::tempdir().unwrap();
+    let flow = Flow::new(
+        source,
+        LocalCache::open(dir.path()).unwrap(),
+        FetchOptions::default(),
+    );
+    let fs =
+        DatasetFs::new(catalog.entries, flow, PlanOptions::default()).with_readahead(readahead);
+    (Arc::new(fs), dir)
+}
+
+/// Waits (at most 10 s) until `n` flow runs have ended.
+async fn runs_reach(fs: &DatasetFs, n: u64) -> u64 {
+    for _ in 0..200 {
+        let runs = fs.flow().metrics.runs.load(Ordering::Relaxed);
+        if runs >= n && fs.flow().memory.in_use() == 0 {
+            return runs;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    fs.flow().metrics.runs.load(Ordering::Relaxed)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reading_files_in_order_builds_the_next_ones_ahead_within_the_window() {
+    let (fs, _dir) = hourly(4).await;
+    // Line order: f11, f10, f09, ... Three first reads in a row start the readahead.
+    for name in ["f11.nc", "f10.nc", "f09.nc"] {
+        read_all(&fs, ino(&fs, name), 1 << 20).await;
+    }
+    // The window: the four files after f09 in line order, no more.
+    assert_eq!(runs_reach(&fs, 7).await, 7);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(fs.flow().metrics.runs.load(Ordering::Relaxed), 7);
+    let stats: serde_json::Value = serde_json::from_str(&fs.stats_json()).unwrap();
+    assert_eq!(stats["readahead_builds"], 4);
+    // Reading them is a cache hit each, and keeps the window going.
+    let hits = fs.flow().metrics.cache_hits.load(Ordering::Relaxed);
+    let built_ahead = read_all(&fs, ino(&fs, "f08.nc"), 1 << 20).await;
+    assert_eq!(
+        built_ahead.len() as u64,
+        fs.getattr(ino(&fs, "f08.nc")).unwrap().size
+    );
+    assert!(fs.flow().metrics.cache_hits.load(Ordering::Relaxed) > hits);
+    assert_eq!(runs_reach(&fs, 8).await, 8, "f04 joins the window");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reading_in_name_order_is_followed_too_and_random_order_starts_nothing() {
+    let (fs, _dir) = hourly(4).await;
+    for name in ["f00.nc", "f01.nc", "f02.nc"] {
+        read_all(&fs, ino(&fs, name), 1 << 20).await;
+    }
+    assert_eq!(runs_reach(&fs, 7).await, 7, "f03..f06 ahead in name order");
+
+    let (fs, _dir) = hourly(4).await;
+    for name in ["f05.nc", "f01.nc", "f09.nc", "f02.nc", "f07.nc"] {
+        read_all(&fs, ino(&fs, name), 1 << 20).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(fs.flow().metrics.runs.load(Ordering::Relaxed), 5);
+
+    let (fs, _dir) = hourly(0).await;
+    for name in ["f00.nc", "f01.nc", "f02.nc", "f03.nc"] {
+        read_all(&fs, ino(&fs, name), 1 << 20).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(
+        fs.flow().metrics.runs.load(Ordering::Relaxed),
+        4,
+        "--readahead 0"
+    );
+}

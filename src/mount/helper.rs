@@ -35,6 +35,7 @@ const VALUE_OPTIONS: &[&str] = &[
     "log_level",
     "log_file",
     "fuse_threads",
+    "readahead",
 ];
 
 /// Options without a value.

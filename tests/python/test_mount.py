@@ -502,3 +502,24 @@ def test_the_deskriptor_xattr_of_a_line_over_64_kib_is_a_note_not_e2big(replica,
     note = json.loads(os.getxattr(m.mountpoint / "long.nc", "user.sodeda.deskriptor"))
     assert note["line"] == 2 and note["bytes"] == len(long_line)
     assert os.getxattr(m.mountpoint / "short.nc", "user.sodeda.deskriptor").decode() == short_line
+
+
+def test_cold_reads_in_order_are_built_ahead_and_give_the_files_of_get(run, replica,
+                                                                      mount_factory, tmp_path):
+    """A reader going through the files in order finds the next ones being built (readahead);
+    every file is still exactly the file of `get`."""
+    lines = [json.dumps({"name": f"z{h:02d}", "time": f"2023-01-01T{h:02d}:00",
+                         "latitude": {"start": 47.5, "end": 46.5},
+                         "longitude": {"start": 8, "end": 9}, "variable": "2m_temperature"})
+             for h in range(12)]
+    deskriptors = tmp_path / "z.jsonl"
+    deskriptors.write_text("\n".join(lines) + "\n")
+    m = mount_factory(deskriptors, replica, extra=["--readahead", "4"])
+    names = sorted(os.listdir(m.mountpoint))
+    data = {n: (m.mountpoint / n).read_bytes() for n in names}
+    stats = m.stats()
+    assert stats["readahead_builds"] >= 4, stats
+    assert stats["flow_runs"] == 12 and stats["flow_failures"] == 0, stats
+    for line in (5, 12):
+        run("get", "--deskriptors", deskriptors, "--line", line, "-o", tmp_path / "ref.nc")
+        assert data[f"z{line - 1:02d}.nc"] == (tmp_path / "ref.nc").read_bytes()
