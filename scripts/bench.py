@@ -4,12 +4,23 @@ Run by scripts/bench, which builds the release binaries and installs the Python 
 Everything runs on one generated replica (profile `bench`: 30 days of 2m_temperature) on this
 machine, in one run. Prints one table: our figure, the baseline's, the ratio, the target.
 Results also go to tmp/bench/results.json.
+
+Profiles (`--remote`, or SODEDA_BENCH_PROFILE=local|remote; local is the default):
+- local: the replica read from local disk (the table of docs/PERFORMANCE.md, "A recorded run");
+- remote: the replica behind scripts/delay_server.py on 127.0.0.1, a simulated distant store,
+  at two settings (delay per request / bandwidth per connection / link), 72 hourly Zürich
+  files (docs/PERFORMANCE.md, "Over a distant store"); `--quick` for 12 files. Results go to
+  tmp/bench-remote/results.json.
 """
 
+import argparse
 import json
+import multiprocessing
 import os
+import random
 import shutil
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
@@ -56,22 +67,28 @@ def mounted(path):
 
 
 class Mount:
-    def __init__(self, deskriptors, cache, point):
+    def __init__(self, deskriptors, cache, point, source=REPLICA, log=None):
         self.point = Path(point)
         self.point.mkdir(parents=True, exist_ok=True)
+        self.log = log
         self.args = [str(MOUNT), "--foreground", "--deskriptors", str(deskriptors), "--cache",
-                     str(cache), "--source", str(REPLICA), str(self.point)]
+                     str(cache), "--source", str(source), str(self.point)]
 
     def __enter__(self):
         t0 = time.perf_counter()
+        self.logfile = open(self.log, "ab") if self.log else None
         self.proc = subprocess.Popen(self.args, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL, env=env())
-        while not (mounted(self.point) and self._lists()):
-            if self.proc.poll() is not None:
-                raise RuntimeError("mount failed")
-            if time.perf_counter() - t0 > 120:
-                raise RuntimeError("mount not live after 120 s")
-            time.sleep(0.005)
+                                     stderr=self.logfile or subprocess.DEVNULL, env=env())
+        try:
+            while not (mounted(self.point) and self._lists()):
+                if self.proc.poll() is not None:
+                    raise RuntimeError("mount failed")
+                if time.perf_counter() - t0 > 120:
+                    raise RuntimeError("mount not live after 120 s")
+                time.sleep(0.005)
+        except BaseException:
+            self.__exit__()
+            raise
         self.mount_seconds = time.perf_counter() - t0
         return self
 
@@ -99,6 +116,8 @@ class Mount:
             self.proc.wait()
         if mounted(self.point):
             subprocess.run(["umount", "-l", str(self.point)], capture_output=True)
+        if self.logfile:
+            self.logfile.close()
 
 
 def drop_caches():
@@ -122,11 +141,14 @@ def read_file(path, bufsize=1 << 20):
             n += len(b)
 
 
-def python_baseline(deskriptor_lines, out_dir, limit=None):
+def python_baseline(deskriptor_lines, out_dir, limit=None, store=REPLICA, opened=None):
     """The prototype's path: the store opened once, then per sample `.sel` and `to_netcdf`.
-    Returns seconds per sample."""
+    Returns seconds per sample. `opened(seconds)` is told how long the open took."""
     import xarray as xr
-    ds = xr.open_zarr(REPLICA, consolidated=True)
+    t0 = time.perf_counter()
+    ds = xr.open_zarr(store, consolidated=True)
+    if opened:
+        opened(time.perf_counter() - t0)
     times = []
     for i, l in enumerate(deskriptor_lines[:limit]):
         d = json.loads(l)
@@ -157,7 +179,7 @@ def decode_limit(hours):
     return len(paths) / (time.perf_counter() - t0)
 
 
-def main():
+def local_profile():
     if WORK.exists():
         shutil.rmtree(WORK)
     WORK.mkdir(parents=True)
@@ -294,6 +316,304 @@ def main():
         b = "-" if r["baseline"] is None else f"{r['baseline']:.4g}"
         ratio = "-" if r["ratio"] is None else f"{r['ratio']:.1f}x"
         print(f"{r['metric']:<66} {r['sodeda']:>12.4g} {b:>12} {ratio:>8}  {r['target']}")
+
+
+# --- The remote profile: the bench replica behind a delaying HTTP server --------------------
+
+WORK_REMOTE = ROOT / "tmp" / "bench-remote"
+# (label, delay per request in ms, Mbit/s per connection, Mbit/s of the whole link)
+SETTINGS = [("30 ms / 400 Mbit/s / 1 Gbit/s", 30, 400, 1000),
+            ("100 ms / 100 Mbit/s / 1 Gbit/s", 100, 100, 1000)]
+# The URL path of the real store, so that the source URL looks like the real one.
+GCS_PREFIX = "/gcp-public-data-arco-era5/ar/full_37-1h-0p25deg-chunk-1.zarr-v3"
+XARRAY_PROCESSES = 8
+PRELOAD_JOBS = 32
+
+
+def needed_bytes(hour, region=ZURICH, var="2m_temperature"):
+    """Bytes a reader that knows nothing in advance must fetch for one file of `hour` over
+    `region`: the chunk's Blosc header with its block table, and the compressed blocks that
+    hold the region's rows (read from the replica's chunk file)."""
+    path = REPLICA / var / f"{1_078_200 + hour}.0.0"
+    with open(path, "rb") as f:
+        head = f.read(16)
+        _, _, flags, _, nbytes, blocksize, cbytes = struct.unpack("<BBBBIII", head)
+        if flags & 0x02:  # stored without compression (memcpyed): no block table
+            raise RuntimeError(f"{path}: memcpyed Blosc chunk")
+        nblocks = -(-nbytes // blocksize)
+        starts = list(struct.unpack(f"<{nblocks}i", f.read(4 * nblocks))) + [cbytes]
+    row = 1440 * 4  # one latitude row of float32
+    lat = region["latitude"]
+    first = round((90 - lat["start"]) / 0.25)
+    last = round((90 - lat["end"]) / 0.25)
+    blocks = range(first * row // blocksize, ((last + 1) * row - 1) // blocksize + 1)
+    return 16 + 4 * nblocks + sum(starts[b + 1] - starts[b] for b in blocks)
+
+
+def _xarray_worker(url, lines, out_dir, barrier, results):
+    """One of the processes of the 'xarray on N processes' row: opens the store, waits for
+    the others, then runs the prototype's loop over its share of the deskriptors."""
+    import xarray as xr
+    ds = xr.open_zarr(url, consolidated=True)
+    barrier.wait(timeout=300)
+    cpu = time.process_time()
+    for i, l in lines:
+        d = json.loads(l)
+        sel = ds[d["variable"]].sel(
+            time=slice(d["time"]["start"], d["time"]["end"]),
+            latitude=slice(d["latitude"]["start"], d["latitude"]["end"]),
+            longitude=slice(d["longitude"]["start"], d["longitude"]["end"]))
+        sel.to_netcdf(Path(out_dir) / f"x{i}.nc")
+    results.put((len(lines), time.process_time() - cpu))
+
+
+def xarray_processes(url, lines, out_dir, processes=XARRAY_PROCESSES, stats=None):
+    """The prototype's loop on `processes` processes (each opens the store once, then takes
+    every processes-th deskriptor), timed from when all have opened the store until the last
+    file is written. Returns (seconds, server counters before, after, CPU seconds of the
+    processes' loops). Every process is stopped by its PID, also on failure."""
+    ctx = multiprocessing.get_context("spawn")
+    barrier = ctx.Barrier(processes + 1)
+    results = ctx.Queue()
+    procs = [ctx.Process(target=_xarray_worker, daemon=True,
+                         args=(url, list(enumerate(lines))[k::processes], str(out_dir),
+                               barrier, results)) for k in range(processes)]
+    try:
+        for p in procs:
+            p.start()
+        barrier.wait(timeout=300)
+        before = stats() if stats else None
+        t0 = time.perf_counter()
+        done = [results.get(timeout=600) for _ in procs]
+        seconds = time.perf_counter() - t0
+        after = stats() if stats else None
+        assert sum(d[0] for d in done) == len(lines), (done, len(lines))
+        return seconds, before, after, sum(d[1] for d in done)
+    finally:
+        for p in procs:
+            p.join(timeout=10)
+            if p.is_alive():
+                p.kill()
+                p.join(timeout=10)
+
+
+def cpu_seconds():
+    """CPU time of this process and of its waited-for children (user + system)."""
+    import resource
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def remote_profile(quick=False, files=None):
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from delay_server import Running
+
+    n = files or (12 if quick else 72)
+    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+                            capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--short", "--", "src"],
+                           capture_output=True, text=True).stdout.split("\n")
+    if WORK_REMOTE.exists():
+        for point in WORK_REMOTE.glob("mnt*"):
+            if mounted(point):
+                raise RuntimeError(f"{point} is still mounted; unmount it first")
+        shutil.rmtree(WORK_REMOTE)
+    WORK_REMOTE.mkdir(parents=True)
+    hours = list(range(n))
+    names = [f"z{h:03d}" for h in hours]
+    desk = WORK_REMOTE / "zurich.jsonl"
+    desk.write_text("\n".join(line(h, name=names[h]) for h in hours) + "\n")
+    lines = desk.read_text().splitlines()
+    needed = [needed_bytes(h) for h in hours]
+    chunk = statistics.mean((REPLICA / "2m_temperature" / f"{1_078_200 + h}.0.0").stat().st_size
+                            for h in hours)
+    print(f"remote profile: {n} consecutive hourly Zürich files (5x5 points, 1 h, "
+          f"2m_temperature), the bench replica behind scripts/delay_server.py on 127.0.0.1",
+          flush=True)
+    print(f"  needed per file: {statistics.mean(needed) / 1e6:.3f} MB (Blosc header + the one "
+          f"block holding the rows) of a {chunk / 1e6:.2f} MB chunk", flush=True)
+
+    results = []
+
+    def record(setting, key, label, seconds, before=None, after=None, extra=None, cpu=None):
+        r = {"setting": setting, "row": key, "label": label, "files": n,
+             "ms_per_file": seconds / n * 1e3}
+        if cpu is not None:
+            r["client_cpu_ms_per_file"] = cpu / n * 1e3
+        if before is not None:
+            r["bytes_per_file"] = (after["bytes"] - before["bytes"]) / n
+            r["requests_per_file"] = (after["requests"] - before["requests"]) / n
+            r["connections"] = after["connections"] - before["connections"]
+            r["server_cpu_s"] = after["cpu_s"] - before["cpu_s"]
+            var = lambda c: c["by_key"].get("2m_temperature", {}).get("bytes", 0)  # noqa: E731
+            r["data_bytes_per_file"] = (var(after) - var(before)) / n
+        r.update(extra or {})
+        results.append(r)
+        b = f", {r['bytes_per_file'] / 1e6:.3f} MB/file" if "bytes_per_file" in r else ""
+        if "requests_per_file" in r:
+            b += f", {r['requests_per_file']:.1f} requests/file"
+        for k in ("client_cpu_ms_per_file", "mount_seconds", "start_seconds", "open_seconds",
+                  "server_cpu_s"):
+            if k in r:
+                b += f", {k} {r[k]:.2f}"
+        print(f"  ({key}) {label}: {r['ms_per_file']:.1f} ms/file{b}", flush=True)
+
+    for si, (setting, delay_ms, conn_mbit, link_mbit) in enumerate(SETTINGS):
+        print(f"setting {setting}", flush=True)
+        with Running(REPLICA, delay_ms=delay_ms, conn_mbit=conn_mbit, link_mbit=link_mbit,
+                     prefix=GCS_PREFIX, log=WORK_REMOTE / f"server{si}.log") as srv:
+            url = srv.url
+
+            # (a), (b) cold reads through the mount, one file after another.
+            for key, label, order in [
+                    ("a", "cold reads through the mount, file order", names),
+                    ("b", "cold reads through the mount, random order",
+                     random.Random(12).sample(names, len(names)))]:
+                cpu0 = cpu_seconds()
+                with Mount(desk, WORK_REMOTE / f"cache-{si}{key}", WORK_REMOTE / f"mnt{si}{key}",
+                           source=url, log=WORK_REMOTE / f"mount{si}{key}.log") as m:
+                    before = srv.stats()
+                    t0 = time.perf_counter()
+                    for name in order:
+                        assert read_file(m.point / f"{name}.nc") > 0, name
+                    seconds = time.perf_counter() - t0
+                    after = srv.stats()
+                record(setting, key, label, seconds, before, after,
+                       {"mount_seconds": m.mount_seconds}, cpu=cpu_seconds() - cpu0)
+
+            # (c) preload, wall time of the whole command (process start and the store's
+            # metadata included: `start_seconds` is `validate` over the same lines, for that).
+            before = srv.stats()
+            cpu0 = cpu_seconds()
+            t0 = time.perf_counter()
+            out = run(ERA5, "preload", "--deskriptors", desk, "--cache",
+                      WORK_REMOTE / f"cache-{si}c", "--source", url, "--jobs",
+                      PRELOAD_JOBS, timeout=600).stdout
+            seconds = time.perf_counter() - t0
+            cpu = cpu_seconds() - cpu0
+            after = srv.stats()
+            assert f"{n} built" in out, out
+            t1 = time.perf_counter()
+            run(ERA5, "validate", "--deskriptors", desk, "--source", url, timeout=300)
+            start_seconds = time.perf_counter() - t1
+            record(setting, "c", f"preload --jobs {PRELOAD_JOBS} (wall)", seconds, before, after,
+                   {"start_seconds": start_seconds}, cpu=cpu)
+            record(setting, "c'", "preload, less its start (validate's time)",
+                   seconds - start_seconds)
+
+            # (d) the prototype's loop over the same HTTP store (fsspec), in this process.
+            py_dir = WORK_REMOTE / f"py{si}"
+            py_dir.mkdir()
+            opened = []
+            counters = {}
+
+            def measure_open(s):
+                opened.append(s)
+                counters["before"] = srv.stats()
+                counters["cpu"] = cpu_seconds()
+
+            times = python_baseline(lines, py_dir, store=url, opened=measure_open)
+            record(setting, "d", "prototype's xarray loop, one process", sum(times),
+                   counters["before"], srv.stats(), {"open_seconds": opened[0]},
+                   cpu=cpu_seconds() - counters["cpu"])
+
+            # (e) the same loop on 8 processes.
+            xr_dir = WORK_REMOTE / f"xr{si}"
+            xr_dir.mkdir()
+            seconds, before, after, cpu = xarray_processes(url, lines, xr_dir, stats=srv.stats)
+            record(setting, "e", f"xarray on {XARRAY_PROCESSES} processes", seconds, before,
+                   after, cpu=cpu)
+
+        # (f) the link's limit for the bytes needed: all of them in one round trip.
+        link_bps = link_mbit * 1e6 / 8
+        record(setting, "f", "link limit: needed bytes / link + 1 round trip",
+               sum(needed) / link_bps + delay_ms / 1e3, extra={"bytes_per_file": sum(needed) / n})
+        # (g) the floor of a reader going file by file with one request per file and no
+        # readahead: a round trip plus the needed bytes at the connection's rate, per file.
+        conn_bps = conn_mbit * 1e6 / 8
+        record(setting, "g", "file by file: 1 round trip + needed bytes / connection",
+               n * delay_ms / 1e3 + sum(needed) / conn_bps,
+               extra={"bytes_per_file": sum(needed) / n})
+
+    about = {"commit": commit, "uncommitted_src": [d.strip() for d in dirty if d.strip()],
+             "binary_built": datetime.fromtimestamp(ERA5.stat().st_mtime).isoformat(" ", "seconds"),
+             "machine": f"{os.cpu_count()} cores", "settings": SETTINGS,
+             "preload_jobs": PRELOAD_JOBS, "xarray_processes": XARRAY_PROCESSES}
+    (WORK_REMOTE / "results.json").write_text(json.dumps({"about": about, "rows": results},
+                                                         indent=2))
+    print_remote_table(results, n)
+    print_targets(results)
+    print(f"commit {commit}{' with uncommitted changes in src/' if about['uncommitted_src'] else ''}"
+          f", binaries built {about['binary_built']}")
+    return 0
+
+
+def print_remote_table(results, n):
+    settings = [s[0] for s in SETTINGS]
+    rows = []
+    for r in results:
+        if r["row"] not in rows:
+            rows.append(r["row"])
+    by = {(r["setting"], r["row"]): r for r in results}
+    print()
+    print(f"{n} hourly Zürich files; ms/file, MB fetched per file, and the xarray loop's ms/file "
+          f"over ours (x)")
+    width = 64
+    head = f"{'':<{width}}"
+    for s in settings:
+        head += f" | {s:^32}"
+    print(head)
+    for key in rows:
+        label = next(r["label"] for r in results if r["row"] == key)
+        text = f"({key}) {label}"[:width]
+        cells = f"{text:<{width}}"
+        for s in settings:
+            r = by.get((s, key))
+            if r is None:
+                cells += f" | {'':32}"
+                continue
+            loop = by.get((s, "d"))
+            ratio = f"{loop['ms_per_file'] / r['ms_per_file']:.2f}x" if loop else ""
+            mb = f"{r['bytes_per_file'] / 1e6:.3f} MB" if "bytes_per_file" in r else ""
+            cells += f" | {r['ms_per_file']:>8.1f} ms {mb:>11} {ratio:>8}"
+        print(cells)
+
+
+def print_targets(results):
+    """Issue 12's targets at the first setting (benchmark figures, not timed tests)."""
+    by = {(r["setting"], r["row"]): r for r in results}
+    chunk = statistics.mean((REPLICA / "2m_temperature" / f"{1_078_200 + h}.0.0").stat().st_size
+                            for h in range(results[0]["files"]))
+    for s in [s[0] for s in SETTINGS]:
+        ms = {k: by[(s, k)]["ms_per_file"] for k in ("a", "b", "c", "d", "e", "f")}
+        print(f"{s}:\n"
+              f"  cold reads in file order: {ms['d'] / ms['a']:.1f}x the xarray loop "
+              f"(target >= 5x)\n"
+              f"  preload: {ms['e'] / ms['c']:.1f}x xarray on {XARRAY_PROCESSES} processes "
+              f"(target >= 10x), {ms['c'] / ms['f']:.1f}x the link limit (target <= 1.5x)\n"
+              f"  data bytes per file: preload {by[(s, 'c')]['data_bytes_per_file'] / chunk:.3f}, "
+              f"cold read {by[(s, 'a')]['data_bytes_per_file'] / chunk:.3f} of a chunk "
+              f"(target <= 0.125)")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description="sodeda-era5 benchmarks (docs/PERFORMANCE.md)")
+    ap.add_argument("--remote", action="store_true",
+                    help="the remote profile: the replica behind a delaying HTTP server")
+    ap.add_argument("--quick", action="store_true", help="remote profile with 12 files")
+    ap.add_argument("--files", type=int, help="remote profile with this many files (<= 720)")
+    args = ap.parse_args(argv)
+    profile = "remote" if args.remote else os.environ.get("SODEDA_BENCH_PROFILE", "local")
+    if args.files is not None and not 1 <= args.files <= HOURS:
+        ap.error(f"--files {args.files}: expected 1 to {HOURS}")
+    if profile == "remote":
+        return remote_profile(quick=args.quick, files=args.files)
+    if profile != "local":
+        ap.error(f"SODEDA_BENCH_PROFILE={profile}: expected local or remote")
+    if args.quick or args.files:
+        ap.error("--quick and --files are options of the remote profile (--remote)")
+    return local_profile()
 
 
 if __name__ == "__main__":

@@ -177,6 +177,20 @@ enum Command {
         /// The mount point.
         mountpoint: PathBuf,
     },
+    /// Keep the files a job will read next built, a window ahead of it, in the job's order.
+    Prefetch {
+        /// The mount point.
+        mountpoint: PathBuf,
+        /// The file names in the order the job reads them, one a line (`.nc` optional).
+        #[arg(long)]
+        order: PathBuf,
+        /// Files kept built ahead of the reader.
+        #[arg(long, default_value_t = 8)]
+        window: usize,
+        /// Stop when the reader has not moved for this many seconds.
+        #[arg(long, default_value_t = 600)]
+        idle: u64,
+    },
     /// Make a mount re-read its deskriptors file (same as SIGHUP to the mount process).
     Reload {
         /// The mount point.
@@ -534,6 +548,26 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Scope { json } => scope(common, *json).await,
         Command::Mount(args) => mount(common, args).await,
         Command::Preload { jobs, shard } => preload(common, *jobs, *shard).await,
+        Command::Prefetch {
+            mountpoint,
+            order,
+            window,
+            idle,
+        } => {
+            let names = crate::mount::prefetch::read_order(mountpoint, order)?;
+            let (mp, n) = (mountpoint.clone(), names.len());
+            let (window, idle) = (*window, std::time::Duration::from_secs(*idle));
+            let done = tokio::task::spawn_blocking(move || {
+                let poll = std::time::Duration::from_millis(50);
+                crate::mount::prefetch::run(&mp, &names, window, poll, idle)
+            })
+            .await?;
+            println!(
+                "prefetch: {n} files in the order: {} built ahead ({} failed), {} passed by the reader first",
+                done.started, done.failed, done.passed
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Reload { mountpoint } => {
             let mp = mountpoint.clone();
             let text = tokio::task::spawn_blocking(move || {

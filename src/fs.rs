@@ -45,6 +45,9 @@ pub const XATTR_STATS: &str = "user.sodeda.stats";
 pub const XATTR_PID: &str = "user.sodeda.pid";
 /// Extended attribute of the root directory: reload count and last result, as JSON.
 pub const XATTR_RELOAD: &str = "user.sodeda.reload";
+/// Extended attribute of the root directory: the name of the file a reader opened last (what
+/// `sodeda-era5 prefetch` follows); absent before any open.
+pub const XATTR_LAST_READ: &str = "user.sodeda.last-read";
 
 /// Largest value of an extended attribute Linux passes (`XATTR_SIZE_MAX`); a larger one is
 /// `E2BIG` for the reader whatever its buffer.
@@ -243,6 +246,10 @@ pub struct DatasetFs {
     reloads: Mutex<(u64, String)>,
     /// Background builds of the next files for readers going through them in order.
     readahead: Readahead,
+    /// The file opened last by a reader.
+    last_read: Mutex<Option<String>>,
+    /// The runtime background builds run on (the one the file system was made in).
+    runtime: Option<tokio::runtime::Handle>,
     /// Counters.
     pub metrics: FsMetrics,
 }
@@ -270,6 +277,8 @@ impl DatasetFs {
             created: SystemTime::now(),
             reloads: Mutex::new((0, String::new())),
             readahead: Readahead::new(0),
+            last_read: Mutex::new(None),
+            runtime: tokio::runtime::Handle::try_current().ok(),
             metrics: FsMetrics::default(),
         };
         fs.reload(entries);
@@ -460,12 +469,22 @@ impl DatasetFs {
 
     /// Opens a file for reading; any write access is refused.
     pub fn open(&self, ino: u64, write: bool) -> Result<u64, FsError> {
+        self.open_as(ino, write, false)
+    }
+
+    /// Like [`DatasetFs::open`]; a `background` open (with `O_NONBLOCK`, as
+    /// `sodeda-era5 prefetch` does) builds the file like any other but is not a reader's: it
+    /// moves neither the readahead nor [`XATTR_LAST_READ`].
+    pub fn open_as(&self, ino: u64, write: bool, background: bool) -> Result<u64, FsError> {
         if ino == ROOT_INO {
             return Err(FsError::IsADirectory);
         }
         let node = self.node(ino)?;
         if write {
             return Err(FsError::ReadOnly);
+        }
+        if !background {
+            self.read_ahead(&node);
         }
         // An open file's cache entry is never evicted (see LocalCache::pin).
         self.flow.cache.pin(&node.entry.identity);
@@ -574,9 +593,10 @@ impl DatasetFs {
         }
     }
 
-    /// Notes a first read of `node` and, when the reader goes through the files in order,
-    /// starts building the next ones in the background.
+    /// Notes that a reader opened `node` and, when the reader goes through the files in
+    /// order, starts building the next ones in the background.
     fn read_ahead(&self, node: &FileNode) {
+        *self.last_read.lock().expect("poisoned") = Some(node.entry.file_name.clone());
         let window = self.readahead.window();
         if window == 0 {
             return;
@@ -597,11 +617,13 @@ impl DatasetFs {
                 .map(|n| n.entry.clone())
                 .collect()
         };
-        self.readahead.start(&self.flow, self.options, next);
+        if let Some(runtime) = &self.runtime {
+            self.readahead
+                .start(runtime, &self.flow, self.options, next);
+        }
     }
 
     async fn open_cached(&self, node: &FileNode) -> Result<Arc<std::fs::File>, FsError> {
-        self.read_ahead(node);
         let entry = &node.entry;
         let fail = |cause: String| {
             *node.last_error.lock().expect("poisoned") = Some(cause.clone());
@@ -631,11 +653,15 @@ impl DatasetFs {
     /// The names of the extended attributes of a node.
     pub fn listxattr(&self, ino: u64) -> Result<Vec<String>, FsError> {
         if ino == ROOT_INO {
-            return Ok(vec![
+            let mut names = vec![
                 XATTR_STATS.to_string(),
                 XATTR_PID.to_string(),
                 XATTR_RELOAD.to_string(),
-            ]);
+            ];
+            if self.last_read.lock().expect("poisoned").is_some() {
+                names.push(XATTR_LAST_READ.to_string());
+            }
+            return Ok(names);
         }
         let node = self.node(ino)?;
         let mut names = vec![
@@ -656,6 +682,13 @@ impl DatasetFs {
             return match name {
                 XATTR_STATS => Ok(self.stats_json().into_bytes()),
                 XATTR_PID => Ok(std::process::id().to_string().into_bytes()),
+                XATTR_LAST_READ => self
+                    .last_read
+                    .lock()
+                    .expect("poisoned")
+                    .clone()
+                    .map(String::into_bytes)
+                    .ok_or(FsError::NoAttribute),
                 XATTR_RELOAD => {
                     let r = self.reloads.lock().expect("poisoned");
                     Ok(serde_json::json!({"reloads": r.0, "last": r.1})

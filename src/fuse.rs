@@ -206,7 +206,9 @@ impl Filesystem for FuseAdapter {
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let write = !matches!(flags.acc_mode(), OpenAccMode::O_RDONLY)
             || flags.0 & (libc::O_TRUNC | libc::O_APPEND) != 0;
-        match self.fs.open(ino.0, write) {
+        // O_NONBLOCK: a prefetcher building files ahead of a reader, not a reader.
+        let background = flags.0 & libc::O_NONBLOCK != 0;
+        match self.fs.open_as(ino.0, write, background) {
             Ok(fh) => {
                 if let Err(reply) = self.open_passthrough(ino.0, fh, reply) {
                     let mut backing = self.backing.lock().expect("poisoned");

@@ -24,6 +24,7 @@ use crate::fs::{DatasetFs, ReloadSummary, XATTR_PID, XATTR_RELOAD};
 use crate::fuse::FuseAdapter;
 
 pub mod helper;
+pub mod prefetch;
 
 /// The file-system name shown by `mount` and `df`.
 pub const FS_NAME: &str = "sodeda-era5";

@@ -1,12 +1,12 @@
 //! Readahead across files: when a reader goes through the files in order, the next ones are
 //! built in the background, a bounded window ahead.
 //!
-//! Input: the position of each file read for the first time, in two orders (the deskriptors
+//! Input: the position of each file a reader opens, in two orders (the deskriptors
 //! file's line order and name order, as `sorted(glob(...))` gives). Output: background builds
 //! of the next files through the flow (shared with readers that arrive meanwhile: single
 //! flight). Invariants: at most `window` background builds at once (others are not started:
 //! the next read tops the window up), each also within the flow's build memory; only files
-//! not yet cached; nothing starts unless the last three first reads were consecutive in one
+//! not yet cached; nothing starts unless the last three opens were consecutive in one
 //! order, and nothing new starts once the pattern breaks. A background build is an ordinary
 //! flow run: it writes by rename, so a killed process leaves no partial entry, and a reader
 //! never sees a partial file.
@@ -21,7 +21,7 @@ use crate::catalog::Entry;
 use crate::flow::Flow;
 use crate::plan::PlanOptions;
 
-/// Consecutive first reads (beyond the first) after which the pattern counts as sequential.
+/// Consecutive opens (beyond the first) after which the pattern counts as sequential.
 const STREAK: u32 = 2;
 
 /// The two orders a reader may follow.
@@ -72,6 +72,22 @@ impl Readahead {
             return None;
         }
         let mut st = self.state.lock().expect("poisoned");
+        // The same file opened again (xarray opens a file twice) neither breaks nor extends
+        // the pattern.
+        if st.last != Some(positions) {
+            st.streak = Self::steps(st.last, positions, st.streak);
+            st.last = Some(positions);
+        }
+        if st.streak.0 >= STREAK {
+            Some(Order::Lines)
+        } else if st.streak.1 >= STREAK {
+            Some(Order::Names)
+        } else {
+            None
+        }
+    }
+
+    fn steps(last: Option<(usize, usize)>, now: (usize, usize), streak: (u32, u32)) -> (u32, u32) {
         let step = |last: usize, now: usize, streak: u32| {
             if now == last + 1 {
                 streak + 1
@@ -79,20 +95,9 @@ impl Readahead {
                 0
             }
         };
-        st.streak = match st.last {
-            Some((l, n)) => (
-                step(l, positions.0, st.streak.0),
-                step(n, positions.1, st.streak.1),
-            ),
+        match last {
+            Some((l, n)) => (step(l, now.0, streak.0), step(n, now.1, streak.1)),
             None => (0, 0),
-        };
-        st.last = Some(positions);
-        if st.streak.0 >= STREAK {
-            Some(Order::Lines)
-        } else if st.streak.1 >= STREAK {
-            Some(Order::Names)
-        } else {
-            None
         }
     }
 
@@ -108,10 +113,15 @@ impl Readahead {
         self.window
     }
 
-    /// Starts background builds of `next` (the files after the one read, in order), those not
-    /// cached nor already being built, while the window has room. Must run inside a tokio
-    /// runtime.
-    pub fn start(&self, flow: &Flow, options: PlanOptions, next: Vec<Entry>) {
+    /// Starts background builds of `next` (the files after the one read, in order) on
+    /// `runtime`: those not cached nor already being built, while the window has room.
+    pub fn start(
+        &self,
+        runtime: &tokio::runtime::Handle,
+        flow: &Flow,
+        options: PlanOptions,
+        next: Vec<Entry>,
+    ) {
         for entry in next {
             if flow.cache.contains(&entry.identity, entry.size).is_some() {
                 continue;
@@ -130,7 +140,7 @@ impl Readahead {
             self.started.fetch_add(1, Ordering::Relaxed);
             let flow = flow.clone();
             let ahead = self.ahead.clone();
-            tokio::spawn(async move {
+            runtime.spawn(async move {
                 let _permit = permit;
                 match entry.plan(&flow.source, options) {
                     // A failure is logged by the flow and retried by the reader's own open.
@@ -142,5 +152,24 @@ impl Readahead {
                 ahead.lock().expect("poisoned").remove(&entry.identity);
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn three_opens_in_a_row_make_a_pattern_and_reopening_one_file_keeps_it() {
+        let r = Readahead::new(4);
+        assert_eq!(r.note((0, 9)), None);
+        assert_eq!(r.note((0, 9)), None, "opened again (xarray opens twice)");
+        assert_eq!(r.note((1, 3)), None);
+        assert_eq!(r.note((1, 3)), None);
+        assert_eq!(r.note((2, 7)), Some(Order::Lines));
+        assert_eq!(r.note((2, 7)), Some(Order::Lines));
+        assert_eq!(r.note((5, 8)), None, "the line pattern breaks");
+        assert_eq!(r.note((4, 9)), Some(Order::Names), "7, 8, 9 in name order");
+        assert_eq!(Readahead::new(0).note((1, 1)), None, "off");
     }
 }

@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from conftest import clean_env, chunk_gets, DATA, ROOT, Runner, mount_binary, mounted_at, read_lines
+from conftest import (clean_env, chunk_gets, DATA, ROOT, Runner, binary, mount_binary, mounted_at,
+                      read_lines)
 from reference import open_source, reference
 
 TEST_SET = DATA / "test-set.jsonl"
@@ -523,3 +524,49 @@ def test_cold_reads_in_order_are_built_ahead_and_give_the_files_of_get(run, repl
     for line in (5, 12):
         run("get", "--deskriptors", deskriptors, "--line", line, "-o", tmp_path / "ref.nc")
         assert data[f"z{line - 1:02d}.nc"] == (tmp_path / "ref.nc").read_bytes()
+
+
+def test_prefetch_keeps_a_window_of_the_jobs_order_built_ahead_of_the_reader(
+        replica, mount_factory, tmp_path):
+    """`sodeda-era5 prefetch MNT --order F`: the files of F are built a window ahead of the
+    reader (followed through user.sodeda.last-read), in F's order, not the listing's."""
+    lines = [json.dumps({"name": f"z{h:02d}", "time": f"2023-01-01T{h:02d}:00",
+                         "latitude": 47, "longitude": 8, "variable": "2m_temperature"})
+             for h in range(10)]
+    deskriptors = tmp_path / "z.jsonl"
+    deskriptors.write_text("\n".join(lines) + "\n")
+    m = mount_factory(deskriptors, replica, extra=["--readahead", "0"])
+    order = [f"z{h:02d}" for h in (9, 4, 7, 1, 8, 0, 2, 6, 3, 5)]
+    (tmp_path / "order.txt").write_text("\n".join(order) + "\n")
+
+    def cached(name):
+        return os.getxattr(m.mountpoint / f"{name}.nc", "user.sodeda.cached") == b"yes"
+
+    def wait_cached(names):
+        deadline = time.monotonic() + 20
+        while not all(cached(n) for n in names):
+            assert time.monotonic() < deadline, [(n, cached(n)) for n in names]
+            time.sleep(0.05)
+
+    proc = subprocess.Popen([str(binary()), "prefetch", str(m.mountpoint), "--order",
+                             str(tmp_path / "order.txt"), "--window", "3", "--idle", "30"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=clean_env())
+    try:
+        wait_cached(order[:3])
+        time.sleep(0.5)
+        assert not cached(order[3]), "no further than the window before the reader starts"
+        assert m.stats()["flow_runs"] == 3
+        (m.mountpoint / f"{order[0]}.nc").read_bytes()
+        wait_cached(order[:4])  # the reader moved one: the window moves one
+        for name in order[1:]:
+            (m.mountpoint / f"{name}.nc").read_bytes()
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+    assert proc.returncode == 0, err
+    assert "10 files in the order" in out, out
+    stats = m.stats()
+    assert stats["flow_runs"] == 10 and stats["flow_failures"] == 0, stats
