@@ -314,6 +314,7 @@ impl Source {
 
         let mut coordinates = BTreeMap::new();
         let mut variables = BTreeMap::new();
+        let mut coordinate_arrays = Vec::new();
         for (name, (meta, dims, attrs, fill_value, blosc_blocks, separator)) in arrays {
             let shape = meta.shape.clone();
             let chunks: Vec<u64> = meta.chunks.iter().map(|c| c.get()).collect();
@@ -332,8 +333,7 @@ impl Source {
                 why: e.to_string(),
             })?;
             if dims.len() == 1 && dims[0] == name {
-                let coordinate = read_coordinate(url, &name, &dtype, attrs, &array).await?;
-                coordinates.insert(name, coordinate);
+                coordinate_arrays.push((name, dtype, attrs, array));
             } else {
                 if dtype != "<f4" {
                     return Err(layout(
@@ -356,6 +356,17 @@ impl Source {
                     },
                 );
             }
+        }
+        // All coordinates at once, each with all its chunks in flight: over a distant store the
+        // start costs a few round trips, not one per chunk (ARCO-ERA5's time has 20 chunks).
+        let reads = coordinate_arrays.iter().map(|(name, dtype, attrs, array)| {
+            read_coordinate(url, name, dtype, attrs.clone(), array)
+        });
+        for ((name, ..), coordinate) in coordinate_arrays
+            .iter()
+            .zip(futures::future::try_join_all(reads).await?)
+        {
+            coordinates.insert(name.clone(), coordinate);
         }
         for v in variables.values() {
             for d in &v.dims {
@@ -387,6 +398,9 @@ impl Source {
     }
 }
 
+/// Chunk reads in flight for one coordinate at the start.
+const COORDINATE_READS: usize = 64;
+
 async fn read_coordinate(
     url: &str,
     name: &str,
@@ -400,10 +414,12 @@ async fn read_coordinate(
         why,
     };
     let all = ArraySubset::new_with_shape(array.shape().to_vec());
+    // Every chunk requested at once (zarrs' default is the number of cores).
+    let opts = zarrs::array::CodecOptions::default().with_concurrent_target(COORDINATE_READS);
     let (values, integer): (Vec<f64>, bool) = match dtype {
         "<f4" => (
             array
-                .async_retrieve_array_subset::<Vec<f32>>(&all)
+                .async_retrieve_array_subset_opt::<Vec<f32>>(&all, &opts)
                 .await
                 .map_err(|e| err(e.to_string()))?
                 .into_iter()
@@ -413,14 +429,14 @@ async fn read_coordinate(
         ),
         "<f8" => (
             array
-                .async_retrieve_array_subset::<Vec<f64>>(&all)
+                .async_retrieve_array_subset_opt::<Vec<f64>>(&all, &opts)
                 .await
                 .map_err(|e| err(e.to_string()))?,
             false,
         ),
         "<i8" => (
             array
-                .async_retrieve_array_subset::<Vec<i64>>(&all)
+                .async_retrieve_array_subset_opt::<Vec<i64>>(&all, &opts)
                 .await
                 .map_err(|e| err(e.to_string()))?
                 .into_iter()
@@ -430,7 +446,7 @@ async fn read_coordinate(
         ),
         "<i4" => (
             array
-                .async_retrieve_array_subset::<Vec<i32>>(&all)
+                .async_retrieve_array_subset_opt::<Vec<i32>>(&all, &opts)
                 .await
                 .map_err(|e| err(e.to_string()))?
                 .into_iter()
