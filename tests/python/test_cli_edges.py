@@ -93,6 +93,27 @@ def test_get_to_dash_writes_the_exact_bytes_to_standard_output(replica, expected
     assert "standard output" in p.stderr.decode()
 
 
+def test_get_to_dev_stdout_or_an_open_descriptor_writes_into_it(replica, expected, tmp_path):
+    """`-o /dev/stdout` (a pipe here) and `-o /dev/fd/N` write into that descriptor where it
+    stands: after what the caller wrote before, never replacing what it points at."""
+    p = sodeda(replica, tmp_path / "cache", "get", "--line", 2, "-o", "/dev/stdout",
+               cwd=tmp_path)
+    assert p.returncode == 0, p.stderr.decode()
+    assert p.stdout == expected[2]
+    out = tmp_path / "out.nc"
+    with open(out, "wb") as f:
+        f.write(b"header")
+        f.flush()
+        fd = f.fileno()
+        q = subprocess.run([str(binary()), "get", "--line", "2", "-o", f"/dev/fd/{fd}"],
+                           pass_fds=(fd,), capture_output=True, cwd=tmp_path,
+                           env={**clean_env(), "SODEDA_SOURCE": str(replica),
+                                "LOCAL_CACHE": str(tmp_path / "cache"),
+                                "SODEDA_DESKRIPTORS": str(TEST_SET)})
+    assert q.returncode == 0, q.stderr.decode()
+    assert out.read_bytes() == b"header" + expected[2]
+
+
 def test_get_through_a_symlink_replaces_its_target_and_keeps_the_link(get, expected, tmp_path):
     """`get -o LINK`: a link to a regular file stays a link and its target gets the new bytes
     (replaced atomically, keeping its mode); a link to a device writes into the device; a
