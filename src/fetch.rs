@@ -238,16 +238,8 @@ pub fn chunk_demand(plan: &Plan, source: &Source) -> Vec<(ChunkKey, f64)> {
         let Some(var) = source.variables.get(&pv.name) else {
             continue;
         };
-        let groups: Vec<Vec<Group>> = pv
-            .dims
-            .iter()
-            .zip(&var.chunks)
-            .map(|(d, &chunk_len)| group_by_chunk(&plan.selections[d].indices, chunk_len))
-            .collect();
-        let total_rows = var.chunks[..var.chunks.len().saturating_sub(1)]
-            .iter()
-            .product::<u64>()
-            .max(1) as f64;
+        let groups = chunk_groups(plan, &pv.dims, &var.chunks);
+        let total_rows = rows_per_chunk(&var.chunks).max(1) as f64;
         for combo in cartesian(&groups) {
             let chunk: Vec<u64> = combo.iter().map(|(c, _)| *c).collect();
             let rows = needed_rows(&combo, &var.chunks).len() as f64;
@@ -297,20 +289,13 @@ pub async fn fetch(
             .map(|d| plan.selections[d].indices.len())
             .collect();
         outputs.push(ArrayD::<f32>::from_elem(IxDyn(&shape), f32::NAN));
-        let groups: Vec<Vec<Group>> = pv
-            .dims
-            .iter()
-            .zip(&var.chunks)
-            .map(|(d, &chunk_len)| group_by_chunk(&plan.selections[d].indices, chunk_len))
-            .collect();
+        let groups = chunk_groups(plan, &pv.dims, &var.chunks);
         // One existence check of the array per fetch, shared by its absent chunks.
         let array_check = Arc::new(ArrayCheck::default());
         for combo in cartesian(&groups) {
             let chunk: Vec<u64> = combo.iter().map(|(c, _)| *c).collect();
             let rows = needed_rows(&combo, &var.chunks);
-            let total_rows = var.chunks[..var.chunks.len().saturating_sub(1)]
-                .iter()
-                .product::<u64>() as usize;
+            let total_rows = rows_per_chunk(&var.chunks);
             let shared = options
                 .whole_chunks
                 .as_ref()
@@ -559,6 +544,22 @@ fn needed_rows(combo: &[Group], chunk_shape: &[u64]) -> std::ops::Range<usize> {
         hi = hi * n + max;
     }
     lo..hi + 1
+}
+
+/// Per dimension of a variable (`dims`, chunked by `chunks`), its selected positions grouped
+/// by chunk.
+fn chunk_groups(plan: &Plan, dims: &[String], chunks: &[u64]) -> Vec<Vec<Group>> {
+    dims.iter()
+        .zip(chunks)
+        .map(|(d, &chunk_len)| group_by_chunk(&plan.selections[d].indices, chunk_len))
+        .collect()
+}
+
+/// Rows of a chunk: the product of all but its last dimension.
+fn rows_per_chunk(chunks: &[u64]) -> usize {
+    chunks[..chunks.len().saturating_sub(1)]
+        .iter()
+        .product::<u64>() as usize
 }
 
 /// Groups selected source positions by chunk index, keeping their output positions.
