@@ -601,25 +601,26 @@ impl DatasetFs {
         if window == 0 {
             return;
         }
-        let next: Vec<Entry> = {
+        let (order, from, next): (Order, usize, Vec<Entry>) = {
             let table = self.table.read().expect("table poisoned");
             let Some(&pos) = table.positions.get(&node.ino) else {
                 return;
             };
-            let (list, at) = match self.readahead.note(pos) {
-                Some(Order::Lines) => (&table.order, pos.0),
-                Some(Order::Names) => (&table.by_name_sorted, pos.1),
+            let (order, list, at) = match self.readahead.note(pos) {
+                Some(Order::Lines) => (Order::Lines, &table.order, pos.0),
+                Some(Order::Names) => (Order::Names, &table.by_name_sorted, pos.1),
                 None => return,
             };
-            list.iter()
-                .skip(at + 1)
-                .take(window)
-                .map(|n| n.entry.clone())
-                .collect()
+            let span = self.readahead.span(order, at);
+            let (from, to) = (span.start.min(list.len()), span.end.min(list.len()));
+            let next = list[from..to].iter().map(|n| n.entry.clone()).collect();
+            (order, from, next)
         };
         if let Some(runtime) = &self.runtime {
-            self.readahead
+            let looked = self
+                .readahead
                 .start(runtime, &self.flow, self.options, next);
+            self.readahead.advance(order, from + looked);
         }
     }
 

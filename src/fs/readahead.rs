@@ -47,10 +47,13 @@ pub struct Readahead {
 
 #[derive(Debug, Default)]
 struct State {
-    /// Positions (lines, names) of the last file read for the first time.
+    /// Positions (lines, names) of the last file opened.
     last: Option<(usize, usize)>,
     /// Consecutive steps of +1 in each order.
     streak: (u32, u32),
+    /// How far ahead files were already started (or found built), in which order: a window
+    /// that slides by one looks at one new file, not at the whole window again.
+    frontier: Option<(Order, usize)>,
 }
 
 impl Readahead {
@@ -78,13 +81,35 @@ impl Readahead {
             st.streak = Self::steps(st.last, positions, st.streak);
             st.last = Some(positions);
         }
-        if st.streak.0 >= STREAK {
+        let order = if st.streak.0 >= STREAK {
             Some(Order::Lines)
         } else if st.streak.1 >= STREAK {
             Some(Order::Names)
         } else {
             None
+        };
+        if order.is_none() {
+            st.frontier = None;
         }
+        order
+    }
+
+    /// The positions (in `order`) to look at now, for a reader at `at`: the window after it,
+    /// less what was already looked at (see [`Readahead::advance`]).
+    pub fn span(&self, order: Order, at: usize) -> std::ops::Range<usize> {
+        let st = self.state.lock().expect("poisoned");
+        let end = at + 1 + self.window;
+        let start = match st.frontier {
+            Some((o, f)) if o == order && f > at => f,
+            _ => at + 1,
+        };
+        start.min(end)..end
+    }
+
+    /// Records that the files of `order` before position `to` were looked at (started, found
+    /// built, or being built).
+    pub fn advance(&self, order: Order, to: usize) {
+        self.state.lock().expect("poisoned").frontier = Some((order, to));
     }
 
     fn steps(last: Option<(usize, usize)>, now: (usize, usize), streak: (u32, u32)) -> (u32, u32) {
@@ -106,6 +131,7 @@ impl Readahead {
         let mut st = self.state.lock().expect("poisoned");
         st.last = None;
         st.streak = (0, 0);
+        st.frontier = None;
     }
 
     /// How many files ahead it builds.
@@ -115,19 +141,21 @@ impl Readahead {
 
     /// Starts background builds of `next` (the files after the one read, in order) on
     /// `runtime`: those not cached nor already being built, while the window has room.
+    /// Returns how many of `next` it looked at (all, unless the window filled up).
     pub fn start(
         &self,
         runtime: &tokio::runtime::Handle,
         flow: &Flow,
         options: PlanOptions,
         next: Vec<Entry>,
-    ) {
-        for entry in next {
+    ) -> usize {
+        let total = next.len();
+        for (looked, entry) in next.into_iter().enumerate() {
             if flow.cache.contains(&entry.identity, entry.size).is_some() {
                 continue;
             }
             let Ok(permit) = self.running.clone().try_acquire_owned() else {
-                return; // the window is full: the next read tops it up
+                return looked; // the window is full: the next open tops it up
             };
             if !self
                 .ahead
@@ -152,6 +180,7 @@ impl Readahead {
                 ahead.lock().expect("poisoned").remove(&entry.identity);
             });
         }
+        total
     }
 }
 
