@@ -193,8 +193,9 @@ enum Recorded {
     Unsupported,
 }
 
-fn recorded_checksum(file: &File) -> Recorded {
-    let n = CString::new(CHECKSUM_XATTR).expect("no NUL");
+/// The value of extended attribute `name` of an open file, as text (at most 128 bytes).
+fn get_xattr(file: &File, name: &str) -> io::Result<String> {
+    let n = CString::new(name).expect("no NUL");
     let mut buf = [0u8; 128];
     // SAFETY: an open descriptor and a NUL-terminated name; fgetxattr writes at most
     // `buf.len()` bytes into `buf`.
@@ -206,15 +207,18 @@ fn recorded_checksum(file: &File) -> Recorded {
             buf.len(),
         )
     };
-    if len < 0 {
-        return match io::Error::last_os_error().raw_os_error() {
-            Some(libc::ENOTSUP) => Recorded::Unsupported,
-            _ => Recorded::Missing,
-        };
-    }
-    std::str::from_utf8(&buf[..len as usize])
-        .ok()
-        .and_then(|v| v.split_once(' '))
+    let len = usize::try_from(len).map_err(|_| io::Error::last_os_error())?;
+    String::from_utf8(buf[..len].to_vec()).map_err(|_| io::Error::from(io::ErrorKind::InvalidData))
+}
+
+fn recorded_checksum(file: &File) -> Recorded {
+    let value = match get_xattr(file, CHECKSUM_XATTR) {
+        Ok(v) => v,
+        Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) => return Recorded::Unsupported,
+        Err(_) => return Recorded::Missing,
+    };
+    value
+        .split_once(' ')
         .and_then(|(crc, id)| Some(Recorded::Crc(u32::from_str_radix(crc, 16).ok()?, id.into())))
         .unwrap_or(Recorded::Missing)
 }
@@ -252,21 +256,9 @@ impl CachedFile {
     /// How many of its chunks were absent from the source when it was built (its
     /// [`ABSENT_XATTR`]; 0 when it has none).
     pub fn absent_chunks(&self) -> u64 {
-        let n = CString::new(ABSENT_XATTR).expect("no NUL");
-        let mut buf = [0u8; 24];
-        // SAFETY: an open descriptor and a NUL-terminated name; fgetxattr writes at most
-        // `buf.len()` bytes into `buf`.
-        let len = unsafe {
-            libc::fgetxattr(
-                self.file.as_raw_fd(),
-                n.as_ptr(),
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-            )
-        };
-        usize::try_from(len)
+        get_xattr(&self.file, ABSENT_XATTR)
             .ok()
-            .and_then(|len| std::str::from_utf8(&buf[..len]).ok()?.parse().ok())
+            .and_then(|v| v.parse().ok())
             .unwrap_or(0)
     }
 

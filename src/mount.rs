@@ -407,7 +407,8 @@ pub fn spawn_background(
     }
 }
 
-fn get_xattr(path: &Path, name: &str) -> std::io::Result<Vec<u8>> {
+/// The value of extended attribute `name` of `path` (at most 4 KiB).
+pub(crate) fn get_xattr(path: &Path, name: &str) -> std::io::Result<Vec<u8>> {
     let p = CString::new(path.as_os_str().as_bytes())
         .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
     let n = CString::new(name).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;

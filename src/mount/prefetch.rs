@@ -61,13 +61,7 @@ pub fn read_order(mountpoint: &Path, order: &Path) -> Result<Vec<String>> {
 }
 
 fn last_read(mountpoint: &Path) -> Option<String> {
-    let p = std::ffi::CString::new(mountpoint.as_os_str().as_encoded_bytes()).ok()?;
-    let n = std::ffi::CString::new(XATTR_LAST_READ).ok()?;
-    let mut buf = vec![0u8; 512];
-    // SAFETY: NUL-terminated strings and a buffer of the given length, alive for the call.
-    let len = unsafe { libc::getxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-    let len = usize::try_from(len).ok()?;
-    String::from_utf8(buf[..len].to_vec()).ok()
+    String::from_utf8(super::get_xattr(mountpoint, XATTR_LAST_READ).ok()?).ok()
 }
 
 /// Builds one file through the mount: opens it as a prefetcher and reads a byte.
