@@ -166,6 +166,11 @@ enum Command {
         /// Files built at once.
         #[arg(long, env = "SODEDA_JOBS", default_value_t = 4)]
         jobs: usize,
+        /// Source requests in flight at once, reading the chunks of the next files ahead of
+        /// the builders (separate from --jobs; 0 turns reading ahead off). Fill the link:
+        /// requests × bytes per request ≥ link rate × delay per request.
+        #[arg(long, env = "SODEDA_REQUESTS", default_value_t = 128)]
+        requests: usize,
         /// Only part K of N (0-based), split by file identity: run N machines with 0/N … N-1/N.
         #[arg(long, env = "SODEDA_SHARD")]
         shard: Option<Shard>,
@@ -547,7 +552,11 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Validate => validate(common).await,
         Command::Scope { json } => scope(common, *json).await,
         Command::Mount(args) => mount(common, args).await,
-        Command::Preload { jobs, shard } => preload(common, *jobs, *shard).await,
+        Command::Preload {
+            jobs,
+            requests,
+            shard,
+        } => preload(common, *jobs, *requests, *shard).await,
         Command::Prefetch {
             mountpoint,
             order,
@@ -696,7 +705,12 @@ async fn dashboard(
     Ok(ExitCode::SUCCESS)
 }
 
-async fn preload(common: &Common, jobs: usize, shard: Option<Shard>) -> Result<ExitCode> {
+async fn preload(
+    common: &Common,
+    jobs: usize,
+    requests: usize,
+    shard: Option<Shard>,
+) -> Result<ExitCode> {
     let source = common.open_source().await?;
     let catalog = common.load_catalog(&source)?;
     // Chunks that many files need together are read whole and shared; the others block by
@@ -704,6 +718,7 @@ async fn preload(common: &Common, jobs: usize, shard: Option<Shard>) -> Result<E
     let flow = common.flow(source.clone()).await?;
     let options = PreloadOptions {
         jobs,
+        requests,
         shard,
         plan: common.plan_options()?,
         progress_bar: std::io::IsTerminal::is_terminal(&std::io::stderr()),
@@ -725,11 +740,14 @@ async fn preload(common: &Common, jobs: usize, shard: Option<Shard>) -> Result<E
     );
     let chunks = flow.fetch.chunk_cache.as_ref();
     println!(
-        "source: {} requests, {} bytes; chunks decoded {}, reused from memory {}",
+        "source: {} requests, {} bytes; chunks decoded {}, reused from memory {}; read ahead: \
+         {} requests, {} reads answered",
         source.metrics.requests(),
         source.metrics.bytes(),
         chunks.map_or(0, |c| c.decodes.load(std::sync::atomic::Ordering::Relaxed)),
         chunks.map_or(0, |c| c.hits.load(std::sync::atomic::Ordering::Relaxed)),
+        s.read_ahead.0,
+        s.read_ahead.1,
     );
     if let Some(r) = &flow.remote {
         println!(

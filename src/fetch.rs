@@ -31,8 +31,10 @@ use crate::source::store::describe_error;
 use crate::source::Source;
 
 mod blocks;
+mod prefetched;
 mod tables;
 
+pub use prefetched::{ChunkNeed, Prefetched};
 pub use tables::BlockTables;
 
 /// How chunks are read.
@@ -77,6 +79,8 @@ pub struct FetchOptions {
     /// Chunks read whole (and shared through the chunk cache) even where one file needs only
     /// a few of their blocks: those that many files of a preload need together.
     pub whole_chunks: Option<Arc<std::collections::HashSet<ChunkKey>>>,
+    /// Chunk bytes read ahead for the files of a preload, if any.
+    pub prefetched: Option<Arc<Prefetched>>,
 }
 
 impl Default for FetchOptions {
@@ -90,6 +94,7 @@ impl Default for FetchOptions {
             read_path: ReadPath::Auto,
             block_tables: None,
             whole_chunks: None,
+            prefetched: None,
         }
     }
 }
@@ -252,6 +257,59 @@ pub fn chunk_demand(plan: &Plan, source: &Source) -> Vec<(ChunkKey, f64)> {
     out
 }
 
+/// What `plan` reads of each chunk (keyed by its store key), where the chunk is plain Blosc
+/// read directly: the rows a block read takes, or the whole chunk. What a preload reads ahead
+/// ([`Prefetched`]) for a window of files.
+pub fn chunk_needs(
+    plan: &Plan,
+    source: &Source,
+    options: &FetchOptions,
+) -> Vec<(String, ChunkNeed)> {
+    let mut out = Vec::new();
+    for pv in &plan.variables {
+        let Some(var) = source.variables.get(&pv.name).filter(|v| v.blosc_blocks) else {
+            continue;
+        };
+        let groups = chunk_groups(plan, &pv.dims, &var.chunks);
+        let shape: Vec<usize> = var.chunks.iter().map(|&c| c as usize).collect();
+        for combo in cartesian(&groups) {
+            let chunk: Vec<u64> = combo.iter().map(|(c, _)| *c).collect();
+            let rows = block_rows(options, &pv.name, &chunk, &combo, &var.chunks);
+            out.push((
+                var.chunk_key(&chunk),
+                ChunkNeed {
+                    shape: shape.clone(),
+                    whole: rows.is_none(),
+                    rows: rows.into_iter().collect(),
+                },
+            ));
+        }
+    }
+    out
+}
+
+/// The rows of a chunk to read block by block, or `None` to read it whole: block by block
+/// where the read path allows it, the chunk is not one a preload reads whole, and the rows
+/// are at most [`BLOCK_FRACTION`] of it.
+fn block_rows(
+    options: &FetchOptions,
+    name: &str,
+    chunk: &[u64],
+    combo: &[Group],
+    chunk_shape: &[u64],
+) -> Option<std::ops::Range<usize>> {
+    let rows = needed_rows(combo, chunk_shape);
+    let total_rows = rows_per_chunk(chunk_shape);
+    let shared = options
+        .whole_chunks
+        .as_ref()
+        .is_some_and(|w| w.contains(&(name.to_string(), chunk.to_vec())));
+    (options.read_path == ReadPath::Auto
+        && !shared
+        && (rows.len() as f64) <= BLOCK_FRACTION * total_rows as f64)
+        .then_some(rows)
+}
+
 /// One chunk read in flight: the variable's index, the gathered points, whether the chunk was
 /// absent.
 type ChunkRead = BoxFuture<'static, Result<(usize, Placed, bool), FetchError>>;
@@ -294,15 +352,7 @@ pub async fn fetch(
         let array_check = Arc::new(ArrayCheck::default());
         for combo in cartesian(&groups) {
             let chunk: Vec<u64> = combo.iter().map(|(c, _)| *c).collect();
-            let rows = needed_rows(&combo, &var.chunks);
-            let total_rows = rows_per_chunk(&var.chunks);
-            let shared = options
-                .whole_chunks
-                .as_ref()
-                .is_some_and(|w| w.contains(&(pv.name.clone(), chunk.clone())));
-            let partial = options.read_path == ReadPath::Auto
-                && !shared
-                && (rows.len() as f64) <= BLOCK_FRACTION * total_rows as f64;
+            let rows = block_rows(options, &pv.name, &chunk, &combo, &var.chunks);
             tasks.push(ChunkTask {
                 variable: vi,
                 array: var.array.clone(),
@@ -312,10 +362,11 @@ pub async fn fetch(
                 store: source.store.clone(),
                 key: var.chunk_key(&chunk),
                 blosc: var.blosc_blocks,
-                rows: partial.then_some(rows),
+                rows,
                 fill: var.fill_value.unwrap_or(f32::NAN),
                 array_check: array_check.clone(),
                 tables: options.block_tables.clone(),
+                ahead: options.prefetched.clone(),
             });
         }
     }
@@ -444,6 +495,7 @@ struct ChunkTask {
     fill: f32,
     array_check: Arc<ArrayCheck>,
     tables: Option<Arc<BlockTables>>,
+    ahead: Option<Arc<Prefetched>>,
 }
 
 impl ChunkTask {
@@ -457,9 +509,7 @@ impl ChunkTask {
         // chunk are not decoded).
         if let (true, Some(rows)) = (self.blosc, &self.rows) {
             let tables = self.tables.as_deref();
-            match blocks::read_rows(self.store.as_ref(), &self.key, &shape, rows.clone(), tables)
-                .await?
-            {
+            match blocks::read_rows(self.reader(), &self.key, &shape, rows.clone(), tables).await? {
                 blocks::Partial::Rows(part) => {
                     return Ok((gather(part.view(), &origin, &self.combo), false));
                 }
@@ -481,11 +531,19 @@ impl ChunkTask {
         Ok((gather(decoded.data.view(), &origin, &combo), decoded.absent))
     }
 
+    /// Where the block reads get their bytes: what was read ahead, else the store.
+    fn reader(&self) -> blocks::Reader<'_> {
+        blocks::Reader {
+            store: self.store.as_ref(),
+            ahead: self.ahead.as_deref(),
+        }
+    }
+
     /// The whole chunk: one GET decoded on this thread for plain Blosc, else through zarrs.
     async fn decode_whole(self, shape: Vec<usize>) -> Result<Chunk, String> {
         let absent = || ArrayD::from_elem(IxDyn(&shape), self.fill);
         if self.blosc {
-            match blocks::read_whole(self.store.as_ref(), &self.key, &shape).await? {
+            match blocks::read_whole(self.reader(), &self.key, &shape).await? {
                 blocks::Partial::Rows(data) => {
                     return Ok(Chunk {
                         data,

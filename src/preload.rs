@@ -6,6 +6,13 @@
 //! cache). A file already in the local cache with its planned size is skipped (and uploaded if
 //! the S3 tier lacks it), so a re-run after an interruption finishes only what is left; a kill
 //! at any moment leaves no partial entry (the cache writes by rename).
+//!
+//! Ahead of the files being built, a reader plans windows of the next files and starts
+//! every chunk read they need at once ([`Prefetched`]): the union of their rows per chunk as
+//! Blosc blocks, neighbours merged, with up to `requests` requests in flight whatever the
+//! number of files built at once. Over a distant store a preload is then bound by the link,
+//! not by round trips per file. At most two windows of bytes are held (the one being built and
+//! the next), each about [`AHEAD_BYTES`] / 2.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -16,7 +23,7 @@ use futures::StreamExt;
 use std::collections::{HashMap, HashSet};
 
 use crate::catalog::Entry;
-use crate::fetch::{chunk_demand, ChunkKey};
+use crate::fetch::{chunk_demand, chunk_needs, ChunkKey, ChunkNeed, Prefetched};
 use crate::flow::{error_chain, Flow, Origin};
 use crate::plan::PlanOptions;
 
@@ -58,6 +65,8 @@ impl Shard {
 pub struct PreloadOptions {
     /// Files built at once.
     pub jobs: usize,
+    /// Source requests in flight at once for reading ahead (0: no reading ahead).
+    pub requests: usize,
     /// Only this shard, if given.
     pub shard: Option<Shard>,
     /// How the files are planned (as when the catalog was made).
@@ -92,6 +101,8 @@ pub struct Summary {
     pub failed: Vec<Failure>,
     /// Wall time.
     pub elapsed: Duration,
+    /// Requests sent reading ahead, and reads of the builders answered by them.
+    pub read_ahead: (u64, u64),
 }
 
 enum Outcome {
@@ -110,9 +121,31 @@ pub async fn preload(flow: &Flow, entries: Vec<Entry>, options: PreloadOptions) 
         .collect();
     // Time order: files over the same hours run close together and share decoded chunks.
     plans.sort_by_key(|e| (e.first_time, e.line));
-    let flow = &with_whole_chunks(flow, &plans, options.plan);
+    let mut flow = with_whole_chunks(flow, &plans, options.plan);
+    let ahead = (options.requests > 0).then(|| {
+        let ahead = Prefetched::new(flow.source.store.clone(), options.requests);
+        flow.fetch.prefetched = Some(ahead.clone());
+        ahead
+    });
+    let flow = &flow;
     let total = plans.len();
     let done = Arc::new(AtomicU64::new(0));
+    let progress = Arc::new(tokio::sync::Notify::new());
+    let reader = match ahead {
+        Some(ahead) => {
+            let (flow, plans, done, progress) =
+                (flow.clone(), plans.clone(), done.clone(), progress.clone());
+            let (first, planned) = tokio::sync::oneshot::channel();
+            let task = tokio::spawn(async move {
+                read_ahead(&flow, &plans, options.plan, &ahead, &done, &progress, first).await;
+            });
+            // The builders start once the first window's reads are under way, so that they
+            // find them rather than asking the store for the same bytes.
+            let _ = planned.await;
+            Some(task)
+        }
+        None => None,
+    };
     let bar = options.progress_bar.then(|| {
         let bar = indicatif::ProgressBar::new(total as u64);
         bar.set_style(
@@ -160,6 +193,9 @@ pub async fn preload(flow: &Flow, entries: Vec<Entry>, options: PreloadOptions) 
     .collect()
     .await;
 
+    if let Some(reader) = reader {
+        reader.abort();
+    }
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
@@ -169,6 +205,12 @@ pub async fn preload(flow: &Flow, entries: Vec<Entry>, options: PreloadOptions) 
     let mut summary = Summary {
         files: total,
         elapsed: start.elapsed(),
+        read_ahead: flow.fetch.prefetched.as_ref().map_or((0, 0), |a| {
+            (
+                a.sent.load(Ordering::Relaxed),
+                a.hits.load(Ordering::Relaxed),
+            )
+        }),
         ..Summary::default()
     };
     for o in outcomes {
@@ -214,6 +256,77 @@ fn with_whole_chunks(flow: &Flow, entries: &[Entry], options: PlanOptions) -> Fl
     let mut flow = flow.clone();
     flow.fetch.whole_chunks = Some(Arc::new(whole));
     flow
+}
+
+/// Bytes read ahead per two windows (an estimate from the rows needed, decoded size, which
+/// bounds the compressed bytes).
+pub const AHEAD_BYTES: u64 = 256 << 20;
+/// Most files in one window.
+const WINDOW_FILES: usize = 1024;
+
+/// Plans the files of `entries` (in build order) window by window and starts every chunk read
+/// of a window at once; a window starts when the builders have finished the files before the
+/// previous one, whose bytes are then dropped.
+async fn read_ahead(
+    flow: &Flow,
+    entries: &[Entry],
+    options: PlanOptions,
+    ahead: &Arc<Prefetched>,
+    done: &AtomicU64,
+    progress: &tokio::sync::Notify,
+    first: tokio::sync::oneshot::Sender<()>,
+) {
+    let mut first = Some(first);
+    let mut ends: Vec<usize> = Vec::new();
+    let mut at = 0;
+    let mut window = 0u64;
+    while at < entries.len() {
+        if window >= 2 {
+            let before = ends[window as usize - 2] as u64;
+            while done.load(Ordering::Relaxed) < before {
+                progress.notified().await;
+            }
+            ahead.drop_before(window - 1);
+        }
+        let mut needs: HashMap<String, ChunkNeed> = HashMap::new();
+        let mut bytes = 0u64;
+        let mut files = 0;
+        while at < entries.len() && files < WINDOW_FILES && bytes < AHEAD_BYTES / 2 {
+            let e = &entries[at];
+            at += 1;
+            files += 1;
+            if flow.cache.contains(&e.identity, e.size).is_some() {
+                continue;
+            }
+            let Ok(plan) = e.plan(&flow.source, options) else {
+                continue;
+            };
+            for (key, need) in chunk_needs(&plan, &flow.source, &flow.fetch) {
+                let row_bytes = 4 * *need.shape.last().unwrap_or(&1) as u64;
+                bytes += if need.whole {
+                    need.shape.iter().product::<usize>() as u64 * 4
+                } else {
+                    need.rows.iter().map(|r| r.len() as u64).sum::<u64>() * row_bytes
+                };
+                let n = needs.entry(key).or_default();
+                n.shape = need.shape;
+                n.whole |= need.whole;
+                n.rows.extend(need.rows);
+            }
+        }
+        ends.push(at);
+        tracing::debug!(
+            "read ahead: window {window}, {files} files, {} chunks",
+            needs.len()
+        );
+        for (key, need) in needs {
+            ahead.plan_chunk(&key, need, window, flow.fetch.block_tables.clone());
+        }
+        if let Some(first) = first.take() {
+            let _ = first.send(());
+        }
+        window += 1;
+    }
 }
 
 async fn one(flow: &Flow, entry: &Entry, options: PlanOptions) -> Outcome {

@@ -401,6 +401,37 @@ impl Source {
 /// Chunk reads in flight for one coordinate at the start.
 const COORDINATE_READS: usize = 64;
 
+/// Every value of a coordinate array. A one-dimensional array is read chunk by chunk, all
+/// chunks at once, each whole: zarrs reads a chunk that the array's end cuts (the last one)
+/// through its partial decoder, a HEAD and then a ranged GET, two more round trips at the
+/// start of every process over a distant store.
+async fn all_values<T>(
+    array: &ZarrArray,
+    opts: &zarrs::array::CodecOptions,
+) -> Result<Vec<T>, zarrs::array::ArrayError>
+where
+    T: zarrs::array::ElementOwned + Send + Sync,
+{
+    let shape = array.shape().to_vec();
+    if shape.len() != 1 {
+        let all = ArraySubset::new_with_shape(shape);
+        return array
+            .async_retrieve_array_subset_opt::<Vec<T>>(&all, opts)
+            .await;
+    }
+    let chunks = array.chunk_grid_shape()[0];
+    let reads = (0..chunks)
+        .map(|c| async move { array.async_retrieve_chunk_opt::<Vec<T>>(&[c], opts).await });
+    use futures::{StreamExt, TryStreamExt};
+    let parts: Vec<Vec<T>> = futures::stream::iter(reads)
+        .buffered(COORDINATE_READS)
+        .try_collect()
+        .await?;
+    let mut values: Vec<T> = parts.into_iter().flatten().collect();
+    values.truncate(shape[0] as usize);
+    Ok(values)
+}
+
 async fn read_coordinate(
     url: &str,
     name: &str,
@@ -413,13 +444,11 @@ async fn read_coordinate(
         array: name.to_string(),
         why,
     };
-    let all = ArraySubset::new_with_shape(array.shape().to_vec());
     // Every chunk requested at once (zarrs' default is the number of cores).
     let opts = zarrs::array::CodecOptions::default().with_concurrent_target(COORDINATE_READS);
     let (values, integer): (Vec<f64>, bool) = match dtype {
         "<f4" => (
-            array
-                .async_retrieve_array_subset_opt::<Vec<f32>>(&all, &opts)
+            all_values::<f32>(array, &opts)
                 .await
                 .map_err(|e| err(e.to_string()))?
                 .into_iter()
@@ -428,15 +457,13 @@ async fn read_coordinate(
             false,
         ),
         "<f8" => (
-            array
-                .async_retrieve_array_subset_opt::<Vec<f64>>(&all, &opts)
+            all_values::<f64>(array, &opts)
                 .await
                 .map_err(|e| err(e.to_string()))?,
             false,
         ),
         "<i8" => (
-            array
-                .async_retrieve_array_subset_opt::<Vec<i64>>(&all, &opts)
+            all_values::<i64>(array, &opts)
                 .await
                 .map_err(|e| err(e.to_string()))?
                 .into_iter()
@@ -445,8 +472,7 @@ async fn read_coordinate(
             true,
         ),
         "<i4" => (
-            array
-                .async_retrieve_array_subset_opt::<Vec<i32>>(&all, &opts)
+            all_values::<i32>(array, &opts)
                 .await
                 .map_err(|e| err(e.to_string()))?
                 .into_iter()

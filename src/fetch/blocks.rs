@@ -14,6 +14,7 @@ use std::ops::Range;
 
 use ndarray::{ArrayD, IxDyn};
 
+use super::prefetched::{Answer, Prefetched};
 use super::tables::{BlockTables, Table, Version};
 use crate::source::store::describe_error;
 use zarrs_object_store::object_store::{
@@ -40,7 +41,7 @@ pub(crate) enum Partial {
 }
 
 /// The bytes `r` of object `key` and the object's version; `None` if the object does not exist.
-async fn range(
+pub(crate) async fn range(
     store: &dyn ObjectStore,
     key: &Path,
     r: Range<u64>,
@@ -62,6 +63,96 @@ async fn range(
         Err(object_store::Error::NotFound { .. }) => Ok(None),
         Err(e) => Err(describe_error(&e)),
     }
+}
+
+/// The whole object `key` and its version; `None` if it does not exist.
+pub(crate) async fn whole(store: &dyn ObjectStore, key: &Path) -> Result<Answer, String> {
+    match store.get(key).await {
+        Ok(res) => {
+            let version = Version {
+                size: res.meta.size,
+                e_tag: res.meta.e_tag.clone(),
+                modified: res.meta.last_modified.timestamp_nanos_opt().unwrap_or(0),
+            };
+            let bytes = res.bytes().await.map_err(|e| describe_error(&e))?;
+            Ok(Some((bytes, version)))
+        }
+        Err(object_store::Error::NotFound { .. }) => Ok(None),
+        Err(e) => Err(describe_error(&e)),
+    }
+}
+
+/// Where a read gets its bytes: the store, after what was read ahead for it.
+#[derive(Clone, Copy)]
+pub(crate) struct Reader<'a> {
+    pub store: &'a dyn ObjectStore,
+    pub ahead: Option<&'a Prefetched>,
+}
+
+impl Reader<'_> {
+    /// The bytes `r` of `key` (see [`range`]), from what was read ahead when it covers them.
+    async fn range(&self, key: &Path, r: Range<u64>) -> Result<Answer, String> {
+        if let Some(answer) = self.ahead.map(|a| a.get(key.as_ref(), Some(r.clone()))) {
+            if let Some(answer) = answer.await {
+                return Ok(answer);
+            }
+        }
+        range(self.store, key, r).await
+    }
+
+    /// The whole object `key` (see [`whole`]), from what was read ahead when it is there.
+    async fn whole(&self, key: &Path) -> Result<Answer, String> {
+        if let Some(answer) = self.ahead.map(|a| a.get(key.as_ref(), None)) {
+            if let Some(answer) = answer.await {
+                return Ok(answer);
+            }
+        }
+        whole(self.store, key).await
+    }
+}
+
+/// The range a block read asks first: the header and the block table of a chunk of up to
+/// [`TABLE_GUESS`] blocks.
+pub(crate) fn head_range() -> Range<u64> {
+    0..(HEADER + 4 * TABLE_GUESS) as u64
+}
+
+/// The header and block table at the start of `head` (the answer to [`head_range`]) of a
+/// chunk of `total` float32 values, if it is Blosc this reader decodes block by block and the
+/// table fits in `head`.
+pub(crate) fn table_of(head: &bytes::Bytes, total: usize) -> Option<bytes::Bytes> {
+    let header = Header::parse(head, total)?;
+    let end = header.table_end();
+    (header.flags & MEMCPYED == 0 && end <= head.len()).then(|| head.slice(..end))
+}
+
+/// The compressed bytes of the blocks holding rows `rows` of a chunk of shape `shape`, as its
+/// block table `table` places them; `None` when the table is not one this reader decodes.
+pub(crate) fn block_span(table: &[u8], shape: &[usize], rows: Range<usize>) -> Option<Range<u64>> {
+    let row_len = *shape.last().unwrap_or(&1);
+    let total: usize = shape.iter().product();
+    let header = Header::parse(table, total)?;
+    let (nblocks, table_end, cbytes) = (header.nblocks(), header.table_end(), header.cbytes);
+    if rows.is_empty()
+        || rows.end * row_len > total
+        || table.len() != table_end
+        || header.flags & MEMCPYED != 0
+    {
+        return None;
+    }
+    let (start_byte, end_byte) = (rows.start * row_len * 4, rows.end * row_len * 4);
+    let bstart = |b: usize| u32_at(table, HEADER + 4 * b);
+    let (b0, b1) = (
+        start_byte / header.blocksize,
+        (end_byte - 1) / header.blocksize,
+    );
+    let from = bstart(b0);
+    let to = if b1 + 1 < nblocks {
+        bstart(b1 + 1)
+    } else {
+        cbytes
+    };
+    (from >= table_end && to <= cbytes && from < to).then_some(from as u64..to as u64)
 }
 
 fn u32_at(b: &[u8], at: usize) -> usize {
@@ -111,7 +202,7 @@ enum WithTable {
 /// `key`, whose shape is `shape`. With `tables`, a chunk's block table read before (of the
 /// same object version) saves the first of the two requests.
 pub(crate) async fn read_rows(
-    store: &dyn ObjectStore,
+    reader: Reader<'_>,
     key: &str,
     shape: &[usize],
     rows: Range<usize>,
@@ -125,13 +216,12 @@ pub(crate) async fn read_rows(
     }
     if let Some(table) = tables.and_then(|t| t.get(key)) {
         let known = Some(&table.version);
-        match decode_rows(store, &path, shape, rows.clone(), &table.bytes, known).await? {
+        match decode_rows(reader, &path, shape, rows.clone(), &table.bytes, known).await? {
             WithTable::Done(p) => return Ok(p),
             WithTable::Stale => tables.expect("a table came from it").forget(key),
         }
     }
-    let head_len = (HEADER + 4 * TABLE_GUESS) as u64;
-    let Some((head, version)) = range(store, &path, 0..head_len).await? else {
+    let Some((head, version)) = reader.range(&path, head_range()).await? else {
         return Ok(Partial::Absent);
     };
     let Some(header) = Header::parse(&head, total) else {
@@ -142,13 +232,13 @@ pub(crate) async fn read_rows(
         let (start_byte, end_byte) = (rows.start * row_len * 4, rows.end * row_len * 4);
         let mut values = vec![0f32; total];
         let out = &mut values[rows.start * row_len..rows.end * row_len];
-        let (raw, _) = range(
-            store,
-            &path,
-            (HEADER + start_byte) as u64..(HEADER + end_byte) as u64,
-        )
-        .await?
-        .ok_or("chunk vanished between two reads")?;
+        let (raw, _) = reader
+            .range(
+                &path,
+                (HEADER + start_byte) as u64..(HEADER + end_byte) as u64,
+            )
+            .await?
+            .ok_or("chunk vanished between two reads")?;
         if raw.len() != end_byte - start_byte {
             return Ok(Partial::Unsupported);
         }
@@ -161,7 +251,8 @@ pub(crate) async fn read_rows(
     let table = if table_end <= head.len() {
         head.slice(..table_end)
     } else {
-        let (rest, _) = range(store, &path, head.len() as u64..table_end as u64)
+        let (rest, _) = reader
+            .range(&path, head.len() as u64..table_end as u64)
             .await?
             .ok_or("chunk vanished between two reads")?;
         let mut t = head.to_vec();
@@ -180,7 +271,7 @@ pub(crate) async fn read_rows(
             },
         );
     }
-    match decode_rows(store, &path, shape, rows, &table, Some(&version)).await? {
+    match decode_rows(reader, &path, shape, rows, &table, Some(&version)).await? {
         WithTable::Done(p) => Ok(p),
         WithTable::Stale => Err("the chunk changed or vanished between two reads".into()),
     }
@@ -189,7 +280,7 @@ pub(crate) async fn read_rows(
 /// Fetches the blocks of `rows` as the block table `table` places them and decodes them; the
 /// answer must come from the object version `known` (else [`WithTable::Stale`]).
 async fn decode_rows(
-    store: &dyn ObjectStore,
+    reader: Reader<'_>,
     path: &Path,
     shape: &[usize],
     rows: Range<usize>,
@@ -199,29 +290,12 @@ async fn decode_rows(
     let row_len = *shape.last().unwrap_or(&1);
     let total: usize = shape.iter().product();
     let unsupported = Ok(WithTable::Done(Partial::Unsupported));
-    let Some(header) = Header::parse(table, total) else {
+    let Some(span) = block_span(table, shape, rows.clone()) else {
         return unsupported;
     };
-    let (nblocks, table_end, cbytes) = (header.nblocks(), header.table_end(), header.cbytes);
-    if table.len() != table_end || header.flags & MEMCPYED != 0 {
-        return unsupported;
-    }
-    let (start_byte, end_byte) = (rows.start * row_len * 4, rows.end * row_len * 4);
-    let bstart = |b: usize| u32_at(table, HEADER + 4 * b);
-    let (b0, b1) = (
-        start_byte / header.blocksize,
-        (end_byte - 1) / header.blocksize,
-    );
-    let from = bstart(b0);
-    let to = if b1 + 1 < nblocks {
-        bstart(b1 + 1)
-    } else {
-        cbytes
-    };
-    if from < table_end || to > cbytes || from >= to {
-        return unsupported;
-    }
-    let Some((blocks, version)) = range(store, path, from as u64..to as u64).await? else {
+    let cbytes = u32_at(table, 12);
+    let (from, to) = (span.start as usize, span.end as usize);
+    let Some((blocks, version)) = reader.range(path, span).await? else {
         return Ok(WithTable::Stale);
     };
     if known.is_some_and(|k| *k != version) || version.size != cbytes as u64 {
@@ -233,7 +307,7 @@ async fn decode_rows(
     // A buffer laid out like the whole compressed chunk, holding only the fetched bytes:
     // blosc_getitem reads the header, the offsets and the blocks it decodes, nothing else.
     let mut buf = vec![0u8; cbytes];
-    buf[..table_end].copy_from_slice(table);
+    buf[..table.len()].copy_from_slice(table);
     buf[from..to].copy_from_slice(&blocks);
     let nitems = rows.len() * row_len;
     let (Ok(start), Ok(n)) = (i32::try_from(rows.start * row_len), i32::try_from(nitems)) else {
@@ -242,9 +316,9 @@ async fn decode_rows(
     let mut values = vec![0f32; total];
     let out = &mut values[rows.start * row_len..rows.end * row_len];
     // SAFETY: `buf` is `cbytes` long as its header declares, with the header, the offset
-    // table and every block overlapping items start..start+n in place; `out` has room for
-    // exactly n items of typesize 4. blosc_getitem reads only those parts and writes n*4
-    // bytes.
+    // table and every block overlapping items start..start+n in place (`block_span` checked
+    // the table and the span); `out` has room for exactly n items of typesize 4.
+    // blosc_getitem reads only those parts and writes n*4 bytes.
     let written =
         unsafe { blosc_src::blosc_getitem(buf.as_ptr().cast(), start, n, out.as_mut_ptr().cast()) };
     if written < 0 || written as usize != nitems * 4 {
@@ -266,15 +340,13 @@ fn to_array(shape: &[usize], values: Vec<f32>) -> Result<ArrayD<f32>, String> {
 /// chunks above 4 MB with several threads, which c-blosc's context API starts and joins on
 /// every call: five times slower here). Same results as [`read_rows`] over all rows.
 pub(crate) async fn read_whole(
-    store: &dyn ObjectStore,
+    reader: Reader<'_>,
     key: &str,
     shape: &[usize],
 ) -> Result<Partial, String> {
     let key = Path::from(key);
-    let bytes = match store.get(&key).await {
-        Ok(r) => r.bytes().await.map_err(|e| describe_error(&e))?,
-        Err(object_store::Error::NotFound { .. }) => return Ok(Partial::Absent),
-        Err(e) => return Err(describe_error(&e)),
+    let Some((bytes, _)) = reader.whole(&key).await? else {
+        return Ok(Partial::Absent);
     };
     let total: usize = shape.iter().product();
     let mut nbytes = 0usize;
