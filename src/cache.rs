@@ -792,7 +792,7 @@ mod tests {
     }
 
     fn entry_path(dir: &Path, identity: &str) -> PathBuf {
-        dir.join("v1")
+        dir.join("v2")
             .join(&identity[..2])
             .join(format!("{identity}.nc"))
     }
@@ -863,7 +863,7 @@ mod tests {
         let path = add(&cache, "ab13", 1000);
         assert!(cache.open_entry("ab13", 1000).is_some());
         // Another file (a new inode) with the old checksum copied over: its bytes differ.
-        let tmp = dir.path().join("v1").join("tmp").join("x");
+        let tmp = dir.path().join("v2").join("tmp").join("x");
         std::fs::write(&tmp, vec![9u8; 1000]).unwrap();
         let crc = get_checksum(&path).unwrap();
         set_xattr(
@@ -891,7 +891,7 @@ mod tests {
     #[test]
     fn foreign_files_in_the_cache_crash_nothing_and_are_never_evicted() {
         let dir = tempfile::tempdir().unwrap();
-        let v1 = dir.path().join("v1");
+        let v1 = dir.path().join("v2");
         let foreign = [
             v1.join("zz").join("a.nc"),
             v1.join("ab").join("é.nc"),

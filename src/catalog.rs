@@ -29,6 +29,10 @@ pub struct Entry {
     pub size: u64,
     /// The first selected time position (files are preloaded in this order).
     pub first_time: usize,
+    /// The file's time, seconds since the epoch (see [`crate::provenance::Provenance::mtime`]).
+    pub mtime: i64,
+    /// Whether it holds preliminary ERA5T hours.
+    pub provisional: bool,
 }
 
 impl Entry {
@@ -45,6 +49,8 @@ impl Entry {
                 .get("time")
                 .and_then(|t| t.indices.iter().min().copied())
                 .unwrap_or(0),
+            mtime: plan.provenance.mtime(),
+            provisional: plan.provenance.provisional(),
         }
     }
 

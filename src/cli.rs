@@ -1126,6 +1126,8 @@ async fn list(common: &Common, json: bool) -> Result<ExitCode> {
                     "tiers": tiers(p, *s3),
                     "identity": p.identity,
                     "deskriptor": canonical,
+                    "provisional": p.provisional,
+                    "mtime": p.mtime,
                 })
             })
             .collect();
@@ -1146,7 +1148,17 @@ async fn list(common: &Common, json: bool) -> Result<ExitCode> {
             } else {
                 t.join("+")
             };
-            writeln!(out, "{:<width$}  {:>12}  {cached}", p.file_name, p.size)?;
+            // A file of preliminary hours is marked: the store will replace its data.
+            let mark = if p.provisional {
+                "  provisional (ERA5T hours)"
+            } else {
+                ""
+            };
+            writeln!(
+                out,
+                "{:<width$}  {:>12}  {cached}{mark}",
+                p.file_name, p.size
+            )?;
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -330,7 +330,7 @@ impl Flow {
         }
         let t1 = std::time::Instant::now();
         let tmp = self.cache.temp_file()?;
-        let layout = plan.layout.clone();
+        let layout = crate::plan::with_absent_chunks(&plan.layout, absent);
         let (format, size) = (plan.format, plan.size);
         let tmp = tokio::task::spawn_blocking(move || {
             encode::write(&layout, &data, format, tmp.path(), size).map(|()| tmp)

@@ -48,10 +48,23 @@ pub const XATTR_RELOAD: &str = "user.sodeda.reload";
 /// Extended attribute of the root directory: the name of the file a reader opened last (what
 /// `sodeda-era5 prefetch` follows); absent before any open.
 pub const XATTR_LAST_READ: &str = "user.sodeda.last-read";
+/// What a file's data is made of: final or preliminary hours, the store's version, absent
+/// chunks of its cache entry (JSON).
+pub const XATTR_PROVENANCE: &str = "user.sodeda.provenance";
 
 /// Largest value of an extended attribute Linux passes (`XATTR_SIZE_MAX`); a larger one is
 /// `E2BIG` for the reader whatever its buffer.
 pub const XATTR_SIZE_MAX: usize = 65536;
+
+/// A time of `seconds` since the epoch (negative: before it).
+fn seconds_to_time(seconds: i64) -> SystemTime {
+    let span = std::time::Duration::from_secs(seconds.unsigned_abs());
+    if seconds >= 0 {
+        SystemTime::UNIX_EPOCH + span
+    } else {
+        SystemTime::UNIX_EPOCH - span
+    }
+}
 
 /// The value of [`XATTR_DESKRIPTOR`]: the line as written, or, for a line too long for an
 /// extended attribute, a short JSON note saying where the whole line is.
@@ -147,7 +160,7 @@ pub struct Attr {
     pub kind: Kind,
     /// Permission bits (0444 files, 0555 the directory).
     pub perm: u16,
-    /// Modification time: when the file system was created.
+    /// Modification time (see [`crate::provenance`]).
     pub mtime: SystemTime,
 }
 
@@ -266,6 +279,13 @@ impl DatasetFs {
     /// A file system of catalog `entries` (file names must be unique, as a catalog
     /// guarantees); files are planned again with `options` when they are built.
     pub fn new(entries: Vec<Entry>, flow: Flow, options: PlanOptions) -> Self {
+        // The directory's time, as its files', is stable across remounts: the store's last
+        // change.
+        let created = seconds_to_time(
+            crate::provenance::StoreVersion::of(&flow.source.attributes)
+                .updated_seconds()
+                .unwrap_or(0),
+        );
         let fs = Self {
             table: RwLock::new(Table::default()),
             inos: Mutex::new(HashMap::new()),
@@ -274,7 +294,7 @@ impl DatasetFs {
             options,
             handles: Mutex::new(HashMap::new()),
             next_handle: AtomicU64::new(1),
-            created: SystemTime::now(),
+            created,
             reloads: Mutex::new((0, String::new())),
             readahead: Readahead::new(0),
             last_read: Mutex::new(None),
@@ -393,7 +413,7 @@ impl DatasetFs {
             size: node.entry.size,
             kind: Kind::File,
             perm: 0o444,
-            mtime: self.created,
+            mtime: seconds_to_time(node.entry.mtime),
         }
     }
 
@@ -669,6 +689,7 @@ impl DatasetFs {
             XATTR_DESKRIPTOR.to_string(),
             XATTR_IDENTITY.to_string(),
             XATTR_CACHED.to_string(),
+            XATTR_PROVENANCE.to_string(),
         ];
         if node.last_error.lock().expect("poisoned").is_some() {
             names.push(XATTR_ERROR.to_string());
@@ -710,6 +731,22 @@ impl DatasetFs {
                 } else {
                     "no".into()
                 }
+            }
+            XATTR_PROVENANCE => {
+                let e = &node.entry;
+                let plan =
+                    e.plan(&self.flow.source, self.options)
+                        .map_err(|err| FsError::Flow {
+                            file: e.file_name.clone(),
+                            cause: err.to_string(),
+                        })?;
+                let mut json = plan.provenance.to_json();
+                json["absent_chunks"] = self
+                    .flow
+                    .cache
+                    .get(&e.identity, e.size)
+                    .map_or(serde_json::Value::Null, |c| c.absent_chunks().into());
+                json.to_string()
             }
             XATTR_ERROR => node
                 .last_error

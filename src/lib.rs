@@ -32,6 +32,7 @@ pub mod layout;
 pub mod mount;
 pub mod plan;
 pub mod preload;
+pub mod provenance;
 pub mod remote;
 pub mod select;
 pub mod source;

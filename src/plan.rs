@@ -15,12 +15,13 @@ use crate::encode;
 use crate::layout::{
     attributes_from_json, AttrValue, CoordValues, Format, Layout, NcType, NcVariable,
 };
+use crate::provenance::Provenance;
 use crate::select::{self, Resolved};
 use crate::source::Source;
 
 /// Version of the file format this program writes. Part of every identity and cache key:
 /// bump it whenever the bytes of a file for the same deskriptor would change.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 /// Default refusal limit for one file's size (see `--max-file-size`).
 pub const DEFAULT_MAX_FILE_SIZE: u64 = 2 << 30;
@@ -73,6 +74,8 @@ pub struct Plan {
     pub layout: Layout,
     /// Exact file size in bytes.
     pub size: u64,
+    /// What the file's data is made of (final or preliminary hours, the store's version).
+    pub provenance: Provenance,
 }
 
 impl Plan {
@@ -132,15 +135,26 @@ impl Plan {
         }
 
         let canonical = deskriptor.canonical_json();
-        let identity = identity(options.format, &source.url, &canonical);
+        let provenance = Provenance::of(source, selections.get("time"));
+        let identity = identity(
+            options.format,
+            &source.url,
+            &canonical,
+            provenance.identity_part().as_deref(),
+        );
         let file_name = match &deskriptor.name {
             Some(n) => format!("{n}.nc"),
             None => default_file_name(deskriptor, source, &selections, &identity),
         };
         check_file_name(line, &file_name)?;
 
-        let layout = build_layout(source, &file_dims, &selections, &variables, &canonical)
+        let mut layout = build_layout(source, &file_dims, &selections, &variables, &canonical)
             .map_err(|why| DeskriptorError::new(line, "", "", why))?;
+        layout.attributes.extend(provenance.attributes());
+        // Set to the number of absent chunks once the data is read (an int: the size is known).
+        layout
+            .attributes
+            .push((ABSENT_CHUNKS_ATTRIBUTE.into(), AttrValue::Ints(vec![0])));
         let size = match options.format {
             Format::Classic64 => layout.classic_size(),
             Format::Netcdf4 => encode::netcdf4_size(&layout)
@@ -168,18 +182,39 @@ impl Plan {
             variables,
             layout,
             size,
+            provenance,
         })
     }
 }
 
-/// The identity of a file: SHA-256 over the format version, the format, the source URL and the
-/// canonical selection, as 32 hex digits. Equal identities mean byte-identical files.
-pub fn identity(format: Format, source_url: &str, canonical: &str) -> String {
+/// The global attribute counting the chunks that were absent from the store when the file was
+/// built (read as the fill value).
+pub const ABSENT_CHUNKS_ATTRIBUTE: &str = "sodeda_absent_chunks";
+
+/// The layout of a file whose data met `absent` absent chunks: the same size, the count set.
+pub fn with_absent_chunks(layout: &Layout, absent: u64) -> Layout {
+    let mut layout = layout.clone();
+    for (name, value) in &mut layout.attributes {
+        if name == ABSENT_CHUNKS_ATTRIBUTE {
+            *value = AttrValue::Ints(vec![i32::try_from(absent).unwrap_or(i32::MAX)]);
+        }
+    }
+    layout
+}
+
+/// The identity of a file: SHA-256 over the format version, the format, the source URL, the
+/// canonical selection and, for a provisional file, the store's version
+/// ([`Provenance::identity_part`]), as 32 hex digits. Equal identities mean byte-identical
+/// files (but for chunks the store did not have when one was built).
+pub fn identity(format: Format, source_url: &str, canonical: &str, store: Option<&str>) -> String {
     let mut h = Sha256::new();
     h.update(format!(
         "sodeda-era5\nversion {FORMAT_VERSION}\nformat {}\nsource {source_url}\nselection {canonical}\n",
         format.as_str()
     ));
+    if let Some(store) = store {
+        h.update(format!("{store}\n"));
+    }
     hex::encode(&h.finalize()[..16])
 }
 
@@ -246,6 +281,32 @@ fn unknown_variable_message(name: &str, source: &Source) -> String {
     }
 }
 
+/// What CF expects on a coordinate that tools recognise as an axis (cdo, Panoply,
+/// cf-xarray key on `standard_name` and `axis`); added where the store does not say it.
+/// ERA5's levels are pressure levels in hPa, counted downwards.
+fn cf_axis_attributes(dimension: &str) -> &'static [(&'static str, &'static str)] {
+    match dimension {
+        "time" => &[("standard_name", "time"), ("axis", "T")],
+        "latitude" => &[
+            ("standard_name", "latitude"),
+            ("units", "degrees_north"),
+            ("axis", "Y"),
+        ],
+        "longitude" => &[
+            ("standard_name", "longitude"),
+            ("units", "degrees_east"),
+            ("axis", "X"),
+        ],
+        "level" => &[
+            ("standard_name", "air_pressure"),
+            ("units", "hPa"),
+            ("positive", "down"),
+            ("axis", "Z"),
+        ],
+        _ => &[],
+    }
+}
+
 fn build_layout(
     source: &Source,
     file_dims: &[String],
@@ -277,11 +338,17 @@ fn build_layout(
                 CoordValues::Floats(sel.labels.iter().map(|&v| v as f32).collect()),
             )
         };
+        let mut attributes = attributes_from_json(&coord.attributes);
+        for (k, v) in cf_axis_attributes(d) {
+            if !attributes.iter().any(|(have, _)| have == k) {
+                attributes.push((k.to_string(), AttrValue::Text(v.to_string())));
+            }
+        }
         layout.variables.push(NcVariable {
             name: d.clone(),
             dims: vec![layout.dims.len() - 1],
             nc_type,
-            attributes: attributes_from_json(&coord.attributes),
+            attributes,
             values: Some(values),
         });
     }

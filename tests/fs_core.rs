@@ -268,7 +268,7 @@ async fn absent_chunks_of_an_existing_array_read_as_missing_and_the_entry_says_s
         String::from_utf8(fs.getxattr(i, OsStr::new("user.sodeda.identity")).unwrap()).unwrap();
     let path = dir
         .path()
-        .join("v1")
+        .join("v2")
         .join(&identity[..2])
         .join(format!("{identity}.nc"));
     let (p, n) = (
@@ -291,7 +291,7 @@ async fn an_entry_evicted_by_another_process_is_made_again_never_an_error() {
         String::from_utf8(fs.getxattr(i, OsStr::new("user.sodeda.identity")).unwrap()).unwrap();
     let path = dir
         .path()
-        .join("v1")
+        .join("v2")
         .join(&identity[..2])
         .join(format!("{identity}.nc"));
     // Another process evicting the entry again and again while this one serves it.
@@ -325,9 +325,9 @@ async fn an_entry_evicted_by_another_process_is_made_again_never_an_error() {
     assert!(evictor.join().unwrap() > 10, "the evictor did evict");
 }
 
-/// Entries in a cache directory (files named `*.nc` under `v1/<2 hex>/`).
+/// Entries in a cache directory (files named `*.nc` under `v2/<2 hex>/`).
 fn cache_entries(dir: &std::path::Path) -> usize {
-    std::fs::read_dir(dir.join("v1"))
+    std::fs::read_dir(dir.join("v2"))
         .unwrap()
         .flatten()
         .filter(|d| d.file_name() != "tmp")
@@ -353,11 +353,19 @@ async fn extended_attributes() {
         vec![
             "user.sodeda.deskriptor",
             "user.sodeda.identity",
-            "user.sodeda.cached"
+            "user.sodeda.cached",
+            "user.sodeda.provenance"
         ]
     );
+    let provenance =
+        |name: &str| -> serde_json::Value { serde_json::from_str(&get(name).unwrap()).unwrap() };
+    let p = provenance("user.sodeda.provenance");
+    assert_eq!(p["status"], "unknown", "{p}"); // the synthetic store has no valid_time_stop
+    assert_eq!(p["last_time"], "2023-01-01T05:00", "{p}");
+    assert!(p["absent_chunks"].is_null(), "not built yet: {p}");
     read_all(&fs, i, 1 << 20).await;
     assert_eq!(get("user.sodeda.cached").unwrap(), "yes");
+    assert_eq!(provenance("user.sodeda.provenance")["absent_chunks"], 0);
     let stats: serde_json::Value = serde_json::from_slice(
         &fs.getxattr(ROOT_INO, OsStr::new("user.sodeda.stats"))
             .unwrap(),

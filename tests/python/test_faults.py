@@ -162,7 +162,7 @@ def test_an_open_file_is_never_evicted(replica, mount_factory, tmp_path):
                      "latitude_ascending.nc"]:
             assert len((m.mountpoint / name).read_bytes()) == os.stat(m.mountpoint / name).st_size
         assert identity in entries(cache), "the open file's entry was evicted"
-        assert head + f.read() == (cache / "v1" / identity[:2] / f"{identity}.nc").read_bytes()
+        assert head + f.read() == (cache / "v2" / identity[:2] / f"{identity}.nc").read_bytes()
     assert sum(entries(cache).values()) <= 30000 + os.stat(m.mountpoint / "multi_hour.nc").st_size
 
 
@@ -215,7 +215,7 @@ def test_many_readers_over_many_files_mixed_cold_and_warm(replica, mount_factory
     ref("preload", "--deskriptors", desk, "--jobs", "4")
     expected = {}
     for e in ref.list(desk):
-        path = tmp_path / "ref" / "v1" / e["identity"][:2] / f"{e['identity']}.nc"
+        path = tmp_path / "ref" / "v2" / e["identity"][:2] / f"{e['identity']}.nc"
         expected[e["name"]] = hashlib.sha256(path.read_bytes()).hexdigest()
     m = mount_factory(desk, replica, cache=tmp_path / "cache")
     names = sorted(expected)

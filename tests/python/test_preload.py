@@ -150,7 +150,7 @@ def test_eight_processes_preloading_into_one_bucket_create_each_object_once(
     absent = {p.stem for p in Path(tmp_path / "cache0").rglob("*.nc")
               if "user.sodeda.absent-chunks" in os.listxattr(p)}
     assert 0 < len(absent) < len(listing)
-    expected = {f"sodeda-era5/v1/{e['identity']}.nc": e["size"] for e in listing
+    expected = {f"sodeda-era5/v2/{e['identity']}.nc": e["size"] for e in listing
                 if e["identity"] not in absent}
     assert s3.objects() == expected
     created = sum(int(re.search(r"s3: (\d+) uploaded", o).group(1)) for o in outs)

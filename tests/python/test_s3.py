@@ -23,7 +23,7 @@ def test_a_file_built_by_one_mount_is_served_to_another_from_s3(
                       env=s3.env())
     data_a = (a.mountpoint / "multi_hour.nc").read_bytes()
     identity = os.getxattr(a.mountpoint / "multi_hour.nc", "user.sodeda.identity").decode()
-    assert s3.objects() == {f"sodeda-era5/v1/{identity}.nc": len(data_a)}
+    assert s3.objects() == {f"sodeda-era5/v2/{identity}.nc": len(data_a)}
     assert a.stats()["uploads"] == 1
 
     n = len(http_source.requests)
@@ -44,7 +44,7 @@ def test_get_and_list_report_tiers(replica, s3, tmp_path):
     assert "built from the source" in p.stderr
     rows = one.list(TEST_SET, env=env)
     assert rows[2]["tiers"] == ["local", "s3"] and rows[3]["tiers"] == []
-    assert all(k.startswith("team/era5/v1/") for k in s3.objects()), s3.objects()
+    assert all(k.startswith("team/era5/v2/") for k in s3.objects()), s3.objects()
     two = Runner(replica, tmp_path / "c2", tmp_path)
     rows = two.list(TEST_SET, env=env)
     assert rows[2]["tiers"] == ["s3"]

@@ -83,7 +83,7 @@ def test_an_http_source_answering_404_for_everything_is_eio(
 def planted_path(run, one_line):
     (entry,) = run.list(one_line)
     identity = entry["identity"]
-    return Path(run.cache) / "v1" / identity[:2] / f"{identity}.nc", entry["size"]
+    return Path(run.cache) / "v2" / identity[:2] / f"{identity}.nc", entry["size"]
 
 
 def test_a_symlink_planted_at_an_entry_is_never_served(
@@ -129,8 +129,8 @@ def test_an_entry_copied_without_its_checksum_and_damaged_is_rebuilt(
 def test_stray_files_in_the_cache_crash_nothing_and_are_left_alone(
         replica, one_line, reference, mount_factory, tmp_path):
     cache = tmp_path / "cache"
-    stray = [cache / "v1" / "zz" / "a.nc", cache / "v1" / "ab" / "é.nc",
-             cache / "v1" / "a.nc", cache / "v1" / "x" / "y" / "z.nc", cache / "notes.txt"]
+    stray = [cache / "v2" / "zz" / "a.nc", cache / "v2" / "ab" / "é.nc",
+             cache / "v2" / "a.nc", cache / "v2" / "x" / "y" / "z.nc", cache / "notes.txt"]
     for f in stray:
         f.parent.mkdir(parents=True, exist_ok=True)
         f.write_bytes(b"x" * 4096)
