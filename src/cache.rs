@@ -256,10 +256,7 @@ impl CachedFile {
     /// How many of its chunks were absent from the source when it was built (its
     /// [`ABSENT_XATTR`]; 0 when it has none).
     pub fn absent_chunks(&self) -> u64 {
-        get_xattr(&self.file, ABSENT_XATTR)
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
+        absent_mark(&self.file).map_or(0, |(n, _)| n)
     }
 
     /// A path that opens exactly this file, with an offset of its own (the descriptor's entry
@@ -276,6 +273,9 @@ pub struct LocalCache {
     root: PathBuf,
     max_size: Option<u64>,
     usage: Arc<Mutex<Usage>>,
+    /// The source's version now (its `last_updated`), when entries built while chunks were
+    /// absent are to be rebuilt once it changes; `None` keeps them (a pinned dataset).
+    store_version: Arc<std::sync::RwLock<Option<Arc<str>>>>,
 }
 
 impl std::fmt::Debug for LocalCache {
@@ -288,8 +288,16 @@ impl std::fmt::Debug for LocalCache {
 }
 
 /// Name of the extended attribute counting the chunks of an entry that were absent from the
-/// source (read as the fill value); absent on entries made only of stored data.
+/// source (read as the fill value), followed by the source's version when it was built
+/// (`3 2026-09-05 02:45:44.987382+00:00`); absent on entries made only of stored data.
 pub const ABSENT_XATTR: &str = "user.sodeda.absent-chunks";
+
+/// The absent-chunk mark of an entry: the count and the source version it was built under.
+fn absent_mark(file: &File) -> Option<(u64, String)> {
+    let v = get_xattr(file, ABSENT_XATTR).ok()?;
+    let (n, version) = v.split_once(' ').unwrap_or((v.as_str(), ""));
+    Some((n.parse().ok()?, version.to_string()))
+}
 
 impl LocalCache {
     /// Opens (creating if needed) the cache under `dir`. Warns when `dir` or its version
@@ -324,6 +332,7 @@ impl LocalCache {
                 pins: HashMap::new(),
                 verified: HashMap::new(),
             })),
+            store_version: Arc::default(),
         })
     }
 
@@ -519,8 +528,26 @@ impl LocalCache {
         if !self.verify(identity, &path, &file) {
             return None;
         }
+        let now = self.store_version.read().expect("poisoned").clone();
+        if let Some(now) = now {
+            if let Some((n, built)) = absent_mark(&file).filter(|(_, built)| **built != *now) {
+                tracing::info!(
+                    "cache entry {} was built while {n} chunk(s) were absent from the source \
+                     (version {built:?}); the source is now {now:?}: it will be rebuilt",
+                    path.display()
+                );
+                return None;
+            }
+        }
         self.touch(identity, size);
         Some(file)
+    }
+
+    /// Entries built while chunks were absent from the source are kept for source version
+    /// `version` only (`None`: kept whatever the version, as a pinned dataset wants); the
+    /// version is also recorded with each such new entry. Shared by every clone of this cache.
+    pub fn set_store_version(&self, version: Option<String>) {
+        *self.store_version.write().expect("poisoned") = version.map(Arc::from);
     }
 
     /// The entry's file after the structural checks; `Ok(None)` when there is no entry (or
@@ -706,7 +733,9 @@ impl LocalCache {
             Err(e) => tracing::debug!("no checksum for {}: {e}", path.display()),
         }
         if absent_chunks > 0 {
-            if let Err(e) = set_xattr(file.as_file(), ABSENT_XATTR, &absent_chunks.to_string()) {
+            let version = self.store_version.read().expect("poisoned").clone();
+            let mark = format!("{absent_chunks} {}", version.as_deref().unwrap_or(""));
+            if let Err(e) = set_xattr(file.as_file(), ABSENT_XATTR, mark.trim_end()) {
                 tracing::debug!(
                     "cannot mark {} as having absent chunks: {e}",
                     path.display()
@@ -874,6 +903,36 @@ mod tests {
         .unwrap();
         std::fs::rename(&tmp, &path).unwrap();
         assert!(cache.open_entry("ab13", 1000).is_none());
+    }
+
+    #[test]
+    fn an_entry_built_with_absent_chunks_lasts_only_for_its_store_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = LocalCache::open(dir.path()).unwrap();
+        cache.set_store_version(Some("2026-09-05".into()));
+        let mut f = cache.temp_file().unwrap();
+        f.write_all(&[7u8; 100]).unwrap();
+        let built = cache.persist_with(f, "ab31", 3).unwrap();
+        assert_eq!(built.absent_chunks(), 3);
+        let complete = add(&cache, "ab32", 100);
+        assert!(
+            cache.open_entry("ab31", 100).is_some(),
+            "the same store version"
+        );
+        // The store was updated (the absent hours may be there now).
+        cache.set_store_version(Some("2026-10-05".into()));
+        assert!(
+            cache.open_entry("ab31", 100).is_none(),
+            "rebuilt for the new version"
+        );
+        assert!(
+            cache.open_entry("ab32", 100).is_some(),
+            "a complete entry stays"
+        );
+        assert!(complete.exists());
+        // Pinned: kept whatever the store's version.
+        cache.set_store_version(None);
+        assert!(cache.open_entry("ab31", 100).is_some());
     }
 
     #[test]

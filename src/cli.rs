@@ -123,6 +123,12 @@ pub struct Common {
     /// Log filter (error, warn, info, debug, trace, or a tracing directive).
     #[arg(long, env = "SODEDA_LOG", default_value = "warn", global = true)]
     log_level: String,
+    /// Freeze the dataset at a store version: a `last_updated` value of the store, or
+    /// `current` for the version it has now. Files over preliminary ERA5T hours are planned as
+    /// of that version and nothing is rebuilt because the store changed; such a file not
+    /// cached from that version fails once the store has moved on.
+    #[arg(long, env = "SODEDA_PIN", global = true)]
+    pin: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -264,6 +270,11 @@ pub struct MountArgs {
     /// Refuse to mount if any deskriptor line is bad (default: skip bad lines with a warning).
     #[arg(long, env = "SODEDA_STRICT")]
     strict: bool,
+    /// Seconds between two reads of the store's version (its `last_updated`); when it
+    /// changed, files over preliminary ERA5T hours become new files and are rebuilt at their
+    /// next open. 0: never (a `reload` also reads it).
+    #[arg(long, env = "SODEDA_SOURCE_CHECK_INTERVAL", default_value_t = 3600)]
+    source_check_interval: u64,
     /// The directory to mount on.
     mountpoint: PathBuf,
 }
@@ -322,7 +333,16 @@ impl Common {
             retries: self.source_retries,
             timeout: std::time::Duration::from_secs_f64(self.source_timeout),
         };
-        let source = Source::open_with(&self.source, options).await?;
+        let mut source = Source::open_with(&self.source, options).await?;
+        if let Some(pin) = self.pin.as_deref().filter(|p| !p.trim().is_empty()) {
+            source.freshness.pin(pin);
+            if let Some((pinned, actual)) = source.freshness.moved_past_pin() {
+                tracing::warn!(
+                    "pinned to store version {pinned:?}; the store is now {actual:?}: files over \
+                     ERA5T hours are served only from the cache tiers"
+                );
+            }
+        }
         Ok(Arc::new(source))
     }
 
@@ -358,6 +378,7 @@ impl Common {
 
     async fn flow(&self, source: Arc<Source>) -> Result<Flow> {
         let cache = self.local_cache()?;
+        cache.set_store_version(source.freshness.cache_version());
         let tables = Arc::new(BlockTables::open(cache.dir(), &source.url));
         let flow = Flow::new(
             source,
@@ -832,9 +853,30 @@ async fn mount(common: &Common, args: &MountArgs) -> Result<ExitCode> {
         threads: args.fuse_threads,
     };
     let (path, strict) = (common.deskriptors.clone(), args.strict);
-    let reload: crate::mount::Reloader = Arc::new(move || {
-        let (path, source) = (path.clone(), source.clone());
+    let cache = fs.flow().cache.clone();
+    let check_source = source.clone();
+    let check: crate::mount::VersionCheck = Arc::new(move || {
+        let (source, cache) = (check_source.clone(), cache.clone());
         Box::pin(async move {
+            let changed = source.refresh_version().await?;
+            if changed {
+                // Entries built while chunks were absent are rebuilt from the new version.
+                cache.set_store_version(source.freshness.cache_version());
+            }
+            Ok(changed)
+        })
+    });
+    let source_check = (args.source_check_interval > 0).then(|| crate::mount::SourceCheck {
+        every: std::time::Duration::from_secs(args.source_check_interval),
+        check: check.clone(),
+    });
+    let reload: crate::mount::Reloader = Arc::new(move || {
+        let (path, source, check) = (path.clone(), source.clone(), check.clone());
+        Box::pin(async move {
+            // The store's version too: a reload picks up a store update at once.
+            if let Err(e) = check().await {
+                tracing::warn!("reload: reading the store's version: {e:#}");
+            }
             let catalog = tokio::task::spawn_blocking(move || {
                 Catalog::load(&path, &source, plan_options)
                     .with_context(|| format!("reading {}", path.display()))
@@ -861,17 +903,24 @@ async fn mount(common: &Common, args: &MountArgs) -> Result<ExitCode> {
         })
     });
     let source_url = common.source.clone();
-    crate::mount::serve(fs, &mountpoint, &options, Some(reload), || {
-        // Once, on a line of its own written at once: to the terminal in the foreground, to
-        // the log in the background (where tracing may write from other threads too).
-        let line = format!(
-            "{}{n} files at {} from {source_url} (pid {})\n",
-            crate::mount::SERVING,
-            mountpoint.display(),
-            std::process::id()
-        );
-        let _ = std::io::stderr().write_all(line.as_bytes());
-    })
+    crate::mount::serve(
+        fs,
+        &mountpoint,
+        &options,
+        Some(reload),
+        source_check,
+        || {
+            // Once, on a line of its own written at once: to the terminal in the foreground, to
+            // the log in the background (where tracing may write from other threads too).
+            let line = format!(
+                "{}{n} files at {} from {source_url} (pid {})\n",
+                crate::mount::SERVING,
+                mountpoint.display(),
+                std::process::id()
+            );
+            let _ = std::io::stderr().write_all(line.as_bytes());
+        },
+    )
     .await?;
     Ok(ExitCode::SUCCESS)
 }

@@ -37,6 +37,20 @@ pub enum FlowError {
     /// The encoder thread died.
     #[error("encoder task failed: {0}")]
     Join(String),
+    /// A provisional file of a pinned dataset, not cached, after the store changed: its
+    /// ERA5T hours may hold other data now than in the pinned version.
+    #[error(
+        "the dataset is pinned to store version {pinned:?}, but the store is now {actual:?}: this \
+         file holds preliminary ERA5T hours, which the store may have replaced since, and it is \
+         not cached from the pinned version; unpin (drop --pin) to build it from the store as \
+         it is now"
+    )]
+    Pinned {
+        /// The pinned `last_updated`.
+        pinned: String,
+        /// The store's `last_updated` now.
+        actual: String,
+    },
 }
 
 /// Where a materialized file came from.
@@ -315,6 +329,14 @@ impl Flow {
     }
 
     async fn build(&self, plan: &Plan) -> Result<CachedFile, FlowError> {
+        if let Some((pinned, actual)) = plan
+            .provenance
+            .provisional()
+            .then(|| self.source.freshness.moved_past_pin())
+            .flatten()
+        {
+            return Err(FlowError::Pinned { pinned, actual });
+        }
         let need = build_bytes(plan, &self.source, &self.fetch);
         let _memory = self.memory.reserve(need).await;
         let t0 = std::time::Instant::now();

@@ -157,6 +157,19 @@ pub struct MountOptions {
 /// Re-reads the deskriptors file: the catalog entries of its current version.
 pub type Reloader = Arc<dyn Fn() -> BoxFuture<'static, Result<Vec<Entry>>> + Send + Sync>;
 
+/// Reads the store's version again; `true` when it changed (its provisional files are then
+/// new files: the mount reloads).
+pub type VersionCheck = Arc<dyn Fn() -> BoxFuture<'static, Result<bool>> + Send + Sync>;
+
+/// How often, and how, a mount asks the store whether it changed.
+#[derive(Clone)]
+pub struct SourceCheck {
+    /// The interval.
+    pub every: Duration,
+    /// The check.
+    pub check: VersionCheck,
+}
+
 /// Tells the kernel to forget what a reload made stale: the entry of every added (a cached
 /// negative lookup), removed or changed name, and the root's attributes. A changed name
 /// leads to a new inode, so its new size and bytes are read at once; retired inodes keep
@@ -219,6 +232,7 @@ pub async fn serve(
     mountpoint: &Path,
     options: &MountOptions,
     reload: Option<Reloader>,
+    source_check: Option<SourceCheck>,
     on_live: impl FnOnce(),
 ) -> Result<()> {
     let mut config = Config::default();
@@ -250,6 +264,12 @@ pub async fn serve(
         ) else {
             return;
         };
+        // Never when not asked for (a day-long sleep that the select! drops and renews).
+        let every = source_check
+            .as_ref()
+            .map_or(Duration::from_secs(86_400), |c| c.every);
+        let mut checks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = int.recv() => break,
@@ -258,6 +278,17 @@ pub async fn serve(
                     Some(r) => reload_now(&fs, r, &notifier).await,
                     None => tracing::warn!("SIGHUP: this mount cannot reload"),
                 },
+                _ = checks.tick(), if source_check.is_some() => {
+                    let check = &source_check.as_ref().expect("guarded").check;
+                    match (check().await, &reload) {
+                        (Ok(true), Some(r)) => {
+                            tracing::info!("the store was updated: reloading");
+                            reload_now(&fs, r, &notifier).await;
+                        }
+                        (Ok(_), _) => {}
+                        (Err(e), _) => tracing::warn!("checking the store for updates: {e:#}"),
+                    }
+                }
             }
         }
         tracing::info!("signal received; unmounting {}", point.display());

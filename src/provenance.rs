@@ -14,6 +14,8 @@
 //! derived from the data, the same on every machine and after every remount: the valid time of
 //! its last hour; for a provisional file the store's `last_updated` if that is later.
 
+use std::sync::RwLock;
+
 use chrono::{DateTime, NaiveDate, NaiveDateTime};
 use serde_json::{json, Map, Value};
 
@@ -56,6 +58,81 @@ impl StoreVersion {
     }
 }
 
+/// The store's version as this process knows it: read when the source is opened, read again
+/// while a mount runs ([`crate::source::Source::refresh_version`]), or pinned.
+#[derive(Debug, Default)]
+pub struct Freshness {
+    current: RwLock<StoreVersion>,
+    /// The `last_updated` the dataset is pinned to, if any.
+    pin: Option<String>,
+}
+
+impl Freshness {
+    /// The store as it is now, not pinned.
+    pub fn new(current: StoreVersion) -> Self {
+        Freshness {
+            current: RwLock::new(current),
+            pin: None,
+        }
+    }
+
+    /// Pins the dataset to the store version `to` (a `last_updated` value), or to the version
+    /// the store has now for `"current"`: files are planned as of that version, and nothing is
+    /// rebuilt because the store changed.
+    pub fn pin(&mut self, to: &str) {
+        let version = match to.trim() {
+            "current" => self.current().last_updated.unwrap_or_default(),
+            v => v.to_string(),
+        };
+        self.pin = Some(version);
+    }
+
+    /// Whether the dataset is pinned.
+    pub fn pinned(&self) -> bool {
+        self.pin.is_some()
+    }
+
+    /// The store's version as last read.
+    pub fn current(&self) -> StoreVersion {
+        self.current.read().expect("poisoned").clone()
+    }
+
+    /// The version files are planned with: the current one, or the pinned `last_updated`.
+    pub fn for_plans(&self) -> StoreVersion {
+        let mut v = self.current();
+        if let Some(pin) = &self.pin {
+            v.last_updated = Some(pin.clone());
+        }
+        v
+    }
+
+    /// Records the store's version as read now; `true` if it changed.
+    pub fn update(&self, now: StoreVersion) -> bool {
+        let mut current = self.current.write().expect("poisoned");
+        let changed = *current != now;
+        *current = now;
+        changed
+    }
+
+    /// `(pinned, actual)` when the dataset is pinned to a version the store no longer has: a
+    /// provisional file (whose data may have changed since) cannot be built then.
+    pub fn moved_past_pin(&self) -> Option<(String, String)> {
+        let pin = self.pin.as_ref()?;
+        let actual = self.current().last_updated.unwrap_or_default();
+        (*pin != actual).then(|| (pin.clone(), actual))
+    }
+
+    /// The version under which cache entries built while chunks were absent stay valid:
+    /// `None` (always valid) when pinned.
+    pub fn cache_version(&self) -> Option<String> {
+        if self.pinned() {
+            None
+        } else {
+            Some(self.current().last_updated.unwrap_or_default())
+        }
+    }
+}
+
 /// The provenance of one planned file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Provenance {
@@ -70,7 +147,7 @@ pub struct Provenance {
 impl Provenance {
     /// The provenance of a file over the selected times `time` of `source`.
     pub fn of(source: &Source, time: Option<&Resolved>) -> Self {
-        let store = StoreVersion::of(&source.attributes);
+        let store = source.freshness.for_plans();
         let (_, encoding) = source.time();
         let instants: Vec<NaiveDateTime> = time
             .map(|t| {

@@ -17,6 +17,8 @@ use zarrs::array::{Array, ArrayMetadata, ArrayMetadataV2, ArraySubset};
 use zarrs_object_store::object_store::{path::Path, ObjectStore, ObjectStoreExt};
 use zarrs_object_store::AsyncObjectStore;
 
+use crate::provenance::{Freshness, StoreVersion};
+
 use store::{open_url, MeteredStore};
 pub use store::{SourceMetrics, SourceOptions};
 
@@ -212,6 +214,8 @@ pub struct Source {
     pub metrics: Arc<SourceMetrics>,
     /// The store itself (metered), for direct byte-range reads of chunks.
     pub store: Arc<dyn ObjectStore>,
+    /// The store's version (`last_updated`, `valid_time_stop`) as last read, or pinned.
+    pub freshness: Freshness,
 }
 
 impl Source {
@@ -385,10 +389,41 @@ impl Source {
             url: url.to_string(),
             variables,
             coordinates,
+            freshness: Freshness::new(StoreVersion::of(&attributes)),
             attributes,
             metrics,
             store: raw_store,
         })
+    }
+
+    /// Reads the store's root attributes again (`.zmetadata`) and records its version;
+    /// `true` if `last_updated` or `valid_time_stop` changed. Variables and coordinates are
+    /// not read again (ARCO-ERA5's time axis is laid out to 2050 ahead; a store that changes
+    /// its arrays needs a remount).
+    pub async fn refresh_version(&self) -> Result<bool, SourceError> {
+        let key = ".zmetadata";
+        let bytes = match self.store.get(&Path::from(key)).await {
+            Ok(r) => r.bytes().await,
+            Err(e) => Err(e),
+        }
+        .map_err(|error| SourceError::Read {
+            url: self.url.clone(),
+            key: key.to_string(),
+            error,
+        })?;
+        let consolidated: Value =
+            serde_json::from_slice(&bytes).map_err(|e| SourceError::Layout {
+                url: self.url.clone(),
+                key: key.to_string(),
+                why: format!("not JSON: {e}"),
+            })?;
+        let attributes = consolidated
+            .get("metadata")
+            .and_then(|m| m.get(".zattrs"))
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default();
+        Ok(self.freshness.update(StoreVersion::of(&attributes)))
     }
 
     /// The time coordinate (always present; checked by [`Source::open`]).
