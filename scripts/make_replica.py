@@ -188,15 +188,78 @@ def write(out, profile):
     _strip_dimension_separator(out)
 
 
+# WeatherBench2's ERA5 layout (`gs://weatherbench2/datasets/era5/...-6h-...zarr`), at the
+# resolution of its regridded 240x121 stores: 6-hourly time from 1959-01-01 in one int64 chunk
+# of "hours since 1959-01-01", 13 pressure levels, latitude ascending -90 -> 90, dimension order
+# (time, level, longitude, latitude), data chunked 4 time steps (one day) at a time, Blosc zstd.
+WB2_EPOCH = datetime(1959, 1, 1)
+WB2_STEPS = int((datetime(2023, 1, 10, 18) - WB2_EPOCH).total_seconds() // (6 * 3600)) + 1
+WB2_LEVELS = [50, 100, 150, 200, 250, 300, 400, 500, 600, 700, 850, 925, 1000]
+WB2_TIME_CHUNK = 4
+WB2_COMPRESSOR = Blosc(cname="zstd", clevel=3, shuffle=Blosc.BITSHUFFLE, blocksize=0)
+
+
+def wb2_step(s):
+    return int((datetime.fromisoformat(s) - WB2_EPOCH).total_seconds() // (6 * 3600))
+
+
+def write_weatherbench2(out, first="2020-01-01T00", last="2020-01-02T18"):
+    """A replica of WeatherBench2's ERA5 store layout with data for `first`..`last`."""
+    if os.path.exists(out):
+        shutil.rmtree(out)
+    root = zarr.open_group(out, mode="w", zarr_format=2)
+
+    def create(name, shape, chunks, dtype, fill, attrs, compressor=WB2_COMPRESSOR):
+        return root.create_array(name, shape=shape, chunks=chunks, dtype=dtype,
+                                 compressors=compressor, fill_value=fill, attributes=attrs,
+                                 config={"write_empty_chunks": False})
+
+    time = create("time", (WB2_STEPS,), (WB2_STEPS,), "<i8", None,
+                  {"_ARRAY_DIMENSIONS": ["time"], "calendar": "proleptic_gregorian",
+                   "units": "hours since 1959-01-01"})
+    time[:] = np.arange(WB2_STEPS, dtype="<i8") * 6
+    lat_values = np.linspace(-90.0, 90.0, 121)
+    create("latitude", (121,), (121,), "<f8", np.nan,
+           {"_ARRAY_DIMENSIONS": ["latitude"], "long_name": "latitude",
+            "units": "degrees_north"})[:] = lat_values
+    lon_values = np.arange(240) * 1.5
+    create("longitude", (240,), (240,), "<f8", np.nan,
+           {"_ARRAY_DIMENSIONS": ["longitude"], "long_name": "longitude",
+            "units": "degrees_east"})[:] = lon_values
+    create("level", (13,), (13,), "<i8", None,
+           {"_ARRAY_DIMENSIONS": ["level"], "units": "millibar"})[:] = np.array(WB2_LEVELS)
+
+    lon2 = lon_values[:, None]
+    lat2 = lat_values[None, :]
+    steps = range(wb2_step(first), wb2_step(last) + 1)
+    t2m = create("2m_temperature", (WB2_STEPS, 240, 121), (WB2_TIME_CHUNK, 240, 121), "<f4",
+                 np.nan, {"_ARRAY_DIMENSIONS": ["time", "longitude", "latitude"],
+                          **SURFACE["2m_temperature"]})
+    for t in steps:
+        t2m[t] = field("2m_temperature", t * 6, lat2, lon2)
+    temp = create("temperature", (WB2_STEPS, 13, 240, 121), (WB2_TIME_CHUNK, 13, 240, 121),
+                  "<f4", np.nan, {"_ARRAY_DIMENSIONS": ["time", "level", "longitude", "latitude"],
+                                  **PRESSURE["temperature"]})
+    for t in steps:
+        temp[t] = np.stack([field("temperature", t * 6, lat2, lon2, lv) for lv in WB2_LEVELS])
+    zarr.consolidate_metadata(out)
+    _strip_dimension_separator(out)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("out", help="directory to write (replaced if it holds a replica)")
-    p.add_argument("--profile", choices=sorted(PROFILES), default="test")
+    p.add_argument("--profile", choices=sorted(PROFILES) + ["weatherbench2"], default="test",
+                   help="which hours hold data; weatherbench2: WeatherBench2's ERA5 layout "
+                        "(6-hourly, 13 levels, 240x121, two days of 2020)")
     a = p.parse_args()
     if os.path.exists(a.out) and os.listdir(a.out) and \
             not os.path.exists(os.path.join(a.out, ".zgroup")):
         sys.exit(f"{a.out} exists and is not a Zarr store; refusing to overwrite it")
-    write(a.out, a.profile)
+    if a.profile == "weatherbench2":
+        write_weatherbench2(a.out)
+    else:
+        write(a.out, a.profile)
     stamp = {"profile": a.profile, "script": "make_replica.py", "version": 1}
     with open(os.path.join(a.out, ".sodeda-replica.json"), "w") as f:
         json.dump(stamp, f)

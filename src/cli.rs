@@ -54,7 +54,8 @@ pub struct Common {
         global = true
     )]
     deskriptors: PathBuf,
-    /// The ARCO-ERA5 Zarr store: gs://, s3://, http(s)://, file:// or a path.
+    /// The Zarr store: `arco-era5` or `weatherbench2` by name, or a URL (gs://, s3://,
+    /// http(s)://, file://) or a path.
     #[arg(long, env = "SODEDA_SOURCE", default_value = DEFAULT_SOURCE, global = true)]
     source: String,
     /// The local cache directory.

@@ -307,6 +307,15 @@ fn cf_axis_attributes(dimension: &str) -> &'static [(&'static str, &'static str)
     }
 }
 
+/// What the data is, by the store it comes from.
+fn origin(url: &str) -> &'static str {
+    match url {
+        crate::source::DEFAULT_SOURCE => "ERA5 reanalysis via ARCO-ERA5",
+        crate::source::WEATHERBENCH2_SOURCE => "ERA5 reanalysis via WeatherBench2",
+        _ => "ERA5 reanalysis from the Zarr store at source_url",
+    }
+}
+
 fn build_layout(
     source: &Source,
     file_dims: &[String],
@@ -384,7 +393,7 @@ fn build_layout(
         ("Conventions".into(), AttrValue::Text("CF-1.8".into())),
         (
             "source".into(),
-            AttrValue::Text("ERA5 reanalysis via ARCO-ERA5, subset by sodeda-era5".into()),
+            AttrValue::Text(format!("{}, subset by sodeda-era5", origin(&source.url))),
         ),
         ("source_url".into(), AttrValue::Text(source.url.clone())),
         ("deskriptor".into(), AttrValue::Text(canonical.to_string())),

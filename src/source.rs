@@ -26,6 +26,39 @@ pub use store::{SourceMetrics, SourceOptions};
 pub const DEFAULT_SOURCE: &str =
     "gs://gcp-public-data-arco-era5/ar/full_37-1h-0p25deg-chunk-1.zarr-v3";
 
+/// WeatherBench2's ERA5 store: 6-hourly, 13 pressure levels, 1440 × 721, 1959 to 2023-01-10.
+pub const WEATHERBENCH2_SOURCE: &str =
+    "gs://weatherbench2/datasets/era5/1959-2023_01_10-wb13-6h-1440x721_with_derived_variables.zarr";
+
+/// The stores known by name, as the prototype offered them: `(name, URL)`.
+pub const NAMED_SOURCES: [(&str, &str); 2] = [
+    ("arco-era5", DEFAULT_SOURCE),
+    ("weatherbench2", WEATHERBENCH2_SOURCE),
+];
+
+/// The URL of a source given by name (`arco-era5`, `weatherbench2`), or `source` itself (a
+/// URL or a path). A file's identity is made with the URL, so a name and its URL give the
+/// same files.
+pub fn resolve_name(source: &str) -> &str {
+    NAMED_SOURCES
+        .iter()
+        .find(|(name, _)| *name == source.trim())
+        .map_or(source, |(_, url)| url)
+}
+
+#[cfg(test)]
+mod name_tests {
+    use super::*;
+
+    #[test]
+    fn the_prototype_subsets_have_names() {
+        assert_eq!(resolve_name("arco-era5"), DEFAULT_SOURCE);
+        assert_eq!(resolve_name("weatherbench2"), WEATHERBENCH2_SOURCE);
+        assert_eq!(resolve_name("/data/replica"), "/data/replica");
+        assert_eq!(resolve_name("s3://b/weatherbench2"), "s3://b/weatherbench2");
+    }
+}
+
 /// The zarrs view of the source store.
 pub type ZarrStore = AsyncObjectStore<Arc<dyn ObjectStore>>;
 
@@ -226,6 +259,7 @@ impl Source {
 
     /// Like [`Source::open`], with retry and timeout settings for remote stores.
     pub async fn open_with(url: &str, options: SourceOptions) -> Result<Source, SourceError> {
+        let url = resolve_name(url);
         let inner = open_url(url, options)?;
         Self::open_store(url, inner).await
     }
