@@ -175,6 +175,17 @@ pub struct DirEntry {
     pub kind: Kind,
 }
 
+/// One entry of a directory listing, its name borrowed for the time of the call.
+#[derive(Debug)]
+pub struct Listed<'a> {
+    /// Inode number.
+    pub ino: u64,
+    /// File name.
+    pub name: &'a str,
+    /// Its attributes (as `getattr` gives them).
+    pub attr: Attr,
+}
+
 /// Counters of the file system.
 #[derive(Debug, Default)]
 pub struct FsMetrics {
@@ -460,31 +471,65 @@ impl DatasetFs {
         Ok(self.file_attr(node))
     }
 
-    /// The entries of directory `ino`, `.` and `..` first.
+    /// Every entry of directory `ino` (`.` and `..` first); see [`DatasetFs::readdir_from`]
+    /// for a listing in pages.
     pub fn readdir(&self, ino: u64) -> Result<Vec<DirEntry>, FsError> {
+        let mut out = Vec::new();
+        self.readdir_from(ino, 0, |_, e| {
+            out.push(DirEntry {
+                ino: e.ino,
+                name: e.name.to_string(),
+                kind: e.attr.kind,
+            });
+            false
+        })?;
+        Ok(out)
+    }
+
+    /// Lists directory `ino` from position `offset` (0 for the start; each entry's cookie,
+    /// passed to `add` with it, is its position + 1, where the next page starts), until `add`
+    /// returns `true` (the kernel's buffer is full). The cost is proportional to the entries
+    /// given, not to the directory's size: a listing in pages is linear, not quadratic. Names
+    /// are borrowed, not copied.
+    pub fn readdir_from(
+        &self,
+        ino: u64,
+        offset: u64,
+        mut add: impl FnMut(u64, Listed<'_>) -> bool,
+    ) -> Result<(), FsError> {
         if ino != ROOT_INO {
             self.node(ino)?;
             return Err(FsError::NotADirectory);
         }
-        let mut out = vec![
-            DirEntry {
-                ino: ROOT_INO,
-                name: ".".into(),
-                kind: Kind::Directory,
-            },
-            DirEntry {
-                ino: ROOT_INO,
-                name: "..".into(),
-                kind: Kind::Directory,
-            },
-        ];
+        let root = self.getattr(ROOT_INO)?;
+        let mut at = offset;
+        for name in [".", ".."].iter().skip(offset as usize) {
+            at += 1;
+            if add(
+                at,
+                Listed {
+                    ino: ROOT_INO,
+                    name,
+                    attr: root,
+                },
+            ) {
+                return Ok(());
+            }
+        }
         let table = self.table.read().expect("table poisoned");
-        out.extend(table.order.iter().map(|f| DirEntry {
-            ino: f.ino,
-            name: f.entry.file_name.clone(),
-            kind: Kind::File,
-        }));
-        Ok(out)
+        let first = (at as usize).saturating_sub(2);
+        for node in table.order.iter().skip(first) {
+            at += 1;
+            let listed = Listed {
+                ino: node.ino,
+                name: &node.entry.file_name,
+                attr: self.file_attr(node),
+            };
+            if add(at, listed) {
+                break;
+            }
+        }
+        Ok(())
     }
 
     /// Opens a file for reading; any write access is refused.

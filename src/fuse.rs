@@ -295,15 +295,11 @@ impl Filesystem for FuseAdapter {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        match self.fs.readdir(ino.0) {
-            Ok(entries) => {
-                for (i, e) in entries.iter().enumerate().skip(offset as usize) {
-                    if reply.add(INodeNo(e.ino), i as u64 + 1, kind(e.kind), &e.name) {
-                        break;
-                    }
-                }
-                reply.ok();
-            }
+        let listed = self.fs.readdir_from(ino.0, offset, |cookie, e| {
+            reply.add(INodeNo(e.ino), cookie, kind(e.attr.kind), e.name)
+        });
+        match listed {
+            Ok(()) => reply.ok(),
             Err(e) => reply.error(errno("readdir", &e)),
         }
     }
@@ -316,26 +312,12 @@ impl Filesystem for FuseAdapter {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        match self.fs.readdir(ino.0) {
-            Ok(entries) => {
-                for (i, e) in entries.iter().enumerate().skip(offset as usize) {
-                    let Ok(attr) = self.fs.getattr(e.ino) else {
-                        continue;
-                    };
-                    let attr = self.attr(&attr);
-                    if reply.add(
-                        INodeNo(e.ino),
-                        i as u64 + 1,
-                        &e.name,
-                        &TTL,
-                        &attr,
-                        Generation(0),
-                    ) {
-                        break;
-                    }
-                }
-                reply.ok();
-            }
+        let listed = self.fs.readdir_from(ino.0, offset, |cookie, e| {
+            let attr = self.attr(&e.attr);
+            reply.add(INodeNo(e.ino), cookie, e.name, &TTL, &attr, Generation(0))
+        });
+        match listed {
+            Ok(()) => reply.ok(),
             Err(e) => reply.error(errno("readdirplus", &e)),
         }
     }

@@ -136,15 +136,23 @@ impl Plan {
 
         let canonical = deskriptor.canonical_json();
         let provenance = Provenance::of(source, selections.get("time"));
-        let identity = identity(
+        let identity = identity_of(
             options.format,
             &source.url,
             &canonical,
             provenance.identity_part().as_deref(),
         );
+        // A default name comes from the identity without the store's version, so that a
+        // provisional file keeps its name when the store replaces its data.
         let file_name = match &deskriptor.name {
             Some(n) => format!("{n}.nc"),
-            None => default_file_name(deskriptor, source, &selections, &identity),
+            None => {
+                let stable = match provenance.identity_part() {
+                    Some(_) => identity_of(options.format, &source.url, &canonical, None),
+                    None => identity.clone(),
+                };
+                default_file_name(deskriptor, source, &selections, &stable)
+            }
         };
         check_file_name(line, &file_name)?;
 
@@ -206,7 +214,12 @@ pub fn with_absent_chunks(layout: &Layout, absent: u64) -> Layout {
 /// canonical selection and, for a provisional file, the store's version
 /// ([`Provenance::identity_part`]), as 32 hex digits. Equal identities mean byte-identical
 /// files (but for chunks the store did not have when one was built).
-pub fn identity(format: Format, source_url: &str, canonical: &str, store: Option<&str>) -> String {
+pub fn identity_of(
+    format: Format,
+    source_url: &str,
+    canonical: &str,
+    store: Option<&str>,
+) -> String {
     let mut h = Sha256::new();
     h.update(format!(
         "sodeda-era5\nversion {FORMAT_VERSION}\nformat {}\nsource {source_url}\nselection {canonical}\n",
@@ -219,8 +232,10 @@ pub fn identity(format: Format, source_url: &str, canonical: &str, store: Option
 }
 
 /// The default file name of a deskriptor without `name`:
-/// `<var>[+<var>...]_<first time>[_<last time>]_<8 hex digits of the identity>.nc`, with times as
-/// `YYYYMMDDTHH`; the variable part is cut at 120 bytes. Deterministic and unique per identity.
+/// `<var>[+<var>...]_<first time>[_<last time>]_<16 hex digits of the identity>.nc`, with times
+/// as `YYYYMMDDTHH`; the variable part is cut at 120 bytes. Deterministic; 64 bits of the
+/// identity make two deskriptors of one set share a name with a chance of about n²/2⁶⁵ (10⁻⁷
+/// for a million files of one hour), where 32 bits gave four collisions in a million files.
 pub fn default_file_name(
     deskriptor: &Deskriptor,
     source: &Source,
@@ -246,8 +261,8 @@ pub fn default_file_name(
         }
     });
     match time {
-        Some(t) => format!("{vars}_{t}_{}.nc", &identity[..8]),
-        None => format!("{vars}_{}.nc", &identity[..8]),
+        Some(t) => format!("{vars}_{t}_{}.nc", &identity[..16]),
+        None => format!("{vars}_{}.nc", &identity[..16]),
     }
 }
 

@@ -596,3 +596,47 @@ async fn reading_in_name_order_is_followed_too_and_random_order_starts_nothing()
         "--readahead 0"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listing_in_pages_gives_every_entry_once_from_any_cookie() {
+    let (fs, _dir) = setup(common::synthetic_store().await).await;
+    let all = fs.readdir(ROOT_INO).unwrap();
+    // Pages of two entries, each starting at the cookie the previous one ended with, as the
+    // kernel asks: the same entries, once each, in order.
+    let mut paged = Vec::new();
+    let mut offset = 0;
+    loop {
+        let mut page = Vec::new();
+        fs.readdir_from(ROOT_INO, offset, |cookie, e| {
+            page.push((cookie, e.name.to_string(), e.ino));
+            page.len() == 2
+        })
+        .unwrap();
+        if page.is_empty() {
+            break;
+        }
+        offset = page.last().unwrap().0;
+        paged.extend(page);
+    }
+    let names: Vec<&str> = paged.iter().map(|(_, n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        all.iter().map(|e| e.name.as_str()).collect::<Vec<_>>()
+    );
+    let cookies: Vec<u64> = paged.iter().map(|(c, ..)| *c).collect();
+    assert_eq!(cookies, (1..=all.len() as u64).collect::<Vec<_>>());
+    // From the cookie of the third entry: the rest only.
+    let mut rest = Vec::new();
+    fs.readdir_from(ROOT_INO, 3, |_, e| {
+        rest.push(e.name.to_string());
+        false
+    })
+    .unwrap();
+    assert_eq!(rest, vec!["b.nc", "absent.nc"]);
+    assert_eq!(
+        fs.readdir_from(ino(&fs, "a.nc"), 0, |_, _| false)
+            .unwrap_err()
+            .errno(),
+        libc::ENOTDIR
+    );
+}

@@ -25,6 +25,7 @@ use zarrs_object_store::object_store::{path::Path, ObjectStore, ObjectStoreExt, 
 /// `final` is of 2023-01-01 (on or before valid_time_stop), `late` of 2023-01-02 (after it).
 const DESKRIPTORS: &str = r#"{"name": "final", "time": {"start": "2023-01-01T03", "end": "2023-01-01T05"}, "latitude": 1, "longitude": 0, "variable": "2m_temperature"}
 {"name": "late", "time": {"start": "2023-01-01T22", "end": "2023-01-02T01"}, "latitude": 1, "longitude": 0, "variable": "2m_temperature"}
+{"time": "2023-01-02T03:00", "latitude": 1, "longitude": 0, "variable": "2m_temperature"}
 "#;
 
 /// Sets the store's root attributes as ARCO-ERA5 writes them.
@@ -121,6 +122,18 @@ async fn a_provisional_file_is_rebuilt_after_a_store_update_and_a_final_one_is_n
     // data, for a provisional one.
     assert_eq!(seconds(&fs, "final.nc"), 1_672_549_200); // 2023-01-01T05:00Z
     assert_eq!(seconds(&fs, "late.nc"), 1_672_884_000); // 2023-01-05T02:00Z
+    let names = |fs: &DatasetFs| -> Vec<String> {
+        fs.readdir(ROOT_INO)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.name)
+            .collect()
+    };
+    let unnamed = names(&fs)[4].clone();
+    assert!(
+        unnamed.starts_with("2m_temperature_20230102T03_"),
+        "{unnamed}"
+    );
     let final_identity = xattr(&fs, "final.nc", "user.sodeda.identity");
     let late_identity = xattr(&fs, "late.nc", "user.sodeda.identity");
     drop(fs);
