@@ -62,6 +62,27 @@ impl Entry {
     }
 }
 
+/// Lines below which planning stays on one thread.
+const PART: usize = 2048;
+
+/// Parses and plans one part of the lines, in order: an entry or an error per line.
+fn plan_part(
+    lines: Vec<deskriptor::FileLine>,
+    source: &Source,
+    options: PlanOptions,
+) -> Vec<Result<Entry, DeskriptorError>> {
+    let mut out = Vec::with_capacity(lines.len());
+    for deskriptor::FileLine { number, text } in lines {
+        let parsed = match text {
+            Ok(t) if t.trim().is_empty() => continue,
+            Ok(t) => Deskriptor::parse(number, &t),
+            Err(e) => Err(e),
+        };
+        out.push(parsed.and_then(|d| Plan::new(&d, source, options).map(|p| Entry::of(&p))));
+    }
+    out
+}
+
 /// Planned deskriptors and the errors of the lines that could not be planned.
 #[derive(Debug, Default)]
 pub struct Catalog {
@@ -87,23 +108,48 @@ impl Catalog {
         Self::from_lines(deskriptor::split_lines(text.as_bytes()), source, options)
     }
 
-    /// Plans lines read by [`deskriptor::read_lines`].
+    /// Plans lines read by [`deskriptor::read_lines`], on every core: lines are parsed and
+    /// planned in parts, one per thread, and only the slim [`Entry`] of each plan is kept;
+    /// names are then checked for duplicates in file order.
     pub fn from_lines(
         lines: Vec<deskriptor::FileLine>,
         source: &Source,
         options: PlanOptions,
     ) -> Catalog {
-        let (deskriptors, mut errors) = deskriptor::parse_file_lines(lines);
-        let mut entries: Vec<Entry> = Vec::with_capacity(deskriptors.len());
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(lines.len().div_ceil(PART).max(1));
+        let per = lines.len().div_ceil(threads).max(1);
+        let mut parts: Vec<Vec<deskriptor::FileLine>> = Vec::with_capacity(threads);
+        let mut lines = lines.into_iter();
+        loop {
+            let part: Vec<_> = lines.by_ref().take(per).collect();
+            if part.is_empty() {
+                break;
+            }
+            parts.push(part);
+        }
+        let planned: Vec<Vec<Result<Entry, DeskriptorError>>> = std::thread::scope(|scope| {
+            let workers: Vec<_> = parts
+                .into_iter()
+                .map(|part| scope.spawn(move || plan_part(part, source, options)))
+                .collect();
+            workers
+                .into_iter()
+                .map(|w| w.join().expect("a planning thread panicked"))
+                .collect()
+        });
+        let mut entries: Vec<Entry> = Vec::new();
+        let mut errors = Vec::new();
         let mut names: HashMap<String, usize> = HashMap::new();
-        for d in &deskriptors {
-            match Plan::new(d, source, options) {
-                Ok(plan) => {
-                    if let Some(&first) = names.get(&plan.file_name) {
+        for result in planned.into_iter().flatten() {
+            match result {
+                Ok(entry) => {
+                    if let Some(&first) = names.get(&entry.file_name) {
                         errors.push(DeskriptorError::new(
-                            d.line,
+                            entry.line,
                             "name",
-                            plan.file_name.clone(),
+                            entry.file_name.clone(),
                             format!(
                                 "duplicate file name, line {first} already has it; give each \
                                  line a distinct `name` (or remove the duplicate line)"
@@ -111,8 +157,8 @@ impl Catalog {
                         ));
                         continue;
                     }
-                    names.insert(plan.file_name.clone(), d.line);
-                    entries.push(Entry::of(&plan));
+                    names.insert(entry.file_name.clone(), entry.line);
+                    entries.push(entry);
                 }
                 Err(e) => errors.push(e),
             }

@@ -222,14 +222,22 @@ fn resolve_numeric(
                 (None, Some(b)) => (b, f64::INFINITY),
                 (None, None) => (f64::NEG_INFINITY, f64::INFINITY),
             };
-            let (indices, labels): (Vec<usize>, Vec<f64>) = coord
-                .values
-                .iter()
-                .enumerate()
-                .filter(|(_, &v)| v >= lo && v <= hi)
-                .map(|(i, &v)| (i, v))
-                .unzip();
-            Ok(stepped(indices, labels, *step))
+            // Coordinates are strictly monotonic (checked when the source is opened): the
+            // labels in [lo, hi] are one run, found by binary search.
+            let v = &coord.values;
+            let (a, b) = if increasing {
+                (
+                    v.partition_point(|&x| x < lo),
+                    v.partition_point(|&x| x <= hi),
+                )
+            } else {
+                (
+                    v.partition_point(|&x| x > hi),
+                    v.partition_point(|&x| x >= lo),
+                )
+            };
+            let run = a..b.max(a);
+            Ok(stepped(run.clone().collect(), v[run].to_vec(), *step))
         }
         Selector::One(l) => {
             let x = number(line, name, l)?;
@@ -307,18 +315,7 @@ fn resolve_longitude(
             ));
         }
     }
-    // (label, source index) in output order. The source is increasing, so only the
-    // relabelled case needs sorting (planning 100,000 deskriptors must stay fast).
-    let mut points: Vec<(f64, usize)> = coord
-        .values
-        .iter()
-        .enumerate()
-        .map(|(i, &v)| (if signed && v >= 180.0 { v - 360.0 } else { v }, i))
-        .collect();
-    if signed || !points.windows(2).all(|w| w[0].0 < w[1].0) {
-        points.sort_by(|a, b| a.0.total_cmp(&b.0));
-    }
-    let labels: Vec<f64> = points.iter().map(|p| p.0).collect();
+    let points = Points::of(&coord.values, signed);
     match selector {
         Selector::Range { start, end, step } => {
             let lo = start
@@ -336,10 +333,10 @@ fn resolve_longitude(
                      give -180..180 values, e.g. {\"start\": -3, \"end\": 3}",
                 ));
             }
-            let (indices, labels): (Vec<usize>, Vec<f64>) = points
-                .iter()
-                .filter(|(v, _)| *v >= lo && *v <= hi)
-                .map(|&(v, i)| (i, v))
+            let (a, b) = (points.first_at_least(lo), points.first_above(hi));
+            let (indices, labels): (Vec<usize>, Vec<f64>) = (a..b.max(a))
+                .map(|p| points.get(p))
+                .map(|(v, i)| (i, v))
                 .unzip();
             Ok(stepped(indices, labels, *step))
         }
@@ -348,14 +345,124 @@ fn resolve_longitude(
                 indices: Vec::with_capacity(given.len()),
                 labels: Vec::with_capacity(given.len()),
             };
-            let index = LabelIndex::new(&labels);
             for (_, x) in &given {
-                let p = exact_position(line, coord, &index, *x)?;
-                out.indices.push(points[p].1);
-                out.labels.push(points[p].0);
+                let p = points.first_at_least(*x);
+                match (p < points.len()).then(|| points.get(p)) {
+                    Some((v, i)) if v == *x => {
+                        out.indices.push(i);
+                        out.labels.push(v);
+                    }
+                    _ => {
+                        let nearest = (p.saturating_sub(1)..(p + 1).min(points.len()))
+                            .map(|q| points.get(q).0)
+                            .min_by(|a, b| (a - x).abs().total_cmp(&(b - x).abs()))
+                            .unwrap_or(f64::NAN);
+                        return Err(DeskriptorError::new(
+                            line,
+                            name,
+                            x.to_string(),
+                            format!(
+                                "not a {name} label of the source (nearest: {nearest}); use a \
+                                 range to select by interval"
+                            ),
+                        ));
+                    }
+                }
             }
             Ok(out)
         }
+    }
+}
+
+/// A source's longitudes in the order a selection gives them, increasing by label, as
+/// `(label, source index)`; relabelled `v - 360` for `v >= 180` when the selection is in
+/// −180..180.
+enum Points<'a> {
+    /// A source increasing within 0..360 (ERA5): its values from `split` on (relabelled when
+    /// `shift` is −360), then those before `split`; looked up in place, nothing copied, so
+    /// planning a million deskriptors does not copy and sort the axis a million times.
+    Runs {
+        values: &'a [f64],
+        split: usize,
+        shift: f64,
+    },
+    /// Any other source: every point, sorted.
+    Sorted(Vec<(f64, usize)>),
+}
+
+impl<'a> Points<'a> {
+    fn of(values: &'a [f64], signed: bool) -> Self {
+        // Coordinates are strictly monotonic (checked when the source is opened).
+        let increasing = values.first() < values.last() || values.len() < 2;
+        let in_range =
+            values.first().is_some_and(|&v| v >= 0.0) && values.last().is_some_and(|&v| v < 360.0);
+        if increasing && in_range {
+            let split = if signed {
+                values.partition_point(|&v| v < 180.0)
+            } else {
+                values.len()
+            };
+            return Points::Runs {
+                values,
+                split,
+                shift: -360.0,
+            };
+        }
+        let mut points: Vec<(f64, usize)> = values
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| (if signed && v >= 180.0 { v - 360.0 } else { v }, i))
+            .collect();
+        points.sort_by(|a, b| a.0.total_cmp(&b.0));
+        Points::Sorted(points)
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Points::Runs { values, .. } => values.len(),
+            Points::Sorted(p) => p.len(),
+        }
+    }
+
+    /// The point at output position `p`.
+    fn get(&self, p: usize) -> (f64, usize) {
+        match self {
+            Points::Runs {
+                values,
+                split,
+                shift,
+            } => {
+                let moved = values.len() - split;
+                if p < moved {
+                    (values[split + p] + shift, split + p)
+                } else {
+                    (values[p - moved], p - moved)
+                }
+            }
+            Points::Sorted(points) => points[p],
+        }
+    }
+
+    /// The first output position whose label passes `pred`'s threshold (labels increase).
+    fn partition(&self, below: impl Fn(f64) -> bool) -> usize {
+        let (mut lo, mut hi) = (0, self.len());
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if below(self.get(mid).0) {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        lo
+    }
+
+    fn first_at_least(&self, x: f64) -> usize {
+        self.partition(|v| v < x)
+    }
+
+    fn first_above(&self, x: f64) -> usize {
+        self.partition(|v| v <= x)
     }
 }
 
