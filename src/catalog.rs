@@ -72,13 +72,14 @@ fn plan_part(
     options: PlanOptions,
 ) -> Vec<Result<Entry, DeskriptorError>> {
     let mut out = Vec::with_capacity(lines.len());
+    let mut memo = crate::plan::SizeMemo::default();
     for deskriptor::FileLine { number, text } in lines {
         let parsed = match text {
             Ok(t) if t.trim().is_empty() => continue,
             Ok(t) => Deskriptor::parse(number, &t),
             Err(e) => Err(e),
         };
-        out.push(parsed.and_then(|d| Plan::new(&d, source, options).map(|p| Entry::of(&p))));
+        out.push(parsed.and_then(|d| Plan::entry(&d, source, options, &mut memo)));
     }
     out
 }

@@ -78,6 +78,47 @@ pub struct Plan {
     pub provenance: Provenance,
 }
 
+/// What a deskriptor resolves to before its NetCDF layout: enough for a catalog entry.
+struct Resolution {
+    variables: Vec<PlannedVariable>,
+    file_dims: Vec<String>,
+    selections: BTreeMap<String, Resolved>,
+    canonical: String,
+    provenance: Provenance,
+    identity: String,
+    file_name: String,
+}
+
+/// Sizes of files already planned, by what a size depends on (see [`size_key`]): a catalog of
+/// a million deskriptors over a few shapes builds a few layouts, not a million.
+#[derive(Debug, Default)]
+pub struct SizeMemo {
+    sizes: std::collections::HashMap<String, u64>,
+}
+
+/// What a file's size depends on, beside the fixed attributes of its source: the format, its
+/// dimensions and their lengths, its variables, the length of its canonical form (written as
+/// an attribute; in CDF-2 padded to 4 bytes) and its provenance attributes. Coordinate values
+/// and the canonical form's text do not change the size.
+fn size_key(format: Format, r: &Resolution) -> String {
+    use std::fmt::Write;
+    let mut key = String::with_capacity(128);
+    let canonical_len = match format {
+        Format::Classic64 => r.canonical.len().div_ceil(4) * 4,
+        Format::Netcdf4 => r.canonical.len(),
+    };
+    let _ = write!(key, "{}|{canonical_len}|", format.as_str());
+    for d in &r.file_dims {
+        let _ = write!(key, "{d}={};", r.selections[d].labels.len());
+    }
+    key.push('|');
+    for v in &r.variables {
+        let _ = write!(key, "{};", v.name);
+    }
+    let _ = write!(key, "|{:?}", r.provenance.attributes());
+    key
+}
+
 impl Plan {
     /// Resolves `deskriptor` against `source`.
     pub fn new(
@@ -86,113 +127,201 @@ impl Plan {
         options: PlanOptions,
     ) -> Result<Plan, DeskriptorError> {
         let line = deskriptor.line;
-        // Variables must exist.
-        let mut variables = Vec::new();
-        for name in &deskriptor.variables {
-            let Some(v) = source.variables.get(name) else {
-                return Err(DeskriptorError::new(
-                    line,
-                    "variable",
-                    format!("{name:?}"),
-                    unknown_variable_message(name, source),
-                ));
-            };
-            variables.push(PlannedVariable {
-                name: v.name.clone(),
-                dims: v.dims.clone(),
-            });
-        }
-        // Every selector key must name a coordinate of the source (with a "did you mean").
-        let coordinates: Vec<&str> = source.coordinates.keys().map(String::as_str).collect();
-        deskriptor.check_keys(&coordinates)?;
-        // The file's dimensions: those of the variable with the most, then any others.
-        let mut file_dims: Vec<String> = variables
-            .iter()
-            .max_by_key(|v| v.dims.len())
-            .map(|v| v.dims.clone())
-            .unwrap_or_default();
-        for v in &variables {
-            for d in &v.dims {
-                if !file_dims.contains(d) {
-                    file_dims.push(d.clone());
-                }
-            }
-        }
-        // Resolve every selector (also those no variable uses: they must still be valid).
-        let mut selections = BTreeMap::new();
-        for (key, selector) in &deskriptor.selectors {
-            let resolved = select::resolve(line, Some(selector), &source.coordinates[key])?;
-            selections.insert(key.clone(), resolved);
-        }
-        selections.retain(|k, _| file_dims.contains(k));
-        for d in &file_dims {
-            if !selections.contains_key(d) {
-                selections.insert(
-                    d.clone(),
-                    select::resolve(line, None, &source.coordinates[d])?,
-                );
-            }
-        }
-
-        let canonical = deskriptor.canonical_json();
-        let provenance = Provenance::of(source, selections.get("time"));
-        let identity = identity_of(
-            options.format,
-            &source.url,
-            &canonical,
-            provenance.identity_part().as_deref(),
-        );
-        // A default name comes from the identity without the store's version, so that a
-        // provisional file keeps its name when the store replaces its data.
-        let file_name = match &deskriptor.name {
-            Some(n) => format!("{n}.nc"),
-            None => {
-                let stable = match provenance.identity_part() {
-                    Some(_) => identity_of(options.format, &source.url, &canonical, None),
-                    None => identity.clone(),
-                };
-                default_file_name(deskriptor, source, &selections, &stable)
-            }
-        };
-        check_file_name(line, &file_name)?;
-
-        let mut layout = build_layout(source, &file_dims, &selections, &variables, &canonical)
-            .map_err(|why| DeskriptorError::new(line, "", "", why))?;
-        layout.attributes.extend(provenance.attributes());
-        // Set to the number of absent chunks once the data is read (an int: the size is known).
-        layout
-            .attributes
-            .push((ABSENT_CHUNKS_ATTRIBUTE.into(), AttrValue::Ints(vec![0])));
+        let r = resolve(deskriptor, source, options)?;
+        let layout = full_layout(source, &r).map_err(|why| DeskriptorError::new(line, "", "", why))?;
         let size = match options.format {
             Format::Classic64 => layout.classic_size(),
             Format::Netcdf4 => encode::netcdf4_size(&layout)
                 .map_err(|e| DeskriptorError::new(line, "", "", e.to_string()))?,
         };
-        if size > options.max_file_size {
-            return Err(DeskriptorError::new(
-                line,
-                "",
-                "",
-                format!(
-                    "the selection makes a {size}-byte file, larger than the limit of {} bytes \
-                     (--max-file-size); split it into several deskriptors",
-                    options.max_file_size
-                ),
-            ));
-        }
+        check_size(line, size, options)?;
         Ok(Plan {
             deskriptor: deskriptor.clone(),
-            file_name,
-            canonical,
-            identity,
+            file_name: r.file_name,
+            canonical: r.canonical,
+            identity: r.identity,
             format: options.format,
-            selections,
-            variables,
+            selections: r.selections,
+            variables: r.variables,
             layout,
             size,
-            provenance,
+            provenance: r.provenance,
         })
     }
+
+    /// The catalog entry of `deskriptor`: the same as [`Entry::of`] over [`Plan::new`], with
+    /// the size taken from `memo` when a file of the same shape was planned before (the layout
+    /// is then not built; it is when the file is).
+    pub fn entry(
+        deskriptor: &Deskriptor,
+        source: &Source,
+        options: PlanOptions,
+        memo: &mut SizeMemo,
+    ) -> Result<crate::catalog::Entry, DeskriptorError> {
+        let line = deskriptor.line;
+        let r = resolve(deskriptor, source, options)?;
+        let key = size_key(options.format, &r);
+        let size = match memo.sizes.get(&key) {
+            Some(&size) => {
+                // What building the layout would have refused.
+                for d in &r.file_dims {
+                    if source.coordinates[d].integer {
+                        int_labels(d, &r.selections[d].labels)
+                            .map_err(|why| DeskriptorError::new(line, "", "", why))?;
+                    }
+                }
+                size
+            }
+            None => {
+                let layout =
+                    full_layout(source, &r).map_err(|why| DeskriptorError::new(line, "", "", why))?;
+                let size = match options.format {
+                    Format::Classic64 => layout.classic_size(),
+                    Format::Netcdf4 => encode::netcdf4_size(&layout)
+                        .map_err(|e| DeskriptorError::new(line, "", "", e.to_string()))?,
+                };
+                memo.sizes.insert(key, size);
+                size
+            }
+        };
+        check_size(line, size, options)?;
+        Ok(crate::catalog::Entry {
+            line,
+            raw: deskriptor.raw.clone(),
+            file_name: r.file_name,
+            identity: r.identity,
+            size,
+            first_time: r
+                .selections
+                .get("time")
+                .and_then(|t| t.indices.iter().min().copied())
+                .unwrap_or(0),
+            mtime: r.provenance.mtime(),
+            provisional: r.provenance.provisional(),
+        })
+    }
+}
+
+/// Refuses a file larger than the limit.
+fn check_size(line: usize, size: u64, options: PlanOptions) -> Result<(), DeskriptorError> {
+    if size > options.max_file_size {
+        return Err(DeskriptorError::new(
+            line,
+            "",
+            "",
+            format!(
+                "the selection makes a {size}-byte file, larger than the limit of {} bytes \
+                 (--max-file-size); split it into several deskriptors",
+                options.max_file_size
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The layout of a resolved deskriptor, provenance attributes included.
+fn full_layout(source: &Source, r: &Resolution) -> Result<Layout, String> {
+    let mut layout = build_layout(
+        source,
+        &r.file_dims,
+        &r.selections,
+        &r.variables,
+        &r.canonical,
+    )?;
+    layout.attributes.extend(r.provenance.attributes());
+    // Set to the number of absent chunks once the data is read (an int: the size is known).
+    layout
+        .attributes
+        .push((ABSENT_CHUNKS_ATTRIBUTE.into(), AttrValue::Ints(vec![0])));
+    Ok(layout)
+}
+
+/// Resolves everything but the layout: variables, dimensions, selections, canonical form,
+/// provenance, identity and file name.
+fn resolve(
+    deskriptor: &Deskriptor,
+    source: &Source,
+    options: PlanOptions,
+) -> Result<Resolution, DeskriptorError> {
+    let line = deskriptor.line;
+    // Variables must exist.
+    let mut variables = Vec::new();
+    for name in &deskriptor.variables {
+        let Some(v) = source.variables.get(name) else {
+            return Err(DeskriptorError::new(
+                line,
+                "variable",
+                format!("{name:?}"),
+                unknown_variable_message(name, source),
+            ));
+        };
+        variables.push(PlannedVariable {
+            name: v.name.clone(),
+            dims: v.dims.clone(),
+        });
+    }
+    // Every selector key must name a coordinate of the source (with a "did you mean").
+    let coordinates: Vec<&str> = source.coordinates.keys().map(String::as_str).collect();
+    deskriptor.check_keys(&coordinates)?;
+    // The file's dimensions: those of the variable with the most, then any others.
+    let mut file_dims: Vec<String> = variables
+        .iter()
+        .max_by_key(|v| v.dims.len())
+        .map(|v| v.dims.clone())
+        .unwrap_or_default();
+    for v in &variables {
+        for d in &v.dims {
+            if !file_dims.contains(d) {
+                file_dims.push(d.clone());
+            }
+        }
+    }
+    // Resolve every selector (also those no variable uses: they must still be valid).
+    let mut selections = BTreeMap::new();
+    for (key, selector) in &deskriptor.selectors {
+        let resolved = select::resolve(line, Some(selector), &source.coordinates[key])?;
+        selections.insert(key.clone(), resolved);
+    }
+    selections.retain(|k, _| file_dims.contains(k));
+    for d in &file_dims {
+        if !selections.contains_key(d) {
+            selections.insert(
+                d.clone(),
+                select::resolve(line, None, &source.coordinates[d])?,
+            );
+        }
+    }
+
+    let canonical = deskriptor.canonical_json();
+    let provenance = Provenance::of(source, selections.get("time"));
+    let identity = identity_of(
+        options.format,
+        &source.url,
+        &canonical,
+        provenance.identity_part().as_deref(),
+    );
+    // A default name comes from the identity without the store's version, so that a
+    // provisional file keeps its name when the store replaces its data.
+    let file_name = match &deskriptor.name {
+        Some(n) => format!("{n}.nc"),
+        None => {
+            let stable = match provenance.identity_part() {
+                Some(_) => identity_of(options.format, &source.url, &canonical, None),
+                None => identity.clone(),
+            };
+            default_file_name(deskriptor, source, &selections, &stable)
+        }
+    };
+    check_file_name(line, &file_name)?;
+    Ok(Resolution {
+        variables,
+        file_dims,
+        selections,
+        canonical,
+        provenance,
+        identity,
+        file_name,
+    })
 }
 
 /// The global attribute counting the chunks that were absent from the store when the file was
@@ -296,6 +425,14 @@ fn unknown_variable_message(name: &str, source: &Source) -> String {
     }
 }
 
+/// The labels of integer coordinate `d` as the file's int32 (CDF-2 has no int64).
+fn int_labels(d: &str, labels: &[f64]) -> Result<Vec<i32>, String> {
+    labels
+        .iter()
+        .map(|&v| i32::try_from(v as i64).map_err(|_| format!("{d} value {v} exceeds int32")))
+        .collect()
+}
+
 /// What CF expects on a coordinate that tools recognise as an axis (cdo, Panoply,
 /// cf-xarray key on `standard_name` and `axis`); added where the store does not say it.
 /// ERA5's levels are pressure levels in hPa, counted downwards.
@@ -348,13 +485,7 @@ fn build_layout(
         let coord = &source.coordinates[d];
         layout.dims.push((d.clone(), sel.labels.len()));
         let (nc_type, values) = if coord.integer {
-            let ints = sel
-                .labels
-                .iter()
-                .map(|&v| {
-                    i32::try_from(v as i64).map_err(|_| format!("{d} value {v} exceeds int32"))
-                })
-                .collect::<Result<Vec<i32>, String>>()?;
+            let ints = int_labels(d, &sel.labels)?;
             (NcType::Int, CoordValues::Ints(ints))
         } else {
             (
