@@ -849,6 +849,7 @@ async fn mount(common: &Common, args: &MountArgs) -> Result<ExitCode> {
         )
         .with_readahead(args.readahead),
     );
+    crate::mount::release_freed_memory();
     let options = crate::mount::MountOptions {
         allow_other: args.allow_other,
         threads: args.fuse_threads,

@@ -154,6 +154,19 @@ pub struct MountOptions {
     pub threads: usize,
 }
 
+/// Gives the memory that planning freed back to the system. Planning a large catalog on
+/// several threads leaves freed blocks in each thread's malloc arena, which glibc keeps; at a
+/// million deskriptors that was hundreds of megabytes of resident memory the mount never uses
+/// again.
+pub fn release_freed_memory() {
+    // SAFETY: malloc_trim only returns free heap memory to the system; it has no
+    // preconditions and does not touch live allocations.
+    #[cfg(target_env = "gnu")]
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// Re-reads the deskriptors file: the catalog entries of its current version.
 pub type Reloader = Arc<dyn Fn() -> BoxFuture<'static, Result<Vec<Entry>>> + Send + Sync>;
 
@@ -203,6 +216,7 @@ async fn reload_now(fs: &DatasetFs, reload: &Reloader, notifier: &Notifier) {
     let result = match reload().await {
         Ok(entries) => {
             let s = fs.reload(entries);
+            release_freed_memory();
             notify_reload(notifier, &s).await;
             let changed = match s.changed.len() {
                 0 => String::new(),

@@ -128,7 +128,8 @@ impl Plan {
     ) -> Result<Plan, DeskriptorError> {
         let line = deskriptor.line;
         let r = resolve(deskriptor, source, options)?;
-        let layout = full_layout(source, &r).map_err(|why| DeskriptorError::new(line, "", "", why))?;
+        let layout =
+            full_layout(source, &r).map_err(|why| DeskriptorError::new(line, "", "", why))?;
         let size = match options.format {
             Format::Classic64 => layout.classic_size(),
             Format::Netcdf4 => encode::netcdf4_size(&layout)
@@ -173,8 +174,8 @@ impl Plan {
                 size
             }
             None => {
-                let layout =
-                    full_layout(source, &r).map_err(|why| DeskriptorError::new(line, "", "", why))?;
+                let layout = full_layout(source, &r)
+                    .map_err(|why| DeskriptorError::new(line, "", "", why))?;
                 let size = match options.format {
                     Format::Classic64 => layout.classic_size(),
                     Format::Netcdf4 => encode::netcdf4_size(&layout)
