@@ -597,13 +597,90 @@ def print_targets(results):
               f"(target <= 0.125)")
 
 
+def million_deskriptors(path, lines):
+    """`lines` distinct deskriptors: 72 hours x one-degree boxes of 2m_temperature (the
+    shape of issue 14's measurement), unnamed, compact JSON."""
+    boxes = -(-lines // 72)
+    with open(path, "w") as f:
+        n = 0
+        for h in range(72):
+            t = f"2023-01-{1 + h // 24:02d}T{h % 24:02d}:00"
+            for i in range(boxes):
+                if n == lines:
+                    return
+                lat0, lon0 = 80 - (i // 360), i % 360
+                f.write(json.dumps({"time": t, "latitude": {"start": lat0, "end": lat0 - 1},
+                                    "longitude": {"start": lon0, "end": lon0 + 1},
+                                    "variable": "2m_temperature"}, separators=(",", ":")) + "\n")
+                n += 1
+
+
+def timed_child(args):
+    """Runs `args`; returns (seconds, peak RSS in MB, exit status)."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([str(a) for a in args], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env=env())
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return time.perf_counter() - t0, usage.ru_maxrss / 1024, proc.returncode
+
+
+def shell_seconds(command):
+    t0 = time.perf_counter()
+    out = subprocess.run(command, shell=True, check=True, capture_output=True, text=True).stdout
+    return time.perf_counter() - t0, out.strip()
+
+
+def million_profile(lines):
+    """A catalog of `lines` deskriptors (default a million): validate, mount, listings."""
+    work = WORK / "million"
+    if work.exists():
+        for point in work.glob("mnt*"):
+            if mounted(point):
+                raise RuntimeError(f"{point} is still mounted; unmount it first")
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    desk = work / "d.jsonl"
+    million_deskriptors(desk, lines)
+    print(f"million profile: {lines:,} deskriptors ({desk.stat().st_size / 1e6:.0f} MB), "
+          f"release build, {os.cpu_count()} cores", flush=True)
+    rows = []
+    seconds, rss, status = timed_child([ERA5, "validate", "--deskriptors", desk, "--source",
+                                        REPLICA])
+    rows.append(("validate", f"{seconds:.1f} s, peak RSS {rss:.0f} MB (exit {status})",
+                 "<= 10 s within 600 MB"))
+    with Mount(desk, work / "cache", work / "mnt", log=work / "mount.log") as m:
+        rows.append(("mount live (sodeda-mount returns)", f"{m.mount_seconds:.1f} s", "<= 5 s"))
+        rows.append(("mount RSS after start", f"{m.rss_mb():.0f} MB", ""))
+        seconds, count = shell_seconds(f"ls -f {m.point} | wc -l")
+        rows.append(("ls -f | wc -l (first)", f"{seconds:.1f} s ({int(count) - 2:,} files)",
+                     "<= 5 s"))
+        seconds, _ = shell_seconds(f"ls -f {m.point} | wc -l")
+        rows.append(("ls -f | wc -l (again)", f"{seconds:.1f} s", "<= 5 s"))
+        seconds, _ = shell_seconds(f"ls -l {m.point} > /dev/null")
+        rows.append(("ls -l > /dev/null", f"{seconds:.1f} s", "<= 60 s"))
+        rows.append(("mount RSS after the listings", f"{m.rss_mb():.0f} MB", "<= 600 MB"))
+    width = max(len(r[0]) for r in rows)
+    for name, value, target in rows:
+        print(f"  {name:<{width}}  {value:<40}  {target}", flush=True)
+    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+                            capture_output=True, text=True).stdout.strip()
+    print(f"commit {commit}")
+    return 0
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description="sodeda-era5 benchmarks (docs/PERFORMANCE.md)")
     ap.add_argument("--remote", action="store_true",
                     help="the remote profile: the replica behind a delaying HTTP server")
     ap.add_argument("--quick", action="store_true", help="remote profile with 12 files")
     ap.add_argument("--files", type=int, help="remote profile with this many files (<= 720)")
+    ap.add_argument("--million", nargs="?", const=1_000_000, type=int, metavar="LINES",
+                    help="the million profile: a catalog of LINES deskriptors (default "
+                         "1,000,000): validate, mount, ls -f, ls -l, memory")
     args = ap.parse_args(argv)
+    if args.million:
+        return million_profile(args.million)
     profile = "remote" if args.remote else os.environ.get("SODEDA_BENCH_PROFILE", "local")
     if args.files is not None and not 1 <= args.files <= HOURS:
         ap.error(f"--files {args.files}: expected 1 to {HOURS}")
