@@ -370,7 +370,7 @@ impl DatasetFs {
             runtime: tokio::runtime::Handle::try_current().ok(),
             metrics: FsMetrics::default(),
         };
-        fs.reload(entries);
+        fs.replace_table(entries, false);
         fs
     }
 
@@ -395,6 +395,12 @@ impl DatasetFs {
     /// the previous version of a changed file) keep reading. A name and identity served
     /// before get their earlier inode back.
     pub fn reload(&self, entries: Vec<Entry>) -> ReloadSummary {
+        self.replace_table(entries, true)
+    }
+
+    /// Replaces the table with `entries`; the names added are listed in the summary only if
+    /// `record_added` (the first load lists none: a million names copied for nothing).
+    fn replace_table(&self, entries: Vec<Entry>, record_added: bool) -> ReloadSummary {
         let mut table = self.table.write().expect("table poisoned");
         let mut inos = self.inos.lock().expect("inos poisoned");
         let mut next = Table::default();
@@ -405,7 +411,8 @@ impl DatasetFs {
                 Some(old) if old.entry.identity == entry.identity => old.clone(),
                 previous => {
                     match previous {
-                        None => summary.added.push(entry.file_name.clone()),
+                        None if record_added => summary.added.push(entry.file_name.clone()),
+                        None => {}
                         Some(old) => {
                             summary.changed.push(entry.file_name.clone());
                             summary.retired.push(old.ino);
