@@ -414,12 +414,7 @@ def remote_profile(quick=False, files=None):
                             capture_output=True, text=True).stdout.strip()
     dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--short", "--", "src"],
                            capture_output=True, text=True).stdout.split("\n")
-    if WORK_REMOTE.exists():
-        for point in WORK_REMOTE.glob("mnt*"):
-            if mounted(point):
-                raise RuntimeError(f"{point} is still mounted; unmount it first")
-        shutil.rmtree(WORK_REMOTE)
-    WORK_REMOTE.mkdir(parents=True)
+    fresh_dir(WORK_REMOTE)
     hours = list(range(n))
     names = [f"z{h:03d}" for h in hours]
     desk = WORK_REMOTE / "zurich.jsonl"
@@ -597,6 +592,17 @@ def print_targets(results):
               f"(target <= 0.125)")
 
 
+def fresh_dir(path):
+    """Empties `path` (refusing while a mount of an earlier run is still on it) and returns it."""
+    if path.exists():
+        for point in path.glob("mnt*"):
+            if mounted(point):
+                raise RuntimeError(f"{point} is still mounted; unmount it first")
+        shutil.rmtree(path)
+    path.mkdir(parents=True)
+    return path
+
+
 def million_deskriptors(path, lines):
     """`lines` distinct deskriptors: 72 hours x one-degree boxes of 2m_temperature (the
     shape of issue 14's measurement), unnamed, compact JSON."""
@@ -633,13 +639,7 @@ def shell_seconds(command):
 
 def million_profile(lines):
     """A catalog of `lines` deskriptors (default a million): validate, mount, listings."""
-    work = WORK / "million"
-    if work.exists():
-        for point in work.glob("mnt*"):
-            if mounted(point):
-                raise RuntimeError(f"{point} is still mounted; unmount it first")
-        shutil.rmtree(work)
-    work.mkdir(parents=True)
+    work = fresh_dir(WORK / "million")
     desk = work / "d.jsonl"
     million_deskriptors(desk, lines)
     print(f"million profile: {lines:,} deskriptors ({desk.stat().st_size / 1e6:.0f} MB), "

@@ -35,6 +35,16 @@ pub struct Entry {
     pub provisional: bool,
 }
 
+/// The first selected time position of a file (0 without a time axis).
+pub fn first_time(
+    selections: &std::collections::BTreeMap<String, crate::select::Resolved>,
+) -> usize {
+    selections
+        .get("time")
+        .and_then(|t| t.indices.iter().min().copied())
+        .unwrap_or(0)
+}
+
 impl Entry {
     /// The slim facts of a plan.
     pub fn of(plan: &Plan) -> Self {
@@ -44,11 +54,7 @@ impl Entry {
             file_name: plan.file_name.clone(),
             identity: plan.identity.clone(),
             size: plan.size,
-            first_time: plan
-                .selections
-                .get("time")
-                .and_then(|t| t.indices.iter().min().copied())
-                .unwrap_or(0),
+            first_time: first_time(&plan.selections),
             mtime: plan.provenance.mtime(),
             provisional: plan.provenance.provisional(),
         }

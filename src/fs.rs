@@ -351,7 +351,9 @@ impl DatasetFs {
         // The directory's time, as its files', is stable across remounts: the store's last
         // change.
         let created = seconds_to_time(
-            crate::provenance::StoreVersion::of(&flow.source.attributes)
+            flow.source
+                .freshness
+                .current()
                 .updated_seconds()
                 .unwrap_or(0),
         );

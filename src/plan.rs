@@ -192,11 +192,7 @@ impl Plan {
             file_name: r.file_name,
             identity: r.identity,
             size,
-            first_time: r
-                .selections
-                .get("time")
-                .and_then(|t| t.indices.iter().min().copied())
-                .unwrap_or(0),
+            first_time: crate::catalog::first_time(&r.selections),
             mtime: r.provenance.mtime(),
             provisional: r.provenance.provisional(),
         })

@@ -308,10 +308,7 @@ async fn read_ahead(
                 } else {
                     need.rows.iter().map(|r| r.len() as u64).sum::<u64>() * row_bytes
                 };
-                let n = needs.entry(key).or_default();
-                n.shape = need.shape;
-                n.whole |= need.whole;
-                n.rows.extend(need.rows);
+                needs.entry(key).or_default().merge(need);
             }
         }
         ends.push(at);

@@ -274,17 +274,7 @@ impl Source {
             why,
         };
         let key = ".zmetadata";
-        let bytes = match store.get(&Path::from(key)).await {
-            Ok(r) => r.bytes().await,
-            Err(e) => Err(e),
-        }
-        .map_err(|error| SourceError::Read {
-            url: url.to_string(),
-            key: key.to_string(),
-            error,
-        })?;
-        let consolidated: Value =
-            serde_json::from_slice(&bytes).map_err(|e| layout(key, format!("not JSON: {e}")))?;
+        let consolidated = read_zmetadata(store.as_ref(), url).await?;
         let entries = consolidated
             .get("metadata")
             .and_then(Value::as_object)
@@ -435,22 +425,7 @@ impl Source {
     /// not read again (ARCO-ERA5's time axis is laid out to 2050 ahead; a store that changes
     /// its arrays needs a remount).
     pub async fn refresh_version(&self) -> Result<bool, SourceError> {
-        let key = ".zmetadata";
-        let bytes = match self.store.get(&Path::from(key)).await {
-            Ok(r) => r.bytes().await,
-            Err(e) => Err(e),
-        }
-        .map_err(|error| SourceError::Read {
-            url: self.url.clone(),
-            key: key.to_string(),
-            error,
-        })?;
-        let consolidated: Value =
-            serde_json::from_slice(&bytes).map_err(|e| SourceError::Layout {
-                url: self.url.clone(),
-                key: key.to_string(),
-                why: format!("not JSON: {e}"),
-            })?;
+        let consolidated = read_zmetadata(self.store.as_ref(), &self.url).await?;
         let attributes = consolidated
             .get("metadata")
             .and_then(|m| m.get(".zattrs"))
@@ -465,6 +440,25 @@ impl Source {
         let c = &self.coordinates["time"];
         (c, c.time.as_ref().expect("checked at open"))
     }
+}
+
+/// The store's consolidated metadata (`.zmetadata`) as JSON.
+async fn read_zmetadata(store: &dyn ObjectStore, url: &str) -> Result<Value, SourceError> {
+    let key = ".zmetadata";
+    let bytes = match store.get(&Path::from(key)).await {
+        Ok(r) => r.bytes().await,
+        Err(e) => Err(e),
+    }
+    .map_err(|error| SourceError::Read {
+        url: url.to_string(),
+        key: key.to_string(),
+        error,
+    })?;
+    serde_json::from_slice(&bytes).map_err(|e| SourceError::Layout {
+        url: url.to_string(),
+        key: key.to_string(),
+        why: format!("not JSON: {e}"),
+    })
 }
 
 /// Chunk reads in flight for one coordinate at the start.

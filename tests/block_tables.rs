@@ -6,20 +6,11 @@ mod common;
 
 use std::sync::Arc;
 
+use common::plan;
 use ndarray::ArrayD;
-use sodeda_era5::deskriptor::Deskriptor;
 use sodeda_era5::fetch::{fetch, BlockTables, FetchOptions};
-use sodeda_era5::plan::{Plan, PlanOptions};
+use sodeda_era5::plan::Plan;
 use sodeda_era5::source::Source;
-
-fn plan(source: &Source, json: &str) -> Plan {
-    Plan::new(
-        &Deskriptor::parse(1, json).unwrap(),
-        source,
-        PlanOptions::default(),
-    )
-    .unwrap()
-}
 
 /// One point of 2m_temperature at hour 5 (a block read: one row of nine).
 fn point(source: &Source, latitude: f64, longitude: f64) -> Plan {

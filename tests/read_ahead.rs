@@ -9,19 +9,10 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use sodeda_era5::deskriptor::Deskriptor;
+use common::plan;
 use sodeda_era5::fetch::{chunk_needs, fetch, BlockTables, ChunkNeed, FetchOptions, Prefetched};
-use sodeda_era5::plan::{Plan, PlanOptions};
+use sodeda_era5::plan::Plan;
 use sodeda_era5::source::Source;
-
-fn plan(source: &Source, json: &str) -> Plan {
-    Plan::new(
-        &Deskriptor::parse(1, json).unwrap(),
-        source,
-        PlanOptions::default(),
-    )
-    .unwrap()
-}
 
 /// Points at hours 5 and 6 (two of them in one chunk, different rows) and a small box at
 /// hour 7: all block reads.
@@ -42,10 +33,7 @@ fn needs(plans: &[Plan], source: &Source, options: &FetchOptions) -> HashMap<Str
     let mut all: HashMap<String, ChunkNeed> = HashMap::new();
     for p in plans {
         for (key, need) in chunk_needs(p, source, options) {
-            let n = all.entry(key).or_default();
-            n.shape = need.shape;
-            n.whole |= need.whole;
-            n.rows.extend(need.rows);
+            all.entry(key).or_default().merge(need);
         }
     }
     all

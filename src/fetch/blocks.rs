@@ -40,6 +40,15 @@ pub(crate) enum Partial {
     Unsupported,
 }
 
+/// The version of an object as the store reports it with an answer.
+fn version_of(meta: &object_store::ObjectMeta) -> Version {
+    Version {
+        size: meta.size,
+        e_tag: meta.e_tag.clone(),
+        modified: meta.last_modified.timestamp_nanos_opt().unwrap_or(0),
+    }
+}
+
 /// The bytes `r` of object `key` and the object's version; `None` if the object does not exist.
 pub(crate) async fn range(
     store: &dyn ObjectStore,
@@ -52,11 +61,7 @@ pub(crate) async fn range(
     };
     match store.get_opts(key, opts).await {
         Ok(res) => {
-            let version = Version {
-                size: res.meta.size,
-                e_tag: res.meta.e_tag.clone(),
-                modified: res.meta.last_modified.timestamp_nanos_opt().unwrap_or(0),
-            };
+            let version = version_of(&res.meta);
             let bytes = res.bytes().await.map_err(|e| describe_error(&e))?;
             Ok(Some((bytes, version)))
         }
@@ -69,11 +74,7 @@ pub(crate) async fn range(
 pub(crate) async fn whole(store: &dyn ObjectStore, key: &Path) -> Result<Answer, String> {
     match store.get(key).await {
         Ok(res) => {
-            let version = Version {
-                size: res.meta.size,
-                e_tag: res.meta.e_tag.clone(),
-                modified: res.meta.last_modified.timestamp_nanos_opt().unwrap_or(0),
-            };
+            let version = version_of(&res.meta);
             let bytes = res.bytes().await.map_err(|e| describe_error(&e))?;
             Ok(Some((bytes, version)))
         }

@@ -82,6 +82,15 @@ pub struct ChunkNeed {
     pub rows: Vec<Range<usize>>,
 }
 
+impl ChunkNeed {
+    /// Adds what another file needs of the same chunk.
+    pub fn merge(&mut self, other: ChunkNeed) {
+        self.shape = other.shape;
+        self.whole |= other.whole;
+        self.rows.extend(other.rows);
+    }
+}
+
 impl Prefetched {
     /// Reads ahead from `store` with at most `requests` requests in flight.
     pub fn new(store: Arc<dyn ObjectStore>, requests: usize) -> Arc<Self> {

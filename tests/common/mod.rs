@@ -41,6 +41,16 @@ fn zarray(shape: Vec<u64>, chunks: Vec<u64>, dtype: &str, fill: Value) -> Value 
     })
 }
 
+/// The plan of the deskriptor `json` (line 1) over `source`, with default options.
+pub fn plan(source: &sodeda_era5::source::Source, json: &str) -> sodeda_era5::plan::Plan {
+    sodeda_era5::plan::Plan::new(
+        &sodeda_era5::deskriptor::Deskriptor::parse(1, json).unwrap(),
+        source,
+        sodeda_era5::plan::PlanOptions::default(),
+    )
+    .unwrap()
+}
+
 /// Writes the store into a new `InMemory` and returns it.
 pub async fn synthetic_store() -> Arc<dyn ObjectStore> {
     let mem: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
