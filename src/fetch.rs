@@ -31,6 +31,7 @@ use crate::source::store::describe_error;
 use crate::source::Source;
 
 mod blocks;
+pub mod link;
 mod prefetched;
 mod tables;
 
@@ -536,6 +537,7 @@ impl ChunkTask {
         blocks::Reader {
             store: self.store.as_ref(),
             ahead: self.ahead.as_deref(),
+            link: self.tables.as_deref().map(BlockTables::link),
         }
     }
 

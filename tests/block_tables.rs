@@ -75,3 +75,40 @@ async fn a_known_table_saves_a_request_and_a_replaced_chunk_is_read_afresh() {
         -0.5
     );
 }
+
+/// Over a link where a round trip costs more than the chunk's other blocks (assumed: 30 ms,
+/// 400 Mbit/s), a first read of a chunk whose array has a known table is one request for the
+/// chunk's start up to its needed blocks; on a link where it does not (the in-memory store,
+/// measured), two. The values are the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_distant_link_reads_a_new_chunk_in_one_request() {
+    use sodeda_era5::fetch::link::{Link, LinkMeter};
+    let source = Source::open_store("memory://synthetic", common::synthetic_store().await)
+        .await
+        .unwrap();
+    let requests = || source.metrics.requests();
+    let distant = Link {
+        rtt: 0.030,
+        rate: 50e6,
+    };
+    for (meter, second) in [(LinkMeter::assume(distant), 1), (LinkMeter::default(), 2)] {
+        let options = FetchOptions {
+            block_tables: Some(Arc::new(BlockTables::in_memory().with_link(meter))),
+            ..FetchOptions::default()
+        };
+        let r0 = requests();
+        let at = |hour: u32| {
+            plan(
+                &source,
+                &format!(
+                    r#"{{"time": "2023-01-01T{hour:02}:00", "latitude": 1.5, "longitude": 45, "variable": "2m_temperature"}}"#
+                ),
+            )
+        };
+        assert_eq!(value(&at(5), &source, &options).await, 5018.0);
+        assert_eq!(requests() - r0, 2, "no table of the array yet: two requests");
+        let r1 = requests();
+        assert_eq!(value(&at(6), &source, &options).await, 6018.0);
+        assert_eq!(requests() - r1, second);
+    }
+}

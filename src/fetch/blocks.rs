@@ -14,6 +14,7 @@ use std::ops::Range;
 
 use ndarray::{ArrayD, IxDyn};
 
+use super::link::LinkMeter;
 use super::prefetched::{Answer, Prefetched};
 use super::tables::{BlockTables, Table, Version};
 use crate::source::store::describe_error;
@@ -26,6 +27,8 @@ const HEADER: usize = 16;
 /// Block offsets fetched with the header (one request covers chunks of up to this many
 /// blocks; ARCO-ERA5 surface chunks have 8).
 const TABLE_GUESS: usize = 64;
+/// Bytes added to a guessed end of blocks (see [`one_request_end`]).
+const GUESS_MARGIN: u64 = 16 << 10;
 /// The Blosc flag for chunks stored uncompressed.
 const MEMCPYED: u8 = 0x02;
 
@@ -88,6 +91,8 @@ pub(crate) async fn whole(store: &dyn ObjectStore, key: &Path) -> Result<Answer,
 pub(crate) struct Reader<'a> {
     pub store: &'a dyn ObjectStore,
     pub ahead: Option<&'a Prefetched>,
+    /// Measures the link from the answers of the store (not from what was read ahead).
+    pub link: Option<&'a LinkMeter>,
 }
 
 impl Reader<'_> {
@@ -98,7 +103,12 @@ impl Reader<'_> {
                 return Ok(answer);
             }
         }
-        range(self.store, key, r).await
+        let asked = std::time::Instant::now();
+        let answer = range(self.store, key, r).await?;
+        if let (Some(link), Some((bytes, _))) = (self.link, &answer) {
+            link.observe(bytes.len(), asked.elapsed());
+        }
+        Ok(answer)
     }
 
     /// The whole object `key` (see [`whole`]), from what was read ahead when it is there.
@@ -217,12 +227,17 @@ pub(crate) async fn read_rows(
     }
     if let Some(table) = tables.and_then(|t| t.get(key)) {
         let known = Some(&table.version);
-        match decode_rows(reader, &path, shape, rows.clone(), &table.bytes, known).await? {
+        match decode_rows(reader, &path, shape, rows.clone(), &table.bytes, known, &[]).await? {
             WithTable::Done(p) => return Ok(p),
             WithTable::Stale => tables.expect("a table came from it").forget(key),
         }
     }
-    let Some((head, version)) = reader.range(&path, head_range()).await? else {
+    // No table of this chunk yet: ask for its header and table, or, where the link makes one
+    // larger request cheaper than two (see [`super::link`]), for everything up to the end of
+    // its needed blocks.
+    let guided = tables.and_then(|t| one_request_end(t, key, shape, rows.clone()));
+    let first = guided.map_or_else(head_range, |end| 0..end);
+    let Some((head, version)) = reader.range(&path, first).await? else {
         return Ok(Partial::Absent);
     };
     let Some(header) = Header::parse(&head, total) else {
@@ -233,13 +248,18 @@ pub(crate) async fn read_rows(
         let (start_byte, end_byte) = (rows.start * row_len * 4, rows.end * row_len * 4);
         let mut values = vec![0f32; total];
         let out = &mut values[rows.start * row_len..rows.end * row_len];
-        let (raw, _) = reader
-            .range(
-                &path,
-                (HEADER + start_byte) as u64..(HEADER + end_byte) as u64,
-            )
-            .await?
-            .ok_or("chunk vanished between two reads")?;
+        let raw = if guided.is_some() && HEADER + end_byte <= head.len() {
+            head.slice(HEADER + start_byte..HEADER + end_byte)
+        } else {
+            let (raw, _) = reader
+                .range(
+                    &path,
+                    (HEADER + start_byte) as u64..(HEADER + end_byte) as u64,
+                )
+                .await?
+                .ok_or("chunk vanished between two reads")?;
+            raw
+        };
         if raw.len() != end_byte - start_byte {
             return Ok(Partial::Unsupported);
         }
@@ -272,14 +292,34 @@ pub(crate) async fn read_rows(
             },
         );
     }
-    match decode_rows(reader, &path, shape, rows, &table, Some(&version)).await? {
+    let have = if guided.is_some() { &head[..] } else { &[] };
+    match decode_rows(reader, &path, shape, rows, &table, Some(&version), have).await? {
         WithTable::Done(p) => Ok(p),
         WithTable::Stale => Err("the chunk changed or vanished between two reads".into()),
     }
 }
 
-/// Fetches the blocks of `rows` as the block table `table` places them and decodes them; the
-/// answer must come from the object version `known` (else [`WithTable::Stale`]).
+/// The end of one request that brings chunk `key`'s header, table and the blocks of `rows`,
+/// estimated from the table of another chunk of the same array (blocks of neighbouring steps
+/// compress alike; a margin covers the difference), when the measured link makes that request
+/// cheaper than two; `None` otherwise. A guess that falls short costs the second request.
+fn one_request_end(
+    tables: &BlockTables,
+    key: &str,
+    shape: &[usize],
+    rows: Range<usize>,
+) -> Option<u64> {
+    let link = tables.link().estimate()?;
+    let sibling = tables.sibling(key)?;
+    let span = block_span(&sibling.bytes, shape, rows)?;
+    let end = span.end + span.end / 8 + GUESS_MARGIN;
+    let needed = (span.end - span.start) + sibling.bytes.len() as u64;
+    link.one_request_cheaper(end - needed).then_some(end)
+}
+
+/// Fetches the blocks of `rows` as the block table `table` places them (unless `have`, the
+/// chunk's first bytes, holds them) and decodes them; the answer must come from the object
+/// version `known` (else [`WithTable::Stale`]).
 async fn decode_rows(
     reader: Reader<'_>,
     path: &Path,
@@ -287,6 +327,7 @@ async fn decode_rows(
     rows: Range<usize>,
     table: &[u8],
     known: Option<&Version>,
+    have: &[u8],
 ) -> Result<WithTable, String> {
     let row_len = *shape.last().unwrap_or(&1);
     let total: usize = shape.iter().product();
@@ -296,12 +337,20 @@ async fn decode_rows(
     };
     let cbytes = u32_at(table, 12);
     let (from, to) = (span.start as usize, span.end as usize);
-    let Some((blocks, version)) = reader.range(path, span).await? else {
-        return Ok(WithTable::Stale);
+    let blocks = if to <= have.len() {
+        if known.is_some_and(|k| k.size != cbytes as u64) {
+            return Ok(WithTable::Stale);
+        }
+        bytes::Bytes::copy_from_slice(&have[from..to])
+    } else {
+        let Some((blocks, version)) = reader.range(path, span).await? else {
+            return Ok(WithTable::Stale);
+        };
+        if known.is_some_and(|k| *k != version) || version.size != cbytes as u64 {
+            return Ok(WithTable::Stale);
+        }
+        blocks
     };
-    if known.is_some_and(|k| *k != version) || version.size != cbytes as u64 {
-        return Ok(WithTable::Stale);
-    }
     if blocks.len() != to - from {
         return unsupported;
     }
@@ -379,4 +428,96 @@ pub(crate) async fn read_whole(
         }
     }
     Ok(Partial::Rows(to_array(shape, values)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fetch::link::{Link, LinkMeter};
+    use zarrs_object_store::object_store::{memory::InMemory, PutPayload};
+
+    /// Blosc lz4 of `values` in blocks of 16 KiB.
+    fn compress(values: &[f32]) -> Vec<u8> {
+        let nbytes = values.len() * 4;
+        let mut out = vec![0u8; nbytes + 16 + 4096];
+        // SAFETY: `values` holds `nbytes` bytes and `out` room for any Blosc output of them.
+        let n = unsafe {
+            blosc_src::blosc_compress_ctx(
+                5,
+                1,
+                4,
+                nbytes,
+                values.as_ptr().cast(),
+                out.as_mut_ptr().cast(),
+                out.len(),
+                c"lz4".as_ptr(),
+                16 << 10,
+                1,
+            )
+        };
+        assert!(n > 0);
+        out.truncate(n as usize);
+        out
+    }
+
+    /// Rows that compress to nothing (`smooth`) or hardly at all.
+    fn chunk(smooth: bool) -> Vec<f32> {
+        let mut x = 12345u32;
+        (0..256 * 256)
+            .map(|k| {
+                x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                if smooth {
+                    (k / 256) as f32
+                } else {
+                    f32::from_bits((x >> 9) | 0x3f80_0000)
+                }
+            })
+            .collect()
+    }
+
+    async fn rows_of(store: &dyn ObjectStore, tables: &BlockTables, key: &str) -> Vec<f32> {
+        let reader = Reader {
+            store,
+            ahead: None,
+            link: Some(tables.link()),
+        };
+        let shape = [256, 256];
+        match read_rows(reader, key, &shape, 100..140, Some(tables))
+            .await
+            .unwrap()
+        {
+            Partial::Rows(a) => a.as_slice().unwrap()[100 * 256..140 * 256].to_vec(),
+            _ => panic!("not read by blocks"),
+        }
+    }
+
+    /// A first read guided by another chunk's table gives the exact rows whether the guessed
+    /// end of blocks covers them (one request) or falls short (a second one).
+    #[tokio::test]
+    async fn one_request_reads_give_exact_rows_whether_the_guess_covers_or_not() {
+        let store = InMemory::new();
+        let (smooth, rough) = (chunk(true), chunk(false));
+        for (key, values) in [("a/0.0", &smooth), ("a/1.0", &rough), ("a/2.0", &smooth)] {
+            let bytes = compress(values);
+            store
+                .put(&Path::from(key), PutPayload::from(bytes))
+                .await
+                .unwrap();
+        }
+        let link = Link {
+            rtt: 0.030,
+            rate: 50e6,
+        };
+        let tables = BlockTables::in_memory().with_link(LinkMeter::assume(link));
+        // No table of the array yet: two requests, and the table is kept as the guide.
+        assert_eq!(rows_of(&store, &tables, "a/0.0").await, smooth[100 * 256..140 * 256]);
+        assert!(tables.sibling("a/1.0").is_some());
+        // Guided by a chunk that compresses to almost nothing, the guess falls short of the
+        // rough chunk's blocks; then by the rough chunk, the guess covers the smooth one.
+        assert_eq!(rows_of(&store, &tables, "a/1.0").await, rough[100 * 256..140 * 256]);
+        assert_eq!(rows_of(&store, &tables, "a/2.0").await, smooth[100 * 256..140 * 256]);
+        let rough_table = tables.get("a/1.0").unwrap();
+        let span = block_span(&rough_table.bytes, &[256, 256], 100..140).unwrap();
+        assert!(span.end > 16 << 10, "the rough chunk's blocks lie beyond a short guess");
+    }
 }

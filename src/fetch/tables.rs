@@ -14,6 +14,7 @@
 //! without following symlinks and only if this user owns it, like the cache's entries; it stops
 //! growing at [`MAX_LOG_BYTES`].
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
@@ -23,6 +24,8 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use lru::LruCache;
 use sha2::{Digest, Sha256};
+
+use super::link::LinkMeter;
 
 /// Tables kept in memory (about 100 bytes each for ARCO-ERA5's 8-block chunks).
 const MEMORY_ENTRIES: usize = 200_000;
@@ -64,10 +67,19 @@ pub struct Table {
     pub version: Version,
 }
 
-/// Block tables of one source, in memory and on disk.
+/// Block tables of one source, in memory and on disk, and what its link costs.
 pub struct BlockTables {
     memory: Mutex<LruCache<String, Arc<Table>>>,
+    /// The table last kept of each array (its key up to the last `/`): the guide to a first
+    /// read of another of its chunks.
+    latest: Mutex<HashMap<String, Arc<Table>>>,
     log: Option<Mutex<Log>>,
+    link: LinkMeter,
+}
+
+/// The array part of chunk key `key`.
+fn array_of(key: &str) -> &str {
+    key.rsplit_once('/').map_or("", |(array, _)| array)
 }
 
 struct Log {
@@ -89,8 +101,27 @@ impl BlockTables {
             memory: Mutex::new(LruCache::new(
                 std::num::NonZeroUsize::new(MEMORY_ENTRIES).expect("not zero"),
             )),
+            latest: Mutex::new(HashMap::new()),
             log: None,
+            link: LinkMeter::default(),
         }
+    }
+
+    /// The same, with the link as `link` measures or assumes it.
+    pub fn with_link(mut self, link: LinkMeter) -> Self {
+        self.link = link;
+        self
+    }
+
+    /// What the link to this source costs, measured by the reads that use these tables.
+    pub fn link(&self) -> &LinkMeter {
+        &self.link
+    }
+
+    /// The table last kept of another chunk of `key`'s array.
+    pub fn sibling(&self, key: &str) -> Option<Arc<Table>> {
+        let latest = self.latest.lock().expect("poisoned");
+        latest.get(array_of(key)).cloned()
     }
 
     /// Tables of the source at `source_url`, kept under the cache version directory `dir`
@@ -111,8 +142,11 @@ impl BlockTables {
                 if file.read_to_end(&mut data).is_ok() {
                     bytes = data.len() as u64;
                     let mut memory = tables.memory.lock().expect("poisoned");
+                    let mut latest = tables.latest.lock().expect("poisoned");
                     for (key, table) in parse_log(&data) {
-                        memory.put(key, Arc::new(table));
+                        let table = Arc::new(table);
+                        latest.insert(array_of(&key).to_string(), table.clone());
+                        memory.put(key, table);
                     }
                 }
                 tables.log = Some(Mutex::new(Log {
@@ -144,10 +178,14 @@ impl BlockTables {
         if let Some(log) = &self.log {
             log.lock().expect("poisoned").append(key, &table);
         }
+        let table = Arc::new(table);
+        let mut latest = self.latest.lock().expect("poisoned");
+        latest.insert(array_of(key).to_string(), table.clone());
+        drop(latest);
         self.memory
             .lock()
             .expect("poisoned")
-            .put(key.to_string(), Arc::new(table));
+            .put(key.to_string(), table);
     }
 }
 
