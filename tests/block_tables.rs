@@ -106,7 +106,11 @@ async fn a_distant_link_reads_a_new_chunk_in_one_request() {
             )
         };
         assert_eq!(value(&at(5), &source, &options).await, 5018.0);
-        assert_eq!(requests() - r0, 2, "no table of the array yet: two requests");
+        assert_eq!(
+            requests() - r0,
+            2,
+            "no table of the array yet: two requests"
+        );
         let r1 = requests();
         assert_eq!(value(&at(6), &source, &options).await, 6018.0);
         assert_eq!(requests() - r1, second);

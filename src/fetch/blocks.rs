@@ -510,14 +510,26 @@ mod tests {
         };
         let tables = BlockTables::in_memory().with_link(LinkMeter::assume(link));
         // No table of the array yet: two requests, and the table is kept as the guide.
-        assert_eq!(rows_of(&store, &tables, "a/0.0").await, smooth[100 * 256..140 * 256]);
+        assert_eq!(
+            rows_of(&store, &tables, "a/0.0").await,
+            smooth[100 * 256..140 * 256]
+        );
         assert!(tables.sibling("a/1.0").is_some());
         // Guided by a chunk that compresses to almost nothing, the guess falls short of the
         // rough chunk's blocks; then by the rough chunk, the guess covers the smooth one.
-        assert_eq!(rows_of(&store, &tables, "a/1.0").await, rough[100 * 256..140 * 256]);
-        assert_eq!(rows_of(&store, &tables, "a/2.0").await, smooth[100 * 256..140 * 256]);
+        assert_eq!(
+            rows_of(&store, &tables, "a/1.0").await,
+            rough[100 * 256..140 * 256]
+        );
+        assert_eq!(
+            rows_of(&store, &tables, "a/2.0").await,
+            smooth[100 * 256..140 * 256]
+        );
         let rough_table = tables.get("a/1.0").unwrap();
         let span = block_span(&rough_table.bytes, &[256, 256], 100..140).unwrap();
-        assert!(span.end > 16 << 10, "the rough chunk's blocks lie beyond a short guess");
+        assert!(
+            span.end > 16 << 10,
+            "the rough chunk's blocks lie beyond a short guess"
+        );
     }
 }
