@@ -4,8 +4,9 @@
 //! line (in file order) and one [`DeskriptorError`] per bad line. An entry keeps only what
 //! listing needs (name, exact size, identity, the line); the full [`Plan`] (positions, layout)
 //! is rebuilt from the line when a file is built, so a catalog of 100,000 deskriptors stays
-//! small. Invariant: file names in a catalog are unique; a line whose name repeats an earlier
-//! one is an error naming both lines.
+//! small. Invariant: file names in a catalog are unique and none is a directory of another
+//! (`a.nc/b.nc` beside `a.nc`); a line whose name clashes with an earlier one is an error
+//! naming both lines.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -149,20 +150,23 @@ impl Catalog {
         let mut entries: Vec<Entry> = Vec::new();
         let mut errors = Vec::new();
         let mut names: HashMap<String, usize> = HashMap::new();
+        // Directories the names made so far, with the first line that made each.
+        let mut dirs: HashMap<String, usize> = HashMap::new();
         for result in planned.into_iter().flatten() {
             match result {
                 Ok(entry) => {
-                    if let Some(&first) = names.get(&entry.file_name) {
+                    if let Some(why) = name_clash(&entry.file_name, &names, &dirs) {
                         errors.push(DeskriptorError::new(
                             entry.line,
                             "name",
                             entry.file_name.clone(),
-                            format!(
-                                "duplicate file name, line {first} already has it; give each \
-                                 line a distinct `name` (or remove the duplicate line)"
-                            ),
+                            why,
                         ));
                         continue;
+                    }
+                    for (at, _) in entry.file_name.match_indices('/') {
+                        dirs.entry(entry.file_name[..at].to_string())
+                            .or_insert(entry.line);
                     }
                     names.insert(entry.file_name.clone(), entry.line);
                     entries.push(entry);
@@ -173,4 +177,36 @@ impl Catalog {
         errors.sort_by_key(|e| e.line);
         Catalog { entries, errors }
     }
+}
+
+/// Why file `name` cannot join `names` (files, with their lines) and `dirs` (the directories
+/// they make): the same name, a name that is a directory of another, or one whose directory is
+/// another's file.
+fn name_clash(
+    name: &str,
+    names: &HashMap<String, usize>,
+    dirs: &HashMap<String, usize>,
+) -> Option<String> {
+    if let Some(first) = names.get(name) {
+        return Some(format!(
+            "duplicate file name, line {first} already has it; give each line a distinct \
+             `name` (or remove the duplicate line)"
+        ));
+    }
+    if let Some(first) = dirs.get(name) {
+        return Some(format!(
+            "line {first} places a file in a directory of this name; a path is either a file \
+             or a directory"
+        ));
+    }
+    for (at, _) in name.match_indices('/') {
+        if let Some(first) = names.get(&name[..at]) {
+            return Some(format!(
+                "`{}` is the file of line {first}, so it cannot be a directory; a path is \
+                 either a file or a directory",
+                &name[..at]
+            ));
+        }
+    }
+    None
 }

@@ -130,6 +130,11 @@ pub struct Common {
     /// cached from that version fails once the store has moved on.
     #[arg(long, env = "SODEDA_PIN", global = true)]
     pin: Option<String>,
+    /// Directories for the files of deskriptors without `name`, e.g.
+    /// `{variable}/{year}/{month}` (fields: {variable}, {year}, {month}, {day}, {hour}); named
+    /// deskriptors place themselves with `/` in their name.
+    #[arg(long, env = "SODEDA_LAYOUT", global = true)]
+    layout: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -318,11 +323,27 @@ pub fn parse_size(s: &str) -> Result<u64> {
         .with_context(|| format!("size {s:?} is too large"))
 }
 
+/// The parsed `--layout`, made once per process.
+fn layout_of(template: &str) -> Result<&'static crate::naming::NameLayout> {
+    static LAYOUT: std::sync::OnceLock<crate::naming::NameLayout> = std::sync::OnceLock::new();
+    if let Some(l) = LAYOUT.get() {
+        return Ok(l);
+    }
+    let parsed = crate::naming::NameLayout::parse(template).map_err(anyhow::Error::msg)?;
+    Ok(LAYOUT.get_or_init(|| parsed))
+}
+
 impl Common {
     fn plan_options(&self) -> Result<PlanOptions> {
+        let layout = match self.layout.as_deref().filter(|l| !l.is_empty()) {
+            // Parsed once per process and kept for its life (options are copied freely).
+            Some(template) => Some(layout_of(template)?),
+            None => None,
+        };
         Ok(PlanOptions {
             format: self.format,
             max_file_size: parse_size(&self.max_file_size).context("--max-file-size")?,
+            layout,
         })
     }
 

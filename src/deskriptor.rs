@@ -15,8 +15,13 @@ use std::path::Path;
 
 use serde_json::{Map, Value};
 
-/// Longest file name (in bytes) that Linux file systems accept, `.nc` included.
+/// Longest file name (in bytes) that Linux file systems accept, `.nc` included; also the
+/// longest directory name in a path.
 pub const MAX_FILE_NAME_BYTES: usize = 255;
+/// Longest path of a file under the mount point (directories, `/` and the file name).
+pub const MAX_PATH_BYTES: usize = 1024;
+/// Most directories a file may be placed in.
+pub const MAX_DEPTH: usize = 16;
 
 /// A bad deskriptor: which line, which field, which value, and what would have been allowed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -448,9 +453,11 @@ pub fn escape(s: &str) -> String {
     out
 }
 
-/// Checks a file name (with its `.nc`): not empty, no `/` or NUL, no control or bidirectional
-/// formatting character ([`is_forbidden_in_name`]), not `.`/`..` or containing `..`, at most
-/// [`MAX_FILE_NAME_BYTES`] bytes.
+/// Checks a file name (with its `.nc`), which may place the file in directories
+/// (`2m_temperature/2023/01/zurich.nc`): segments separated by single `/`, none empty, `.` or
+/// `..`, no `..` anywhere, no NUL, no control or bidirectional formatting character
+/// ([`is_forbidden_in_name`]), each segment at most [`MAX_FILE_NAME_BYTES`] bytes, at most
+/// [`MAX_DEPTH`] directories and [`MAX_PATH_BYTES`] bytes in all.
 pub fn check_file_name(line: usize, file_name: &str) -> Result<(), DeskriptorError> {
     let bad = |msg: &str| {
         Err(DeskriptorError::new(
@@ -460,9 +467,6 @@ pub fn check_file_name(line: usize, file_name: &str) -> Result<(), DeskriptorErr
             msg.to_string(),
         ))
     };
-    if file_name.contains('/') {
-        return bad("a name may not contain `/`");
-    }
     if file_name.contains('\0') {
         return bad("a name may not contain NUL");
     }
@@ -475,7 +479,7 @@ pub fn check_file_name(line: usize, file_name: &str) -> Result<(), DeskriptorErr
             "a name may not contain control characters (such as newline or tab, U+0000..U+001F, \
              U+007F..U+009F), line separators (U+2028, U+2029) or bidirectional formatting \
              characters (U+061C, U+200E, U+200F, U+202A..U+202E, U+2066..U+2069); character {} \
-             is U+{:04X}. Allowed: any other printable characters except `/`",
+             is U+{:04X}. Allowed: any other printable characters, `/` between directories",
             i + 1,
             c as u32
         ));
@@ -483,9 +487,33 @@ pub fn check_file_name(line: usize, file_name: &str) -> Result<(), DeskriptorErr
     if file_name.contains("..") {
         return bad("a name may not contain `..`");
     }
-    if file_name.len() > MAX_FILE_NAME_BYTES {
+    let segments: Vec<&str> = file_name.split('/').collect();
+    if segments.iter().any(|s| s.is_empty() || *s == ".") {
+        return bad(
+            "a `/` in a name separates directories: the name may not start or end with `/`, \
+             hold `//`, or have a `.` segment (as in `a/./b`)",
+        );
+    }
+    if segments.len() > MAX_DEPTH + 1 {
         return bad(&format!(
-            "the file name `<name>.nc` is {} bytes; at most {MAX_FILE_NAME_BYTES} are allowed",
+            "the name places the file in {} directories; at most {MAX_DEPTH} are allowed",
+            segments.len() - 1
+        ));
+    }
+    if let Some(long) = segments.iter().find(|s| s.len() > MAX_FILE_NAME_BYTES) {
+        let what = if std::ptr::eq(*long, *segments.last().expect("not empty")) {
+            "the file name `<name>.nc`"
+        } else {
+            "a directory name"
+        };
+        return bad(&format!(
+            "{what} is {} bytes; at most {MAX_FILE_NAME_BYTES} are allowed",
+            long.len()
+        ));
+    }
+    if file_name.len() > MAX_PATH_BYTES {
+        return bad(&format!(
+            "the path is {} bytes; at most {MAX_PATH_BYTES} are allowed",
             file_name.len()
         ));
     }
@@ -507,6 +535,14 @@ fn parse_name(line: usize, value: &Value) -> Result<String, DeskriptorError> {
             "name",
             "\"\"",
             "a name may not be empty",
+        ));
+    }
+    if name.ends_with('/') {
+        return Err(DeskriptorError::new(
+            line,
+            "name",
+            format!("\"{}\"", escape(name)),
+            "a name may not end with `/`: the part after the last `/` names the file",
         ));
     }
     check_file_name(line, &format!("{name}.nc"))?;
@@ -764,7 +800,13 @@ mod tests {
     #[test]
     fn names_are_checked() {
         for (bad, why) in [
-            (r#""a/b""#, "`/`"),
+            (r#""/a""#, "`/`"),
+            (r#""a//b""#, "`//`"),
+            (r#""a/""#, "`/`"),
+            (r#""a/./b""#, "`.` segment"),
+            (r#""./a""#, "`.` segment"),
+            (r#""a/../b""#, "`..`"),
+            (r#""a/\tb""#, "control"),
             (r#""..""#, "`..`"),
             (r#""a..b""#, "`..`"),
             (r#""a\u0000b""#, "NUL"),
@@ -780,6 +822,18 @@ mod tests {
         assert!(e.message.contains("256 bytes"), "{e}");
         let ok = "x".repeat(252);
         assert!(Deskriptor::parse(1, &format!(r#"{{"variable": "t", "name": "{ok}"}}"#)).is_ok());
+        // Directories: each segment and the whole path are bounded.
+        let ok = r#"{"variable": "t", "name": "2m_temperature/2023/01/zurich-0001"}"#;
+        assert!(Deskriptor::parse(1, ok).is_ok());
+        let dir = "d".repeat(256);
+        let e = err(&format!(r#"{{"variable": "t", "name": "{dir}/a"}}"#));
+        assert!(e.message.contains("a directory name is 256 bytes"), "{e}");
+        let deep = vec!["d"; 17].join("/");
+        let e = err(&format!(r#"{{"variable": "t", "name": "{deep}/a"}}"#));
+        assert!(e.message.contains("17 directories"), "{e}");
+        let long = vec!["d".repeat(200); 6].join("/");
+        let e = err(&format!(r#"{{"variable": "t", "name": "{long}"}}"#));
+        assert!(e.message.contains("the path is"), "{e}");
     }
 
     #[test]

@@ -216,6 +216,77 @@ struct Table {
     positions: HashMap<u64, (usize, usize)>,
     by_name: NameIndex,
     by_ino: HashMap<u64, Arc<FileNode>>,
+    /// Directories below the root, by inode (none while no name holds a `/`).
+    dirs: HashMap<u64, Dir>,
+    /// Directory inodes by path.
+    dir_by_path: HashMap<String, u64>,
+    /// The root's entries when some name holds a `/`; otherwise the root lists `order`.
+    root: Option<Vec<Child>>,
+}
+
+/// A directory below the root: the names of files that hold a `/` make them.
+struct Dir {
+    /// Its path under the mount point (`2m_temperature/2023`).
+    path: String,
+    /// The inode of the directory holding it.
+    parent: u64,
+    /// Its entries, in the order their first file comes in the deskriptors file.
+    children: Vec<Child>,
+}
+
+/// An entry of a directory.
+enum Child {
+    File(Arc<FileNode>),
+    Dir(u64),
+}
+
+/// The last segment of a path: what a directory listing shows.
+fn leaf(path: &str) -> &str {
+    path.rsplit_once('/').map_or(path, |(_, name)| name)
+}
+
+impl Table {
+    /// Builds the directories of the names that hold a `/`, giving each directory path the
+    /// inode `inos` keeps for it (a new one the first time).
+    fn make_dirs(&mut self, inos: &mut HashMap<String, u64>, next_ino: &AtomicU64) {
+        if !self.order.iter().any(|n| n.entry.file_name.contains('/')) {
+            return;
+        }
+        let mut root = Vec::new();
+        for node in &self.order {
+            let name = node.entry.file_name.as_str();
+            let mut parent = ROOT_INO;
+            for (at, _) in name.match_indices('/') {
+                let path = &name[..at];
+                let ino = match self.dir_by_path.get(path) {
+                    Some(&ino) => ino,
+                    None => {
+                        let ino = *inos
+                            .entry(path.to_string())
+                            .or_insert_with(|| next_ino.fetch_add(1, Ordering::Relaxed));
+                        self.dir_by_path.insert(path.to_string(), ino);
+                        let dir = Dir {
+                            path: path.to_string(),
+                            parent,
+                            children: Vec::new(),
+                        };
+                        self.dirs.insert(ino, dir);
+                        match self.dirs.get_mut(&parent) {
+                            Some(p) => p.children.push(Child::Dir(ino)),
+                            None => root.push(Child::Dir(ino)),
+                        }
+                        ino
+                    }
+                };
+                parent = ino;
+            }
+            match self.dirs.get_mut(&parent) {
+                Some(p) => p.children.push(Child::File(node.clone())),
+                None => root.push(Child::File(node.clone())),
+            }
+        }
+        self.root = Some(root);
+    }
 }
 
 /// Nodes by file name, without a second copy of each name (at a million files the copies
@@ -318,6 +389,8 @@ pub struct DatasetFs {
     table: RwLock<Table>,
     /// Inode of each (name, identity) ever served: a file keeps its inode across reloads.
     inos: Mutex<HashMap<(u128, u64), u64>>,
+    /// Inode of each directory path ever served, kept across reloads too.
+    dir_inos: Mutex<HashMap<String, u64>>,
     next_ino: AtomicU64,
     flow: Flow,
     options: PlanOptions,
@@ -360,6 +433,7 @@ impl DatasetFs {
         let fs = Self {
             table: RwLock::new(Table::default()),
             inos: Mutex::new(HashMap::new()),
+            dir_inos: Mutex::new(HashMap::new()),
             next_ino: AtomicU64::new(ROOT_INO + 1),
             flow,
             options,
@@ -454,6 +528,10 @@ impl DatasetFs {
                 p.0 = l;
             }
         }
+        next.make_dirs(
+            &mut self.dir_inos.lock().expect("poisoned"),
+            &self.next_ino,
+        );
         *table = next;
         self.readahead.reset();
         summary
@@ -496,17 +574,47 @@ impl DatasetFs {
 
     /// Attributes of a node.
     pub fn getattr(&self, ino: u64) -> Result<Attr, FsError> {
-        if ino == ROOT_INO {
-            return Ok(Attr {
-                ino,
-                size: 0,
-                kind: Kind::Directory,
-                perm: 0o555,
-                mtime: self.created,
-            });
+        if self.is_dir(ino) {
+            return Ok(self.dir_attr(ino));
         }
         let node = self.node(ino)?;
         Ok(self.file_attr(&node))
+    }
+
+    /// Whether `ino` is a directory (the root or one made by names with `/`).
+    fn is_dir(&self, ino: u64) -> bool {
+        ino == ROOT_INO || self.table.read().expect("poisoned").dirs.contains_key(&ino)
+    }
+
+    /// A directory's attributes: its time is the mount's (the store's last change).
+    fn dir_attr(&self, ino: u64) -> Attr {
+        Attr {
+            ino,
+            size: 0,
+            kind: Kind::Directory,
+            perm: 0o555,
+            mtime: self.created,
+        }
+    }
+
+    /// The (directory inode, name) pairs a kernel caches on the way to `path`: each directory
+    /// of the path in its parent, then the file in its directory. Directories are named by
+    /// the inodes they have ever had, so a path that a reload removed is found too.
+    pub fn kernel_entries(&self, path: &str) -> Vec<(u64, String)> {
+        let inos = self.dir_inos.lock().expect("poisoned");
+        let mut out = Vec::new();
+        let mut parent = ROOT_INO;
+        let mut start = 0;
+        for (at, _) in path.match_indices('/') {
+            out.push((parent, path[start..at].to_string()));
+            match inos.get(&path[..at]) {
+                Some(&ino) => parent = ino,
+                None => return out,
+            }
+            start = at + 1;
+        }
+        out.push((parent, path[start..].to_string()));
+        out
     }
 
     /// Attributes of inode `ino` asked through its open handle `fh`: also when a reload has
@@ -525,16 +633,32 @@ impl DatasetFs {
 
     /// Looks up `name` in directory `parent`.
     pub fn lookup(&self, parent: u64, name: &OsStr) -> Result<Attr, FsError> {
-        if parent != ROOT_INO {
-            self.node(parent)?;
-            return Err(FsError::NotADirectory);
-        }
         let table = self.table.read().expect("table poisoned");
-        let node = name
-            .to_str()
-            .and_then(|n| table.by_name.get(n))
-            .ok_or(FsError::NotFound)?;
-        Ok(self.file_attr(node))
+        let dir_path = match table.dirs.get(&parent) {
+            Some(dir) => Some(dir.path.as_str()),
+            None if parent == ROOT_INO => None,
+            None if table.by_ino.contains_key(&parent) => return Err(FsError::NotADirectory),
+            None => return Err(FsError::NotFound),
+        };
+        let name = name.to_str().ok_or(FsError::NotFound)?;
+        if name.contains('/') {
+            return Err(FsError::NotFound);
+        }
+        let joined;
+        let path = match dir_path {
+            Some(dir) => {
+                joined = format!("{dir}/{name}");
+                joined.as_str()
+            }
+            None => name,
+        };
+        if let Some(node) = table.by_name.get(path) {
+            return Ok(self.file_attr(node));
+        }
+        match table.dir_by_path.get(path) {
+            Some(&ino) => Ok(self.dir_attr(ino)),
+            None => Err(FsError::NotFound),
+        }
     }
 
     /// Every entry of directory `ino` (`.` and `..` first); see [`DatasetFs::readdir_from`]
@@ -563,39 +687,67 @@ impl DatasetFs {
         offset: u64,
         mut add: impl FnMut(u64, Listed<'_>) -> bool,
     ) -> Result<(), FsError> {
-        if ino != ROOT_INO {
-            self.node(ino)?;
-            return Err(FsError::NotADirectory);
-        }
-        let root = self.getattr(ROOT_INO)?;
+        let table = self.table.read().expect("table poisoned");
+        let (parent, children) = match table.dirs.get(&ino) {
+            Some(dir) => (dir.parent, Some(&dir.children)),
+            None if ino == ROOT_INO => (ROOT_INO, table.root.as_ref()),
+            None if table.by_ino.contains_key(&ino) => return Err(FsError::NotADirectory),
+            None => return Err(FsError::NotFound),
+        };
         let mut at = offset;
-        for name in [".", ".."].iter().skip(offset as usize) {
+        for (name, dot) in [(".", ino), ("..", parent)].iter().skip(offset as usize) {
             at += 1;
-            if add(
-                at,
-                Listed {
-                    ino: ROOT_INO,
-                    name,
-                    attr: root,
-                },
-            ) {
+            let listed = Listed {
+                ino: *dot,
+                name,
+                attr: self.dir_attr(*dot),
+            };
+            if add(at, listed) {
                 return Ok(());
             }
         }
-        let table = self.table.read().expect("table poisoned");
         let first = (at as usize).saturating_sub(2);
-        for node in table.order.iter().skip(first) {
-            at += 1;
-            let listed = Listed {
-                ino: node.ino,
-                name: &node.entry.file_name,
-                attr: self.file_attr(node),
-            };
-            if add(at, listed) {
-                break;
+        match children {
+            Some(children) => {
+                for child in children.iter().skip(first) {
+                    at += 1;
+                    if add(at, self.listed(&table, child)) {
+                        break;
+                    }
+                }
+            }
+            // A flat set: the root lists the files in line order.
+            None => {
+                for node in table.order.iter().skip(first) {
+                    at += 1;
+                    let listed = Listed {
+                        ino: node.ino,
+                        name: &node.entry.file_name,
+                        attr: self.file_attr(node),
+                    };
+                    if add(at, listed) {
+                        break;
+                    }
+                }
             }
         }
         Ok(())
+    }
+
+    /// How a directory lists `child`: its last path segment, borrowed from `table`.
+    fn listed<'t>(&self, table: &'t Table, child: &'t Child) -> Listed<'t> {
+        match child {
+            Child::File(node) => Listed {
+                ino: node.ino,
+                name: leaf(&node.entry.file_name),
+                attr: self.file_attr(node),
+            },
+            Child::Dir(d) => Listed {
+                ino: *d,
+                name: leaf(&table.dirs[d].path),
+                attr: self.dir_attr(*d),
+            },
+        }
     }
 
     /// Opens a file for reading; any write access is refused.
@@ -607,7 +759,7 @@ impl DatasetFs {
     /// `sodeda-era5 prefetch` does) builds the file like any other but is not a reader's: it
     /// moves neither the readahead nor [`XATTR_LAST_READ`].
     pub fn open_as(&self, ino: u64, write: bool, background: bool) -> Result<u64, FsError> {
-        if ino == ROOT_INO {
+        if self.is_dir(ino) {
             return Err(FsError::IsADirectory);
         }
         let node = self.node(ino)?;
@@ -795,6 +947,9 @@ impl DatasetFs {
             }
             return Ok(names);
         }
+        if self.is_dir(ino) {
+            return Ok(Vec::new());
+        }
         let node = self.node(ino)?;
         let mut names = vec![
             XATTR_DESKRIPTOR.to_string(),
@@ -830,6 +985,9 @@ impl DatasetFs {
                 }
                 _ => Err(FsError::NoAttribute),
             };
+        }
+        if self.is_dir(ino) {
+            return Err(FsError::NoAttribute);
         }
         let node = self.node(ino)?;
         let value = match name {

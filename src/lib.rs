@@ -8,7 +8,8 @@
 //! - [`select`]: one selector × one coordinate → positions (xarray `.sel` semantics).
 //! - [`layout`]: the NetCDF schema of a file and its exact size.
 //! - [`encode`]: layout + data → NetCDF bytes on disk (libnetcdf).
-//! - [`plan`]: deskriptor × source → [`plan::Plan`] (positions, layout, name, identity, size).
+//! - [`plan`]: deskriptor × source → [`plan::Plan`] (positions, layout, name, identity, size);
+//!   [`naming`]: the `--layout` of unnamed files in directories.
 //! - [`catalog`]: a deskriptors file → plans + per-line errors.
 //! - [`fetch`]: plan → float32 arrays, reading only the chunks needed, concurrently.
 //! - [`cache`]: identity → a complete file on local disk, written atomically.
@@ -30,6 +31,7 @@ pub mod fs;
 pub mod fuse;
 pub mod layout;
 pub mod mount;
+pub mod naming;
 pub mod plan;
 pub mod preload;
 pub mod provenance;

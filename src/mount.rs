@@ -190,13 +190,24 @@ pub struct SourceCheck {
 ///
 /// Runs on a blocking thread, never on a FUSE session thread: the kernel takes the root's
 /// lock to drop an entry, and a lookup holding it waits for a session thread to answer.
-async fn notify_reload(notifier: &Notifier, summary: &ReloadSummary) {
+async fn notify_reload(notifier: &Notifier, fs: &DatasetFs, summary: &ReloadSummary) {
     let notifier = notifier.clone();
-    let names: Vec<String> = summary.stale_names().map(String::from).collect();
+    // Every entry on the way to a stale name (a directory appears or vanishes with its
+    // files), each once, parents first.
+    let mut entries: Vec<(u64, String)> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for name in summary.stale_names() {
+        for entry in fs.kernel_entries(name) {
+            if seen.insert(entry.clone()) {
+                entries.push(entry);
+            }
+        }
+    }
     let sent = tokio::task::spawn_blocking(move || {
-        for name in &names {
+        for (parent, name) in &entries {
             // An entry the kernel does not hold is fine (fuser ignores its ENOENT).
-            if let Err(e) = notifier.inval_entry(INodeNo::ROOT, std::ffi::OsStr::new(name)) {
+            let parent = INodeNo(*parent);
+            if let Err(e) = notifier.inval_entry(parent, std::ffi::OsStr::new(name)) {
                 tracing::warn!("reload: cannot invalidate the kernel's entry of {name}: {e}");
             }
         }
@@ -217,7 +228,7 @@ async fn reload_now(fs: &DatasetFs, reload: &Reloader, notifier: &Notifier) {
         Ok(entries) => {
             let s = fs.reload(entries);
             release_freed_memory();
-            notify_reload(notifier, &s).await;
+            notify_reload(notifier, fs, &s).await;
             let changed = match s.changed.len() {
                 0 => String::new(),
                 n => format!(", {n} changed"),

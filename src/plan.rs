@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use sha2::{Digest, Sha256};
 
 use crate::deskriptor::{check_file_name, Deskriptor, DeskriptorError};
+use crate::naming::NameLayout;
 use crate::encode;
 use crate::layout::{
     attributes_from_json, AttrValue, CoordValues, Format, Layout, NcType, NcVariable,
@@ -33,6 +34,9 @@ pub struct PlanOptions {
     pub format: Format,
     /// Largest file a deskriptor may produce, in bytes.
     pub max_file_size: u64,
+    /// Directories of the files of deskriptors without `name` (`--layout`); the layout lives
+    /// as long as the process.
+    pub layout: Option<&'static NameLayout>,
 }
 
 impl Default for PlanOptions {
@@ -40,6 +44,7 @@ impl Default for PlanOptions {
         Self {
             format: Format::Classic64,
             max_file_size: DEFAULT_MAX_FILE_SIZE,
+            layout: None,
         }
     }
 }
@@ -306,7 +311,15 @@ fn resolve(
                 Some(_) => identity_of(options.format, &source.url, &canonical, None),
                 None => identity.clone(),
             };
-            default_file_name(deskriptor, source, &selections, &stable)
+            let name = default_file_name(deskriptor, source, &selections, &stable);
+            match options.layout {
+                Some(layout) => {
+                    let first = first_hour(source, &selections);
+                    let dirs = layout.directories(&variable_part(deskriptor), first.as_deref());
+                    format!("{dirs}/{name}")
+                }
+                None => name,
+            }
         }
     };
     check_file_name(line, &file_name)?;
@@ -368,14 +381,7 @@ pub fn default_file_name(
     selections: &BTreeMap<String, Resolved>,
     identity: &str,
 ) -> String {
-    let mut vars = deskriptor.variables.join("+");
-    if vars.len() > 120 {
-        let mut cut = 120;
-        while !vars.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        vars.truncate(cut);
-    }
+    let vars = variable_part(deskriptor);
     let (_, enc) = source.time();
     let time = selections.get("time").map(|t| {
         let f = |v: f64| enc.instant(v as i64).format("%Y%m%dT%H").to_string();
@@ -390,6 +396,27 @@ pub fn default_file_name(
         Some(t) => format!("{vars}_{t}_{}.nc", &identity[..16]),
         None => format!("{vars}_{}.nc", &identity[..16]),
     }
+}
+
+/// The variables of a deskriptor joined by `+`, cut at 120 bytes.
+fn variable_part(deskriptor: &Deskriptor) -> String {
+    let mut vars = deskriptor.variables.join("+");
+    if vars.len() > 120 {
+        let mut cut = 120;
+        while !vars.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        vars.truncate(cut);
+    }
+    vars
+}
+
+/// The first selected hour as `YYYYMMDDHH`; `None` without a time axis.
+fn first_hour(source: &Source, selections: &BTreeMap<String, Resolved>) -> Option<String> {
+    let (_, enc) = source.time();
+    let t = selections.get("time")?;
+    let first = t.labels.first()?;
+    Some(enc.instant(*first as i64).format("%Y%m%d%H").to_string())
 }
 
 fn unknown_variable_message(name: &str, source: &Source) -> String {

@@ -640,3 +640,130 @@ async fn a_listing_in_pages_gives_every_entry_once_from_any_cookie() {
         libc::ENOTDIR
     );
 }
+
+/// Names with `/` place files in directories: the root lists the first segments, each
+/// directory its entries (in line order), `..` leads back, lookups walk the tree, a directory
+/// cannot be opened, and a reload keeps every directory's inode while it removes the
+/// directories that lose their last file. A `--layout` places unnamed files the same way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_with_slashes_make_directories_that_reloads_keep() {
+    let source = Arc::new(
+        Source::open_store("memory://synthetic", common::synthetic_store().await)
+            .await
+            .unwrap(),
+    );
+    let line = |name: &str, hour: u32| {
+        format!(
+            r#"{{"name": "{name}", "time": "2023-01-01T{hour:02}:00", "latitude": 0, "longitude": 0, "variable": "2m_temperature"}}"#
+        )
+    };
+    let text = [
+        line("t2m/2023/01/a", 1),
+        line("top", 2),
+        line("t2m/2023/02/b", 3),
+        line("t2m/2023/01/c", 4),
+    ]
+    .join("\n");
+    let catalog = Catalog::from_text(&text, &source, PlanOptions::default());
+    assert!(catalog.errors.is_empty(), "{:?}", catalog.errors);
+    let dir = tempfile::tempdir().unwrap();
+    let flow = Flow::new(
+        source.clone(),
+        LocalCache::open(dir.path()).unwrap(),
+        FetchOptions::default(),
+    );
+    let fs = DatasetFs::new(catalog.entries, flow, PlanOptions::default());
+    let names = |ino: u64| -> Vec<String> {
+        fs.readdir(ino)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.name)
+            .collect()
+    };
+    assert_eq!(names(ROOT_INO), [".", "..", "t2m", "top.nc"]);
+    let t2m = fs.lookup(ROOT_INO, OsStr::new("t2m")).unwrap();
+    assert_eq!(t2m.kind, Kind::Directory);
+    assert_eq!(t2m.perm, 0o555);
+    assert_eq!(fs.getattr(t2m.ino).unwrap().kind, Kind::Directory);
+    let y = fs.lookup(t2m.ino, OsStr::new("2023")).unwrap().ino;
+    assert_eq!(names(y), [".", "..", "01", "02"]);
+    let jan = fs.lookup(y, OsStr::new("01")).unwrap().ino;
+    assert_eq!(names(jan), [".", "..", "a.nc", "c.nc"]);
+    let listing = fs.readdir(jan).unwrap();
+    assert_eq!((listing[0].ino, listing[1].ino), (jan, y), ". and ..");
+    let a = fs.lookup(jan, OsStr::new("a.nc")).unwrap();
+    assert_eq!(a.kind, Kind::File);
+    assert!(!read_all(&fs, a.ino, 4096).await.is_empty());
+    // Not by the whole path from the root, not into a file, not as a file.
+    let whole = fs.lookup(ROOT_INO, OsStr::new("t2m/2023/01/a.nc"));
+    assert!(matches!(whole, Err(FsError::NotFound)));
+    let into_file = fs.lookup(a.ino, OsStr::new("x"));
+    assert!(matches!(into_file, Err(FsError::NotADirectory)));
+    assert!(matches!(fs.readdir(a.ino), Err(FsError::NotADirectory)));
+    assert!(matches!(fs.open(jan, false), Err(FsError::IsADirectory)));
+    let elsewhere = fs.lookup(jan, OsStr::new("b.nc"));
+    assert!(matches!(elsewhere, Err(FsError::NotFound)));
+    assert_eq!(
+        fs.kernel_entries("t2m/2023/01/a.nc"),
+        [
+            (ROOT_INO, "t2m".to_string()),
+            (t2m.ino, "2023".to_string()),
+            (y, "01".to_string()),
+            (jan, "a.nc".to_string())
+        ]
+    );
+
+    // February's only file goes: its directory goes; the others keep their inodes.
+    let feb = fs.lookup(y, OsStr::new("02")).unwrap().ino;
+    let fewer = [
+        line("t2m/2023/01/a", 1),
+        line("top", 2),
+        line("t2m/2023/01/c", 4),
+    ];
+    let catalog = Catalog::from_text(&fewer.join("\n"), &source, PlanOptions::default());
+    let summary = fs.reload(catalog.entries);
+    assert_eq!(summary.removed, ["t2m/2023/02/b.nc"]);
+    assert_eq!(names(y), [".", "..", "01"]);
+    assert_eq!(fs.lookup(y, OsStr::new("01")).unwrap().ino, jan);
+    assert_eq!(fs.lookup(jan, OsStr::new("a.nc")).unwrap().ino, a.ino);
+    assert!(matches!(fs.getattr(feb), Err(FsError::NotFound)));
+    // The removed file's way is still known, for the kernel to forget it.
+    assert_eq!(
+        fs.kernel_entries("t2m/2023/02/b.nc")[2],
+        (y, "02".to_string())
+    );
+
+    // A file and a directory of one path: the later line is refused, naming the earlier one.
+    let refused = |lines: &[String]| {
+        let catalog = Catalog::from_text(&lines.join("\n"), &source, PlanOptions::default());
+        catalog.errors.iter().map(|e| e.to_string()).collect::<Vec<_>>()
+    };
+    let e = refused(&[line("x", 1), line("x.nc/y", 2)]);
+    assert!(e.len() == 1 && e[0].contains("is the file of line 1"), "{e:?}");
+    let e = refused(&[line("x.nc/y", 1), line("x", 2)]);
+    assert!(e.len() == 1 && e[0].contains("line 1 places a file in a directory"), "{e:?}");
+    // `d.nc` (a file) is not the directory `d`.
+    assert!(refused(&[line("d/y", 1), line("d", 2)]).is_empty());
+
+    // --layout: unnamed files in {variable}/{year}/{month}, under their default names.
+    let layout: &'static _ = Box::leak(Box::new(
+        sodeda_era5::naming::NameLayout::parse("{variable}/{year}/{month}").unwrap(),
+    ));
+    let options = PlanOptions {
+        layout: Some(layout),
+        ..PlanOptions::default()
+    };
+    let unnamed = r#"{"time": "2023-01-02T05:00", "latitude": 0, "longitude": 0, "variable": "2m_temperature"}"#;
+    let text = format!("{unnamed}\n{}", line("kept", 1));
+    let catalog = Catalog::from_text(&text, &source, options);
+    let got: Vec<&str> = catalog
+        .entries
+        .iter()
+        .map(|e| e.file_name.as_str())
+        .collect();
+    assert!(
+        got[0].starts_with("2m_temperature/2023/01/2m_temperature_20230102T05_"),
+        "{got:?}"
+    );
+    assert_eq!(got[1], "kept.nc", "named files place themselves");
+}
