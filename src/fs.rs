@@ -528,10 +528,7 @@ impl DatasetFs {
                 p.0 = l;
             }
         }
-        next.make_dirs(
-            &mut self.dir_inos.lock().expect("poisoned"),
-            &self.next_ino,
-        );
+        next.make_dirs(&mut self.dir_inos.lock().expect("poisoned"), &self.next_ino);
         *table = next;
         self.readahead.reset();
         summary

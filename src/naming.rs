@@ -48,7 +48,10 @@ impl NameLayout {
         if template.trim().is_empty() {
             return fail("it is empty".into());
         }
-        if let Some(c) = template.chars().find(|&c| is_forbidden_in_name(c) || c == '\0') {
+        if let Some(c) = template
+            .chars()
+            .find(|&c| is_forbidden_in_name(c) || c == '\0')
+        {
             return fail(format!(
                 "it holds U+{:04X}, a character no name may hold",
                 c as u32
@@ -60,7 +63,9 @@ impl NameLayout {
         let mut segments = Vec::new();
         for text in template.split('/') {
             if text.is_empty() || text == "." {
-                return fail("a directory is empty or `.` (a `/` at the start or end, `//`)".into());
+                return fail(
+                    "a directory is empty or `.` (a `/` at the start or end, `//`)".into(),
+                );
             }
             let mut pieces = Vec::new();
             let mut rest = text;
@@ -152,7 +157,10 @@ mod tests {
         ] {
             let e = NameLayout::parse(bad).unwrap_err();
             assert!(e.contains(why), "{bad}: {e}");
-            assert!(e.contains("{variable}, {year}, {month}, {day}, {hour}"), "{e}");
+            assert!(
+                e.contains("{variable}, {year}, {month}, {day}, {hour}"),
+                "{e}"
+            );
         }
     }
 }

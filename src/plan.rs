@@ -11,11 +11,11 @@ use std::collections::BTreeMap;
 use sha2::{Digest, Sha256};
 
 use crate::deskriptor::{check_file_name, Deskriptor, DeskriptorError};
-use crate::naming::NameLayout;
 use crate::encode;
 use crate::layout::{
     attributes_from_json, AttrValue, CoordValues, Format, Layout, NcType, NcVariable,
 };
+use crate::naming::NameLayout;
 use crate::provenance::Provenance;
 use crate::select::{self, Resolved};
 use crate::source::Source;

@@ -736,12 +736,22 @@ async fn names_with_slashes_make_directories_that_reloads_keep() {
     // A file and a directory of one path: the later line is refused, naming the earlier one.
     let refused = |lines: &[String]| {
         let catalog = Catalog::from_text(&lines.join("\n"), &source, PlanOptions::default());
-        catalog.errors.iter().map(|e| e.to_string()).collect::<Vec<_>>()
+        catalog
+            .errors
+            .iter()
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
     };
     let e = refused(&[line("x", 1), line("x.nc/y", 2)]);
-    assert!(e.len() == 1 && e[0].contains("is the file of line 1"), "{e:?}");
+    assert!(
+        e.len() == 1 && e[0].contains("is the file of line 1"),
+        "{e:?}"
+    );
     let e = refused(&[line("x.nc/y", 1), line("x", 2)]);
-    assert!(e.len() == 1 && e[0].contains("line 1 places a file in a directory"), "{e:?}");
+    assert!(
+        e.len() == 1 && e[0].contains("line 1 places a file in a directory"),
+        "{e:?}"
+    );
     // `d.nc` (a file) is not the directory `d`.
     assert!(refused(&[line("d/y", 1), line("d", 2)]).is_empty());
 
