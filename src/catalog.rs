@@ -15,17 +15,13 @@ use crate::deskriptor::{self, Deskriptor, DeskriptorError};
 use crate::plan::{Plan, PlanOptions};
 use crate::source::Source;
 
-/// What is known of a file without building it.
+/// What is known of a file without building it: about 60 bytes plus its name, line and
+/// identity in one allocation (a million entries were 2 KB each when every field was its own
+/// `String`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
     /// The deskriptor's line number.
     pub line: usize,
-    /// The line as written (trimmed).
-    pub raw: String,
-    /// The file name.
-    pub file_name: String,
-    /// The identity (cache key).
-    pub identity: String,
     /// Exact size in bytes.
     pub size: u64,
     /// The first selected time position (files are preloaded in this order).
@@ -34,6 +30,60 @@ pub struct Entry {
     pub mtime: i64,
     /// Whether it holds preliminary ERA5T hours.
     pub provisional: bool,
+    /// The file name, then the identity, then the line as written (trimmed).
+    text: Box<str>,
+    /// Where the identity starts and ends in `text`.
+    identity_at: (u16, u16),
+}
+
+impl Entry {
+    /// An entry of the file `file_name` with `identity` (cache key), made from line `line`
+    /// (`raw`, as written).
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        line: usize,
+        raw: &str,
+        file_name: &str,
+        identity: &str,
+        size: u64,
+        first_time: usize,
+        mtime: i64,
+        provisional: bool,
+    ) -> Self {
+        let at = file_name.len();
+        let end = at + identity.len();
+        let (Ok(at16), Ok(end16)) = (u16::try_from(at), u16::try_from(end)) else {
+            panic!("names are checked to at most 1024 bytes and identities are 32 hex digits");
+        };
+        let mut text = String::with_capacity(end + raw.len());
+        text.push_str(file_name);
+        text.push_str(identity);
+        text.push_str(raw);
+        Entry {
+            line,
+            size,
+            first_time,
+            mtime,
+            provisional,
+            text: text.into_boxed_str(),
+            identity_at: (at16, end16),
+        }
+    }
+
+    /// The file name (a path when it holds `/`).
+    pub fn file_name(&self) -> &str {
+        &self.text[..self.identity_at.0 as usize]
+    }
+
+    /// The identity (cache key).
+    pub fn identity(&self) -> &str {
+        &self.text[self.identity_at.0 as usize..self.identity_at.1 as usize]
+    }
+
+    /// The line as written (trimmed).
+    pub fn raw(&self) -> &str {
+        &self.text[self.identity_at.1 as usize..]
+    }
 }
 
 /// The first selected time position of a file (0 without a time axis).
@@ -49,22 +99,22 @@ pub fn first_time(
 impl Entry {
     /// The slim facts of a plan.
     pub fn of(plan: &Plan) -> Self {
-        Entry {
-            line: plan.deskriptor.line,
-            raw: plan.deskriptor.raw.clone(),
-            file_name: plan.file_name.clone(),
-            identity: plan.identity.clone(),
-            size: plan.size,
-            first_time: first_time(&plan.selections),
-            mtime: plan.provenance.mtime(),
-            provisional: plan.provenance.provisional(),
-        }
+        Entry::new(
+            plan.deskriptor.line,
+            &plan.deskriptor.raw,
+            &plan.file_name,
+            &plan.identity,
+            plan.size,
+            first_time(&plan.selections),
+            plan.provenance.mtime(),
+            plan.provenance.provisional(),
+        )
     }
 
     /// Rebuilds the full plan from the line. It succeeded when the catalog was made, so it
     /// succeeds again with the same source and options (and gives the same identity).
     pub fn plan(&self, source: &Source, options: PlanOptions) -> Result<Plan, DeskriptorError> {
-        let d = Deskriptor::parse(self.line, &self.raw)?;
+        let d = Deskriptor::parse(self.line, self.raw())?;
         Plan::new(&d, source, options)
     }
 }
@@ -155,20 +205,20 @@ impl Catalog {
         for result in planned.into_iter().flatten() {
             match result {
                 Ok(entry) => {
-                    if let Some(why) = name_clash(&entry.file_name, &names, &dirs) {
+                    let name = entry.file_name();
+                    if let Some(why) = name_clash(name, &names, &dirs) {
                         errors.push(DeskriptorError::new(
                             entry.line,
                             "name",
-                            entry.file_name.clone(),
+                            name.to_string(),
                             why,
                         ));
                         continue;
                     }
-                    for (at, _) in entry.file_name.match_indices('/') {
-                        dirs.entry(entry.file_name[..at].to_string())
-                            .or_insert(entry.line);
+                    for (at, _) in name.match_indices('/') {
+                        dirs.entry(name[..at].to_string()).or_insert(entry.line);
                     }
-                    names.insert(entry.file_name.clone(), entry.line);
+                    names.insert(name.to_string(), entry.line);
                     entries.push(entry);
                 }
                 Err(e) => errors.push(e),

@@ -1153,7 +1153,7 @@ async fn list(common: &Common, json: bool) -> Result<ExitCode> {
             futures::stream::iter(catalog.entries.iter().map(|p| {
                 let r = r.clone();
                 async move {
-                    match r.size_of(&p.identity).await {
+                    match r.size_of(p.identity()).await {
                         Ok(size) => Some(size == Some(p.size)),
                         Err(e) => {
                             r.mark_down(&e);
@@ -1170,7 +1170,7 @@ async fn list(common: &Common, json: bool) -> Result<ExitCode> {
     };
     let tiers = |p: &Entry, s3: Option<bool>| {
         let mut t = Vec::new();
-        if cache.contains(&p.identity, p.size).is_some() {
+        if cache.contains(p.identity(), p.size).is_some() {
             t.push("local");
         }
         match s3 {
@@ -1187,16 +1187,16 @@ async fn list(common: &Common, json: bool) -> Result<ExitCode> {
             .iter()
             .zip(&in_s3)
             .map(|(p, s3)| {
-                let canonical = Deskriptor::parse(p.line, &p.raw)
+                let canonical = Deskriptor::parse(p.line, p.raw())
                     .map(|d| d.canonical_json())
                     .unwrap_or_default();
                 json!({
                     "line": p.line,
-                    "name": p.file_name,
+                    "name": p.file_name(),
                     "size": p.size,
-                    "cached": cache.contains(&p.identity, p.size).is_some(),
+                    "cached": cache.contains(p.identity(), p.size).is_some(),
                     "tiers": tiers(p, *s3),
-                    "identity": p.identity,
+                    "identity": p.identity(),
                     "deskriptor": canonical,
                     "provisional": p.provisional,
                     "mtime": p.mtime,
@@ -1208,7 +1208,7 @@ async fn list(common: &Common, json: bool) -> Result<ExitCode> {
         let width = catalog
             .entries
             .iter()
-            .map(|p| p.file_name.len())
+            .map(|p| p.file_name().len())
             .max()
             .unwrap_or(4)
             .max(4);
@@ -1229,7 +1229,7 @@ async fn list(common: &Common, json: bool) -> Result<ExitCode> {
             writeln!(
                 out,
                 "{:<width$}  {:>12}  {cached}{mark}",
-                p.file_name, p.size
+                p.file_name(), p.size
             )?;
         }
     }

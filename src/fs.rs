@@ -69,12 +69,12 @@ fn seconds_to_time(seconds: i64) -> SystemTime {
 /// The value of [`XATTR_DESKRIPTOR`]: the line as written, or, for a line too long for an
 /// extended attribute, a short JSON note saying where the whole line is.
 fn deskriptor_xattr(entry: &Entry) -> String {
-    if entry.raw.len() <= XATTR_SIZE_MAX {
-        return entry.raw.clone();
+    if entry.raw().len() <= XATTR_SIZE_MAX {
+        return entry.raw().to_string();
     }
     serde_json::json!({
         "line": entry.line,
-        "bytes": entry.raw.len(),
+        "bytes": entry.raw().len(),
         "note": "the deskriptor is longer than an extended attribute can be (64 KiB): it is \
                  line `line` of the deskriptors file, and the file's global attribute \
                  `deskriptor`",
@@ -249,12 +249,12 @@ impl Table {
     /// Builds the directories of the names that hold a `/`, giving each directory path the
     /// inode `inos` keeps for it (a new one the first time).
     fn make_dirs(&mut self, inos: &mut HashMap<String, u64>, next_ino: &AtomicU64) {
-        if !self.order.iter().any(|n| n.entry.file_name.contains('/')) {
+        if !self.order.iter().any(|n| n.entry.file_name().contains('/')) {
             return;
         }
         let mut root = Vec::new();
         for node in &self.order {
-            let name = node.entry.file_name.as_str();
+            let name = node.entry.file_name();
             let mut parent = ROOT_INO;
             for (at, _) in name.match_indices('/') {
                 let path = &name[..at];
@@ -306,7 +306,7 @@ impl NameIndex {
 
     fn get(&self, name: &str) -> Option<&Arc<FileNode>> {
         self.nodes
-            .find(self.hash(name), |n| n.entry.file_name == name)
+            .find(self.hash(name), |n| n.entry.file_name() == name)
     }
 
     fn contains_key(&self, name: &str) -> bool {
@@ -315,14 +315,14 @@ impl NameIndex {
 
     /// Adds `node`, replacing a node of the same name.
     fn insert(&mut self, node: Arc<FileNode>) {
-        let hash = self.hash(&node.entry.file_name);
+        let hash = self.hash(node.entry.file_name());
         let hasher = &self.hasher;
         match self.nodes.entry(
             hash,
-            |n| n.entry.file_name == node.entry.file_name,
+            |n| n.entry.file_name() == node.entry.file_name(),
             |n| {
                 use std::hash::BuildHasher;
-                hasher.hash_one(n.entry.file_name.as_str())
+                hasher.hash_one(n.entry.file_name())
             },
         ) {
             hashbrown::hash_table::Entry::Occupied(mut o) => *o.get_mut() = node,
@@ -482,15 +482,15 @@ impl DatasetFs {
         let mut next = Table::default();
         let mut summary = ReloadSummary::default();
         for entry in entries {
-            let key = ino_key(&entry.file_name, &entry.identity);
-            let node = match table.by_name.get(&entry.file_name) {
-                Some(old) if old.entry.identity == entry.identity => old.clone(),
+            let key = ino_key(entry.file_name(), entry.identity());
+            let node = match table.by_name.get(entry.file_name()) {
+                Some(old) if old.entry.identity() == entry.identity() => old.clone(),
                 previous => {
                     match previous {
-                        None if record_added => summary.added.push(entry.file_name.clone()),
+                        None if record_added => summary.added.push(entry.file_name().to_string()),
                         None => {}
                         Some(old) => {
-                            summary.changed.push(entry.file_name.clone());
+                            summary.changed.push(entry.file_name().to_string());
                             summary.retired.push(old.ino);
                         }
                     }
@@ -511,15 +511,15 @@ impl DatasetFs {
         for gone in table
             .order
             .iter()
-            .filter(|n| !next.by_name.contains_key(&n.entry.file_name))
+            .filter(|n| !next.by_name.contains_key(n.entry.file_name()))
         {
-            summary.removed.push(gone.entry.file_name.clone());
+            summary.removed.push(gone.entry.file_name().to_string());
             summary.retired.push(gone.ino);
         }
         summary.files = next.order.len();
         next.by_name_sorted = next.order.clone();
         next.by_name_sorted
-            .sort_by(|a, b| a.entry.file_name.cmp(&b.entry.file_name));
+            .sort_by(|a, b| a.entry.file_name().cmp(b.entry.file_name()));
         for (n, node) in next.by_name_sorted.iter().enumerate() {
             next.positions.insert(node.ino, (0, n));
         }
@@ -719,7 +719,7 @@ impl DatasetFs {
                     at += 1;
                     let listed = Listed {
                         ino: node.ino,
-                        name: &node.entry.file_name,
+                        name: node.entry.file_name(),
                         attr: self.file_attr(node),
                     };
                     if add(at, listed) {
@@ -736,7 +736,7 @@ impl DatasetFs {
         match child {
             Child::File(node) => Listed {
                 ino: node.ino,
-                name: leaf(&node.entry.file_name),
+                name: leaf(node.entry.file_name()),
                 attr: self.file_attr(node),
             },
             Child::Dir(d) => Listed {
@@ -767,7 +767,7 @@ impl DatasetFs {
             self.read_ahead(&node);
         }
         // An open file's cache entry is never evicted (see LocalCache::pin).
-        self.flow.cache.pin(&node.entry.identity);
+        self.flow.cache.pin(node.entry.identity());
         let fh = self.next_handle.fetch_add(1, Ordering::Relaxed);
         self.handles.lock().expect("handles poisoned").insert(
             fh,
@@ -783,7 +783,7 @@ impl DatasetFs {
     /// hit: the caller hands it to the kernel for passthrough).
     pub fn cached_file(&self, ino: u64) -> Option<std::fs::File> {
         let e = &self.node(ino).ok()?.entry;
-        let file = self.flow.cache.open_entry(&e.identity, e.size)?;
+        let file = self.flow.cache.open_entry(e.identity(), e.size)?;
         self.flow.metrics.cache_hits.fetch_add(1, Ordering::Relaxed);
         Some(file)
     }
@@ -791,7 +791,7 @@ impl DatasetFs {
     /// Forgets a file handle.
     pub fn release(&self, fh: u64) {
         if let Some(h) = self.handles.lock().expect("handles poisoned").remove(&fh) {
-            self.flow.cache.unpin(&h.node.entry.identity);
+            self.flow.cache.unpin(h.node.entry.identity());
         }
     }
 
@@ -854,7 +854,7 @@ impl DatasetFs {
         file.read_exact_at(&mut buf, offset)
             .map(|()| buf)
             .map_err(|e| FsError::CacheRead {
-                file: node.entry.file_name.clone(),
+                file: node.entry.file_name().to_string(),
                 cause: e.to_string(),
             })
     }
@@ -876,7 +876,7 @@ impl DatasetFs {
     /// Notes that a reader opened `node` and, when the reader goes through the files in
     /// order, starts building the next ones in the background.
     fn read_ahead(&self, node: &FileNode) {
-        *self.last_read.lock().expect("poisoned") = Some(node.entry.file_name.clone());
+        *self.last_read.lock().expect("poisoned") = Some(node.entry.file_name().to_string());
         let window = self.readahead.window();
         if window == 0 {
             return;
@@ -909,11 +909,11 @@ impl DatasetFs {
         let fail = |cause: String| {
             *node.last_error.lock().expect("poisoned") = Some(cause.clone());
             FsError::Flow {
-                file: entry.file_name.clone(),
+                file: entry.file_name().to_string(),
                 cause,
             }
         };
-        if let Some(hit) = self.flow.cache.get(&entry.identity, entry.size) {
+        if let Some(hit) = self.flow.cache.get(entry.identity(), entry.size) {
             self.flow.metrics.cache_hits.fetch_add(1, Ordering::Relaxed);
             return Ok(hit.file);
         }
@@ -989,10 +989,10 @@ impl DatasetFs {
         let node = self.node(ino)?;
         let value = match name {
             XATTR_DESKRIPTOR => deskriptor_xattr(&node.entry),
-            XATTR_IDENTITY => node.entry.identity.clone(),
+            XATTR_IDENTITY => node.entry.identity().to_string(),
             XATTR_CACHED => {
                 let e = &node.entry;
-                if self.flow.cache.contains(&e.identity, e.size).is_some() {
+                if self.flow.cache.contains(e.identity(), e.size).is_some() {
                     "yes".into()
                 } else {
                     "no".into()
@@ -1003,14 +1003,14 @@ impl DatasetFs {
                 let plan =
                     e.plan(&self.flow.source, self.options)
                         .map_err(|err| FsError::Flow {
-                            file: e.file_name.clone(),
+                            file: e.file_name().to_string(),
                             cause: err.to_string(),
                         })?;
                 let mut json = plan.provenance.to_json();
                 json["absent_chunks"] = self
                     .flow
                     .cache
-                    .get(&e.identity, e.size)
+                    .get(e.identity(), e.size)
                     .map_or(serde_json::Value::Null, |c| c.absent_chunks().into());
                 json.to_string()
             }

@@ -191,16 +191,16 @@ impl Plan {
             }
         };
         check_size(line, size, options)?;
-        Ok(crate::catalog::Entry {
+        Ok(crate::catalog::Entry::new(
             line,
-            raw: deskriptor.raw.clone(),
-            file_name: r.file_name,
-            identity: r.identity,
+            &deskriptor.raw,
+            &r.file_name,
+            &r.identity,
             size,
-            first_time: crate::catalog::first_time(&r.selections),
-            mtime: r.provenance.mtime(),
-            provisional: r.provenance.provisional(),
-        })
+            crate::catalog::first_time(&r.selections),
+            r.provenance.mtime(),
+            r.provenance.provisional(),
+        ))
     }
 }
 

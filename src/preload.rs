@@ -117,7 +117,7 @@ pub async fn preload(flow: &Flow, entries: Vec<Entry>, options: PreloadOptions) 
     let start = Instant::now();
     let mut plans: Vec<Entry> = entries
         .into_iter()
-        .filter(|e| options.shard.is_none_or(|s| s.contains(&e.identity)))
+        .filter(|e| options.shard.is_none_or(|s| s.contains(e.identity())))
         .collect();
     // Time order: files over the same hours run close together and share decoded chunks.
     plans.sort_by_key(|e| (e.first_time, e.line));
@@ -238,7 +238,7 @@ const WHOLE_DEMAND: f64 = 0.5;
 fn with_whole_chunks(flow: &Flow, entries: &[Entry], options: PlanOptions) -> Flow {
     let mut demand: HashMap<ChunkKey, f64> = HashMap::new();
     for e in entries {
-        if flow.cache.contains(&e.identity, e.size).is_some() {
+        if flow.cache.contains(e.identity(), e.size).is_some() {
             continue;
         }
         if let Ok(plan) = e.plan(&flow.source, options) {
@@ -295,7 +295,7 @@ async fn read_ahead(
             let e = &entries[at];
             at += 1;
             files += 1;
-            if flow.cache.contains(&e.identity, e.size).is_some() {
+            if flow.cache.contains(e.identity(), e.size).is_some() {
                 continue;
             }
             let Ok(plan) = e.plan(&flow.source, options) else {
@@ -327,17 +327,17 @@ async fn read_ahead(
 }
 
 async fn one(flow: &Flow, entry: &Entry, options: PlanOptions) -> Outcome {
-    if let Some(cached) = flow.cache.get(&entry.identity, entry.size) {
+    if let Some(cached) = flow.cache.get(entry.identity(), entry.size) {
         if let Some(remote) = flow.remote.as_ref().filter(|_| cached.absent_chunks() == 0) {
             // Cached here but perhaps not shared yet (an earlier run without the bucket); a
             // file with absent chunks is never shared (see Flow::materialize).
-            match remote.size_of(&entry.identity).await {
+            match remote.size_of(entry.identity()).await {
                 Ok(Some(size)) if size == entry.size => {}
                 Ok(other) => {
                     if let Ok(
                         crate::remote::Uploaded::Created | crate::remote::Uploaded::Replaced,
                     ) = remote
-                        .upload(&flow.cache, &entry.identity, &cached, other.is_some())
+                        .upload(&flow.cache, entry.identity(), &cached, other.is_some())
                         .await
                     {
                         flow.metrics.uploads.fetch_add(1, Ordering::Relaxed);
@@ -351,7 +351,7 @@ async fn one(flow: &Flow, entry: &Entry, options: PlanOptions) -> Outcome {
     let failed = |cause: String| {
         Outcome::Failed(Failure {
             line: entry.line,
-            name: entry.file_name.clone(),
+            name: entry.file_name().to_string(),
             cause,
         })
     };

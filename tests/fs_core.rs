@@ -769,7 +769,7 @@ async fn names_with_slashes_make_directories_that_reloads_keep() {
     let got: Vec<&str> = catalog
         .entries
         .iter()
-        .map(|e| e.file_name.as_str())
+        .map(|e| e.file_name())
         .collect();
     assert!(
         got[0].starts_with("2m_temperature/2023/01/2m_temperature_20230102T05_"),

@@ -199,7 +199,7 @@ impl Dashboard {
             let entry: &Entry = catalog
                 .entries
                 .iter()
-                .find(|e| e.file_name == name)
+                .find(|e| e.file_name() == name)
                 .ok_or_else(|| {
                     format!(
                         "no file named {name:?} in {}",
@@ -447,8 +447,8 @@ async fn index(State(d): State<Shared>, Query(pairs): Pairs) -> Html<String> {
         Some(name) if !name.is_empty() => catalog
             .as_ref()
             .ok()
-            .and_then(|c| c.entries.iter().find(|e| e.file_name == name))
-            .map(|e| SelectionForm::from_deskriptor(&e.raw))
+            .and_then(|c| c.entries.iter().find(|e| e.file_name() == name))
+            .map(|e| SelectionForm::from_deskriptor(e.raw()))
             .unwrap_or_default(),
         _ => SelectionForm::from_pairs(&pairs),
     };
@@ -558,9 +558,9 @@ async fn files(State(d): State<Shared>) -> Response {
                 .map(|e| {
                     serde_json::json!({
                         "line": e.line,
-                        "name": e.file_name,
+                        "name": e.file_name(),
                         "size": e.size,
-                        "cached": d.flow.cache.contains(&e.identity, e.size).is_some(),
+                        "cached": d.flow.cache.contains(e.identity(), e.size).is_some(),
                     })
                 })
                 .collect();

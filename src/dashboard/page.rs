@@ -314,14 +314,14 @@ fn files(p: &PageData) -> Markup {
                 tr { th { "name" } th { "size" } th { "cache" } th {} }
                 @for e in c.entries.iter().take(MAX_ROWS) {
                     tr {
-                        td { code { (e.file_name) } }
+                        td { code { (e.file_name()) } }
                         td.size { (human_size(e.size)) }
-                        @if d.flow.cache.contains(&e.identity, e.size).is_some() {
+                        @if d.flow.cache.contains(e.identity(), e.size).is_some() {
                             td.cached { "cached" }
                         } @else {
                             td.missing { "not built" }
                         }
-                        td { a href=(url("/", &[("file".into(), e.file_name.clone())])) { "preview" } }
+                        td { a href=(url("/", &[("file".into(), e.file_name().to_string())])) { "preview" } }
                     }
                 }
             }

@@ -151,7 +151,7 @@ impl Readahead {
     ) -> usize {
         let total = next.len();
         for (looked, entry) in next.into_iter().enumerate() {
-            if flow.cache.contains(&entry.identity, entry.size).is_some() {
+            if flow.cache.contains(entry.identity(), entry.size).is_some() {
                 continue;
             }
             let Ok(permit) = self.running.clone().try_acquire_owned() else {
@@ -161,7 +161,7 @@ impl Readahead {
                 .ahead
                 .lock()
                 .expect("poisoned")
-                .insert(entry.identity.clone())
+                .insert(entry.identity().to_string())
             {
                 continue; // already being built (the permit goes back)
             }
@@ -175,9 +175,9 @@ impl Readahead {
                     Ok(plan) => {
                         let _ = flow.materialize_shared(&plan).await;
                     }
-                    Err(e) => tracing::debug!("readahead of {}: {e}", entry.file_name),
+                    Err(e) => tracing::debug!("readahead of {}: {e}", entry.file_name()),
                 }
-                ahead.lock().expect("poisoned").remove(&entry.identity);
+                ahead.lock().expect("poisoned").remove(entry.identity());
             });
         }
         total
