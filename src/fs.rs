@@ -202,7 +202,17 @@ pub struct FsMetrics {
 struct FileNode {
     ino: u64,
     entry: Entry,
-    last_error: Mutex<Option<String>>,
+    /// Its positions in the current table, line order in the high 32 bits and name order in
+    /// the low (set when a table is made; readahead reads them).
+    positions: AtomicU64,
+}
+
+impl FileNode {
+    /// Its positions in the current table: (line order, name order).
+    fn positions(&self) -> (usize, usize) {
+        let p = self.positions.load(Ordering::Relaxed);
+        ((p >> 32) as usize, (p & 0xffff_ffff) as usize)
+    }
 }
 
 /// The files of one version of the deskriptors file.
@@ -212,8 +222,6 @@ struct Table {
     order: Vec<Arc<FileNode>>,
     /// Name order.
     by_name_sorted: Vec<Arc<FileNode>>,
-    /// Position of each inode in the two orders (lines, names), for readahead.
-    positions: HashMap<u64, (usize, usize)>,
     by_name: NameIndex,
     by_ino: HashMap<u64, Arc<FileNode>>,
     /// Directories below the root, by inode (none while no name holds a `/`).
@@ -333,18 +341,27 @@ impl NameIndex {
     }
 }
 
-/// The key under which a (name, identity) pair keeps its inode across reloads: the identity's
-/// 128 bits and a 64-bit hash of the name, not copies of both strings.
-fn ino_key(name: &str, identity: &str) -> (u128, u64) {
+/// Inodes of files are in [2⁶², 2⁶³): directories count up from 2 and never meet them.
+const FILE_INO_BASE: u64 = 1 << 62;
+
+/// The inode of the file `name` with `identity`: a hash of both, the same in every reload and
+/// every mount, so no table of inodes is kept (at a million files that table was 60 MB). A
+/// name whose deskriptor changes gets another inode; a (name, identity) served before gets
+/// its inode back. Two pairs of one table that hash alike (about n²/2⁶³: 10⁻⁷ at a million
+/// files) are told apart by probing ([`DatasetFs::replace_table`]).
+fn file_ino(name: &str, identity: &str) -> u64 {
     use std::hash::{Hash, Hasher};
-    let mut h = std::hash::DefaultHasher::new();
-    name.hash(&mut h);
-    let id = u128::from_str_radix(identity, 16).unwrap_or_else(|_| {
-        let mut h2 = std::hash::DefaultHasher::new();
-        identity.hash(&mut h2);
-        u128::from(h2.finish())
-    });
-    (id, h.finish())
+    let sip = |s: &str| {
+        let mut h = std::hash::DefaultHasher::new();
+        s.hash(&mut h);
+        h.finish()
+    };
+    // The identity is hex of a SHA-256: its first 64 bits are already uniform.
+    let id = identity
+        .get(..16)
+        .and_then(|hex| u64::from_str_radix(hex, 16).ok())
+        .unwrap_or_else(|| sip(identity));
+    FILE_INO_BASE | ((id ^ sip(name).rotate_left(29)) >> 2)
 }
 
 /// An open file. It holds its node, so it keeps working after a reload removed the file.
@@ -387,8 +404,8 @@ impl ReloadSummary {
 /// The dataset file system.
 pub struct DatasetFs {
     table: RwLock<Table>,
-    /// Inode of each (name, identity) ever served: a file keeps its inode across reloads.
-    inos: Mutex<HashMap<(u128, u64), u64>>,
+    /// The last failure of each file whose last build failed (its `user.sodeda.error`).
+    failures: Mutex<HashMap<u64, String>>,
     /// Inode of each directory path ever served, kept across reloads too.
     dir_inos: Mutex<HashMap<String, u64>>,
     next_ino: AtomicU64,
@@ -432,7 +449,7 @@ impl DatasetFs {
         );
         let fs = Self {
             table: RwLock::new(Table::default()),
-            inos: Mutex::new(HashMap::new()),
+            failures: Mutex::new(HashMap::new()),
             dir_inos: Mutex::new(HashMap::new()),
             next_ino: AtomicU64::new(ROOT_INO + 1),
             flow,
@@ -478,11 +495,9 @@ impl DatasetFs {
     /// `record_added` (the first load lists none: a million names copied for nothing).
     fn replace_table(&self, entries: Vec<Entry>, record_added: bool) -> ReloadSummary {
         let mut table = self.table.write().expect("table poisoned");
-        let mut inos = self.inos.lock().expect("inos poisoned");
         let mut next = Table::default();
         let mut summary = ReloadSummary::default();
         for entry in entries {
-            let key = ino_key(entry.file_name(), entry.identity());
             let node = match table.by_name.get(entry.file_name()) {
                 Some(old) if old.entry.identity() == entry.identity() => old.clone(),
                 previous => {
@@ -494,13 +509,14 @@ impl DatasetFs {
                             summary.retired.push(old.ino);
                         }
                     }
-                    let ino = *inos
-                        .entry(key)
-                        .or_insert_with(|| self.next_ino.fetch_add(1, Ordering::Relaxed));
+                    let mut ino = file_ino(entry.file_name(), entry.identity());
+                    while next.by_ino.contains_key(&ino) {
+                        ino = FILE_INO_BASE | ((ino + 1) & (FILE_INO_BASE - 1));
+                    }
                     Arc::new(FileNode {
                         ino,
                         entry,
-                        last_error: Mutex::new(None),
+                        positions: AtomicU64::new(0),
                     })
                 }
             };
@@ -521,14 +537,16 @@ impl DatasetFs {
         next.by_name_sorted
             .sort_by(|a, b| a.entry.file_name().cmp(b.entry.file_name()));
         for (n, node) in next.by_name_sorted.iter().enumerate() {
-            next.positions.insert(node.ino, (0, n));
+            node.positions.store(n as u64, Ordering::Relaxed);
         }
         for (l, node) in next.order.iter().enumerate() {
-            if let Some(p) = next.positions.get_mut(&node.ino) {
-                p.0 = l;
-            }
+            node.positions
+                .fetch_or((l as u64) << 32, Ordering::Relaxed);
         }
         next.make_dirs(&mut self.dir_inos.lock().expect("poisoned"), &self.next_ino);
+        let mut failures = self.failures.lock().expect("poisoned");
+        failures.retain(|ino, _| next.by_ino.contains_key(ino));
+        drop(failures);
         *table = next;
         self.readahead.reset();
         summary
@@ -883,9 +901,10 @@ impl DatasetFs {
         }
         let (order, from, next): (Order, usize, Vec<Entry>) = {
             let table = self.table.read().expect("table poisoned");
-            let Some(&pos) = table.positions.get(&node.ino) else {
-                return;
-            };
+            if !table.by_ino.contains_key(&node.ino) {
+                return; // a file a reload removed
+            }
+            let pos = node.positions();
             let (order, list, at) = match self.readahead.note(pos) {
                 Some(Order::Lines) => (Order::Lines, &table.order, pos.0),
                 Some(Order::Names) => (Order::Names, &table.by_name_sorted, pos.1),
@@ -907,7 +926,8 @@ impl DatasetFs {
     async fn open_cached(&self, node: &FileNode) -> Result<Arc<std::fs::File>, FsError> {
         let entry = &node.entry;
         let fail = |cause: String| {
-            *node.last_error.lock().expect("poisoned") = Some(cause.clone());
+            let mut failures = self.failures.lock().expect("poisoned");
+            failures.insert(node.ino, cause.clone());
             FsError::Flow {
                 file: entry.file_name().to_string(),
                 cause,
@@ -924,7 +944,7 @@ impl DatasetFs {
         // evicted meanwhile by another process stays readable.
         match self.flow.materialize_shared(&plan).await {
             Ok((cached, _)) => {
-                *node.last_error.lock().expect("poisoned") = None;
+                self.failures.lock().expect("poisoned").remove(&node.ino);
                 Ok(cached.file)
             }
             Err(e) => Err(fail(error_chain(e.as_ref()))),
@@ -954,7 +974,7 @@ impl DatasetFs {
             XATTR_CACHED.to_string(),
             XATTR_PROVENANCE.to_string(),
         ];
-        if node.last_error.lock().expect("poisoned").is_some() {
+        if self.failures.lock().expect("poisoned").contains_key(&node.ino) {
             names.push(XATTR_ERROR.to_string());
         }
         Ok(names)
@@ -1014,11 +1034,12 @@ impl DatasetFs {
                     .map_or(serde_json::Value::Null, |c| c.absent_chunks().into());
                 json.to_string()
             }
-            XATTR_ERROR => node
-                .last_error
+            XATTR_ERROR => self
+                .failures
                 .lock()
                 .expect("poisoned")
-                .clone()
+                .get(&node.ino)
+                .cloned()
                 .ok_or(FsError::NoAttribute)?,
             _ => return Err(FsError::NoAttribute),
         };
