@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 
+use chrono::{Datelike, Timelike};
 use sha2::{Digest, Sha256};
 
 use crate::deskriptor::{check_file_name, Deskriptor, DeskriptorError};
@@ -120,7 +121,18 @@ fn size_key(format: Format, r: &Resolution) -> String {
     for v in &r.variables {
         let _ = write!(key, "{};", v.name);
     }
-    let _ = write!(key, "|{:?}", r.provenance.attributes());
+    // The header holds each attribute's name, type and length, never a value's size beyond
+    // its length: those make the key (formatting the values cost a tenth of the planning).
+    key.push('|');
+    for (name, value) in r.provenance.attributes() {
+        let (tag, n) = match &value {
+            AttrValue::Text(t) => ('t', t.len()),
+            AttrValue::Ints(v) => ('i', v.len()),
+            AttrValue::Floats(v) => ('f', v.len()),
+            AttrValue::Doubles(v) => ('d', v.len()),
+        };
+        let _ = write!(key, "{name}:{tag}{n};");
+    }
     key
 }
 
@@ -384,7 +396,16 @@ pub fn default_file_name(
     let vars = variable_part(deskriptor);
     let (_, enc) = source.time();
     let time = selections.get("time").map(|t| {
-        let f = |v: f64| enc.instant(v as i64).format("%Y%m%dT%H").to_string();
+        let f = |v: f64| {
+            let t = enc.instant(v as i64);
+            format!(
+                "{:04}{:02}{:02}T{:02}",
+                t.year(),
+                t.month(),
+                t.day(),
+                t.hour()
+            )
+        };
         let (first, last) = (t.labels[0], t.labels[t.labels.len() - 1]);
         if first == last {
             f(first)
@@ -416,7 +437,14 @@ fn first_hour(source: &Source, selections: &BTreeMap<String, Resolved>) -> Optio
     let (_, enc) = source.time();
     let t = selections.get("time")?;
     let first = t.labels.first()?;
-    Some(enc.instant(*first as i64).format("%Y%m%d%H").to_string())
+    let t = enc.instant(*first as i64);
+    Some(format!(
+        "{:04}{:02}{:02}{:02}",
+        t.year(),
+        t.month(),
+        t.day(),
+        t.hour()
+    ))
 }
 
 fn unknown_variable_message(name: &str, source: &Source) -> String {
