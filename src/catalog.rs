@@ -141,6 +141,10 @@ fn plan_part(
     out
 }
 
+/// Lines read, planned and checked at a time by [`Catalog::scan`]: memory stays bounded by a
+/// batch, whatever the file's size.
+pub const BATCH: usize = 1 << 16;
+
 /// Planned deskriptors and the errors of the lines that could not be planned.
 #[derive(Debug, Default)]
 pub struct Catalog {
@@ -154,11 +158,9 @@ impl Catalog {
     /// Reads and plans a deskriptors file. A line that is not valid UTF-8 is one bad line;
     /// only an unreadable file is an error.
     pub fn load(path: &Path, source: &Source, options: PlanOptions) -> std::io::Result<Catalog> {
-        Ok(Self::from_lines(
-            deskriptor::read_lines(path)?,
-            source,
-            options,
-        ))
+        let mut catalog = Catalog::default();
+        Self::scan(path, source, options, |r| catalog.push(r))?;
+        Ok(catalog)
     }
 
     /// Plans the lines of `text`.
@@ -166,97 +168,191 @@ impl Catalog {
         Self::from_lines(deskriptor::split_lines(text.as_bytes()), source, options)
     }
 
-    /// Plans lines read by [`deskriptor::read_lines`], on every core: lines are parsed and
-    /// planned in parts, one per thread, and only the slim [`Entry`] of each plan is kept;
-    /// names are then checked for duplicates in file order.
+    /// Plans lines read by [`deskriptor::split_lines`].
     pub fn from_lines(
         lines: Vec<deskriptor::FileLine>,
         source: &Source,
         options: PlanOptions,
     ) -> Catalog {
-        let threads = std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .min(lines.len().div_ceil(PART).max(1));
-        let per = lines.len().div_ceil(threads).max(1);
-        let mut parts: Vec<Vec<deskriptor::FileLine>> = Vec::with_capacity(threads);
-        let mut lines = lines.into_iter();
+        let mut catalog = Catalog::default();
+        let mut names = Names::default();
+        for r in plan_batch(lines, source, options) {
+            catalog.push(names.check(r));
+        }
+        catalog
+    }
+
+    fn push(&mut self, result: Result<Entry, DeskriptorError>) {
+        match result {
+            Ok(entry) => self.entries.push(entry),
+            Err(e) => self.errors.push(e),
+        }
+    }
+
+    /// Reads and plans the deskriptors file at `path` in batches of [`BATCH`] lines (each
+    /// planned on every core) and gives `each` an entry or an error per line, in file order,
+    /// names already checked against all earlier lines. Memory holds one batch and the names
+    /// seen, never every entry: `validate` and `list` of ten million lines stay small.
+    pub fn scan(
+        path: &Path,
+        source: &Source,
+        options: PlanOptions,
+        each: impl FnMut(Result<Entry, DeskriptorError>),
+    ) -> std::io::Result<()> {
+        Self::scan_in_batches(path, source, options, BATCH, each)
+    }
+
+    /// [`Catalog::scan`] with batches of `batch` lines (tests use small ones).
+    pub fn scan_in_batches(
+        path: &Path,
+        source: &Source,
+        options: PlanOptions,
+        batch_lines: usize,
+        mut each: impl FnMut(Result<Entry, DeskriptorError>),
+    ) -> std::io::Result<()> {
+        let batch_lines = batch_lines.max(1);
+        let mut reader = std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(path)?);
+        let mut names = Names::default();
+        let mut number = 0;
+        let mut buf = Vec::new();
         loop {
-            let part: Vec<_> = lines.by_ref().take(per).collect();
-            if part.is_empty() {
-                break;
-            }
-            parts.push(part);
-        }
-        let planned: Vec<Vec<Result<Entry, DeskriptorError>>> = std::thread::scope(|scope| {
-            let workers: Vec<_> = parts
-                .into_iter()
-                .map(|part| scope.spawn(move || plan_part(part, source, options)))
-                .collect();
-            workers
-                .into_iter()
-                .map(|w| w.join().expect("a planning thread panicked"))
-                .collect()
-        });
-        let mut entries: Vec<Entry> = Vec::new();
-        let mut errors = Vec::new();
-        let mut names: HashMap<String, usize> = HashMap::new();
-        // Directories the names made so far, with the first line that made each.
-        let mut dirs: HashMap<String, usize> = HashMap::new();
-        for result in planned.into_iter().flatten() {
-            match result {
-                Ok(entry) => {
-                    let name = entry.file_name();
-                    if let Some(why) = name_clash(name, &names, &dirs) {
-                        errors.push(DeskriptorError::new(
-                            entry.line,
-                            "name",
-                            name.to_string(),
-                            why,
-                        ));
-                        continue;
-                    }
-                    for (at, _) in name.match_indices('/') {
-                        dirs.entry(name[..at].to_string()).or_insert(entry.line);
-                    }
-                    names.insert(name.to_string(), entry.line);
-                    entries.push(entry);
+            let mut batch = Vec::with_capacity(batch_lines);
+            while batch.len() < batch_lines {
+                buf.clear();
+                if std::io::BufRead::read_until(&mut reader, b'\n', &mut buf)? == 0 {
+                    break;
                 }
-                Err(e) => errors.push(e),
+                number += 1;
+                let line = buf.strip_suffix(b"\n").unwrap_or(&buf);
+                batch.push(deskriptor::file_line(number, line));
+            }
+            if batch.is_empty() {
+                return Ok(());
+            }
+            for r in plan_batch(batch, source, options) {
+                each(names.check(r));
             }
         }
-        errors.sort_by_key(|e| e.line);
-        Catalog { entries, errors }
     }
 }
 
-/// Why file `name` cannot join `names` (files, with their lines) and `dirs` (the directories
-/// they make): the same name, a name that is a directory of another, or one whose directory is
-/// another's file.
-fn name_clash(
-    name: &str,
-    names: &HashMap<String, usize>,
-    dirs: &HashMap<String, usize>,
-) -> Option<String> {
-    if let Some(first) = names.get(name) {
-        return Some(format!(
-            "duplicate file name, line {first} already has it; give each line a distinct \
-             `name` (or remove the duplicate line)"
-        ));
+/// Plans `lines` on every core: in parts, one per thread, keeping only the slim [`Entry`] of
+/// each plan; results in line order.
+fn plan_batch(
+    lines: Vec<deskriptor::FileLine>,
+    source: &Source,
+    options: PlanOptions,
+) -> Vec<Result<Entry, DeskriptorError>> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(lines.len().div_ceil(PART).max(1));
+    let per = lines.len().div_ceil(threads).max(1);
+    let mut parts: Vec<Vec<deskriptor::FileLine>> = Vec::with_capacity(threads);
+    let mut lines = lines.into_iter();
+    loop {
+        let part: Vec<_> = lines.by_ref().take(per).collect();
+        if part.is_empty() {
+            break;
+        }
+        parts.push(part);
     }
-    if let Some(first) = dirs.get(name) {
-        return Some(format!(
-            "line {first} places a file in a directory of this name; a path is either a file \
-             or a directory"
-        ));
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = parts
+            .into_iter()
+            .map(|part| scope.spawn(move || plan_part(part, source, options)))
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().expect("a planning thread panicked"))
+            .collect()
+    })
+}
+
+/// The file names seen so far, each once in one arena, and the directories they make: what
+/// the name check of a line needs of every earlier line (about 60 bytes a name).
+#[derive(Default)]
+struct Names {
+    arena: String,
+    /// (start in the arena, length, line) of each name.
+    index: hashbrown::HashTable<(usize, u32, u32)>,
+    hasher: hashbrown::DefaultHashBuilder,
+    /// Directories with the first line that made each.
+    dirs: HashMap<String, usize>,
+}
+
+impl Names {
+    fn hash(&self, name: &str) -> u64 {
+        use std::hash::BuildHasher;
+        self.hasher.hash_one(name)
     }
-    for (at, _) in name.match_indices('/') {
-        if let Some(first) = names.get(&name[..at]) {
-            return Some(format!(
-                "`{}` is the file of line {first}, so it cannot be a directory; a path is \
-                 either a file or a directory",
-                &name[..at]
+
+    /// The line of the earlier file `name`, if any.
+    fn line_of(&self, name: &str) -> Option<usize> {
+        let arena = &self.arena;
+        self.index
+            .find(self.hash(name), |&(at, len, _)| {
+                &arena[at..at + len as usize] == name
+            })
+            .map(|&(_, _, line)| line as usize)
+    }
+
+    /// `result`, or the error of a name that clashes with an earlier line's (which is then
+    /// noted as taken).
+    fn check(&mut self, result: Result<Entry, DeskriptorError>) -> Result<Entry, DeskriptorError> {
+        let entry = result?;
+        let name = entry.file_name();
+        if let Some(why) = self.clash(name) {
+            return Err(DeskriptorError::new(
+                entry.line,
+                "name",
+                name.to_string(),
+                why,
             ));
         }
+        for (at, _) in name.match_indices('/') {
+            if !self.dirs.contains_key(&name[..at]) {
+                self.dirs.insert(name[..at].to_string(), entry.line);
+            }
+        }
+        let hash = self.hash(name);
+        let at = self.arena.len();
+        self.arena.push_str(name);
+        let (arena, hasher) = (&self.arena, &self.hasher);
+        self.index.insert_unique(
+            hash,
+            (at, name.len() as u32, entry.line as u32),
+            |&(at, len, _)| {
+                use std::hash::BuildHasher;
+                hasher.hash_one(&arena[at..at + len as usize])
+            },
+        );
+        Ok(entry)
     }
-    None
+
+    /// Why file `name` cannot join the names so far: the same name, a name that is a
+    /// directory of another, or one whose directory is another's file.
+    fn clash(&self, name: &str) -> Option<String> {
+        if let Some(first) = self.line_of(name) {
+            return Some(format!(
+                "duplicate file name, line {first} already has it; give each line a distinct \
+                 `name` (or remove the duplicate line)"
+            ));
+        }
+        if let Some(first) = self.dirs.get(name) {
+            return Some(format!(
+                "line {first} places a file in a directory of this name; a path is either a \
+                 file or a directory"
+            ));
+        }
+        for (at, _) in name.match_indices('/') {
+            if let Some(first) = self.line_of(&name[..at]) {
+                return Some(format!(
+                    "`{}` is the file of line {first}, so it cannot be a directory; a path is \
+                     either a file or a directory",
+                    &name[..at]
+                ));
+            }
+        }
+        None
+    }
 }

@@ -346,18 +346,19 @@ pub fn split_lines(bytes: &[u8]) -> Vec<FileLine> {
     pieces
         .into_iter()
         .enumerate()
-        .map(|(i, piece)| {
-            let piece = piece.strip_suffix(b"\r").unwrap_or(piece);
-            let text = match std::str::from_utf8(piece) {
-                Ok(s) => Ok(s.to_string()),
-                Err(e) => Err(not_utf8(i + 1, piece, e.valid_up_to())),
-            };
-            FileLine {
-                number: i + 1,
-                text,
-            }
-        })
+        .map(|(i, piece)| file_line(i + 1, piece))
         .collect()
+}
+
+/// Line `number` of a deskriptors file from its bytes (without the `\n`; an `\r` before it is
+/// dropped); an error naming the first bad byte when it is not valid UTF-8.
+pub fn file_line(number: usize, bytes: &[u8]) -> FileLine {
+    let piece = bytes.strip_suffix(b"\r").unwrap_or(bytes);
+    let text = match std::str::from_utf8(piece) {
+        Ok(s) => Ok(s.to_string()),
+        Err(e) => Err(not_utf8(number, piece, e.valid_up_to())),
+    };
+    FileLine { number, text }
 }
 
 /// The error of a line whose byte at `at` (0-based) starts no valid UTF-8 character. The value

@@ -540,8 +540,7 @@ impl DatasetFs {
             node.positions.store(n as u64, Ordering::Relaxed);
         }
         for (l, node) in next.order.iter().enumerate() {
-            node.positions
-                .fetch_or((l as u64) << 32, Ordering::Relaxed);
+            node.positions.fetch_or((l as u64) << 32, Ordering::Relaxed);
         }
         next.make_dirs(&mut self.dir_inos.lock().expect("poisoned"), &self.next_ino);
         let mut failures = self.failures.lock().expect("poisoned");
@@ -974,7 +973,12 @@ impl DatasetFs {
             XATTR_CACHED.to_string(),
             XATTR_PROVENANCE.to_string(),
         ];
-        if self.failures.lock().expect("poisoned").contains_key(&node.ino) {
+        if self
+            .failures
+            .lock()
+            .expect("poisoned")
+            .contains_key(&node.ino)
+        {
             names.push(XATTR_ERROR.to_string());
         }
         Ok(names)

@@ -766,14 +766,76 @@ async fn names_with_slashes_make_directories_that_reloads_keep() {
     let unnamed = r#"{"time": "2023-01-02T05:00", "latitude": 0, "longitude": 0, "variable": "2m_temperature"}"#;
     let text = format!("{unnamed}\n{}", line("kept", 1));
     let catalog = Catalog::from_text(&text, &source, options);
-    let got: Vec<&str> = catalog
-        .entries
-        .iter()
-        .map(|e| e.file_name())
-        .collect();
+    let got: Vec<&str> = catalog.entries.iter().map(|e| e.file_name()).collect();
     assert!(
         got[0].starts_with("2m_temperature/2023/01/2m_temperature_20230102T05_"),
         "{got:?}"
     );
     assert_eq!(got[1], "kept.nc", "named files place themselves");
+}
+
+/// A catalog read in batches (as `validate` and `list` stream it) gives the same entries and
+/// errors as one read whole: names checked across batch boundaries (a duplicate, a file that
+/// is another line's directory), blank lines, CRLF, a line that is not UTF-8, no final newline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_catalog_read_in_batches_equals_one_read_whole() {
+    let source = Source::open_store("memory://synthetic", common::synthetic_store().await)
+        .await
+        .unwrap();
+    let line = |name: &str, hour: u32| {
+        format!(
+            r#"{{"name": "{name}", "time": "2023-01-01T{hour:02}:00", "latitude": 0, "longitude": 0, "variable": "2m_temperature"}}"#
+        )
+        .into_bytes()
+    };
+    let mut bytes = Vec::new();
+    for part in [
+        line("a", 1),
+        line("d/x", 2),
+        b"".to_vec(),
+        line("b", 3),
+        line("a", 4),
+        b"{\"name\": \"\xff\"}".to_vec(),
+        line("d", 5),
+        line("d.nc/y", 6),
+        line("c", 7),
+    ] {
+        bytes.extend(part);
+        bytes.extend(b"\r\n");
+    }
+    bytes.extend(line("last", 8));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("d.jsonl");
+    std::fs::write(&path, &bytes).unwrap();
+    let whole = Catalog::from_lines(
+        sodeda_era5::deskriptor::split_lines(&bytes),
+        &source,
+        PlanOptions::default(),
+    );
+    for batch in [1, 2, 3, 100] {
+        let (mut entries, mut errors) = (Vec::new(), Vec::new());
+        Catalog::scan_in_batches(&path, &source, PlanOptions::default(), batch, |r| match r {
+            Ok(e) => entries.push(e),
+            Err(e) => errors.push(e),
+        })
+        .unwrap();
+        let names: Vec<&str> = entries.iter().map(|e| e.file_name()).collect();
+        assert_eq!(
+            names,
+            ["a.nc", "d/x.nc", "b.nc", "d.nc", "c.nc", "last.nc"],
+            "batch {batch}"
+        );
+        let lines: Vec<usize> = errors.iter().map(|e| e.line).collect();
+        assert_eq!(lines, [5, 6, 8], "batch {batch}: {errors:?}");
+        assert!(errors[0].message.contains("line 1 already has it"));
+        assert!(errors[1].message.contains("UTF-8"), "{}", errors[1]);
+        assert!(
+            errors[2].message.contains("is the file of line 7"),
+            "{}",
+            errors[2]
+        );
+        let whole_names: Vec<&str> = whole.entries.iter().map(|e| e.file_name()).collect();
+        assert_eq!(names, whole_names);
+        assert_eq!(errors, whole.errors);
+    }
 }

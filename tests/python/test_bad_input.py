@@ -27,7 +27,7 @@ EXPECTED = {
     6: ["field `latitude`", "selects no points"],
     7: ["field `time.step`", "at least 1"],
     9: ["field `name`", "duplicate file name, line 8 already has it"],
-    10: ["field `name`", "`/`"],
+    10: ["field `name`", "`//`"],
     11: ["field `name`", "`..`"],
     12: ["field `name`", "NUL"],
     13: ["field `name`", "at most 255 are allowed"],
