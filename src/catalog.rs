@@ -11,6 +11,8 @@
 use std::collections::HashMap;
 use std::path::Path;
 
+pub mod index;
+
 use crate::deskriptor::{self, Deskriptor, DeskriptorError};
 use crate::plan::{Plan, PlanOptions};
 use crate::source::Source;
@@ -163,6 +165,28 @@ impl Catalog {
         Ok(catalog)
     }
 
+    /// Like [`Catalog::load`], keeping the result under the cache version directory `dir`:
+    /// an unchanged file over an unchanged source, with the same options and the same build,
+    /// is read back instead of planned again (see [`index`]).
+    pub fn load_indexed(
+        path: &Path,
+        source: &Source,
+        options: PlanOptions,
+        dir: &Path,
+    ) -> std::io::Result<Catalog> {
+        let bytes = std::fs::read(path)?;
+        let key = index::key(&bytes, source, options);
+        if let Some(catalog) = index::read(dir, &key) {
+            tracing::debug!("catalog of {} read from its index", path.display());
+            return Ok(catalog);
+        }
+        let mut catalog = Catalog::default();
+        Self::scan_reader(&bytes[..], source, options, BATCH, |r| catalog.push(r))?;
+        drop(bytes);
+        index::write(dir, &key, &catalog);
+        Ok(catalog)
+    }
+
     /// Plans the lines of `text`.
     pub fn from_text(text: &str, source: &Source, options: PlanOptions) -> Catalog {
         Self::from_lines(deskriptor::split_lines(text.as_bytes()), source, options)
@@ -208,10 +232,21 @@ impl Catalog {
         source: &Source,
         options: PlanOptions,
         batch_lines: usize,
+        each: impl FnMut(Result<Entry, DeskriptorError>),
+    ) -> std::io::Result<()> {
+        let reader = std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(path)?);
+        Self::scan_reader(reader, source, options, batch_lines, each)
+    }
+
+    /// [`Catalog::scan_in_batches`] over the lines of `reader`.
+    fn scan_reader(
+        mut reader: impl std::io::BufRead,
+        source: &Source,
+        options: PlanOptions,
+        batch_lines: usize,
         mut each: impl FnMut(Result<Entry, DeskriptorError>),
     ) -> std::io::Result<()> {
         let batch_lines = batch_lines.max(1);
-        let mut reader = std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(path)?);
         let mut names = Names::default();
         let mut number = 0;
         let mut buf = Vec::new();
@@ -219,7 +254,7 @@ impl Catalog {
             let mut batch = Vec::with_capacity(batch_lines);
             while batch.len() < batch_lines {
                 buf.clear();
-                if std::io::BufRead::read_until(&mut reader, b'\n', &mut buf)? == 0 {
+                if reader.read_until(b'\n', &mut buf)? == 0 {
                     break;
                 }
                 number += 1;

@@ -425,9 +425,23 @@ impl Common {
         })
     }
 
+    /// The catalog of the deskriptors file, read back from its index in the cache when
+    /// neither the file, the source, the options nor the build changed.
     fn load_catalog(&self, source: &Source) -> Result<Catalog> {
-        Catalog::load(&self.deskriptors, source, self.plan_options()?)
-            .with_context(|| format!("reading {}", self.deskriptors.display()))
+        let (path, options) = (&self.deskriptors, self.plan_options()?);
+        match self.catalog_index_dir() {
+            Some(dir) => Catalog::load_indexed(path, source, options, &dir),
+            None => Catalog::load(path, source, options),
+        }
+        .with_context(|| format!("reading {}", path.display()))
+    }
+
+    /// Where catalog indexes are kept: beside the cache's entries (the cache is made, and
+    /// checked, first); `None` when the cache's directories are not this user's own.
+    fn catalog_index_dir(&self) -> Option<PathBuf> {
+        let cache = LocalCache::open(&self.cache).ok()?;
+        let dir = cache.dir().to_path_buf();
+        crate::catalog::index::usable_dir(&self.cache, &dir).then_some(dir)
     }
 }
 
@@ -893,16 +907,21 @@ async fn mount(common: &Common, args: &MountArgs) -> Result<ExitCode> {
         every: std::time::Duration::from_secs(args.source_check_interval),
         check: check.clone(),
     });
+    let index_dir = common.catalog_index_dir();
     let reload: crate::mount::Reloader = Arc::new(move || {
         let (path, source, check) = (path.clone(), source.clone(), check.clone());
+        let index_dir = index_dir.clone();
         Box::pin(async move {
             // The store's version too: a reload picks up a store update at once.
             if let Err(e) = check().await {
                 tracing::warn!("reload: reading the store's version: {e:#}");
             }
             let catalog = tokio::task::spawn_blocking(move || {
-                Catalog::load(&path, &source, plan_options)
-                    .with_context(|| format!("reading {}", path.display()))
+                match &index_dir {
+                    Some(dir) => Catalog::load_indexed(&path, &source, plan_options, dir),
+                    None => Catalog::load(&path, &source, plan_options),
+                }
+                .with_context(|| format!("reading {}", path.display()))
             })
             .await??;
             if strict && !catalog.errors.is_empty() {

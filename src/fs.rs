@@ -221,7 +221,9 @@ struct Table {
     /// Listing order (the file's line order).
     order: Vec<Arc<FileNode>>,
     /// Name order.
-    by_name_sorted: Vec<Arc<FileNode>>,
+    /// Sorted when first needed (readahead in name order): at a million files the sort took
+    /// a second of the mount's start.
+    by_name_sorted: std::sync::OnceLock<Vec<Arc<FileNode>>>,
     by_name: NameIndex,
     by_ino: HashMap<u64, Arc<FileNode>>,
     /// Directories below the root, by inode (none while no name holds a `/`).
@@ -254,6 +256,18 @@ fn leaf(path: &str) -> &str {
 }
 
 impl Table {
+    /// The files in name order; each node's name position is set when this is first made.
+    fn names_sorted(&self) -> &Vec<Arc<FileNode>> {
+        self.by_name_sorted.get_or_init(|| {
+            let mut sorted = self.order.clone();
+            sorted.sort_unstable_by(|a, b| a.entry.file_name().cmp(b.entry.file_name()));
+            for (n, node) in sorted.iter().enumerate() {
+                node.positions.fetch_or(n as u64, Ordering::Relaxed);
+            }
+            sorted
+        })
+    }
+
     /// Builds the directories of the names that hold a `/`, giving each directory path the
     /// inode `inos` keeps for it (a new one the first time).
     fn make_dirs(&mut self, inos: &mut HashMap<String, u64>, next_ino: &AtomicU64) {
@@ -533,14 +547,8 @@ impl DatasetFs {
             summary.retired.push(gone.ino);
         }
         summary.files = next.order.len();
-        next.by_name_sorted = next.order.clone();
-        next.by_name_sorted
-            .sort_by(|a, b| a.entry.file_name().cmp(b.entry.file_name()));
-        for (n, node) in next.by_name_sorted.iter().enumerate() {
-            node.positions.store(n as u64, Ordering::Relaxed);
-        }
         for (l, node) in next.order.iter().enumerate() {
-            node.positions.fetch_or((l as u64) << 32, Ordering::Relaxed);
+            node.positions.store((l as u64) << 32, Ordering::Relaxed);
         }
         next.make_dirs(&mut self.dir_inos.lock().expect("poisoned"), &self.next_ino);
         let mut failures = self.failures.lock().expect("poisoned");
@@ -903,10 +911,11 @@ impl DatasetFs {
             if !table.by_ino.contains_key(&node.ino) {
                 return; // a file a reload removed
             }
+            let by_name = table.names_sorted();
             let pos = node.positions();
             let (order, list, at) = match self.readahead.note(pos) {
                 Some(Order::Lines) => (Order::Lines, &table.order, pos.0),
-                Some(Order::Names) => (Order::Names, &table.by_name_sorted, pos.1),
+                Some(Order::Names) => (Order::Names, by_name, pos.1),
                 None => return,
             };
             let span = self.readahead.span(order, at);

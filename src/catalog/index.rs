@@ -1,0 +1,348 @@
+//! A catalog kept on disk, so that a mount of an unchanged deskriptors file does not plan a
+//! million lines again: the entries and errors of the last planning, under a key that changes
+//! whenever the planning could come out differently.
+//!
+//! Key: SHA-256 over the deskriptors file's bytes, the source's fingerprint
+//! ([`fingerprint`]: URL, variables, coordinates' values, attributes, the store version plans
+//! use), the plan options, the index format and the running executable (its size and mtime: a
+//! new build never reads an older build's index). An index under another key is never read.
+//!
+//! On disk: `<cache>/v<N>/catalogs/<32 hex of the key>.idx`, written to a temporary file and
+//! renamed; a CRC-32C of everything before it ends the file, and a file that fails it (torn,
+//! damaged) is ignored and replaced. Opened without following symlinks and only when owned
+//! by this user and writable by no one else, like the block-table logs. At most [`KEEP`]
+//! indexes are kept (the oldest are removed).
+
+use std::io::{Read, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use super::{Catalog, Entry};
+use crate::deskriptor::DeskriptorError;
+use crate::plan::PlanOptions;
+use crate::source::Source;
+
+/// The index format; part of the key.
+const FORMAT: &[u8] = b"sodeda-era5 catalog index 1\n";
+/// Indexes kept per cache.
+pub const KEEP: usize = 3;
+
+/// The key of a catalog of the file `bytes` over `source` with `options`.
+pub fn key(bytes: &[u8], source: &Source, options: PlanOptions) -> String {
+    let mut h = Sha256::new();
+    h.update(FORMAT);
+    h.update(Sha256::digest(bytes));
+    h.update(fingerprint(source));
+    h.update(format!(
+        "{}|{}|{:?}\n",
+        options.format.as_str(),
+        options.max_file_size,
+        options.layout
+    ));
+    if let Some(m) = std::env::current_exe()
+        .ok()
+        .and_then(|p| std::fs::metadata(p).ok())
+    {
+        h.update(format!(
+            "exe {} {} {}\n",
+            m.len(),
+            m.mtime(),
+            m.mtime_nsec()
+        ));
+    }
+    hex::encode(&h.finalize()[..16])
+}
+
+/// A digest of everything of `source` that planning reads.
+pub fn fingerprint(source: &Source) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(format!("url {}\n", source.url));
+    h.update(format!(
+        "attributes {}\n",
+        serde_json::Value::Object(source.attributes.clone())
+    ));
+    let v = source.freshness.for_plans();
+    h.update(format!(
+        "version {:?} {:?}\n",
+        v.last_updated, v.valid_time_stop
+    ));
+    for (name, var) in &source.variables {
+        h.update(format!(
+            "variable {name} {:?} {:?} {:?} {:?} {} {}\n",
+            var.dims,
+            var.shape,
+            var.chunks,
+            var.fill_value.map(f32::to_bits),
+            var.blosc_blocks,
+            serde_json::Value::Object(var.attributes.clone())
+        ));
+    }
+    for (name, c) in &source.coordinates {
+        h.update(format!(
+            "coordinate {name} {} {} {} {}\n",
+            c.values.len(),
+            c.integer,
+            serde_json::Value::Object(c.attributes.clone()),
+            c.time.as_ref().map_or(String::new(), |t| format!(
+                "{} {} {}",
+                t.epoch, t.unit_seconds, t.units
+            ))
+        ));
+        for v in &c.values {
+            h.update(v.to_bits().to_le_bytes());
+        }
+    }
+    h.finalize().into()
+}
+
+/// Whether indexes may be kept under `dir` (a cache version directory inside `cache`): both
+/// exist as real directories (no symlink) of this user, writable by no one else. A cache that
+/// does not exist yet, or that the cache itself would refuse, gets no index.
+pub fn usable_dir(cache: &Path, dir: &Path) -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    [cache, dir].iter().all(|d| {
+        d.symlink_metadata()
+            .is_ok_and(|m| m.is_dir() && m.uid() == me && m.mode() & 0o022 == 0)
+    })
+}
+
+/// Where the index of `key` lives under the cache version directory `dir`.
+pub fn path_of(dir: &Path, key: &str) -> PathBuf {
+    dir.join("catalogs").join(format!("{key}.idx"))
+}
+
+/// The catalog kept under `key`, if there is a sound one.
+pub fn read(dir: &Path, key: &str) -> Option<Catalog> {
+    let path = path_of(dir, key);
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(&path)
+        .ok()?;
+    let m = file.metadata().ok()?;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if !m.is_file() || m.uid() != me || m.mode() & 0o022 != 0 {
+        tracing::warn!("not reading the catalog index {}: not a regular file of this user, writable by no one else", path.display());
+        return None;
+    }
+    let mut data = Vec::with_capacity(m.len() as usize);
+    file.read_to_end(&mut data).ok()?;
+    let parsed = decode(&data);
+    if parsed.is_none() {
+        tracing::warn!("ignoring the damaged catalog index {}", path.display());
+    }
+    parsed
+}
+
+/// Keeps `catalog` under `key` (a failure is only logged: the index is an optimisation).
+pub fn write(dir: &Path, key: &str, catalog: &Catalog) {
+    if let Err(e) = try_write(dir, key, catalog) {
+        tracing::warn!("cannot keep the catalog index in {}: {e}", dir.display());
+    }
+}
+
+fn try_write(dir: &Path, key: &str, catalog: &Catalog) -> std::io::Result<()> {
+    let path = path_of(dir, key);
+    let parent = path.parent().expect("has a parent");
+    match std::fs::create_dir(parent) {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(e),
+        _ => {}
+    }
+    if !parent.symlink_metadata()?.is_dir() {
+        return Err(std::io::Error::other(format!(
+            "{} is not a directory",
+            parent.display()
+        )));
+    }
+    let data = encode(catalog);
+    let tmp = parent.join(format!(".{key}.{}.tmp", std::process::id()));
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&tmp)?;
+    let written = file.write_all(&data).and_then(|()| file.sync_data());
+    if let Err(e) = written.and_then(|()| std::fs::rename(&tmp, &path)) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    prune(parent);
+    Ok(())
+}
+
+/// Removes all but the [`KEEP`] most recent indexes.
+fn prune(dir: &Path) {
+    let Ok(read) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut found: Vec<(std::time::SystemTime, PathBuf)> = read
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".idx"))
+        .filter_map(|e| {
+            let m = e.path().symlink_metadata().ok()?;
+            let modified = m.modified().ok()?;
+            m.is_file().then(|| (modified, e.path()))
+        })
+        .collect();
+    found.sort();
+    let extra = found.len().saturating_sub(KEEP);
+    for (_, p) in found.into_iter().take(extra) {
+        let _ = std::fs::remove_file(p);
+    }
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    out.extend_from_slice(&(s.len() as u32).to_le_bytes());
+    out.extend_from_slice(s.as_bytes());
+}
+
+/// The bytes of `catalog` in the index format.
+fn encode(catalog: &Catalog) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64 + catalog.entries.len() * 256);
+    out.extend_from_slice(FORMAT);
+    out.extend_from_slice(&(catalog.entries.len() as u64).to_le_bytes());
+    out.extend_from_slice(&(catalog.errors.len() as u64).to_le_bytes());
+    for e in &catalog.entries {
+        for n in [e.line as u64, e.size, e.first_time as u64, e.mtime as u64] {
+            out.extend_from_slice(&n.to_le_bytes());
+        }
+        out.push(u8::from(e.provisional));
+        put_str(&mut out, e.file_name());
+        put_str(&mut out, e.identity());
+        put_str(&mut out, e.raw());
+    }
+    for e in &catalog.errors {
+        out.extend_from_slice(&(e.line as u64).to_le_bytes());
+        put_str(&mut out, &e.field);
+        put_str(&mut out, &e.value);
+        put_str(&mut out, &e.message);
+    }
+    let crc = crc32c::crc32c(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out
+}
+
+/// Reads bytes written by [`encode`]; `None` if they are not exactly that.
+fn decode(data: &[u8]) -> Option<Catalog> {
+    let (body, crc) = data.split_at_checked(data.len().checked_sub(4)?)?;
+    if crc32c::crc32c(body) != u32::from_le_bytes(crc.try_into().ok()?) {
+        return None;
+    }
+    let mut r = Reader {
+        data: body.strip_prefix(FORMAT)?,
+    };
+    let (n_entries, n_errors) = (r.u64()? as usize, r.u64()? as usize);
+    let mut catalog = Catalog {
+        entries: Vec::with_capacity(n_entries.min(body.len() / 32)),
+        errors: Vec::new(),
+    };
+    for _ in 0..n_entries {
+        let (line, size, first_time, mtime) = (r.u64()?, r.u64()?, r.u64()?, r.u64()?);
+        let provisional = r.take(1)?[0] != 0;
+        let (name, identity, raw) = (r.str()?, r.str()?, r.str()?);
+        catalog.entries.push(Entry::new(
+            line as usize,
+            raw,
+            name,
+            identity,
+            size,
+            first_time as usize,
+            mtime as i64,
+            provisional,
+        ));
+    }
+    for _ in 0..n_errors {
+        let line = r.u64()? as usize;
+        let (field, value, message) = (r.str()?, r.str()?, r.str()?);
+        catalog
+            .errors
+            .push(DeskriptorError::new(line, field, value, message));
+    }
+    r.data.is_empty().then_some(catalog)
+}
+
+struct Reader<'a> {
+    data: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let (head, rest) = self.data.split_at_checked(n)?;
+        self.data = rest;
+        Some(head)
+    }
+
+    fn u64(&mut self) -> Option<u64> {
+        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
+    }
+
+    fn str(&mut self) -> Option<&'a str> {
+        let n = u32::from_le_bytes(self.take(4)?.try_into().ok()?) as usize;
+        std::str::from_utf8(self.take(n)?).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Catalog {
+        Catalog {
+            entries: vec![
+                Entry::new(1, "{\"a\": 1}", "x/a.nc", "00ff", 10, 3, -5, false),
+                Entry::new(3, "{\"b\": 2}", "b.nc", "11ee", 20, 0, 7, true),
+            ],
+            errors: vec![DeskriptorError::new(2, "name", "\"\"", "empty")],
+        }
+    }
+
+    #[test]
+    fn an_index_reads_back_exactly_and_damage_is_refused() {
+        let c = sample();
+        let bytes = encode(&c);
+        let back = decode(&bytes).unwrap();
+        assert_eq!(back.entries, c.entries);
+        assert_eq!(back.errors, c.errors);
+        for cut in [0, 1, bytes.len() / 2, bytes.len() - 1] {
+            assert!(decode(&bytes[..cut]).is_none(), "cut at {cut}");
+        }
+        let mut flipped = bytes.clone();
+        flipped[40] ^= 1;
+        assert!(decode(&flipped).is_none());
+    }
+
+    #[test]
+    fn indexes_are_kept_read_back_and_a_symlink_or_stray_file_is_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "k1", &sample());
+        assert_eq!(read(dir.path(), "k1").unwrap().entries, sample().entries);
+        assert!(read(dir.path(), "k2").is_none());
+        // A symlink in place of an index is not followed.
+        let link = path_of(dir.path(), "k3");
+        std::os::unix::fs::symlink(path_of(dir.path(), "k1"), &link).unwrap();
+        assert!(read(dir.path(), "k3").is_none());
+        // Garbage is ignored, and a write replaces it.
+        std::fs::write(path_of(dir.path(), "k4"), b"junk").unwrap();
+        assert!(read(dir.path(), "k4").is_none());
+        write(dir.path(), "k4", &sample());
+        assert!(read(dir.path(), "k4").is_some());
+        // Only the most recent KEEP are kept.
+        for k in 5..12 {
+            write(dir.path(), &format!("k{k}"), &sample());
+        }
+        let kept = std::fs::read_dir(dir.path().join("catalogs"))
+            .unwrap()
+            .filter(|e| {
+                let e = e.as_ref().unwrap();
+                e.file_name().to_string_lossy().ends_with(".idx")
+                    && e.path().symlink_metadata().unwrap().is_file()
+            })
+            .count();
+        assert_eq!(kept, KEEP);
+    }
+}
