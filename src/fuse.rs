@@ -173,9 +173,11 @@ impl Filesystem for FuseAdapter {
         let ok = config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
             && config.set_max_stack_depth(2).is_ok();
         self.passthrough.store(ok, Ordering::Relaxed);
-        // Listing returns the attributes too, so `ls -l` needs no lookup per file.
+        // Listing returns the attributes too, so `ls -l` needs no lookup per file; adaptively
+        // (the kernel asks for them once it sees them used), so that `ls -f` of a million
+        // files does not make the kernel build a million inodes it will not use.
         let plus = config
-            .add_capabilities(InitFlags::FUSE_DO_READDIRPLUS)
+            .add_capabilities(InitFlags::FUSE_DO_READDIRPLUS | InitFlags::FUSE_READDIRPLUS_AUTO)
             .is_ok();
         tracing::debug!(
             passthrough = ok,
