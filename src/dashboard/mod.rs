@@ -142,7 +142,7 @@ fn selection_error(e: &DeskriptorError) -> String {
     s
 }
 
-fn query_value<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a str> {
+pub(crate) fn query_value<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a str> {
     pairs
         .iter()
         .rev()
@@ -549,12 +549,27 @@ async fn map(State(d): State<Shared>, Query(pairs): Pairs) -> Response {
     }
 }
 
-async fn files(State(d): State<Shared>) -> Response {
-    let listed = blocking(&d, |d| {
+/// Files per `/api/files` answer unless `limit` says otherwise, and the most it may say.
+const API_LIMIT: (usize, usize) = (1000, 10_000);
+
+/// `/api/files?offset=N&limit=N&find=TEXT`: a page of the files (whose name contains TEXT),
+/// with the number that match in all; the first [`API_LIMIT`] bad lines and their count.
+async fn files(State(d): State<Shared>, Query(pairs): Pairs) -> Response {
+    let number = |k: &str, default: usize| {
+        query_value(&pairs, k)
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(default)
+    };
+    let (offset, limit) = (
+        number("offset", 0),
+        number("limit", API_LIMIT.0).min(API_LIMIT.1),
+    );
+    let find = query_value(&pairs, "find").unwrap_or("").to_string();
+    let listed = blocking(&d, move |d| {
         d.catalog().map(|c| {
-            let rows: Vec<_> = c
-                .entries
-                .iter()
+            let (page, total) = crate::catalog::page(&c.entries, &find, offset, limit);
+            let rows: Vec<_> = page
+                .into_iter()
                 .map(|e| {
                     serde_json::json!({
                         "line": e.line,
@@ -564,8 +579,20 @@ async fn files(State(d): State<Shared>) -> Response {
                     })
                 })
                 .collect();
-            let errors: Vec<String> = c.errors.iter().map(|e| e.to_string()).collect();
-            serde_json::json!({"files": rows, "errors": errors})
+            let errors: Vec<String> = c
+                .errors
+                .iter()
+                .take(API_LIMIT.1)
+                .map(|e| e.to_string())
+                .collect();
+            serde_json::json!({
+                "files": rows,
+                "total": total,
+                "offset": offset,
+                "limit": limit,
+                "errors": errors,
+                "error_count": c.errors.len(),
+            })
         })
     })
     .await;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use maud::{html, Markup, PreEscaped, DOCTYPE};
 
 use super::preview::{Axes, SelectionForm, View};
-use super::Dashboard;
+use super::{query_value, Dashboard};
 use crate::catalog::Catalog;
 use crate::flow::Origin;
 use crate::plan::Plan;
@@ -308,11 +308,54 @@ fn files(p: &PageData) -> Markup {
             h2 { "Files" }
             div.error role="alert" { (e) }
         },
-        Ok(c) => html! {
-            h2 { "Files (" (c.entries.len()) ")" }
+        Ok(c) => {
+            let find = query_value(&p.query, "find")
+                .unwrap_or("")
+                .trim()
+                .to_string();
+            let page_no: usize = query_value(&p.query, "files")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            let (rows, total) = crate::catalog::page(
+                &c.entries,
+                &find,
+                page_no.saturating_mul(MAX_ROWS),
+                MAX_ROWS,
+            );
+            let pages = total.div_ceil(MAX_ROWS).max(1);
+            // Links to other pages keep the rest of the query (the previewed selection).
+            let at = |n: usize| {
+                let mut pairs: Vec<(String, String)> = p
+                    .query
+                    .iter()
+                    .filter(|(k, _)| k != "files")
+                    .cloned()
+                    .collect();
+                pairs.push(("files".into(), n.to_string()));
+                url("/", &pairs)
+            };
+            let kept: Vec<&(String, String)> = p
+                .query
+                .iter()
+                .filter(|(k, _)| k != "files" && k != "find")
+                .collect();
+            html! {
+            h2 { "Files (" (total) @if !find.is_empty() { " named *" (find) "*, of " (c.entries.len()) } ")" }
+            form #find-form method="get" action="/" {
+                @for (k, v) in &kept { input type="hidden" name=(k) value=(v); }
+                label { "Find " input #find type="search" name="find" value=(find) placeholder="part of a name"; }
+                button type="submit" { "Find" }
+            }
+            @if pages > 1 {
+                p.meta #file-pages {
+                    "page " (page_no.min(pages - 1) + 1) " of " (pages) " "
+                    @if page_no > 0 { a #prev-page href=(at(page_no.min(pages) - 1)) { "previous" } " " }
+                    @if page_no + 1 < pages { a #next-page href=(at(page_no + 1)) { "next" } }
+                }
+            }
             table #file-table {
                 tr { th { "name" } th { "size" } th { "cache" } th {} }
-                @for e in c.entries.iter().take(MAX_ROWS) {
+                @for e in rows {
                     tr {
                         td { code { (e.file_name()) } }
                         td.size { (human_size(e.size)) }
@@ -325,16 +368,17 @@ fn files(p: &PageData) -> Markup {
                     }
                 }
             }
-            @if c.entries.len() > MAX_ROWS {
-                p.meta { "… and " (c.entries.len() - MAX_ROWS) " more (all in " a href="/api/files" { "/api/files" } ")" }
-            }
             @if !c.errors.is_empty() {
                 h2 { "Bad lines (" (c.errors.len()) ")" }
                 ul #bad-lines {
-                    @for e in &c.errors { li { (e.to_string()) } }
+                    @for e in c.errors.iter().take(MAX_ROWS) { li { (e.to_string()) } }
+                }
+                @if c.errors.len() > MAX_ROWS {
+                    p.meta { "… and " (c.errors.len() - MAX_ROWS) " more (`sodeda-era5 validate` lists them all)" }
                 }
             }
-        },
+            }
+        }
     }
 }
 

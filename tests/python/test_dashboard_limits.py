@@ -144,3 +144,44 @@ def test_preview_concurrency_0_builds_only_the_listed_files(replica, tmp_path, d
     assert status == 403 and b"--preview-concurrency 0" in body, (status, body)
     assert get(d, "/map.png?file=multi_hour.nc")[0] == 200
     assert not any((tmp_path / "cache" / "previews").rglob("*.nc"))
+
+
+def test_the_file_list_pages_and_finds_without_listing_every_file(dashboards, replica,
+                                                                  tmp_path):
+    """A big set: the page shows 500 files at a time with previous/next links and a search
+    by part of the name; /api/files answers a page (offset, limit, find) and the total."""
+    import re
+    desk = tmp_path / "many.jsonl"
+    desk.write_text("".join(
+        f'{{"name": "f{i:04}", "time": "2023-01-01T00:00", "latitude": {i % 90}, '
+        f'"longitude": {i % 360}, "variable": "2m_temperature"}}\n' for i in range(1203)))
+    d = dashboards(replica, tmp_path / "cache", desk, tmp_path / "dashboard.log")
+
+    def rows(path):
+        status, body, _ = d.get(path)
+        assert status == 200
+        html = body.decode()
+        table = html.split('id="file-table"', 1)[1].split("</table>", 1)[0]
+        return html, re.findall(r"<code>([^<]+)</code>", table)
+
+    html, names = rows("/")
+    assert "Files (1203)" in html and "page 1 of 3" in html
+    assert names == [f"f{i:04}.nc" for i in range(500)]
+    nxt = re.search(r'id="next-page" href="([^"]+)"', html).group(1).replace("&amp;", "&")
+    html, names = rows(nxt)
+    assert names[0] == "f0500.nc" and len(names) == 500 and "page 2 of 3" in html
+    html, names = rows("/?files=2")
+    assert names == [f"f{i:04}.nc" for i in range(1000, 1203)]
+    assert 'id="next-page"' not in html and 'id="prev-page"' in html
+    html, names = rows("/?find=f11")
+    assert names == [f"f{i:04}.nc" for i in range(1100, 1200)]
+    assert "Files (100 named *f11*, of 1203)" in html
+
+    status, body, _ = d.get("/api/files?offset=1200&limit=10")
+    page = json.loads(body)
+    assert [f["name"] for f in page["files"]] == ["f1200.nc", "f1201.nc", "f1202.nc"]
+    assert (page["total"], page["offset"], page["limit"]) == (1203, 1200, 10)
+    page = json.loads(d.get("/api/files?find=f12&limit=2")[1])
+    assert [f["name"] for f in page["files"]] == ["f1200.nc", "f1201.nc"] and page["total"] == 3
+    page = json.loads(d.get("/api/files")[1])
+    assert len(page["files"]) == 1000 and page["total"] == 1203 and page["error_count"] == 0
