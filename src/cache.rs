@@ -223,6 +223,20 @@ fn recorded_checksum(file: &File) -> Recorded {
         .unwrap_or(Recorded::Missing)
 }
 
+
+/// An entry kept from eviction while this lives ([`LocalCache::pinned`]); dropping it unpins.
+#[derive(Debug)]
+pub struct Pin {
+    cache: LocalCache,
+    identity: String,
+}
+
+impl Drop for Pin {
+    fn drop(&mut self) {
+        self.cache.unpin(&self.identity);
+    }
+}
+
 #[cfg(test)]
 fn get_checksum(path: &Path) -> Option<u32> {
     match recorded_checksum(&File::open(path).ok()?) {
@@ -394,6 +408,15 @@ impl LocalCache {
     /// Bytes of entries this cache knows of (all entries when a size limit is set).
     pub fn size(&self) -> u64 {
         self.usage.lock().expect("poisoned").bytes
+    }
+
+    /// Pins the entry of `identity` (see [`LocalCache::pin`]) for as long as the guard lives.
+    pub fn pinned(&self, identity: &str) -> Pin {
+        self.pin(identity);
+        Pin {
+            cache: self.clone(),
+            identity: identity.to_string(),
+        }
     }
 
     /// Marks an entry as in use (an open file): it is not evicted until [`unpin`]ned.

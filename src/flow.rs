@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 
 use futures::future::{BoxFuture, FutureExt, Shared};
 
-use crate::cache::{CacheError, CachedFile, LocalCache};
+use crate::cache::{CacheError, CachedFile, LocalCache, Pin};
 use crate::encode::{self, EncodeError};
 use crate::fetch::{self, FetchError, FetchOptions};
 use crate::plan::Plan;
@@ -248,14 +248,30 @@ impl Flow {
         self
     }
 
+    /// Whether the file of `identity` (`size` bytes) is complete in the local cache.
+    pub fn is_cached(&self, identity: &str, size: u64) -> bool {
+        self.cache.contains(identity, size).is_some()
+    }
+
+    /// The local cache's file of `identity` (`size` bytes), open, counted as a cache hit.
+    pub fn local_hit(&self, identity: &str, size: u64) -> Option<CachedFile> {
+        let hit = self.cache.get(identity, size)?;
+        self.metrics.cache_hits.fetch_add(1, Ordering::Relaxed);
+        Some(hit)
+    }
+
+    /// Keeps the local entry of `identity` from eviction while the guard lives.
+    pub fn pin(&self, identity: &str) -> Pin {
+        self.cache.pinned(identity)
+    }
+
     /// Like [`Flow::materialize`], but concurrent calls for the same identity share one run.
     /// A failed run is logged once (with the file name and the cause) and then forgotten.
     pub async fn materialize_shared(
         &self,
         plan: &Plan,
     ) -> Result<(CachedFile, Origin), Arc<FlowError>> {
-        if let Some(hit) = self.cache.get(&plan.identity, plan.size) {
-            self.metrics.cache_hits.fetch_add(1, Ordering::Relaxed);
+        if let Some(hit) = self.local_hit(&plan.identity, plan.size) {
             return Ok((hit, Origin::Cache));
         }
         let run = {
@@ -288,8 +304,7 @@ impl Flow {
     /// descriptor, not the path (an entry evicted by another process meanwhile stays
     /// readable through it).
     pub async fn materialize(&self, plan: &Plan) -> Result<(CachedFile, Origin), FlowError> {
-        if let Some(hit) = self.cache.get(&plan.identity, plan.size) {
-            self.metrics.cache_hits.fetch_add(1, Ordering::Relaxed);
+        if let Some(hit) = self.local_hit(&plan.identity, plan.size) {
             return Ok((hit, Origin::Cache));
         }
         let mut replace = false;

@@ -385,6 +385,9 @@ fn file_ino(name: &str, identity: &str) -> u64 {
 struct Handle {
     node: Arc<FileNode>,
     file: OnceCell<Result<Arc<std::fs::File>, FsError>>,
+    /// The file's cache entry is never evicted while a handle is open (nor while a read on a
+    /// released handle still runs: the pin goes with the last reference).
+    _pin: crate::cache::Pin,
 }
 
 /// What a reload changed: what a cache of names and attributes (the kernel's) must forget.
@@ -791,14 +794,14 @@ impl DatasetFs {
         if !background {
             self.read_ahead(&node);
         }
-        // An open file's cache entry is never evicted (see LocalCache::pin).
-        self.flow.cache.pin(node.entry.identity());
         let fh = self.next_handle.fetch_add(1, Ordering::Relaxed);
+        let pin = self.flow.pin(node.entry.identity());
         self.handles.lock().expect("handles poisoned").insert(
             fh,
             Arc::new(Handle {
                 node,
                 file: OnceCell::new(),
+                _pin: pin,
             }),
         );
         Ok(fh)
@@ -815,9 +818,8 @@ impl DatasetFs {
 
     /// Forgets a file handle.
     pub fn release(&self, fh: u64) {
-        if let Some(h) = self.handles.lock().expect("handles poisoned").remove(&fh) {
-            self.flow.cache.unpin(h.node.entry.identity());
-        }
+        // Dropping the handle unpins its entry (once no read holds it).
+        self.handles.lock().expect("handles poisoned").remove(&fh);
     }
 
     /// Reads up to `size` bytes at `offset` through handle `fh`. The first read of a handle
@@ -941,8 +943,7 @@ impl DatasetFs {
                 cause,
             }
         };
-        if let Some(hit) = self.flow.cache.get(entry.identity(), entry.size) {
-            self.flow.metrics.cache_hits.fetch_add(1, Ordering::Relaxed);
+        if let Some(hit) = self.flow.local_hit(entry.identity(), entry.size) {
             return Ok(hit.file);
         }
         let plan = entry
@@ -1025,7 +1026,7 @@ impl DatasetFs {
             XATTR_IDENTITY => node.entry.identity().to_string(),
             XATTR_CACHED => {
                 let e = &node.entry;
-                if self.flow.cache.contains(e.identity(), e.size).is_some() {
+                if self.flow.is_cached(e.identity(), e.size) {
                     "yes".into()
                 } else {
                     "no".into()

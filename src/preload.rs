@@ -238,7 +238,7 @@ const WHOLE_DEMAND: f64 = 0.5;
 fn with_whole_chunks(flow: &Flow, entries: &[Entry], options: PlanOptions) -> Flow {
     let mut demand: HashMap<ChunkKey, f64> = HashMap::new();
     for e in entries {
-        if flow.cache.contains(e.identity(), e.size).is_some() {
+        if flow.is_cached(e.identity(), e.size) {
             continue;
         }
         if let Ok(plan) = e.plan(&flow.source, options) {
@@ -295,7 +295,7 @@ async fn read_ahead(
             let e = &entries[at];
             at += 1;
             files += 1;
-            if flow.cache.contains(e.identity(), e.size).is_some() {
+            if flow.is_cached(e.identity(), e.size) {
                 continue;
             }
             let Ok(plan) = e.plan(&flow.source, options) else {

@@ -113,7 +113,7 @@ struct Materialized {
     file: CachedFile,
     origin: Origin,
     /// Held for its drop (unpins).
-    _pinned: Pinned,
+    _pinned: crate::cache::Pin,
 }
 
 /// Why a preview has no file: the HTTP status and the message.
@@ -256,9 +256,8 @@ impl Dashboard {
         let flow = if listed {
             &self.flow
         } else {
-            let pinned = Pinned::new(&self.flow.cache, &plan.identity);
-            if let Some(file) = self.flow.cache.get(&plan.identity, plan.size) {
-                self.flow.metrics.cache_hits.fetch_add(1, Ordering::Relaxed);
+            let pinned = self.flow.pin(&plan.identity);
+            if let Some(file) = self.flow.local_hit(&plan.identity, plan.size) {
                 return Ok(Materialized {
                     file,
                     origin: Origin::Cache,
@@ -267,11 +266,11 @@ impl Dashboard {
             }
             &self.previews
         };
-        let pinned = Pinned::new(&flow.cache, &plan.identity);
-        let _permit = match flow.cache.contains(&plan.identity, plan.size) {
-            Some(_) => None,
-            None if listed => Some(self.builds.acquire().await.map_err(internal)?),
-            None => Some(self.preview_slot().await?),
+        let pinned = flow.pin(&plan.identity);
+        let _permit = match flow.is_cached(&plan.identity, plan.size) {
+            true => None,
+            false if listed => Some(self.builds.acquire().await.map_err(internal)?),
+            false => Some(self.preview_slot().await?),
         };
         let (file, origin) = flow.materialize_shared(plan).await.map_err(|e| {
             let message = format!("building {} failed: {}", plan.file_name, error_chain(&*e));
@@ -348,28 +347,6 @@ type Shared = Arc<Dashboard>;
 
 fn internal(e: impl std::fmt::Display) -> Refusal {
     (StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
-}
-
-/// A cache entry pinned for as long as this guard lives.
-struct Pinned {
-    cache: crate::cache::LocalCache,
-    identity: String,
-}
-
-impl Pinned {
-    fn new(cache: &crate::cache::LocalCache, identity: &str) -> Self {
-        cache.pin(identity);
-        Pinned {
-            cache: cache.clone(),
-            identity: identity.to_string(),
-        }
-    }
-}
-
-impl Drop for Pinned {
-    fn drop(&mut self) {
-        self.cache.unpin(&self.identity);
-    }
 }
 
 /// Runs `f` on the blocking pool: reading and planning a changed deskriptors file is disk and
@@ -575,7 +552,7 @@ async fn files(State(d): State<Shared>, Query(pairs): Pairs) -> Response {
                         "line": e.line,
                         "name": e.file_name(),
                         "size": e.size,
-                        "cached": d.flow.cache.contains(e.identity(), e.size).is_some(),
+                        "cached": d.flow.is_cached(e.identity(), e.size),
                     })
                 })
                 .collect();
@@ -649,7 +626,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cache = LocalCache::open(dir.path()).unwrap().with_max_size(150);
         let first = add(&cache, "aa01");
-        let guard = Pinned::new(&cache, "aa01");
+        let guard = cache.pinned("aa01");
         add(&cache, "bb02"); // over the limit, but the only older entry is pinned
         assert!(first.exists());
         drop(guard); // as when a request is dropped half-way

@@ -359,7 +359,7 @@ fn files(p: &PageData) -> Markup {
                     tr {
                         td { code { (e.file_name()) } }
                         td.size { (human_size(e.size)) }
-                        @if d.flow.cache.contains(e.identity(), e.size).is_some() {
+                        @if d.flow.is_cached(e.identity(), e.size) {
                             td.cached { "cached" }
                         } @else {
                             td.missing { "not built" }

@@ -151,7 +151,7 @@ impl Readahead {
     ) -> usize {
         let total = next.len();
         for (looked, entry) in next.into_iter().enumerate() {
-            if flow.cache.contains(entry.identity(), entry.size).is_some() {
+            if flow.is_cached(entry.identity(), entry.size) {
                 continue;
             }
             let Ok(permit) = self.running.clone().try_acquire_owned() else {
