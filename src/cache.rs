@@ -223,20 +223,6 @@ fn recorded_checksum(file: &File) -> Recorded {
         .unwrap_or(Recorded::Missing)
 }
 
-
-/// An entry kept from eviction while this lives ([`LocalCache::pinned`]); dropping it unpins.
-#[derive(Debug)]
-pub struct Pin {
-    cache: LocalCache,
-    identity: String,
-}
-
-impl Drop for Pin {
-    fn drop(&mut self) {
-        self.cache.unpin(&self.identity);
-    }
-}
-
 #[cfg(test)]
 fn get_checksum(path: &Path) -> Option<u32> {
     match recorded_checksum(&File::open(path).ok()?) {
@@ -311,6 +297,19 @@ fn absent_mark(file: &File) -> Option<(u64, String)> {
     let v = get_xattr(file, ABSENT_XATTR).ok()?;
     let (n, version) = v.split_once(' ').unwrap_or((v.as_str(), ""));
     Some((n.parse().ok()?, version.to_string()))
+}
+
+/// An entry kept from eviction while this lives ([`LocalCache::pinned`]); dropping it unpins.
+#[derive(Debug)]
+pub struct Pin {
+    cache: LocalCache,
+    identity: String,
+}
+
+impl Drop for Pin {
+    fn drop(&mut self) {
+        self.cache.unpin(&self.identity);
+    }
 }
 
 impl LocalCache {
