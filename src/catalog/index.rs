@@ -101,12 +101,15 @@ pub fn fingerprint(source: &Source) -> [u8; 32] {
 /// exist as real directories (no symlink) of this user, writable by no one else. A cache that
 /// does not exist yet, or that the cache itself would refuse, gets no index.
 pub fn usable_dir(cache: &Path, dir: &Path) -> bool {
+    own_dir(cache) && own_dir(dir)
+}
+
+/// Whether `d` is a real directory (not a symlink) of this user, writable by no one else.
+fn own_dir(d: &Path) -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
     let me = unsafe { libc::geteuid() };
-    [cache, dir].iter().all(|d| {
-        d.symlink_metadata()
-            .is_ok_and(|m| m.is_dir() && m.uid() == me && m.mode() & 0o022 == 0)
-    })
+    d.symlink_metadata()
+        .is_ok_and(|m| m.is_dir() && m.uid() == me && m.mode() & 0o022 == 0)
 }
 
 /// Where the index of `key` lives under the cache version directory `dir`.
@@ -117,6 +120,10 @@ pub fn path_of(dir: &Path, key: &str) -> PathBuf {
 /// The catalog kept under `key`, if there is a sound one.
 pub fn read(dir: &Path, key: &str) -> Option<Catalog> {
     let path = path_of(dir, key);
+    // The directory too: a symlinked `catalogs` could lead to indexes planted elsewhere.
+    if !own_dir(path.parent().expect("has a parent")) {
+        return None;
+    }
     let mut file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
@@ -152,9 +159,9 @@ fn try_write(dir: &Path, key: &str, catalog: &Catalog) -> std::io::Result<()> {
         Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(e),
         _ => {}
     }
-    if !parent.symlink_metadata()?.is_dir() {
+    if !own_dir(parent) {
         return Err(std::io::Error::other(format!(
-            "{} is not a directory",
+            "{} is not a directory of this user only",
             parent.display()
         )));
     }
@@ -326,6 +333,21 @@ mod tests {
         let link = path_of(dir.path(), "k3");
         std::os::unix::fs::symlink(path_of(dir.path(), "k1"), &link).unwrap();
         assert!(read(dir.path(), "k3").is_none());
+        // A symlinked `catalogs` directory is neither read nor written through.
+        let other = tempfile::tempdir().unwrap();
+        write(other.path(), "k1", &sample());
+        let linked = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(
+            other.path().join("catalogs"),
+            linked.path().join("catalogs"),
+        )
+        .unwrap();
+        assert!(
+            read(linked.path(), "k1").is_none(),
+            "an index reached through a symlink"
+        );
+        write(linked.path(), "k9", &sample());
+        assert!(!path_of(other.path(), "k9").exists());
         // Garbage is ignored, and a write replaces it.
         std::fs::write(path_of(dir.path(), "k4"), b"junk").unwrap();
         assert!(read(dir.path(), "k4").is_none());
