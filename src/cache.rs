@@ -124,6 +124,14 @@ fn open_at(dir: &OwnedFd, name: &str, flags: libc::c_int) -> io::Result<OwnedFd>
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// Whether `m` is of a file or directory of this user that no one else may write: the rule
+/// for what the project keeps beside the cache (block-table logs, catalog indexes).
+pub fn owned_privately(m: &std::fs::Metadata) -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    m.uid() == me && m.mode() & 0o022 == 0
+}
+
 /// Why an entry is not trusted (for the log; the entry is then rebuilt).
 fn untrusted(m: &std::fs::Metadata, what: &str) -> Option<String> {
     // SAFETY: geteuid has no preconditions and cannot fail.

@@ -190,15 +190,19 @@ impl Catalog {
         Ok(catalog)
     }
 
-    /// Like [`Catalog::load`], keeping the result under the cache version directory `dir`:
-    /// an unchanged file over an unchanged source, with the same options and the same build,
-    /// is read back instead of planned again (see [`index`]).
+    /// Like [`Catalog::load`], keeping the result under the cache version directory `dir`
+    /// (plain [`Catalog::load`] without one): an unchanged file over an unchanged source,
+    /// with the same options and the same build, is read back instead of planned again (see
+    /// [`index`]).
     pub fn load_indexed(
         path: &Path,
         source: &Source,
         options: PlanOptions,
-        dir: &Path,
+        dir: Option<&Path>,
     ) -> std::io::Result<Catalog> {
+        let Some(dir) = dir else {
+            return Self::load(path, source, options);
+        };
         let bytes = std::fs::read(path)?;
         let key = index::key(&bytes, source, options);
         if let Some(catalog) = index::read(dir, &key) {

@@ -428,12 +428,9 @@ impl Common {
     /// The catalog of the deskriptors file, read back from its index in the cache when
     /// neither the file, the source, the options nor the build changed.
     fn load_catalog(&self, source: &Source) -> Result<Catalog> {
-        let (path, options) = (&self.deskriptors, self.plan_options()?);
-        match self.catalog_index_dir() {
-            Some(dir) => Catalog::load_indexed(path, source, options, &dir),
-            None => Catalog::load(path, source, options),
-        }
-        .with_context(|| format!("reading {}", path.display()))
+        let (path, dir) = (&self.deskriptors, self.catalog_index_dir());
+        Catalog::load_indexed(path, source, self.plan_options()?, dir.as_deref())
+            .with_context(|| format!("reading {}", path.display()))
     }
 
     /// Where catalog indexes are kept: beside the cache's entries (the cache is made, and
@@ -917,11 +914,8 @@ async fn mount(common: &Common, args: &MountArgs) -> Result<ExitCode> {
                 tracing::warn!("reload: reading the store's version: {e:#}");
             }
             let catalog = tokio::task::spawn_blocking(move || {
-                match &index_dir {
-                    Some(dir) => Catalog::load_indexed(&path, &source, plan_options, dir),
-                    None => Catalog::load(&path, &source, plan_options),
-                }
-                .with_context(|| format!("reading {}", path.display()))
+                Catalog::load_indexed(&path, &source, plan_options, index_dir.as_deref())
+                    .with_context(|| format!("reading {}", path.display()))
             })
             .await??;
             if strict && !catalog.errors.is_empty() {

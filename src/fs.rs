@@ -599,16 +599,24 @@ impl DatasetFs {
 
     /// Attributes of a node.
     pub fn getattr(&self, ino: u64) -> Result<Attr, FsError> {
-        if self.is_dir(ino) {
-            return Ok(self.dir_attr(ino));
-        }
-        let node = self.node(ino)?;
-        Ok(self.file_attr(&node))
+        Ok(match self.file_node(ino)? {
+            Some(node) => self.file_attr(&node),
+            None => self.dir_attr(ino),
+        })
     }
 
-    /// Whether `ino` is a directory (the root or one made by names with `/`).
-    fn is_dir(&self, ino: u64) -> bool {
-        ino == ROOT_INO || self.table.read().expect("poisoned").dirs.contains_key(&ino)
+    /// The node of file `ino`, or `None` for a directory (the root or one made by names with
+    /// `/`), with one look at the table.
+    fn file_node(&self, ino: u64) -> Result<Option<Arc<FileNode>>, FsError> {
+        if ino == ROOT_INO {
+            return Ok(None);
+        }
+        let table = self.table.read().expect("table poisoned");
+        match table.by_ino.get(&ino) {
+            Some(node) => Ok(Some(node.clone())),
+            None if table.dirs.contains_key(&ino) => Ok(None),
+            None => Err(FsError::NotFound),
+        }
     }
 
     /// A directory's attributes: its time is the mount's (the store's last change).
@@ -784,10 +792,7 @@ impl DatasetFs {
     /// `sodeda-era5 prefetch` does) builds the file like any other but is not a reader's: it
     /// moves neither the readahead nor [`XATTR_LAST_READ`].
     pub fn open_as(&self, ino: u64, write: bool, background: bool) -> Result<u64, FsError> {
-        if self.is_dir(ino) {
-            return Err(FsError::IsADirectory);
-        }
-        let node = self.node(ino)?;
+        let node = self.file_node(ino)?.ok_or(FsError::IsADirectory)?;
         if write {
             return Err(FsError::ReadOnly);
         }
@@ -973,10 +978,9 @@ impl DatasetFs {
             }
             return Ok(names);
         }
-        if self.is_dir(ino) {
+        let Some(node) = self.file_node(ino)? else {
             return Ok(Vec::new());
-        }
-        let node = self.node(ino)?;
+        };
         let mut names = vec![
             XATTR_DESKRIPTOR.to_string(),
             XATTR_IDENTITY.to_string(),
@@ -1017,10 +1021,7 @@ impl DatasetFs {
                 _ => Err(FsError::NoAttribute),
             };
         }
-        if self.is_dir(ino) {
-            return Err(FsError::NoAttribute);
-        }
-        let node = self.node(ino)?;
+        let node = self.file_node(ino)?.ok_or(FsError::NoAttribute)?;
         let value = match name {
             XATTR_DESKRIPTOR => deskriptor_xattr(&node.entry),
             XATTR_IDENTITY => node.entry.identity().to_string(),

@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use super::{Catalog, Entry};
+use crate::cache::owned_privately;
 use crate::deskriptor::DeskriptorError;
 use crate::plan::PlanOptions;
 use crate::source::Source;
@@ -106,10 +107,8 @@ pub fn usable_dir(cache: &Path, dir: &Path) -> bool {
 
 /// Whether `d` is a real directory (not a symlink) of this user, writable by no one else.
 fn own_dir(d: &Path) -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let me = unsafe { libc::geteuid() };
     d.symlink_metadata()
-        .is_ok_and(|m| m.is_dir() && m.uid() == me && m.mode() & 0o022 == 0)
+        .is_ok_and(|m| m.is_dir() && owned_privately(&m))
 }
 
 /// Where the index of `key` lives under the cache version directory `dir`.
@@ -130,9 +129,7 @@ pub fn read(dir: &Path, key: &str) -> Option<Catalog> {
         .open(&path)
         .ok()?;
     let m = file.metadata().ok()?;
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let me = unsafe { libc::geteuid() };
-    if !m.is_file() || m.uid() != me || m.mode() & 0o022 != 0 {
+    if !m.is_file() || !owned_privately(&m) {
         tracing::warn!("not reading the catalog index {}: not a regular file of this user, writable by no one else", path.display());
         return None;
     }

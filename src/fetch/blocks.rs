@@ -227,7 +227,18 @@ pub(crate) async fn read_rows(
     }
     if let Some(table) = tables.and_then(|t| t.get(key)) {
         let known = Some(&table.version);
-        match decode_rows(reader, &path, shape, rows.clone(), &table.bytes, known, &[]).await? {
+        let none = bytes::Bytes::new();
+        match decode_rows(
+            reader,
+            &path,
+            shape,
+            rows.clone(),
+            &table.bytes,
+            known,
+            &none,
+        )
+        .await?
+        {
             WithTable::Done(p) => return Ok(p),
             WithTable::Stale => tables.expect("a table came from it").forget(key),
         }
@@ -292,8 +303,12 @@ pub(crate) async fn read_rows(
             },
         );
     }
-    let have = if guided.is_some() { &head[..] } else { &[] };
-    match decode_rows(reader, &path, shape, rows, &table, Some(&version), have).await? {
+    let have = if guided.is_some() {
+        head
+    } else {
+        bytes::Bytes::new()
+    };
+    match decode_rows(reader, &path, shape, rows, &table, Some(&version), &have).await? {
         WithTable::Done(p) => Ok(p),
         WithTable::Stale => Err("the chunk changed or vanished between two reads".into()),
     }
@@ -327,7 +342,7 @@ async fn decode_rows(
     rows: Range<usize>,
     table: &[u8],
     known: Option<&Version>,
-    have: &[u8],
+    have: &bytes::Bytes,
 ) -> Result<WithTable, String> {
     let row_len = *shape.last().unwrap_or(&1);
     let total: usize = shape.iter().product();
@@ -341,7 +356,7 @@ async fn decode_rows(
         if known.is_some_and(|k| k.size != cbytes as u64) {
             return Ok(WithTable::Stale);
         }
-        bytes::Bytes::copy_from_slice(&have[from..to])
+        have.slice(from..to)
     } else {
         let Some((blocks, version)) = reader.range(path, span).await? else {
             return Ok(WithTable::Stale);

@@ -17,7 +17,7 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -235,9 +235,7 @@ fn open_log(path: &Path) -> std::io::Result<File> {
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path)?;
     let m = file.metadata()?;
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let me = unsafe { libc::geteuid() };
-    if !m.is_file() || m.uid() != me || m.mode() & 0o022 != 0 {
+    if !m.is_file() || !crate::cache::owned_privately(&m) {
         return Err(std::io::Error::new(
             std::io::ErrorKind::PermissionDenied,
             "not a regular file of this user, writable by no one else",
