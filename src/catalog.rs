@@ -156,14 +156,13 @@ fn plan_part(
     options: PlanOptions,
 ) -> Vec<Result<Entry, DeskriptorError>> {
     let mut out = Vec::with_capacity(lines.len());
-    let mut memo = crate::plan::SizeMemo::default();
+    let mut memo = crate::plan::PlanMemo::default();
     for deskriptor::FileLine { number, text } in lines {
-        let parsed = match text {
+        out.push(match text {
             Ok(t) if t.trim().is_empty() => continue,
-            Ok(t) => Deskriptor::parse(number, &t),
+            Ok(t) => Plan::entry_of_line(number, &t, source, options, &mut memo),
             Err(e) => Err(e),
-        };
-        out.push(parsed.and_then(|d| Plan::entry(&d, source, options, &mut memo)));
+        });
     }
     out
 }
@@ -210,9 +209,14 @@ impl Catalog {
             return Ok(catalog);
         }
         let mut catalog = Catalog::default();
-        Self::scan_reader(&bytes[..], source, options, BATCH, |r| catalog.push(r))?;
+        // Encoded as it is planned: the encoding overlaps the planning of the next lines.
+        let mut encoder = index::Encoder::default();
+        Self::scan_reader(&bytes[..], source, options, BATCH, |r| {
+            encoder.push(&r);
+            catalog.push(r);
+        })?;
         drop(bytes);
-        index::write(dir, &key, &catalog);
+        index::write(dir, &key, encoder);
         Ok(catalog)
     }
 
@@ -267,7 +271,9 @@ impl Catalog {
         Self::scan_reader(reader, source, options, batch_lines, each)
     }
 
-    /// [`Catalog::scan_in_batches`] over the lines of `reader`.
+    /// [`Catalog::scan_in_batches`] over the lines of `reader`. While one batch is planned,
+    /// the names of the one before are checked and the next one is read: the check and the
+    /// reading are one thread's work, which would otherwise leave the other cores idle.
     fn scan_reader(
         mut reader: impl std::io::BufRead,
         source: &Source,
@@ -279,24 +285,37 @@ impl Catalog {
         let mut names = Names::default();
         let mut number = 0;
         let mut buf = Vec::new();
-        loop {
+        let mut read_batch = |number: &mut usize| -> std::io::Result<Vec<deskriptor::FileLine>> {
             let mut batch = Vec::with_capacity(batch_lines);
             while batch.len() < batch_lines {
                 buf.clear();
                 if reader.read_until(b'\n', &mut buf)? == 0 {
                     break;
                 }
-                number += 1;
+                *number += 1;
                 let line = buf.strip_suffix(b"\n").unwrap_or(&buf);
-                batch.push(deskriptor::file_line(number, line));
+                batch.push(deskriptor::file_line(*number, line));
             }
-            if batch.is_empty() {
-                return Ok(());
-            }
-            for r in plan_batch(batch, source, options) {
-                each(names.check(r));
-            }
+            Ok(batch)
+        };
+        let mut batch = read_batch(&mut number)?;
+        let mut planned: Vec<Result<Entry, DeskriptorError>> = Vec::new();
+        while !batch.is_empty() {
+            let (next, results) = std::thread::scope(|scope| {
+                let planning = scope.spawn(move || plan_batch(batch, source, options));
+                for r in planned.drain(..) {
+                    each(names.check(r));
+                }
+                let next = read_batch(&mut number);
+                (next, planning.join().expect("a planning thread panicked"))
+            });
+            batch = next?;
+            planned = results;
         }
+        for r in planned {
+            each(names.check(r));
+        }
+        Ok(())
     }
 }
 
@@ -352,11 +371,13 @@ impl Names {
 
     /// The line of the earlier file `name`, if any.
     fn line_of(&self, name: &str) -> Option<usize> {
+        self.line_of_hashed(self.hash(name), name)
+    }
+
+    fn line_of_hashed(&self, hash: u64, name: &str) -> Option<usize> {
         let arena = &self.arena;
         self.index
-            .find(self.hash(name), |&(at, len, _)| {
-                &arena[at..at + len as usize] == name
-            })
+            .find(hash, |&(at, len, _)| &arena[at..at + len as usize] == name)
             .map(|&(_, _, line)| line as usize)
     }
 
@@ -365,7 +386,8 @@ impl Names {
     fn check(&mut self, result: Result<Entry, DeskriptorError>) -> Result<Entry, DeskriptorError> {
         let entry = result?;
         let name = entry.file_name();
-        if let Some(why) = self.clash(name) {
+        let hash = self.hash(name);
+        if let Some(why) = self.clash(hash, name) {
             return Err(DeskriptorError::new(
                 entry.line,
                 "name",
@@ -378,7 +400,6 @@ impl Names {
                 self.dirs.insert(name[..at].to_string(), entry.line);
             }
         }
-        let hash = self.hash(name);
         let at = self.arena.len();
         self.arena.push_str(name);
         let (arena, hasher) = (&self.arena, &self.hasher);
@@ -395,8 +416,8 @@ impl Names {
 
     /// Why file `name` cannot join the names so far: the same name, a name that is a
     /// directory of another, or one whose directory is another's file.
-    fn clash(&self, name: &str) -> Option<String> {
-        if let Some(first) = self.line_of(name) {
+    fn clash(&self, hash: u64, name: &str) -> Option<String> {
+        if let Some(first) = self.line_of_hashed(hash, name) {
             return Some(format!(
                 "duplicate file name, line {first} already has it; give each line a distinct \
                  `name` (or remove the duplicate line)"

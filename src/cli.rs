@@ -492,13 +492,16 @@ fn start(
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(job) {
+    let code = match runtime.block_on(job) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
-    }
+    };
+    // A catalog index written in the background is finished, never left half-written.
+    crate::catalog::index::finish_writes();
+    code
 }
 
 /// Entry point of `sodeda-era5`.
@@ -852,8 +855,10 @@ async fn mount(common: &Common, args: &MountArgs) -> Result<ExitCode> {
         );
         return Ok(ExitCode::SUCCESS);
     }
+    let started = std::time::Instant::now();
     let source = common.open_source().await?;
     let catalog = common.load_catalog(&source)?;
+    let planned = started.elapsed();
     if args.strict && !catalog.errors.is_empty() {
         let lines: Vec<String> = catalog.errors.iter().map(|e| e.to_string()).collect();
         bail!(
@@ -882,6 +887,10 @@ async fn mount(common: &Common, args: &MountArgs) -> Result<ExitCode> {
         .with_readahead(args.readahead),
     );
     crate::mount::release_freed_memory();
+    tracing::debug!(
+        "started: source and catalog in {planned:.2?}, the file system in {:.2?}",
+        started.elapsed() - planned
+    );
     let options = crate::mount::MountOptions {
         allow_other: args.allow_other,
         threads: args.fuse_threads,

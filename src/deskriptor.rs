@@ -134,6 +134,11 @@ pub enum Selector {
 }
 
 impl Selector {
+    /// The selector's part of the canonical form ([`Deskriptor::canonical_json`]).
+    pub fn canonical_json(&self) -> String {
+        self.to_json().to_string()
+    }
+
     fn to_json(&self) -> Value {
         match self {
             Selector::Range { start, end, step } => {
@@ -153,6 +158,57 @@ impl Selector {
             Selector::List(ls) => Value::Array(ls.iter().map(Label::to_json).collect()),
         }
     }
+}
+
+/// The canonical form made of its parts: `(key, canonical JSON of its selector)` in any order
+/// and the variables. Compact JSON of one object with the keys sorted (byte order), as
+/// `serde_json` writes it.
+pub(crate) fn canonical_of_parts(parts: Vec<(&str, &str)>, variables: &[String]) -> String {
+    let members: Vec<(&str, String)> = parts
+        .into_iter()
+        .map(|(key, value)| (key, canonical_member(key, value)))
+        .collect();
+    let variables = canonical_variables(variables);
+    canonical_of_members(
+        members
+            .iter()
+            .map(|(k, m)| (*k, m.as_str()))
+            .chain([("variable", variables.as_str())])
+            .collect(),
+    )
+}
+
+/// One member of the canonical form: `"key":value`.
+pub(crate) fn canonical_member(key: &str, value: &str) -> String {
+    let mut member = serde_json::to_string(key).expect("strings serialize");
+    member.push(':');
+    member.push_str(value);
+    member
+}
+
+/// The `variable` member of the canonical form.
+pub(crate) fn canonical_variables(variables: &[String]) -> String {
+    canonical_member(
+        "variable",
+        &serde_json::to_string(variables).expect("strings serialize"),
+    )
+}
+
+/// The canonical form of its members (`(key, "key":value)`, `variable` among them) in any
+/// order.
+pub(crate) fn canonical_of_members(mut members: Vec<(&str, &str)>) -> String {
+    members.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    let len = members.iter().map(|(_, m)| m.len() + 1).sum::<usize>() + 1;
+    let mut out = String::with_capacity(len);
+    out.push('{');
+    for (i, (_, member)) in members.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(member);
+    }
+    out.push('}');
+    out
 }
 
 /// One parsed line of the deskriptors file.
@@ -276,21 +332,13 @@ impl Deskriptor {
     /// integral numbers without a fraction. It is written into every file and hashed into the
     /// file's identity.
     pub fn canonical_json(&self) -> String {
-        let mut m = BTreeMap::new();
-        for (k, s) in &self.selectors {
-            m.insert(k.clone(), s.to_json());
-        }
-        m.insert(
-            "variable".to_string(),
-            Value::Array(
-                self.variables
-                    .iter()
-                    .map(|v| Value::String(v.clone()))
-                    .collect(),
-            ),
-        );
-        let object: Map<String, Value> = m.into_iter().collect();
-        Value::Object(object).to_string()
+        let parts: Vec<(&str, String)> = self
+            .selectors
+            .iter()
+            .map(|(k, s)| (k.as_str(), s.canonical_json()))
+            .collect();
+        let fragments = parts.iter().map(|(k, s)| (*k, s.as_str())).collect();
+        canonical_of_parts(fragments, &self.variables)
     }
 }
 
@@ -468,11 +516,15 @@ pub fn check_file_name(line: usize, file_name: &str) -> Result<(), DeskriptorErr
             msg.to_string(),
         ))
     };
-    if file_name.contains('\0') {
+    // Printable ASCII (most names) holds no forbidden character: the search is skipped.
+    let printable = file_name.bytes().all(|b| (0x20..0x7f).contains(&b));
+    if !printable && file_name.contains('\0') {
         return bad("a name may not contain NUL");
     }
-    if let Some((i, c)) = file_name
-        .chars()
+    if let Some((i, c)) = (!printable)
+        .then_some(file_name)
+        .into_iter()
+        .flat_map(str::chars)
         .enumerate()
         .find(|&(_, c)| is_forbidden_in_name(c))
     {
@@ -521,7 +573,7 @@ pub fn check_file_name(line: usize, file_name: &str) -> Result<(), DeskriptorErr
     Ok(())
 }
 
-fn parse_name(line: usize, value: &Value) -> Result<String, DeskriptorError> {
+pub(crate) fn parse_name(line: usize, value: &Value) -> Result<String, DeskriptorError> {
     let Value::String(name) = value else {
         return Err(DeskriptorError::new(
             line,
@@ -550,7 +602,7 @@ fn parse_name(line: usize, value: &Value) -> Result<String, DeskriptorError> {
     Ok(name.clone())
 }
 
-fn parse_variables(line: usize, value: &Value) -> Result<Vec<String>, DeskriptorError> {
+pub(crate) fn parse_variables(line: usize, value: &Value) -> Result<Vec<String>, DeskriptorError> {
     let items: Vec<&Value> = match value {
         Value::String(_) => vec![value],
         Value::Array(items) if !items.is_empty() => items.iter().collect(),
@@ -595,7 +647,11 @@ fn parse_variables(line: usize, value: &Value) -> Result<Vec<String>, Deskriptor
     Ok(out)
 }
 
-fn parse_selector(line: usize, key: &str, value: &Value) -> Result<Selector, DeskriptorError> {
+pub(crate) fn parse_selector(
+    line: usize,
+    key: &str,
+    value: &Value,
+) -> Result<Selector, DeskriptorError> {
     match value {
         Value::Object(m) => {
             let mut start = None;
@@ -758,6 +814,28 @@ mod tests {
             a.canonical_json(),
             r#"{"latitude":{"end":47,"start":48},"longitude":{"end":9,"start":8},"time":{"end":"2023-01-01T11:59","start":"2023-01-01T11:00"},"variable":["2m_temperature"]}"#
         );
+    }
+
+    /// The canonical form made of parts is the one `serde_json` writes for the whole object
+    /// (what identities were hashed from before it was made of parts).
+    #[test]
+    fn canonical_json_is_serde_jsons_object() {
+        let lines = [
+            PROTOTYPE.to_string(),
+            r#"{"variable":["a\"b","c\u00e9\n"],"time":["2023-01-01T00:00","2023-01-02"],"level":[500,850.5,-0.0]}"#.into(),
+            r#"{"variable":"t","latitude":{"start":null,"end":-90,"step":3},"longitude":1e3}"#.into(),
+            r#"{"variable":"t","time":{"start":"2023-01-01","end":null},"level":1.25e-7}"#.into(),
+        ];
+        for line in lines {
+            let d = Deskriptor::parse(1, &line).unwrap();
+            let mut m = BTreeMap::new();
+            for (k, s) in &d.selectors {
+                m.insert(k.clone(), s.to_json());
+            }
+            m.insert("variable".to_string(), serde_json::json!(d.variables));
+            let whole = Value::Object(m.into_iter().collect::<Map<String, Value>>()).to_string();
+            assert_eq!(d.canonical_json(), whole, "{line}");
+        }
     }
 
     fn err(text: &str) -> DeskriptorError {

@@ -224,8 +224,10 @@ struct Table {
     /// Sorted when first needed (readahead in name order): at a million files the sort took
     /// a second of the mount's start.
     by_name_sorted: std::sync::OnceLock<Vec<Arc<FileNode>>>,
+    /// Positions in `order` by file name.
     by_name: NameIndex,
-    by_ino: HashMap<u64, Arc<FileNode>>,
+    /// Positions in `order` by inode (inodes are hashes already: a fast hasher will do).
+    by_ino: hashbrown::HashMap<u64, u32>,
     /// Directories below the root, by inode (none while no name holds a `/`).
     dirs: HashMap<u64, Dir>,
     /// Directory inodes by path.
@@ -256,6 +258,18 @@ fn leaf(path: &str) -> &str {
 }
 
 impl Table {
+    /// The file `name`.
+    fn by_name(&self, name: &str) -> Option<&Arc<FileNode>> {
+        let at = self.by_name.get(&self.order, name)?;
+        Some(&self.order[at as usize])
+    }
+
+    /// The file of inode `ino`.
+    fn by_ino(&self, ino: u64) -> Option<&Arc<FileNode>> {
+        let &at = self.by_ino.get(&ino)?;
+        Some(&self.order[at as usize])
+    }
+
     /// The files in name order; each node's name position is set when this is first made.
     fn names_sorted(&self) -> &Vec<Arc<FileNode>> {
         self.by_name_sorted.get_or_init(|| {
@@ -311,47 +325,39 @@ impl Table {
     }
 }
 
-/// Nodes by file name, without a second copy of each name (at a million files the copies
-/// were a tenth of the mount's memory): the table holds the nodes and compares the name each
-/// node holds.
+/// Positions of files by name, without a second copy of each name (at a million files the
+/// copies were a tenth of the mount's memory): the index holds positions in the table's line
+/// order and compares the name found there.
 #[derive(Default)]
 struct NameIndex {
-    nodes: hashbrown::HashTable<Arc<FileNode>>,
+    positions: hashbrown::HashTable<u32>,
     hasher: hashbrown::DefaultHashBuilder,
 }
 
 impl NameIndex {
-    fn hash(&self, name: &str) -> u64 {
+    /// The index of the names of `entries` (distinct: the catalog checked them), by position.
+    fn of<'a, T: 'a>(entries: &'a [T], name: impl Fn(&'a T) -> &'a str) -> Self {
         use std::hash::BuildHasher;
-        self.hasher.hash_one(name)
-    }
-
-    fn get(&self, name: &str) -> Option<&Arc<FileNode>> {
-        self.nodes
-            .find(self.hash(name), |n| n.entry.file_name() == name)
-    }
-
-    fn contains_key(&self, name: &str) -> bool {
-        self.get(name).is_some()
-    }
-
-    /// Adds `node`, replacing a node of the same name.
-    fn insert(&mut self, node: Arc<FileNode>) {
-        let hash = self.hash(node.entry.file_name());
-        let hasher = &self.hasher;
-        match self.nodes.entry(
-            hash,
-            |n| n.entry.file_name() == node.entry.file_name(),
-            |n| {
-                use std::hash::BuildHasher;
-                hasher.hash_one(n.entry.file_name())
-            },
-        ) {
-            hashbrown::hash_table::Entry::Occupied(mut o) => *o.get_mut() = node,
-            hashbrown::hash_table::Entry::Vacant(v) => {
-                v.insert(node);
-            }
+        let mut index = NameIndex::default();
+        index.positions.reserve(entries.len(), |_| 0);
+        for (at, e) in entries.iter().enumerate() {
+            let hash = index.hasher.hash_one(name(e));
+            let hasher = &index.hasher;
+            index.positions.insert_unique(hash, at as u32, |&p| {
+                hasher.hash_one(name(&entries[p as usize]))
+            });
         }
+        index
+    }
+
+    /// The position of `name` in `order`.
+    fn get(&self, order: &[Arc<FileNode>], name: &str) -> Option<u32> {
+        use std::hash::BuildHasher;
+        self.positions
+            .find(self.hasher.hash_one(name), |&p| {
+                order[p as usize].entry.file_name() == name
+            })
+            .copied()
     }
 }
 
@@ -512,39 +518,63 @@ impl DatasetFs {
     /// `record_added` (the first load lists none: a million names copied for nothing).
     fn replace_table(&self, entries: Vec<Entry>, record_added: bool) -> ReloadSummary {
         let mut table = self.table.write().expect("table poisoned");
-        let mut next = Table::default();
         let mut summary = ReloadSummary::default();
-        for entry in entries {
-            let node = match table.by_name.get(entry.file_name()) {
-                Some(old) if old.entry.identity() == entry.identity() => old.clone(),
-                previous => {
-                    match previous {
-                        None if record_added => summary.added.push(entry.file_name().to_string()),
-                        None => {}
-                        Some(old) => {
-                            summary.changed.push(entry.file_name().to_string());
-                            summary.retired.push(old.ino);
+        // Two passes over a million entries that are each bound by memory latency: the inodes
+        // (with the nodes kept from the table before) on this thread, the name index on
+        // another.
+        let (kept, by_ino, by_name) = std::thread::scope(|scope| {
+            let names = scope.spawn(|| NameIndex::of(&entries, Entry::file_name));
+            // Each entry's inode, and its node if the table before had it already.
+            let mut kept: Vec<(u64, Option<Arc<FileNode>>)> = Vec::with_capacity(entries.len());
+            let mut by_ino: hashbrown::HashMap<u64, u32> = hashbrown::HashMap::new();
+            by_ino.reserve(entries.len());
+            for (at, entry) in entries.iter().enumerate() {
+                let (ino, keep) = match table.by_name(entry.file_name()) {
+                    Some(old) if old.entry.identity() == entry.identity() => {
+                        (old.ino, Some(old.clone()))
+                    }
+                    previous => {
+                        match previous {
+                            None if record_added => {
+                                summary.added.push(entry.file_name().to_string())
+                            }
+                            None => {}
+                            Some(old) => {
+                                summary.changed.push(entry.file_name().to_string());
+                                summary.retired.push(old.ino);
+                            }
                         }
+                        let mut ino = file_ino(entry.file_name(), entry.identity());
+                        while by_ino.contains_key(&ino) {
+                            ino = FILE_INO_BASE | ((ino + 1) & (FILE_INO_BASE - 1));
+                        }
+                        (ino, None)
                     }
-                    let mut ino = file_ino(entry.file_name(), entry.identity());
-                    while next.by_ino.contains_key(&ino) {
-                        ino = FILE_INO_BASE | ((ino + 1) & (FILE_INO_BASE - 1));
-                    }
-                    Arc::new(FileNode {
-                        ino,
-                        entry,
-                        positions: AtomicU64::new(0),
-                    })
-                }
-            };
-            next.by_name.insert(node.clone());
-            next.by_ino.insert(node.ino, node.clone());
-            next.order.push(node);
+                };
+                by_ino.insert(ino, at as u32);
+                kept.push((ino, keep));
+            }
+            (kept, by_ino, names.join().expect("the name index panicked"))
+        });
+        let mut next = Table {
+            by_name,
+            by_ino,
+            ..Table::default()
+        };
+        next.order.reserve_exact(entries.len());
+        for (entry, (ino, kept)) in entries.into_iter().zip(kept) {
+            next.order.push(kept.unwrap_or_else(|| {
+                Arc::new(FileNode {
+                    ino,
+                    entry,
+                    positions: AtomicU64::new(0),
+                })
+            }));
         }
         for gone in table
             .order
             .iter()
-            .filter(|n| !next.by_name.contains_key(n.entry.file_name()))
+            .filter(|n| next.by_name(n.entry.file_name()).is_none())
         {
             summary.removed.push(gone.entry.file_name().to_string());
             summary.retired.push(gone.ino);
@@ -581,8 +611,7 @@ impl DatasetFs {
         self.table
             .read()
             .expect("table poisoned")
-            .by_ino
-            .get(&ino)
+            .by_ino(ino)
             .cloned()
             .ok_or(FsError::NotFound)
     }
@@ -612,7 +641,7 @@ impl DatasetFs {
             return Ok(None);
         }
         let table = self.table.read().expect("table poisoned");
-        match table.by_ino.get(&ino) {
+        match table.by_ino(ino) {
             Some(node) => Ok(Some(node.clone())),
             None if table.dirs.contains_key(&ino) => Ok(None),
             None => Err(FsError::NotFound),
@@ -685,7 +714,7 @@ impl DatasetFs {
             }
             None => name,
         };
-        if let Some(node) = table.by_name.get(path) {
+        if let Some(node) = table.by_name(path) {
             return Ok(self.file_attr(node));
         }
         match table.dir_by_path.get(path) {

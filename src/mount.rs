@@ -155,15 +155,14 @@ pub struct MountOptions {
 }
 
 /// Gives the memory that planning freed back to the system. Planning a large catalog on
-/// several threads leaves freed blocks in each thread's malloc arena, which glibc keeps; at a
+/// several threads leaves freed pages in each thread's heap, which the allocator keeps; at a
 /// million deskriptors that was hundreds of megabytes of resident memory the mount never uses
 /// again.
 pub fn release_freed_memory() {
-    // SAFETY: malloc_trim only returns free heap memory to the system; it has no
+    // SAFETY: mi_collect only frees memory the allocator holds unused; it has no
     // preconditions and does not touch live allocations.
-    #[cfg(target_env = "gnu")]
     unsafe {
-        libc::malloc_trim(0);
+        libmimalloc_sys::mi_collect(true);
     }
 }
 

@@ -21,9 +21,14 @@ use crate::provenance::Provenance;
 use crate::select::{self, Resolved};
 use crate::source::Source;
 
+mod memo;
+pub use memo::PlanMemo;
+
 /// Version of the file format this program writes. Part of every identity and cache key:
 /// bump it whenever the bytes of a file for the same deskriptor would change.
 pub const FORMAT_VERSION: u32 = 2;
+/// [`FORMAT_VERSION`] as written into identities.
+const FORMAT_VERSION_TEXT: &str = "2";
 
 /// Default refusal limit for one file's size (see `--max-file-size`).
 pub const DEFAULT_MAX_FILE_SIZE: u64 = 2 << 30;
@@ -95,20 +100,13 @@ struct Resolution {
     file_name: String,
 }
 
-/// Sizes of files already planned, by what a size depends on (see [`size_key`]): a catalog of
-/// a million deskriptors over a few shapes builds a few layouts, not a million.
-#[derive(Debug, Default)]
-pub struct SizeMemo {
-    sizes: std::collections::HashMap<String, u64>,
-}
-
 /// What a file's size depends on, beside the fixed attributes of its source: the format, its
 /// dimensions and their lengths, its variables, the length of its canonical form (written as
 /// an attribute; in CDF-2 padded to 4 bytes) and its provenance attributes. Coordinate values
 /// and the canonical form's text do not change the size.
-fn size_key(format: Format, r: &Resolution) -> String {
+fn size_key(key: &mut String, format: Format, r: &Resolution, provenance_key: &str) {
     use std::fmt::Write;
-    let mut key = String::with_capacity(128);
+    key.clear();
     let canonical_len = match format {
         Format::Classic64 => r.canonical.len().div_ceil(4) * 4,
         Format::Netcdf4 => r.canonical.len(),
@@ -119,12 +117,20 @@ fn size_key(format: Format, r: &Resolution) -> String {
     }
     key.push('|');
     for v in &r.variables {
-        let _ = write!(key, "{};", v.name);
+        key.push_str(&v.name);
+        key.push(';');
     }
-    // The header holds each attribute's name, type and length, never a value's size beyond
-    // its length: those make the key (formatting the values cost a tenth of the planning).
     key.push('|');
-    for (name, value) in r.provenance.attributes() {
+    key.push_str(provenance_key);
+}
+
+/// The part of [`size_key`] that the provenance attributes make: the header holds each
+/// attribute's name, type and length, never a value's size beyond its length (formatting the
+/// values cost a tenth of the planning).
+fn provenance_key(provenance: &Provenance) -> String {
+    use std::fmt::Write;
+    let mut key = String::new();
+    for (name, value) in provenance.attributes() {
         let (tag, n) = match &value {
             AttrValue::Text(t) => ('t', t.len()),
             AttrValue::Ints(v) => ('i', v.len()),
@@ -170,50 +176,95 @@ impl Plan {
     /// The catalog entry of `deskriptor`: the same as [`Entry::of`] over [`Plan::new`], with
     /// the size taken from `memo` when a file of the same shape was planned before (the layout
     /// is then not built; it is when the file is).
+    ///
+    /// [`Entry::of`]: crate::catalog::Entry::of
     pub fn entry(
         deskriptor: &Deskriptor,
         source: &Source,
         options: PlanOptions,
-        memo: &mut SizeMemo,
+        memo: &mut PlanMemo,
     ) -> Result<crate::catalog::Entry, DeskriptorError> {
-        let line = deskriptor.line;
         let r = resolve(deskriptor, source, options)?;
-        let key = size_key(options.format, &r);
-        let size = match memo.sizes.get(&key) {
-            Some(&size) => {
-                // What building the layout would have refused.
-                for d in &r.file_dims {
-                    if source.coordinates[d].integer {
-                        int_labels(d, &r.selections[d].labels)
-                            .map_err(|why| DeskriptorError::new(line, "", "", why))?;
-                    }
-                }
-                size
-            }
-            None => {
-                let layout = full_layout(source, &r)
-                    .map_err(|why| DeskriptorError::new(line, "", "", why))?;
-                let size = match options.format {
-                    Format::Classic64 => layout.classic_size(),
-                    Format::Netcdf4 => encode::netcdf4_size(&layout)
-                        .map_err(|e| DeskriptorError::new(line, "", "", e.to_string()))?,
-                };
-                memo.sizes.insert(key, size);
-                size
-            }
-        };
-        check_size(line, size, options)?;
-        Ok(crate::catalog::Entry::new(
-            line,
+        let provenance_key = provenance_key(&r.provenance);
+        entry_of(
+            deskriptor.line,
             &deskriptor.raw,
-            &r.file_name,
-            &r.identity,
-            size,
-            crate::catalog::first_time(&r.selections),
-            r.provenance.mtime(),
-            r.provenance.provisional(),
-        ))
+            r,
+            &provenance_key,
+            source,
+            options,
+            memo,
+        )
     }
+
+    /// The catalog entry of one line of a deskriptors file: the same as [`Plan::entry`] over
+    /// [`Deskriptor::parse`], but the parts of the line that earlier lines also had (a
+    /// selector's text under one key) are parsed, resolved and put in canonical form once
+    /// (see [`PlanMemo`]). A line the memo cannot take whole goes the way of
+    /// [`Plan::entry`], which also gives every error.
+    pub fn entry_of_line(
+        line: usize,
+        text: &str,
+        source: &Source,
+        options: PlanOptions,
+        memo: &mut PlanMemo,
+    ) -> Result<crate::catalog::Entry, DeskriptorError> {
+        if let Some(entry) = memo::entry(line, text, source, options, memo) {
+            return Ok(entry);
+        }
+        let d = Deskriptor::parse(line, text)?;
+        Plan::entry(&d, source, options, memo)
+    }
+}
+
+/// The catalog entry of a resolved line, its size from `memo` where it can be.
+fn entry_of(
+    line: usize,
+    raw: &str,
+    r: Resolution,
+    provenance_key: &str,
+    source: &Source,
+    options: PlanOptions,
+    memo: &mut PlanMemo,
+) -> Result<crate::catalog::Entry, DeskriptorError> {
+    let mut key = std::mem::take(&mut memo.size_key);
+    size_key(&mut key, options.format, &r, provenance_key);
+    let known = memo.sizes.get(key.as_str()).copied();
+    memo.size_key = key;
+    let size = match known {
+        Some(size) => {
+            // What building the layout would have refused.
+            for d in &r.file_dims {
+                if source.coordinates[d].integer {
+                    int_labels(d, &r.selections[d].labels)
+                        .map_err(|why| DeskriptorError::new(line, "", "", why))?;
+                }
+            }
+            size
+        }
+        None => {
+            let layout =
+                full_layout(source, &r).map_err(|why| DeskriptorError::new(line, "", "", why))?;
+            let size = match options.format {
+                Format::Classic64 => layout.classic_size(),
+                Format::Netcdf4 => encode::netcdf4_size(&layout)
+                    .map_err(|e| DeskriptorError::new(line, "", "", e.to_string()))?,
+            };
+            memo.sizes.insert(memo.size_key.clone(), size);
+            size
+        }
+    };
+    check_size(line, size, options)?;
+    Ok(crate::catalog::Entry::new(
+        line,
+        raw,
+        &r.file_name,
+        &r.identity,
+        size,
+        crate::catalog::first_time(&r.selections),
+        r.provenance.mtime(),
+        r.provenance.provisional(),
+    ))
 }
 
 /// Refuses a file larger than the limit.
@@ -258,9 +309,47 @@ fn resolve(
     options: PlanOptions,
 ) -> Result<Resolution, DeskriptorError> {
     let line = deskriptor.line;
-    // Variables must exist.
-    let mut variables = Vec::new();
-    for name in &deskriptor.variables {
+    let variables = planned_variables(line, &deskriptor.variables, source)?;
+    // Every selector key must name a coordinate of the source (with a "did you mean").
+    let coordinates: Vec<&str> = source.coordinates.keys().map(String::as_str).collect();
+    deskriptor.check_keys(&coordinates)?;
+    let file_dims = file_dims(&variables);
+    // Resolve every selector (also those no variable uses: they must still be valid).
+    let mut selections = BTreeMap::new();
+    for (key, selector) in &deskriptor.selectors {
+        if file_dims.contains(key) {
+            let resolved = select::resolve(line, Some(selector), &source.coordinates[key])?;
+            selections.insert(key.clone(), resolved);
+        } else {
+            select::resolve(line, Some(selector), &source.coordinates[key])?;
+        }
+    }
+    add_whole_axes(line, source, &file_dims, &mut selections)?;
+    let names = Names {
+        name: deskriptor.name.as_deref(),
+        variables: &deskriptor.variables,
+    };
+    finish(
+        line,
+        names,
+        source,
+        options,
+        variables,
+        file_dims,
+        deskriptor.canonical_json(),
+        Provenance::of(source, selections.get("time")),
+        selections,
+    )
+}
+
+/// The variables of a deskriptor, each of which must exist in the source.
+fn planned_variables(
+    line: usize,
+    names: &[String],
+    source: &Source,
+) -> Result<Vec<PlannedVariable>, DeskriptorError> {
+    let mut variables = Vec::with_capacity(names.len());
+    for name in names {
         let Some(v) = source.variables.get(name) else {
             return Err(DeskriptorError::new(
                 line,
@@ -274,30 +363,34 @@ fn resolve(
             dims: v.dims.clone(),
         });
     }
-    // Every selector key must name a coordinate of the source (with a "did you mean").
-    let coordinates: Vec<&str> = source.coordinates.keys().map(String::as_str).collect();
-    deskriptor.check_keys(&coordinates)?;
-    // The file's dimensions: those of the variable with the most, then any others.
+    Ok(variables)
+}
+
+/// The file's dimensions: those of the variable with the most, then any others.
+fn file_dims(variables: &[PlannedVariable]) -> Vec<String> {
     let mut file_dims: Vec<String> = variables
         .iter()
         .max_by_key(|v| v.dims.len())
         .map(|v| v.dims.clone())
         .unwrap_or_default();
-    for v in &variables {
+    for v in variables {
         for d in &v.dims {
             if !file_dims.contains(d) {
                 file_dims.push(d.clone());
             }
         }
     }
-    // Resolve every selector (also those no variable uses: they must still be valid).
-    let mut selections = BTreeMap::new();
-    for (key, selector) in &deskriptor.selectors {
-        let resolved = select::resolve(line, Some(selector), &source.coordinates[key])?;
-        selections.insert(key.clone(), resolved);
-    }
-    selections.retain(|k, _| file_dims.contains(k));
-    for d in &file_dims {
+    file_dims
+}
+
+/// Selects the whole axis of every file dimension the deskriptor does not select.
+fn add_whole_axes(
+    line: usize,
+    source: &Source,
+    file_dims: &[String],
+    selections: &mut BTreeMap<String, Resolved>,
+) -> Result<(), DeskriptorError> {
+    for d in file_dims {
         if !selections.contains_key(d) {
             selections.insert(
                 d.clone(),
@@ -305,9 +398,30 @@ fn resolve(
             );
         }
     }
+    Ok(())
+}
 
-    let canonical = deskriptor.canonical_json();
-    let provenance = Provenance::of(source, selections.get("time"));
+/// What of a deskriptor names its file: its `name` and its variables.
+#[derive(Clone, Copy)]
+struct Names<'a> {
+    name: Option<&'a str>,
+    variables: &'a [String],
+}
+
+/// The rest of a resolution once the selections and the canonical form are known:
+/// provenance, identity and file name.
+#[allow(clippy::too_many_arguments)]
+fn finish(
+    line: usize,
+    names: Names<'_>,
+    source: &Source,
+    options: PlanOptions,
+    variables: Vec<PlannedVariable>,
+    file_dims: Vec<String>,
+    canonical: String,
+    provenance: Provenance,
+    selections: BTreeMap<String, Resolved>,
+) -> Result<Resolution, DeskriptorError> {
     let identity = identity_of(
         options.format,
         &source.url,
@@ -316,18 +430,19 @@ fn resolve(
     );
     // A default name comes from the identity without the store's version, so that a
     // provisional file keeps its name when the store replaces its data.
-    let file_name = match &deskriptor.name {
+    let file_name = match names.name {
         Some(n) => format!("{n}.nc"),
         None => {
             let stable = match provenance.identity_part() {
                 Some(_) => identity_of(options.format, &source.url, &canonical, None),
                 None => identity.clone(),
             };
-            let name = default_file_name(deskriptor, source, &selections, &stable);
+            let vars = variable_part(names.variables);
+            let name = file_name_of(&vars, source, &selections, &stable);
             match options.layout {
                 Some(layout) => {
                     let first = first_hour(source, &selections);
-                    let dirs = layout.directories(&variable_part(deskriptor), first.as_deref());
+                    let dirs = layout.directories(&vars, first.as_deref());
                     format!("{dirs}/{name}")
                 }
                 None => name,
@@ -372,12 +487,24 @@ pub fn identity_of(
     store: Option<&str>,
 ) -> String {
     let mut h = Sha256::new();
-    h.update(format!(
-        "sodeda-era5\nversion {FORMAT_VERSION}\nformat {}\nsource {source_url}\nselection {canonical}\n",
-        format.as_str()
-    ));
+    // The pieces of "sodeda-era5\nversion {v}\nformat {f}\nsource {url}\nselection {c}\n"
+    // (and "{store}\n"), hashed one by one: no string is made per line of a catalog.
+    for piece in [
+        "sodeda-era5\nversion ",
+        FORMAT_VERSION_TEXT,
+        "\nformat ",
+        format.as_str(),
+        "\nsource ",
+        source_url,
+        "\nselection ",
+        canonical,
+        "\n",
+    ] {
+        h.update(piece);
+    }
     if let Some(store) = store {
-        h.update(format!("{store}\n"));
+        h.update(store);
+        h.update("\n");
     }
     hex::encode(&h.finalize()[..16])
 }
@@ -393,35 +520,65 @@ pub fn default_file_name(
     selections: &BTreeMap<String, Resolved>,
     identity: &str,
 ) -> String {
-    let vars = variable_part(deskriptor);
+    file_name_of(
+        &variable_part(&deskriptor.variables),
+        source,
+        selections,
+        identity,
+    )
+}
+
+/// [`default_file_name`] with the variable part made.
+fn file_name_of(
+    vars: &str,
+    source: &Source,
+    selections: &BTreeMap<String, Resolved>,
+    identity: &str,
+) -> String {
     let (_, enc) = source.time();
-    let time = selections.get("time").map(|t| {
-        let f = |v: f64| {
-            let t = enc.instant(v as i64);
-            format!(
-                "{:04}{:02}{:02}T{:02}",
-                t.year(),
-                t.month(),
-                t.day(),
-                t.hour()
-            )
-        };
+    let mut name = String::with_capacity(vars.len() + 48);
+    name.push_str(vars);
+    if let Some(t) = selections.get("time") {
         let (first, last) = (t.labels[0], t.labels[t.labels.len() - 1]);
-        if first == last {
-            f(first)
-        } else {
-            format!("{}_{}", f(first), f(last))
+        name.push('_');
+        push_hour(&mut name, enc.instant(first as i64));
+        if first != last {
+            name.push('_');
+            push_hour(&mut name, enc.instant(last as i64));
         }
-    });
-    match time {
-        Some(t) => format!("{vars}_{t}_{}.nc", &identity[..16]),
-        None => format!("{vars}_{}.nc", &identity[..16]),
+    }
+    name.push('_');
+    name.push_str(&identity[..16]);
+    name.push_str(".nc");
+    name
+}
+
+/// Appends `t` as `YYYYMMDDTHH` (what `format!("{:04}{:02}{:02}T{:02}")` writes, without
+/// the formatting machinery: this runs once or twice per line of a catalog).
+fn push_hour(out: &mut String, t: chrono::NaiveDateTime) {
+    let year = t.year();
+    if (0..=9999).contains(&year) {
+        push_digits(out, year as u32, 4);
+    } else {
+        out.push_str(&format!("{year:04}"));
+    }
+    push_digits(out, t.month(), 2);
+    push_digits(out, t.day(), 2);
+    out.push('T');
+    push_digits(out, t.hour(), 2);
+}
+
+/// Appends the last `width` decimal digits of `n`, zero-padded.
+fn push_digits(out: &mut String, n: u32, width: u32) {
+    for i in (0..width).rev() {
+        let digit = (n / 10u32.pow(i)) % 10;
+        out.push(char::from(b'0' + digit as u8));
     }
 }
 
 /// The variables of a deskriptor joined by `+`, cut at 120 bytes.
-fn variable_part(deskriptor: &Deskriptor) -> String {
-    let mut vars = deskriptor.variables.join("+");
+fn variable_part(variables: &[String]) -> String {
+    let mut vars = variables.join("+");
     if vars.len() > 120 {
         let mut cut = 120;
         while !vars.is_char_boundary(cut) {

@@ -142,14 +142,40 @@ pub fn read(dir: &Path, key: &str) -> Option<Catalog> {
     parsed
 }
 
-/// Keeps `catalog` under `key` (a failure is only logged: the index is an optimisation).
-pub fn write(dir: &Path, key: &str, catalog: &Catalog) {
-    if let Err(e) = try_write(dir, key, catalog) {
-        tracing::warn!("cannot keep the catalog index in {}: {e}", dir.display());
+/// Keeps the catalog `encoder` holds under `key`, written by a thread of its own (a quarter of
+/// a gigabyte for a million lines takes a second, which a mount's start does not wait for;
+/// [`finish_writes`] does, before the process ends). A failure is only logged: the index is
+/// an optimisation.
+pub fn write(dir: &Path, key: &str, encoder: Encoder) {
+    let (dir, key) = (dir.to_path_buf(), key.to_string());
+    let writer = std::thread::Builder::new()
+        .name("catalog-index".into())
+        .spawn(move || {
+            let mut encoder = encoder;
+            if let Err(e) = try_write(&dir, &key, &mut encoder) {
+                tracing::warn!("cannot keep the catalog index in {}: {e}", dir.display());
+            }
+        });
+    match writer {
+        Ok(handle) => WRITERS.lock().expect("poisoned").push(handle),
+        Err(e) => tracing::warn!("cannot keep the catalog index: {e}"),
     }
 }
 
-fn try_write(dir: &Path, key: &str, catalog: &Catalog) -> std::io::Result<()> {
+/// Index writes under way.
+static WRITERS: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// Waits for the index writes under way; a process that wrote an index calls it before it
+/// ends, so that no index is left half-written.
+pub fn finish_writes() {
+    let writers = std::mem::take(&mut *WRITERS.lock().expect("poisoned"));
+    for w in writers {
+        let _ = w.join();
+    }
+}
+
+fn try_write(dir: &Path, key: &str, encoder: &mut Encoder) -> std::io::Result<()> {
     let path = path_of(dir, key);
     let parent = path.parent().expect("has a parent");
     match std::fs::create_dir(parent) {
@@ -162,7 +188,6 @@ fn try_write(dir: &Path, key: &str, catalog: &Catalog) -> std::io::Result<()> {
             parent.display()
         )));
     }
-    let data = encode(catalog);
     let tmp = parent.join(format!(".{key}.{}.tmp", std::process::id()));
     let mut file = std::fs::OpenOptions::new()
         .write(true)
@@ -170,7 +195,11 @@ fn try_write(dir: &Path, key: &str, catalog: &Catalog) -> std::io::Result<()> {
         .mode(0o644)
         .custom_flags(libc::O_NOFOLLOW)
         .open(&tmp)?;
-    let written = file.write_all(&data).and_then(|()| file.sync_data());
+    let written = encoder
+        .pieces()
+        .iter()
+        .try_for_each(|piece| file.write_all(piece))
+        .and_then(|()| file.sync_data());
     if let Err(e) = written.and_then(|()| std::fs::rename(&tmp, &path)) {
         let _ = std::fs::remove_file(&tmp);
         return Err(e);
@@ -194,6 +223,21 @@ fn prune(dir: &Path) {
         })
         .collect();
     found.sort();
+    // Left by a process killed while it wrote (a process that ends waits for its writes).
+    if let Ok(read) = std::fs::read_dir(dir) {
+        let stale = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        for e in read.filter_map(Result::ok) {
+            let tmp = e.file_name().to_string_lossy().ends_with(".tmp");
+            let old = e
+                .path()
+                .symlink_metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t < stale);
+            if tmp && old {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
     let extra = found.len().saturating_sub(KEEP);
     for (_, p) in found.into_iter().take(extra) {
         let _ = std::fs::remove_file(p);
@@ -205,33 +249,75 @@ fn put_str(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(s.as_bytes());
 }
 
-/// The bytes of `catalog` in the index format.
-fn encode(catalog: &Catalog) -> Vec<u8> {
-    let mut out = Vec::with_capacity(64 + catalog.entries.len() * 256);
-    out.extend_from_slice(FORMAT);
-    out.extend_from_slice(&(catalog.entries.len() as u64).to_le_bytes());
-    out.extend_from_slice(&(catalog.errors.len() as u64).to_le_bytes());
-    for e in &catalog.entries {
+/// A catalog in the index format, made an entry or an error at a time while the catalog is
+/// planned: `FORMAT`, the counts of entries and errors, the entries, the errors, then a
+/// CRC-32C of all that.
+#[derive(Default)]
+pub struct Encoder {
+    entries: Vec<u8>,
+    errors: Vec<u8>,
+    n_entries: u64,
+    n_errors: u64,
+    header: Vec<u8>,
+    crc: [u8; 4],
+}
+
+impl Encoder {
+    /// The encoding of a whole catalog.
+    pub fn of(catalog: &Catalog) -> Self {
+        let mut encoder = Encoder::default();
+        for e in &catalog.entries {
+            encoder.push_entry(e);
+        }
+        for e in &catalog.errors {
+            encoder.push_error(e);
+        }
+        encoder
+    }
+
+    /// Adds the outcome of the next line.
+    pub fn push(&mut self, result: &Result<Entry, DeskriptorError>) {
+        match result {
+            Ok(e) => self.push_entry(e),
+            Err(e) => self.push_error(e),
+        }
+    }
+
+    fn push_entry(&mut self, e: &Entry) {
+        let out = &mut self.entries;
         for n in [e.line as u64, e.size, e.first_time as u64, e.mtime as u64] {
             out.extend_from_slice(&n.to_le_bytes());
         }
         out.push(u8::from(e.provisional));
-        put_str(&mut out, e.file_name());
-        put_str(&mut out, e.identity());
-        put_str(&mut out, e.raw());
+        put_str(out, e.file_name());
+        put_str(out, e.identity());
+        put_str(out, e.raw());
+        self.n_entries += 1;
     }
-    for e in &catalog.errors {
+
+    fn push_error(&mut self, e: &DeskriptorError) {
+        let out = &mut self.errors;
         out.extend_from_slice(&(e.line as u64).to_le_bytes());
-        put_str(&mut out, &e.field);
-        put_str(&mut out, &e.value);
-        put_str(&mut out, &e.message);
+        put_str(out, &e.field);
+        put_str(out, &e.value);
+        put_str(out, &e.message);
+        self.n_errors += 1;
     }
-    let crc = crc32c::crc32c(&out);
-    out.extend_from_slice(&crc.to_le_bytes());
-    out
+
+    /// The file's bytes, in order, without copying the entries.
+    fn pieces(&mut self) -> [&[u8]; 4] {
+        self.header.clear();
+        self.header.extend_from_slice(FORMAT);
+        self.header.extend_from_slice(&self.n_entries.to_le_bytes());
+        self.header.extend_from_slice(&self.n_errors.to_le_bytes());
+        let crc = [&self.header, &self.entries, &self.errors]
+            .iter()
+            .fold(0, |crc, piece| crc32c::crc32c_append(crc, piece));
+        self.crc = crc.to_le_bytes();
+        [&self.header, &self.entries, &self.errors, &self.crc]
+    }
 }
 
-/// Reads bytes written by [`encode`]; `None` if they are not exactly that.
 fn decode(data: &[u8]) -> Option<Catalog> {
     let (body, crc) = data.split_at_checked(data.len().checked_sub(4)?)?;
     if crc32c::crc32c(body) != u32::from_le_bytes(crc.try_into().ok()?) {
@@ -295,6 +381,12 @@ impl<'a> Reader<'a> {
 mod tests {
     use super::*;
 
+    /// Writes `c` under `key` and waits for the write.
+    fn keep(dir: &Path, key: &str, c: &Catalog) {
+        write(dir, key, Encoder::of(c));
+        finish_writes();
+    }
+
     fn sample() -> Catalog {
         Catalog {
             entries: vec![
@@ -308,7 +400,7 @@ mod tests {
     #[test]
     fn an_index_reads_back_exactly_and_damage_is_refused() {
         let c = sample();
-        let bytes = encode(&c);
+        let bytes = Encoder::of(&c).pieces().concat();
         let back = decode(&bytes).unwrap();
         assert_eq!(back.entries, c.entries);
         assert_eq!(back.errors, c.errors);
@@ -323,7 +415,7 @@ mod tests {
     #[test]
     fn indexes_are_kept_read_back_and_a_symlink_or_stray_file_is_not_read() {
         let dir = tempfile::tempdir().unwrap();
-        write(dir.path(), "k1", &sample());
+        keep(dir.path(), "k1", &sample());
         assert_eq!(read(dir.path(), "k1").unwrap().entries, sample().entries);
         assert!(read(dir.path(), "k2").is_none());
         // A symlink in place of an index is not followed.
@@ -332,7 +424,7 @@ mod tests {
         assert!(read(dir.path(), "k3").is_none());
         // A symlinked `catalogs` directory is neither read nor written through.
         let other = tempfile::tempdir().unwrap();
-        write(other.path(), "k1", &sample());
+        keep(other.path(), "k1", &sample());
         let linked = tempfile::tempdir().unwrap();
         std::os::unix::fs::symlink(
             other.path().join("catalogs"),
@@ -343,16 +435,16 @@ mod tests {
             read(linked.path(), "k1").is_none(),
             "an index reached through a symlink"
         );
-        write(linked.path(), "k9", &sample());
+        keep(linked.path(), "k9", &sample());
         assert!(!path_of(other.path(), "k9").exists());
         // Garbage is ignored, and a write replaces it.
         std::fs::write(path_of(dir.path(), "k4"), b"junk").unwrap();
         assert!(read(dir.path(), "k4").is_none());
-        write(dir.path(), "k4", &sample());
+        keep(dir.path(), "k4", &sample());
         assert!(read(dir.path(), "k4").is_some());
         // Only the most recent KEEP are kept.
         for k in 5..12 {
-            write(dir.path(), &format!("k{k}"), &sample());
+            keep(dir.path(), &format!("k{k}"), &sample());
         }
         let kept = std::fs::read_dir(dir.path().join("catalogs"))
             .unwrap()
