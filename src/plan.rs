@@ -111,9 +111,18 @@ fn size_key(key: &mut String, format: Format, r: &Resolution, provenance_key: &s
         Format::Classic64 => r.canonical.len().div_ceil(4) * 4,
         Format::Netcdf4 => r.canonical.len(),
     };
-    let _ = write!(key, "{}|{canonical_len}|", format.as_str());
+    let number = |key: &mut String, n: usize| {
+        let _ = write!(key, "{n}");
+    };
+    key.push_str(format.as_str());
+    key.push('|');
+    number(key, canonical_len);
+    key.push('|');
     for d in &r.file_dims {
-        let _ = write!(key, "{d}={};", r.selections[d].labels.len());
+        key.push_str(d);
+        key.push('=');
+        number(key, r.selections[d].labels.len());
+        key.push(';');
     }
     key.push('|');
     for v in &r.variables {
@@ -506,7 +515,15 @@ pub fn identity_of(
         h.update(store);
         h.update("\n");
     }
-    hex::encode(&h.finalize()[..16])
+    // `hex::encode`, without collecting chars one by one (a tenth of a catalog line's time).
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let digest = h.finalize();
+    let mut out = String::with_capacity(32);
+    for b in &digest[..16] {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 15)]));
+    }
+    out
 }
 
 /// The default file name of a deskriptor without `name`:
@@ -758,4 +775,54 @@ fn build_layout(
         ),
     ];
     Ok(layout)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Identities are hashed piece by piece; they must stay those of the whole text (every
+    /// cache entry and S3 object is named by them).
+    #[test]
+    fn identities_hash_the_text_they_always_hashed() {
+        let whole = |format: Format, url: &str, canonical: &str, store: Option<&str>| {
+            let mut h = Sha256::new();
+            h.update(format!(
+                "sodeda-era5\nversion {FORMAT_VERSION}\nformat {}\nsource {url}\nselection {canonical}\n",
+                format.as_str()
+            ));
+            if let Some(store) = store {
+                h.update(format!("{store}\n"));
+            }
+            hex::encode(&h.finalize()[..16])
+        };
+        assert_eq!(FORMAT_VERSION_TEXT, FORMAT_VERSION.to_string());
+        for format in [Format::Classic64, Format::Netcdf4] {
+            for store in [None, Some("store last_updated 2026-11-30 01:02:03+00:00")] {
+                let (url, canonical) = ("gs://b/x.zarr", r#"{"variable":["t"]}"#);
+                assert_eq!(
+                    identity_of(format, url, canonical, store),
+                    whole(format, url, canonical, store)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn hours_are_written_as_strftime_would() {
+        for (y, m, d, h) in [
+            (2023, 1, 2, 3),
+            (1940, 12, 31, 23),
+            (999, 5, 6, 0),
+            (10000, 1, 1, 0),
+        ] {
+            let t = chrono::NaiveDate::from_ymd_opt(y, m, d)
+                .unwrap()
+                .and_hms_opt(h, 0, 0)
+                .unwrap();
+            let mut out = String::new();
+            push_hour(&mut out, t);
+            assert_eq!(out, format!("{y:04}{m:02}{d:02}T{h:02}"));
+        }
+    }
 }

@@ -263,6 +263,14 @@ pub struct Encoder {
 }
 
 impl Encoder {
+    /// An encoder with room for about `bytes` of entries.
+    pub fn with_capacity(bytes: usize) -> Self {
+        Encoder {
+            entries: Vec::with_capacity(bytes),
+            ..Encoder::default()
+        }
+    }
+
     /// The encoding of a whole catalog.
     pub fn of(catalog: &Catalog) -> Self {
         let mut encoder = Encoder::default();
