@@ -266,6 +266,11 @@ async fn absent_chunks_of_an_existing_array_read_as_missing_and_the_entry_says_s
     assert_eq!(bytes.len() as u64, fs.getattr(i).unwrap().size);
     let identity =
         String::from_utf8(fs.getxattr(i, OsStr::new("user.sodeda.identity")).unwrap()).unwrap();
+    // No SELinux labels, no ACLs: "not supported", which `ls -l` remembers per device.
+    for name in ["security.selinux", "system.posix_acl_access"] {
+        let e = fs.getxattr(i, OsStr::new(name)).unwrap_err();
+        assert_eq!(e.errno(), libc::EOPNOTSUPP, "{name}");
+    }
     let path = dir
         .path()
         .join("v2")

@@ -259,6 +259,34 @@ def test_extended_attributes_explain_a_file(replica, mount_factory):
     assert 'user.sodeda.cached="yes"' in out.stdout and "user.sodeda.deskriptor=" in out.stdout
 
 
+def test_selinux_labels_and_acls_are_not_supported_so_ls_asks_once(replica, mount_factory,
+                                                                     tmp_path):
+    """SEMANTICS.md, extended attributes: `security.*` and `system.*` are EOPNOTSUPP (no
+    SELinux labels, no ACLs), which tells `ls -l` to stop asking each file for them; `ls -l`,
+    `cp -a` and the user.sodeda.* attributes work as before."""
+    m = mount_factory(TEST_SET, replica)
+    p = m.mountpoint / "steps.nc"
+    for name in ["security.selinux", "system.posix_acl_access", "system.posix_acl_default"]:
+        with pytest.raises(OSError) as e:
+            os.getxattr(p, name)
+        assert e.value.errno == errno.EOPNOTSUPP, (name, e.value)
+    with pytest.raises(OSError) as e:
+        os.getxattr(m.mountpoint, "security.selinux")
+    assert e.value.errno == errno.EOPNOTSUPP
+    assert os.getxattr(p, "user.sodeda.cached") == b"no"
+    # ls asks the first file only: strace sees one label and one ACL request for all files.
+    trace = subprocess.run(["strace", "-f", "-e", "trace=getxattr,lgetxattr", "ls", "-l",
+                            m.mountpoint], capture_output=True, text=True)
+    assert trace.returncode == 0, trace.stderr
+    files = len(os.listdir(m.mountpoint))
+    assert files > 3
+    asked = trace.stderr.count("security.selinux") + trace.stderr.count("posix_acl_access")
+    assert 1 <= asked <= 2, trace.stderr
+    out = subprocess.run(["cp", "-a", p, tmp_path / "copy.nc"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "copy.nc").read_bytes() == p.read_bytes()
+
+
 def test_a_failed_flow_is_eio_with_the_cause_and_the_next_read_retries(
         replica, http_source, mount_factory):
     """Errors: a failed flow gives EIO for the reads of that open file, logged once with the
