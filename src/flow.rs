@@ -309,7 +309,10 @@ impl Flow {
         }
         let mut replace = false;
         if let Some(remote) = &self.remote {
-            match remote.fetch_into(plan, &self.cache).await {
+            match remote
+                .fetch_into(&plan.identity, plan.size, &self.cache)
+                .await
+            {
                 Ok(Lookup::Copied(copied)) => {
                     self.metrics.remote_hits.fetch_add(1, Ordering::Relaxed);
                     return Ok((copied, Origin::Remote));

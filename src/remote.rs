@@ -1,7 +1,9 @@
 //! The S3 cache tier: finished files shared between machines through one bucket.
 //!
 //! Input: an [`S3Config`] (the prototype's `S3_BUCKET_NAME`, `S3_KEY_PREFIX`, `S3_ENDPOINT_URL`,
-//! `S3_PROFILE`) and plans. Output: files copied into the local cache, and files uploaded.
+//! `S3_PROFILE`), from which [`aws_store`] builds the client, or any object store
+//! ([`RemoteCache::over`]); identities and sizes. Output: files copied into the local cache,
+//! and files uploaded.
 //! Keys: `<prefix>/v<FORMAT_VERSION>/<identity>.nc`. Invariants: an object is used only if its
 //! size equals the plan's (otherwise it is treated as absent, rebuilt and replaced); uploads are
 //! conditional creates, so two machines building the same file never clobber each other (the
@@ -28,7 +30,7 @@ use zarrs_object_store::object_store::{
 const CHECKSUM_META: &str = "crc32c";
 
 use crate::cache::{CachedFile, LocalCache};
-use crate::plan::{Plan, FORMAT_VERSION};
+use crate::plan::FORMAT_VERSION;
 
 /// Default key prefix (the prototype's).
 pub const DEFAULT_PREFIX: &str = "sodeda-era5";
@@ -179,63 +181,82 @@ impl std::fmt::Debug for RemoteCache {
     }
 }
 
-impl RemoteCache {
-    /// Builds the client (no request yet).
-    pub fn new(config: &S3Config) -> Result<Self, RemoteError> {
-        if config.bucket.is_empty() {
-            return Err(RemoteError::Config("no bucket name".into()));
-        }
-        let mut builder = AmazonS3Builder::from_env().with_bucket_name(&config.bucket);
-        let mut credentials = "the AWS_* environment".to_string();
-        let mut region = std::env::var("AWS_REGION")
-            .or_else(|_| std::env::var("AWS_DEFAULT_REGION"))
-            .ok();
-        if let Some(profile) = &config.profile {
-            let c = read_profile(profile)?;
-            builder = builder
-                .with_access_key_id(c.key)
-                .with_secret_access_key(c.secret);
-            if let Some(t) = c.token {
-                builder = builder.with_token(t);
-            }
-            region = region.or(c.region);
-            credentials = format!("profile {profile:?}");
-        }
-        builder = builder.with_region(region.unwrap_or_else(|| "us-east-1".into()));
-        let mut target = format!("s3://{}/{}", config.bucket, config.prefix);
-        let mut client = ClientOptions::new()
-            .with_connect_timeout(Duration::from_secs(3))
-            .with_timeout(Duration::from_secs(300));
-        if let Some(endpoint) = &config.endpoint {
-            builder = builder
-                .with_endpoint(endpoint)
-                .with_virtual_hosted_style_request(false);
-            client = client.with_allow_http(endpoint.starts_with("http://"));
-            target.push_str(&format!(" at {endpoint}"));
-        }
-        // A cache must not stall reads: few, quick retries, then fall back to the source.
+/// The client of an S3 bucket (or an S3-compatible server at `endpoint`), with the retry and
+/// timeout policy of a cache, and how it is named in messages: the target
+/// (`s3://bucket/prefix at endpoint`) and the credentials it uses. No request is made.
+pub fn aws_store(config: &S3Config) -> Result<(Arc<dyn ObjectStore>, String, String), RemoteError> {
+    if config.bucket.is_empty() {
+        return Err(RemoteError::Config("no bucket name".into()));
+    }
+    let mut builder = AmazonS3Builder::from_env().with_bucket_name(&config.bucket);
+    let mut credentials = "the AWS_* environment".to_string();
+    let mut region = std::env::var("AWS_REGION")
+        .or_else(|_| std::env::var("AWS_DEFAULT_REGION"))
+        .ok();
+    if let Some(profile) = &config.profile {
+        let c = read_profile(profile)?;
         builder = builder
-            .with_retry(RetryConfig {
-                backoff: BackoffConfig {
-                    init_backoff: Duration::from_millis(100),
-                    max_backoff: Duration::from_secs(1),
-                    base: 2.0,
-                },
-                max_retries: 2,
-                retry_timeout: Duration::from_secs(10),
-            })
-            .with_client_options(client);
-        let store = builder
-            .build()
-            .map_err(|e| RemoteError::Config(e.to_string()))?;
-        Ok(Self {
-            store: Arc::new(store),
-            prefix: config.prefix.trim_matches('/').to_string(),
+            .with_access_key_id(c.key)
+            .with_secret_access_key(c.secret);
+        if let Some(t) = c.token {
+            builder = builder.with_token(t);
+        }
+        region = region.or(c.region);
+        credentials = format!("profile {profile:?}");
+    }
+    builder = builder.with_region(region.unwrap_or_else(|| "us-east-1".into()));
+    let mut target = format!("s3://{}/{}", config.bucket, config.prefix);
+    let mut client = ClientOptions::new()
+        .with_connect_timeout(Duration::from_secs(3))
+        .with_timeout(Duration::from_secs(300));
+    if let Some(endpoint) = &config.endpoint {
+        builder = builder
+            .with_endpoint(endpoint)
+            .with_virtual_hosted_style_request(false);
+        client = client.with_allow_http(endpoint.starts_with("http://"));
+        target.push_str(&format!(" at {endpoint}"));
+    }
+    // A cache must not stall reads: few, quick retries, then fall back to the source.
+    builder = builder
+        .with_retry(RetryConfig {
+            backoff: BackoffConfig {
+                init_backoff: Duration::from_millis(100),
+                max_backoff: Duration::from_secs(1),
+                base: 2.0,
+            },
+            max_retries: 2,
+            retry_timeout: Duration::from_secs(10),
+        })
+        .with_client_options(client);
+    let store = builder
+        .build()
+        .map_err(|e| RemoteError::Config(e.to_string()))?;
+    Ok((Arc::new(store), target, credentials))
+}
+
+impl RemoteCache {
+    /// The S3 tier of `config`'s bucket (see [`aws_store`]; no request yet).
+    pub fn new(config: &S3Config) -> Result<Self, RemoteError> {
+        let (store, target, credentials) = aws_store(config)?;
+        Ok(Self::over(store, &config.prefix, target, credentials))
+    }
+
+    /// The tier over any object store (tests use object_store's in-memory one): objects under
+    /// `prefix`, `target` and `credentials` as messages name them.
+    pub fn over(
+        store: Arc<dyn ObjectStore>,
+        prefix: &str,
+        target: String,
+        credentials: String,
+    ) -> Self {
+        Self {
+            store,
+            prefix: prefix.trim_matches('/').to_string(),
             target,
             credentials,
             down: AtomicBool::new(false),
             pending: Mutex::new(HashMap::new()),
-        })
+        }
     }
 
     /// `s3://bucket/prefix` and the endpoint, for messages.
@@ -323,9 +344,16 @@ impl RemoteCache {
         }
     }
 
-    /// Copies the object of `plan` into the local cache if it exists with the planned size.
-    pub async fn fetch_into(&self, plan: &Plan, local: &LocalCache) -> Result<Lookup, RemoteError> {
-        let result = match self.store.get(&self.key(&plan.identity)).await {
+    /// Copies the object of `identity` into the local cache if it exists with `size` bytes
+    /// and its checksum.
+    pub async fn fetch_into(
+        &self,
+        identity: &str,
+        size: u64,
+        local: &LocalCache,
+    ) -> Result<Lookup, RemoteError> {
+        let key = self.key(identity);
+        let result = match self.store.get(&key).await {
             Ok(r) => r,
             Err(object_store::Error::NotFound { .. }) => {
                 self.mark_up();
@@ -334,18 +362,15 @@ impl RemoteCache {
             Err(e) => return Err(self.classify(e)),
         };
         self.mark_up();
-        if result.meta.size != plan.size {
+        if result.meta.size != size {
             tracing::warn!(
-                "{}: S3 object {} has {} bytes, the plan says {}; rebuilding it",
-                plan.file_name,
-                self.key(&plan.identity),
+                "S3 object {key} has {} bytes, the plan says {size}; rebuilding it",
                 result.meta.size,
-                plan.size
             );
             return Ok(Lookup::WrongSize);
         }
         let local_err = |e: &dyn std::fmt::Display| RemoteError::Local {
-            identity: plan.identity.clone(),
+            identity: identity.to_string(),
             cause: e.to_string(),
         };
         let expected = result
@@ -362,30 +387,22 @@ impl RemoteCache {
             crc = crc32c::crc32c_append(crc, &part);
             file.write_all(&part).await.map_err(|e| local_err(&e))?;
         }
-        if expected.is_some_and(|e| e != crc) && written == plan.size {
+        if expected.is_some_and(|e| e != crc) && written == size {
             tracing::warn!(
-                "{}: S3 object {} is corrupt (crc32c {crc:08x}, stored {:08x}); rebuilding it",
-                plan.file_name,
-                self.key(&plan.identity),
+                "S3 object {key} is corrupt (crc32c {crc:08x}, stored {:08x}); rebuilding it",
                 expected.unwrap_or_default()
             );
             return Ok(Lookup::WrongSize);
         }
         file.flush().await.map_err(|e| local_err(&e))?;
         drop(file);
-        if written != plan.size {
+        if written != size {
             return Err(RemoteError::Unavailable {
                 target: self.target.clone(),
-                cause: format!(
-                    "object {} ended after {written} of {} bytes",
-                    self.key(&plan.identity),
-                    plan.size
-                ),
+                cause: format!("object {key} ended after {written} of {size} bytes"),
             });
         }
-        let cached = local
-            .persist(tmp, &plan.identity)
-            .map_err(|e| local_err(&e))?;
+        let cached = local.persist(tmp, identity).map_err(|e| local_err(&e))?;
         Ok(Lookup::Copied(cached))
     }
 

@@ -1,0 +1,384 @@
+//! The S3 tier (`src/remote.rs`) over object_store's in-memory store, with a wrapper that
+//! injects the faults a real bucket has and a local server cannot produce on demand: an
+//! outage, a denial, an answer cut short. Each behaviour of the tier is checked by what lands
+//! in the local cache and in the bucket: copies, conditional creates, wrong-sized and corrupt
+//! objects replaced, uploads remembered through an outage and retried after it.
+//! (`tests/python/test_s3.py` runs the tier against a real S3-compatible server.)
+
+use std::fmt;
+use std::io::Write;
+use std::ops::Range;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::{BoxStream, StreamExt};
+use sodeda_era5::cache::{CachedFile, LocalCache};
+use sodeda_era5::remote::{Lookup, RemoteCache, RemoteError, Uploaded};
+use zarrs_object_store::object_store::{
+    self, memory::InMemory, path::Path, Attribute, Attributes, CopyOptions, GetOptions, GetResult,
+    GetResultPayload, ListResult, MultipartUpload, ObjectMeta, ObjectStore, ObjectStoreExt,
+    PutMultipartOptions, PutOptions, PutPayload, PutResult,
+};
+
+/// A bucket that can be down (every request fails as a reset connection would), refuse the
+/// credentials, or cut every GET's body in half (with the full size announced).
+#[derive(Debug, Default)]
+struct Bucket {
+    inner: InMemory,
+    down: AtomicBool,
+    denied: AtomicBool,
+    cut: AtomicBool,
+    puts: AtomicUsize,
+}
+
+impl fmt::Display for Bucket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Bucket({})", self.inner)
+    }
+}
+
+impl Bucket {
+    fn check(&self, location: &Path) -> object_store::Result<()> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(object_store::Error::Generic {
+                store: "bucket",
+                source: "injected: connection reset by peer".into(),
+            });
+        }
+        if self.denied.load(Ordering::SeqCst) {
+            return Err(object_store::Error::PermissionDenied {
+                path: location.to_string(),
+                source: "injected: AccessDenied".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ObjectStore for Bucket {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> object_store::Result<PutResult> {
+        self.check(location)?;
+        self.puts.fetch_add(1, Ordering::SeqCst);
+        self.inner.put_opts(location, payload, opts).await
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        opts: PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn MultipartUpload>> {
+        self.check(location)?;
+        self.inner.put_multipart_opts(location, opts).await
+    }
+
+    async fn get_opts(
+        &self,
+        location: &Path,
+        options: GetOptions,
+    ) -> object_store::Result<GetResult> {
+        self.check(location)?;
+        let result = self.inner.get_opts(location, options).await?;
+        if !self.cut.load(Ordering::SeqCst) {
+            return Ok(result);
+        }
+        let (meta, range, attributes) = (
+            result.meta.clone(),
+            result.range.clone(),
+            result.attributes.clone(),
+        );
+        let bytes = result.bytes().await?;
+        let half = bytes.slice(..bytes.len() / 2);
+        Ok(GetResult {
+            payload: GetResultPayload::Stream(futures::stream::once(async { Ok(half) }).boxed()),
+            meta,
+            range,
+            attributes,
+            extensions: Default::default(),
+        })
+    }
+
+    async fn get_ranges(
+        &self,
+        location: &Path,
+        ranges: &[Range<u64>],
+    ) -> object_store::Result<Vec<Bytes>> {
+        self.check(location)?;
+        self.inner.get_ranges(location, ranges).await
+    }
+
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, object_store::Result<Path>>,
+    ) -> BoxStream<'static, object_store::Result<Path>> {
+        self.inner.delete_stream(locations)
+    }
+
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        self.inner.list(prefix)
+    }
+
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
+        self.inner.list_with_delimiter(prefix).await
+    }
+
+    async fn copy_opts(
+        &self,
+        from: &Path,
+        to: &Path,
+        options: CopyOptions,
+    ) -> object_store::Result<()> {
+        self.check(from)?;
+        self.inner.copy_opts(from, to, options).await
+    }
+}
+
+/// A local cache, a bucket and the tier over it.
+struct Setup {
+    _dir: tempfile::TempDir,
+    local: LocalCache,
+    bucket: Arc<Bucket>,
+    tier: RemoteCache,
+}
+
+fn setup() -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let local = LocalCache::open(&dir.path().join("cache")).unwrap();
+    let bucket = Arc::new(Bucket::default());
+    let tier = RemoteCache::over(
+        bucket.clone(),
+        "/team/era5/",
+        "s3://bucket/team/era5".into(),
+        "profile \"test\"".into(),
+    );
+    Setup {
+        _dir: dir,
+        local,
+        bucket,
+        tier,
+    }
+}
+
+/// An identity of 32 hex digits, as plans make them.
+fn identity(n: u8) -> String {
+    format!("{n:02x}").repeat(16)
+}
+
+/// A finished file in the local cache.
+fn built(local: &LocalCache, identity: &str, bytes: &[u8]) -> CachedFile {
+    let mut tmp = local.temp_file().unwrap();
+    tmp.write_all(bytes).unwrap();
+    local.persist(tmp, identity).unwrap()
+}
+
+fn content(n: u8, len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i as u8).wrapping_mul(31) ^ n).collect()
+}
+
+async fn object(s: &Setup, identity: &str) -> Option<Bytes> {
+    match s.bucket.inner.get(&s.tier.key(identity)).await {
+        Ok(r) => Some(r.bytes().await.unwrap()),
+        Err(object_store::Error::NotFound { .. }) => None,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+fn read(file: &CachedFile) -> Vec<u8> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    (&*file.file).read_to_end(&mut out).unwrap();
+    out
+}
+
+#[tokio::test]
+async fn an_upload_is_a_conditional_create_and_copies_back_exactly() {
+    let s = setup();
+    let id = identity(1);
+    let bytes = content(1, 10_000);
+    let entry = built(&s.local, &id, &bytes);
+    assert_eq!(s.tier.key(&id).as_ref(), format!("team/era5/v2/{id}.nc"));
+    assert_eq!(
+        s.tier.upload(&s.local, &id, &entry, false).await.unwrap(),
+        Uploaded::Created
+    );
+    // Another machine built the same file: the object stays, nothing is overwritten.
+    assert_eq!(
+        s.tier.upload(&s.local, &id, &entry, false).await.unwrap(),
+        Uploaded::AlreadyThere
+    );
+    assert_eq!(object(&s, &id).await.unwrap(), bytes);
+
+    // A machine without the file copies it into its own cache.
+    let other = tempfile::tempdir().unwrap();
+    let other = LocalCache::open(&other.path().join("cache")).unwrap();
+    match s.tier.fetch_into(&id, bytes.len() as u64, &other).await {
+        Ok(Lookup::Copied(copied)) => assert_eq!(read(&copied), bytes),
+        other => panic!("{other:?}"),
+    }
+    assert!(other.get(&id, bytes.len() as u64).is_some());
+    // A file nobody built.
+    assert!(matches!(
+        s.tier.fetch_into(&identity(2), 5, &other).await,
+        Ok(Lookup::Absent)
+    ));
+}
+
+#[tokio::test]
+async fn a_wrong_sized_or_corrupt_object_is_not_used_and_is_replaced() {
+    let s = setup();
+    let (id, bytes) = (identity(3), content(3, 4096));
+    let size = bytes.len() as u64;
+    // Wrong size: someone else's bytes under this key.
+    s.bucket
+        .inner
+        .put(&s.tier.key(&id), PutPayload::from(vec![7u8; 100]))
+        .await
+        .unwrap();
+    let empty = tempfile::tempdir().unwrap();
+    let fresh = LocalCache::open(&empty.path().join("cache")).unwrap();
+    assert!(matches!(
+        s.tier.fetch_into(&id, size, &fresh).await,
+        Ok(Lookup::WrongSize)
+    ));
+    assert!(fresh.get(&id, size).is_none(), "wrong bytes were cached");
+    let entry = built(&s.local, &id, &bytes);
+    assert_eq!(
+        s.tier.upload(&s.local, &id, &entry, true).await.unwrap(),
+        Uploaded::Replaced
+    );
+    assert_eq!(object(&s, &id).await.unwrap(), bytes);
+
+    // The right size, bytes that fail the stored checksum.
+    let mut flipped = bytes.clone();
+    flipped[2000] ^= 1;
+    let mut attributes = Attributes::new();
+    let stored = s
+        .bucket
+        .inner
+        .get(&s.tier.key(&id))
+        .await
+        .unwrap()
+        .attributes;
+    let crc = stored
+        .get(&Attribute::Metadata("crc32c".into()))
+        .expect("uploads store their checksum")
+        .clone();
+    attributes.insert(Attribute::Metadata("crc32c".into()), crc);
+    s.bucket
+        .inner
+        .put_opts(
+            &s.tier.key(&id),
+            PutPayload::from(flipped),
+            PutOptions {
+                attributes,
+                ..PutOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(matches!(
+        s.tier.fetch_into(&id, size, &fresh).await,
+        Ok(Lookup::WrongSize)
+    ));
+    assert!(fresh.get(&id, size).is_none(), "corrupt bytes were cached");
+}
+
+#[tokio::test]
+async fn an_answer_cut_short_is_an_error_and_caches_nothing() {
+    let s = setup();
+    let (id, bytes) = (identity(4), content(4, 8192));
+    let entry = built(&s.local, &id, &bytes);
+    s.tier.upload(&s.local, &id, &entry, false).await.unwrap();
+    s.bucket.cut.store(true, Ordering::SeqCst);
+    let empty = tempfile::tempdir().unwrap();
+    let fresh = LocalCache::open(&empty.path().join("cache")).unwrap();
+    match s.tier.fetch_into(&id, bytes.len() as u64, &fresh).await {
+        Err(RemoteError::Unavailable { cause, .. }) => {
+            assert!(cause.contains("ended after 4096 of 8192 bytes"), "{cause}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(fresh.get(&id, bytes.len() as u64).is_none());
+}
+
+#[tokio::test]
+async fn uploads_failed_in_an_outage_are_retried_after_the_next_success() {
+    let s = setup();
+    let (a, b) = (identity(5), identity(6));
+    let (bytes_a, bytes_b) = (content(5, 3000), content(6, 5000));
+    let (entry_a, entry_b) = (built(&s.local, &a, &bytes_a), built(&s.local, &b, &bytes_b));
+    s.bucket.down.store(true, Ordering::SeqCst);
+    match s.tier.upload(&s.local, &a, &entry_a, false).await {
+        Err(RemoteError::Unavailable { target, cause }) => {
+            assert_eq!(target, "s3://bucket/team/era5");
+            assert!(cause.contains("connection reset"), "{cause}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(s.tier.probe().await.is_err());
+    assert_eq!(s.tier.pending(), 1);
+    // A read in the outage is an error the flow falls back from, not a wrong answer.
+    assert!(s.tier.fetch_into(&a, 3000, &s.local).await.is_err());
+    s.bucket.down.store(false, Ordering::SeqCst);
+    assert_eq!(
+        s.tier.upload(&s.local, &b, &entry_b, false).await.unwrap(),
+        Uploaded::Created
+    );
+    assert_eq!(s.tier.pending(), 0, "the failed upload was not retried");
+    assert_eq!(object(&s, &a).await.unwrap(), bytes_a);
+    assert_eq!(object(&s, &b).await.unwrap(), bytes_b);
+}
+
+#[tokio::test]
+async fn a_pending_upload_whose_entry_is_gone_is_dropped_not_uploaded() {
+    let s = setup();
+    let (a, b) = (identity(7), identity(8));
+    let (entry_a, entry_b) = (
+        built(&s.local, &a, &content(7, 100)),
+        built(&s.local, &b, &content(8, 100)),
+    );
+    s.bucket.down.store(true, Ordering::SeqCst);
+    assert!(s.tier.upload(&s.local, &a, &entry_a, false).await.is_err());
+    std::fs::remove_file(s.local.path_for(&a).unwrap()).unwrap();
+    s.bucket.down.store(false, Ordering::SeqCst);
+    let puts = s.bucket.puts.load(Ordering::SeqCst);
+    s.tier.upload(&s.local, &b, &entry_b, false).await.unwrap();
+    assert_eq!(s.tier.pending(), 0);
+    assert_eq!(
+        s.bucket.puts.load(Ordering::SeqCst),
+        puts + 1,
+        "only b was put"
+    );
+    assert!(object(&s, &a).await.is_none());
+}
+
+#[tokio::test]
+async fn a_denial_names_the_credentials_and_never_a_secret() {
+    let s = setup();
+    s.bucket.denied.store(true, Ordering::SeqCst);
+    let e = s.tier.probe().await.unwrap_err();
+    match &e {
+        RemoteError::Denied {
+            target,
+            credentials,
+            ..
+        } => {
+            assert_eq!(target, "s3://bucket/team/era5");
+            assert_eq!(credentials, "profile \"test\"");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(e.to_string().contains("access denied"), "{e}");
+    let entry = built(&s.local, &identity(9), b"x");
+    assert!(matches!(
+        s.tier.upload(&s.local, &identity(9), &entry, false).await,
+        Err(RemoteError::Denied { .. })
+    ));
+}
