@@ -795,7 +795,7 @@ async fn preload(
         s.cached,
         s.failed.len() + catalog.errors.len()
     );
-    let chunks = flow.fetch.chunk_cache.as_ref();
+    let chunks = flow.fetch_options().chunk_cache.as_ref();
     println!(
         "source: {} requests, {} bytes; chunks decoded {}, reused from memory {}; read ahead: \
          {} requests, {} reads answered",
@@ -806,13 +806,12 @@ async fn preload(
         s.read_ahead.0,
         s.read_ahead.1,
     );
-    if let Some(r) = &flow.remote {
+    if let Some(pending) = flow.uploads_pending() {
         println!(
-            "s3: {} uploaded, {} waiting for the bucket",
-            flow.metrics
+            "s3: {} uploaded, {pending} waiting for the bucket",
+            flow.metrics()
                 .uploads
                 .load(std::sync::atomic::Ordering::Relaxed),
-            r.pending()
         );
     }
     for e in &catalog.errors {
@@ -896,15 +895,15 @@ async fn mount(common: &Common, args: &MountArgs) -> Result<ExitCode> {
         threads: args.fuse_threads,
     };
     let (path, strict) = (common.deskriptors.clone(), args.strict);
-    let cache = fs.flow().cache.clone();
+    let flow = fs.flow().clone();
     let check_source = source.clone();
     let check: crate::mount::VersionCheck = Arc::new(move || {
-        let (source, cache) = (check_source.clone(), cache.clone());
+        let (source, flow) = (check_source.clone(), flow.clone());
         Box::pin(async move {
             let changed = source.refresh_version().await?;
             if changed {
                 // Entries built while chunks were absent are rebuilt from the new version.
-                cache.set_store_version(source.freshness.cache_version());
+                flow.set_store_version(source.freshness.cache_version());
             }
             Ok(changed)
         })

@@ -178,21 +178,23 @@ pub fn build_bytes(plan: &Plan, source: &Source, options: &FetchOptions) -> u64 
     output + in_flight
 }
 
-/// The flow's resources: the source, the cache and the fetch tuning.
+/// The flow's resources: the source, the cache tiers and the fetch tuning. Everything that
+/// reads or writes a tier goes through it (materialize, is_cached, pin, the uploads), so the
+/// tier policy and its counters live in one place.
 #[derive(Debug, Clone)]
 pub struct Flow {
     /// The opened source.
-    pub source: Arc<Source>,
+    source: Arc<Source>,
     /// The local cache.
-    pub cache: LocalCache,
+    cache: LocalCache,
     /// Fetch tuning.
-    pub fetch: FetchOptions,
+    fetch: FetchOptions,
     /// The S3 tier, when configured.
-    pub remote: Option<Arc<RemoteCache>>,
+    remote: Option<Arc<RemoteCache>>,
     /// Counters.
-    pub metrics: Arc<FlowMetrics>,
+    metrics: Arc<FlowMetrics>,
     /// The memory budget of builds.
-    pub memory: Arc<BuildMemory>,
+    memory: Arc<BuildMemory>,
     inflight: Arc<InFlight>,
 }
 
@@ -208,6 +210,60 @@ impl Flow {
             memory: Arc::new(BuildMemory::new(BuildMemory::default_bytes())),
             inflight: Arc::default(),
         }
+    }
+
+    /// Another flow over `cache`, sharing this one's source, fetch tuning, counters and
+    /// memory budget, without the S3 tier (the dashboard's ad-hoc previews).
+    pub fn over_cache(&self, cache: LocalCache) -> Self {
+        Self {
+            source: self.source.clone(),
+            cache,
+            fetch: self.fetch.clone(),
+            remote: None,
+            metrics: self.metrics.clone(),
+            memory: self.memory.clone(),
+            inflight: Arc::default(),
+        }
+    }
+
+    /// The source.
+    pub fn source(&self) -> &Arc<Source> {
+        &self.source
+    }
+
+    /// The fetch tuning.
+    pub fn fetch_options(&self) -> &FetchOptions {
+        &self.fetch
+    }
+
+    /// The fetch tuning, to change (preload's whole chunks and read-ahead on its own copy).
+    pub fn fetch_options_mut(&mut self) -> &mut FetchOptions {
+        &mut self.fetch
+    }
+
+    /// The counters.
+    pub fn metrics(&self) -> &FlowMetrics {
+        &self.metrics
+    }
+
+    /// The memory budget of builds.
+    pub fn memory(&self) -> &BuildMemory {
+        &self.memory
+    }
+
+    /// Bytes in the local cache.
+    pub fn cached_bytes(&self) -> u64 {
+        self.cache.size()
+    }
+
+    /// Uploads waiting for the bucket; `None` without an S3 tier.
+    pub fn uploads_pending(&self) -> Option<usize> {
+        self.remote.as_ref().map(|r| r.pending())
+    }
+
+    /// Tells the local cache the store's version (see [`LocalCache::set_store_version`]).
+    pub fn set_store_version(&self, version: Option<String>) {
+        self.cache.set_store_version(version);
     }
 
     /// Sets the memory budget of builds (see [`BuildMemory`]).
@@ -258,6 +314,56 @@ impl Flow {
         let hit = self.cache.get(identity, size)?;
         self.metrics.cache_hits.fetch_add(1, Ordering::Relaxed);
         Some(hit)
+    }
+
+    /// The local cache's file of `identity` (`size` bytes), open, without counting a hit.
+    pub fn cached(&self, identity: &str, size: u64) -> Option<CachedFile> {
+        self.cache.get(identity, size)
+    }
+
+    /// The local cache's file of `identity` as a plain file (for kernel passthrough),
+    /// counted as a cache hit.
+    pub fn open_cached(&self, identity: &str, size: u64) -> Option<std::fs::File> {
+        let file = self.cache.open_entry(identity, size)?;
+        self.metrics.cache_hits.fetch_add(1, Ordering::Relaxed);
+        Some(file)
+    }
+
+    /// Shares a file cached here with the S3 tier if the bucket lacks it or holds a wrong
+    /// one (a file cached by an earlier run without the bucket). A file with absent chunks is
+    /// never shared (see [`Flow::materialize`]); an unreachable bucket is only recorded.
+    pub async fn share(&self, identity: &str, cached: &CachedFile) {
+        let Some(remote) = self.remote.as_ref().filter(|_| cached.absent_chunks() == 0) else {
+            return;
+        };
+        let size = cached.file.metadata().map(|m| m.len()).unwrap_or(0);
+        match remote.size_of(identity).await {
+            Ok(Some(there)) if there == size => {}
+            Ok(other) => self.upload(remote, identity, cached, other.is_some()).await,
+            Err(e) => remote.mark_down(&e),
+        }
+    }
+
+    /// Uploads `built`, counting the objects this process created or replaced.
+    async fn upload(
+        &self,
+        remote: &RemoteCache,
+        identity: &str,
+        built: &CachedFile,
+        replace: bool,
+    ) {
+        if let Ok(Uploaded::Created | Uploaded::Replaced) =
+            remote.upload(&self.cache, identity, built, replace).await
+        {
+            self.metrics.uploads.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Retries the uploads that failed while the bucket was unreachable.
+    pub async fn retry_uploads(&self) {
+        if let Some(remote) = &self.remote {
+            remote.retry_pending(&self.cache).await;
+        }
     }
 
     /// Keeps the local entry of `identity` from eviction while the guard lives.
@@ -335,12 +441,7 @@ impl Flow {
             // machines would take it as final. A failed upload is logged (once while the
             // bucket is down) and retried later; the file is complete locally either way.
             if built.absent_chunks() == 0 {
-                if let Ok(Uploaded::Created | Uploaded::Replaced) = remote
-                    .upload(&self.cache, &plan.identity, &built, replace)
-                    .await
-                {
-                    self.metrics.uploads.fetch_add(1, Ordering::Relaxed);
-                }
+                self.upload(remote, &plan.identity, &built, replace).await;
             }
         }
         Ok((built, Origin::Built))

@@ -472,7 +472,7 @@ impl DatasetFs {
         // The directory's time, as its files', is stable across remounts: the store's last
         // change.
         let created = seconds_to_time(
-            flow.source
+            flow.source()
                 .freshness
                 .current()
                 .updated_seconds()
@@ -853,9 +853,7 @@ impl DatasetFs {
     /// hit: the caller hands it to the kernel for passthrough).
     pub fn cached_file(&self, ino: u64) -> Option<std::fs::File> {
         let e = &self.node(ino).ok()?.entry;
-        let file = self.flow.cache.open_entry(e.identity(), e.size)?;
-        self.flow.metrics.cache_hits.fetch_add(1, Ordering::Relaxed);
-        Some(file)
+        self.flow.open_cached(e.identity(), e.size)
     }
 
     /// Forgets a file handle.
@@ -989,7 +987,7 @@ impl DatasetFs {
             return Ok(hit.file);
         }
         let plan = entry
-            .plan(&self.flow.source, self.options)
+            .plan(self.flow.source(), self.options)
             .map_err(|e| fail(e.to_string()))?;
         // The file as checked or written by the cache, never a path opened again: an entry
         // evicted meanwhile by another process stays readable.
@@ -1076,7 +1074,7 @@ impl DatasetFs {
             XATTR_PROVENANCE => {
                 let e = &node.entry;
                 let plan =
-                    e.plan(&self.flow.source, self.options)
+                    e.plan(self.flow.source(), self.options)
                         .map_err(|err| FsError::Flow {
                             file: e.file_name().to_string(),
                             cause: err.to_string(),
@@ -1084,8 +1082,7 @@ impl DatasetFs {
                 let mut json = plan.provenance.to_json();
                 json["absent_chunks"] = self
                     .flow
-                    .cache
-                    .get(e.identity(), e.size)
+                    .cached(e.identity(), e.size)
                     .map_or(serde_json::Value::Null, |c| c.absent_chunks().into());
                 json.to_string()
             }

@@ -123,8 +123,8 @@ pub async fn preload(flow: &Flow, entries: Vec<Entry>, options: PreloadOptions) 
     plans.sort_by_key(|e| (e.first_time, e.line));
     let mut flow = with_whole_chunks(flow, &plans, options.plan);
     let ahead = (options.requests > 0).then(|| {
-        let ahead = Prefetched::new(flow.source.store.clone(), options.requests);
-        flow.fetch.prefetched = Some(ahead.clone());
+        let ahead = Prefetched::new(flow.source().store.clone(), options.requests);
+        flow.fetch_options_mut().prefetched = Some(ahead.clone());
         ahead
     });
     let flow = &flow;
@@ -205,12 +205,16 @@ pub async fn preload(flow: &Flow, entries: Vec<Entry>, options: PreloadOptions) 
     let mut summary = Summary {
         files: total,
         elapsed: start.elapsed(),
-        read_ahead: flow.fetch.prefetched.as_ref().map_or((0, 0), |a| {
-            (
-                a.sent.load(Ordering::Relaxed),
-                a.hits.load(Ordering::Relaxed),
-            )
-        }),
+        read_ahead: flow
+            .fetch_options()
+            .prefetched
+            .as_ref()
+            .map_or((0, 0), |a| {
+                (
+                    a.sent.load(Ordering::Relaxed),
+                    a.hits.load(Ordering::Relaxed),
+                )
+            }),
         ..Summary::default()
     };
     for o in outcomes {
@@ -222,9 +226,7 @@ pub async fn preload(flow: &Flow, entries: Vec<Entry>, options: PreloadOptions) 
         }
     }
     summary.failed.sort_by_key(|f| f.line);
-    if let Some(remote) = &flow.remote {
-        remote.retry_pending(&flow.cache).await;
-    }
+    flow.retry_uploads().await;
     summary
 }
 
@@ -241,8 +243,8 @@ fn with_whole_chunks(flow: &Flow, entries: &[Entry], options: PlanOptions) -> Fl
         if flow.is_cached(e.identity(), e.size) {
             continue;
         }
-        if let Ok(plan) = e.plan(&flow.source, options) {
-            for (chunk, part) in chunk_demand(&plan, &flow.source) {
+        if let Ok(plan) = e.plan(flow.source(), options) {
+            for (chunk, part) in chunk_demand(&plan, flow.source()) {
                 *demand.entry(chunk).or_default() += part;
             }
         }
@@ -254,7 +256,7 @@ fn with_whole_chunks(flow: &Flow, entries: &[Entry], options: PlanOptions) -> Fl
         .collect();
     tracing::debug!("preload: {} chunks read whole", whole.len());
     let mut flow = flow.clone();
-    flow.fetch.whole_chunks = Some(Arc::new(whole));
+    flow.fetch_options_mut().whole_chunks = Some(Arc::new(whole));
     flow
 }
 
@@ -298,10 +300,10 @@ async fn read_ahead(
             if flow.is_cached(e.identity(), e.size) {
                 continue;
             }
-            let Ok(plan) = e.plan(&flow.source, options) else {
+            let Ok(plan) = e.plan(flow.source(), options) else {
                 continue;
             };
-            for (key, need) in chunk_needs(&plan, &flow.source, &flow.fetch) {
+            for (key, need) in chunk_needs(&plan, flow.source(), flow.fetch_options()) {
                 let row_bytes = 4 * *need.shape.last().unwrap_or(&1) as u64;
                 bytes += if need.whole {
                     need.shape.iter().product::<usize>() as u64 * 4
@@ -317,7 +319,12 @@ async fn read_ahead(
             needs.len()
         );
         for (key, need) in needs {
-            ahead.plan_chunk(&key, need, window, flow.fetch.block_tables.clone());
+            ahead.plan_chunk(
+                &key,
+                need,
+                window,
+                flow.fetch_options().block_tables.clone(),
+            );
         }
         if let Some(first) = first.take() {
             let _ = first.send(());
@@ -327,25 +334,9 @@ async fn read_ahead(
 }
 
 async fn one(flow: &Flow, entry: &Entry, options: PlanOptions) -> Outcome {
-    if let Some(cached) = flow.cache.get(entry.identity(), entry.size) {
-        if let Some(remote) = flow.remote.as_ref().filter(|_| cached.absent_chunks() == 0) {
-            // Cached here but perhaps not shared yet (an earlier run without the bucket); a
-            // file with absent chunks is never shared (see Flow::materialize).
-            match remote.size_of(entry.identity()).await {
-                Ok(Some(size)) if size == entry.size => {}
-                Ok(other) => {
-                    if let Ok(
-                        crate::remote::Uploaded::Created | crate::remote::Uploaded::Replaced,
-                    ) = remote
-                        .upload(&flow.cache, entry.identity(), &cached, other.is_some())
-                        .await
-                    {
-                        flow.metrics.uploads.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-                Err(e) => remote.mark_down(&e),
-            }
-        }
+    if let Some(cached) = flow.cached(entry.identity(), entry.size) {
+        // Cached here but perhaps not shared yet (an earlier run without the bucket).
+        flow.share(entry.identity(), &cached).await;
         return Outcome::Cached;
     }
     let failed = |cause: String| {
@@ -355,7 +346,7 @@ async fn one(flow: &Flow, entry: &Entry, options: PlanOptions) -> Outcome {
             cause,
         })
     };
-    let plan = match entry.plan(&flow.source, options) {
+    let plan = match entry.plan(flow.source(), options) {
         Ok(p) => p,
         Err(e) => return failed(e.to_string()),
     };

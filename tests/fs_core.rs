@@ -76,7 +76,7 @@ async fn names_sizes_and_errnos() {
     assert_eq!(a.perm, 0o444);
     assert!(a.size > 6 * 9 * 16 * 4);
     assert_eq!(
-        fs.flow().metrics.runs.load(Ordering::Relaxed),
+        fs.flow().metrics().runs.load(Ordering::Relaxed),
         0,
         "stat builds nothing"
     );
@@ -117,7 +117,7 @@ async fn reads_return_exactly_the_built_file() {
         assert!(fs.read(fh, size + 1000, 10).await.unwrap().is_empty());
         fs.release(fh);
     }
-    assert_eq!(fs.flow().metrics.runs.load(Ordering::Relaxed), 3);
+    assert_eq!(fs.flow().metrics().runs.load(Ordering::Relaxed), 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -188,11 +188,11 @@ async fn concurrent_readers_share_one_flow_run() {
         results.push(t.await.unwrap());
     }
     assert!(results.windows(2).all(|w| w[0] == w[1]));
-    assert_eq!(fs.flow().metrics.runs.load(Ordering::Relaxed), 1);
-    let requests = fs.flow().source.metrics.requests();
+    assert_eq!(fs.flow().metrics().runs.load(Ordering::Relaxed), 1);
+    let requests = fs.flow().source().metrics.requests();
     read_all(&fs, i, 8192).await;
     assert_eq!(
-        fs.flow().source.metrics.requests(),
+        fs.flow().source().metrics.requests(),
         requests,
         "a cached read touches no source"
     );
@@ -220,7 +220,7 @@ async fn a_failed_flow_is_eio_with_its_cause_and_a_new_open_retries() {
     assert!(cause.contains("2m_temperature") && cause.contains("injected fault"));
     // The same open file keeps its failure: no new flow for the kernel's follow-up requests.
     assert_eq!(fs.read(fh, 4096, 100).await.unwrap_err().errno(), libc::EIO);
-    assert_eq!(fs.flow().metrics.failures.load(Ordering::Relaxed), 1);
+    assert_eq!(fs.flow().metrics().failures.load(Ordering::Relaxed), 1);
     fs.release(fh);
 
     faulty.failing.store(false, Ordering::SeqCst);
@@ -414,7 +414,7 @@ async fn reload_adds_and_removes_files_and_open_handles_keep_working() {
         .chain([r#"{"name": "c", "time": "2023-01-01T03:00", "variable": "2m_temperature"}"#])
         .collect::<Vec<_>>()
         .join("\n");
-    let catalog = Catalog::from_text(&text, &fs.flow().source, PlanOptions::default());
+    let catalog = Catalog::from_text(&text, fs.flow().source(), PlanOptions::default());
     let summary = fs.reload(catalog.entries);
     assert_eq!(summary.added, vec!["c.nc"]);
     assert_eq!(summary.removed, vec!["b.nc"]);
@@ -450,7 +450,7 @@ async fn reload_reports_changed_and_removed_names_with_their_retired_inodes() {
 
     // a: same name, another selection (two hours fewer); b removed; absent unchanged; c new.
     let reloaded = |text: &str| {
-        let catalog = Catalog::from_text(text, &fs.flow().source, PlanOptions::default());
+        let catalog = Catalog::from_text(text, fs.flow().source(), PlanOptions::default());
         assert!(catalog.errors.is_empty(), "{:?}", catalog.errors);
         fs.reload(catalog.entries)
     };
@@ -542,13 +542,13 @@ async fn hourly(readahead: usize) -> (Arc<DatasetFs>, tempfile::TempDir) {
 /// Waits (at most 10 s) until `n` flow runs have ended.
 async fn runs_reach(fs: &DatasetFs, n: u64) -> u64 {
     for _ in 0..200 {
-        let runs = fs.flow().metrics.runs.load(Ordering::Relaxed);
-        if runs >= n && fs.flow().memory.in_use() == 0 {
+        let runs = fs.flow().metrics().runs.load(Ordering::Relaxed);
+        if runs >= n && fs.flow().memory().in_use() == 0 {
             return runs;
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    fs.flow().metrics.runs.load(Ordering::Relaxed)
+    fs.flow().metrics().runs.load(Ordering::Relaxed)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -561,17 +561,17 @@ async fn reading_files_in_order_builds_the_next_ones_ahead_within_the_window() {
     // The window: the four files after f09 in line order, no more.
     assert_eq!(runs_reach(&fs, 7).await, 7);
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    assert_eq!(fs.flow().metrics.runs.load(Ordering::Relaxed), 7);
+    assert_eq!(fs.flow().metrics().runs.load(Ordering::Relaxed), 7);
     let stats: serde_json::Value = serde_json::from_str(&fs.stats_json()).unwrap();
     assert_eq!(stats["readahead_builds"], 4);
     // Reading them is a cache hit each, and keeps the window going.
-    let hits = fs.flow().metrics.cache_hits.load(Ordering::Relaxed);
+    let hits = fs.flow().metrics().cache_hits.load(Ordering::Relaxed);
     let built_ahead = read_all(&fs, ino(&fs, "f08.nc"), 1 << 20).await;
     assert_eq!(
         built_ahead.len() as u64,
         fs.getattr(ino(&fs, "f08.nc")).unwrap().size
     );
-    assert!(fs.flow().metrics.cache_hits.load(Ordering::Relaxed) > hits);
+    assert!(fs.flow().metrics().cache_hits.load(Ordering::Relaxed) > hits);
     assert_eq!(runs_reach(&fs, 8).await, 8, "f04 joins the window");
 }
 
@@ -588,7 +588,7 @@ async fn reading_in_name_order_is_followed_too_and_random_order_starts_nothing()
         read_all(&fs, ino(&fs, name), 1 << 20).await;
     }
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    assert_eq!(fs.flow().metrics.runs.load(Ordering::Relaxed), 5);
+    assert_eq!(fs.flow().metrics().runs.load(Ordering::Relaxed), 5);
 
     let (fs, _dir) = hourly(0).await;
     for name in ["f00.nc", "f01.nc", "f02.nc", "f03.nc"] {
@@ -596,7 +596,7 @@ async fn reading_in_name_order_is_followed_too_and_random_order_starts_nothing()
     }
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     assert_eq!(
-        fs.flow().metrics.runs.load(Ordering::Relaxed),
+        fs.flow().metrics().runs.load(Ordering::Relaxed),
         4,
         "--readahead 0"
     );

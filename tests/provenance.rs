@@ -98,7 +98,7 @@ async fn a_provisional_file_is_rebuilt_after_a_store_update_and_a_final_one_is_n
     let fs = mount_core(&store, cache.path()).await;
     let final_bytes = read(&fs, "final.nc").await;
     let late_bytes = read(&fs, "late.nc").await;
-    assert_eq!(fs.flow().metrics.runs.load(Ordering::Relaxed), 2);
+    assert_eq!(fs.flow().metrics().runs.load(Ordering::Relaxed), 2);
     // What each file says it is made of.
     assert!(contains(&final_bytes, "final ERA5"));
     assert!(
@@ -143,7 +143,7 @@ async fn a_provisional_file_is_rebuilt_after_a_store_update_and_a_final_one_is_n
     assert_eq!(xattr(&fs, "late.nc", "user.sodeda.identity"), late_identity);
     assert_eq!(seconds(&fs, "final.nc"), 1_672_549_200);
     assert_eq!(read(&fs, "late.nc").await, late_bytes);
-    assert_eq!(fs.flow().metrics.runs.load(Ordering::Relaxed), 0);
+    assert_eq!(fs.flow().metrics().runs.load(Ordering::Relaxed), 0);
     drop(fs);
 
     // The store is updated (and the late hours rewritten): the provisional file is a new
@@ -166,7 +166,7 @@ async fn a_provisional_file_is_rebuilt_after_a_store_update_and_a_final_one_is_n
     assert_eq!(read(&fs, "final.nc").await, final_bytes);
     let rebuilt = read(&fs, "late.nc").await;
     assert_eq!(
-        fs.flow().metrics.runs.load(Ordering::Relaxed),
+        fs.flow().metrics().runs.load(Ordering::Relaxed),
         1,
         "only the late file"
     );

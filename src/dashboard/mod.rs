@@ -156,10 +156,8 @@ impl Dashboard {
     pub fn new(flow: Flow, options: DashboardOptions) -> Result<Self, CacheError> {
         let cache = LocalCache::open(&options.cache_dir.join(PREVIEW_DIR))?
             .with_max_size(options.preview_cache_size);
-        let mut previews = Flow::new(flow.source.clone(), cache, flow.fetch.clone());
-        previews.metrics = flow.metrics.clone();
-        // One memory budget for every build of the process, ad-hoc previews included.
-        previews.memory = flow.memory.clone();
+        // Counters and one memory budget for every build of the process, previews included.
+        let previews = flow.over_cache(cache);
         Ok(Dashboard {
             preview_builds: tokio::sync::Semaphore::new(options.preview_concurrency),
             previews,
@@ -173,7 +171,7 @@ impl Dashboard {
     }
 
     fn source(&self) -> &Source {
-        &self.flow.source
+        self.flow.source()
     }
 
     /// The catalog, re-read when the deskriptors file changed (or could not be read before).
@@ -331,7 +329,7 @@ impl Dashboard {
             ),
             (
                 "preview_cache_bytes".to_string(),
-                self.previews.cache.size().into(),
+                self.previews.cached_bytes().into(),
             ),
             (
                 "preview_cache_limit".to_string(),
@@ -499,7 +497,7 @@ async fn map(State(d): State<Shared>, Query(pairs): Pairs) -> Response {
         Err((status, e)) => return text_error(status, e),
     };
     let mut view = view_of(&pairs);
-    let source = d.flow.source.clone();
+    let source = d.flow.source().clone();
     let rendered = tokio::task::spawn_blocking(move || {
         // libnetcdf opens by name: the checked file's descriptor, not the cache path.
         let path = materialized.file.fd_path();
