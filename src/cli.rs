@@ -17,6 +17,7 @@ use clap::{Args, Parser, Subcommand};
 use futures::StreamExt;
 use serde_json::json;
 
+use crate::cache::s3::{RemoteCache, RemoteError, S3Config};
 use crate::cache::{LocalCache, DEFAULT_CACHE_DIR};
 use crate::catalog::{Catalog, Entry};
 use crate::deskriptor::Deskriptor;
@@ -25,7 +26,6 @@ use crate::flow::{Flow, Origin};
 use crate::layout::Format;
 use crate::plan::{Plan, PlanOptions, DEFAULT_MAX_FILE_SIZE};
 use crate::preload::{PreloadOptions, Shard};
-use crate::remote::{RemoteCache, RemoteError, S3Config};
 use crate::select;
 use crate::source::{Source, SourceOptions, DEFAULT_SOURCE};
 
@@ -113,7 +113,7 @@ pub struct Common {
     #[arg(long, env = "S3_BUCKET_NAME", global = true)]
     s3_bucket: Option<String>,
     /// Key prefix in the S3 bucket.
-    #[arg(long, env = "S3_KEY_PREFIX", default_value = crate::remote::DEFAULT_PREFIX, global = true)]
+    #[arg(long, env = "S3_KEY_PREFIX", default_value = crate::cache::s3::DEFAULT_PREFIX, global = true)]
     s3_prefix: String,
     /// S3 endpoint URL (for S3-compatible servers; http allowed).
     #[arg(long, env = "S3_ENDPOINT_URL", global = true)]
@@ -262,7 +262,7 @@ pub struct MountArgs {
     /// Let other users read the files (FUSE allow_other).
     #[arg(long, env = "SODEDA_ALLOW_OTHER")]
     allow_other: bool,
-    /// Where the mount logs (default in the background: <cache>/sodeda-mount.log; in the
+    /// Where the mount logs (default in the background: `<cache>/sodeda-mount.log`; in the
     /// foreground: standard error).
     #[arg(long, env = "SODEDA_LOG_FILE")]
     log_file: Option<PathBuf>,
@@ -1166,7 +1166,7 @@ fn warn_bad_lines(catalog: &Catalog) {
 async fn tiers_of(
     entries: &[Entry],
     cache: &LocalCache,
-    remote: Option<&crate::remote::RemoteCache>,
+    remote: Option<&crate::cache::s3::RemoteCache>,
 ) -> Vec<Vec<&'static str>> {
     let in_s3: Vec<Option<bool>> = match remote {
         Some(r) => {

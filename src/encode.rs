@@ -3,7 +3,7 @@
 //! Input: a layout, one float32 array per data variable, a format and a path. Output: the file.
 //! Invariant: the bytes depend only on the inputs (no timestamps, fixed definition and write
 //! order), and the length equals [`Layout::classic_size`] for CDF-2 or [`netcdf4_size`] for
-//! NetCDF-4; [`write`] checks that before it returns.
+//! NetCDF-4; [`write()`] checks that before it returns.
 //!
 //! CDF-2 is written directly by [`classic`] (byte-identical to libnetcdf, which is about a
 //! thousand times slower for small files); NetCDF-4 through libnetcdf, which is synchronous
@@ -17,6 +17,10 @@ use ndarray::ArrayD;
 pub mod classic;
 
 use crate::layout::{AttrValue, CoordValues, Format, Layout, NcType};
+
+/// Version of the file format this program writes. Part of every identity and cache key:
+/// bump it whenever the bytes of a file for the same deskriptor would change.
+pub const FORMAT_VERSION: u32 = 2;
 
 /// Why a file could not be written.
 #[derive(Debug, thiserror::Error)]

@@ -322,7 +322,7 @@ pub struct Fetched {
     /// One array per data variable, shaped like the variable in the file.
     pub arrays: Vec<ArrayD<f32>>,
     /// Chunks that were absent from a store that still answered for their array (see
-    /// [`confirm_absent`]); zero for a file made only of stored data.
+    /// `confirm_absent`); zero for a file made only of stored data.
     pub absent_chunks: u64,
 }
 

@@ -15,11 +15,11 @@ use std::sync::{Arc, Mutex};
 
 use futures::future::{BoxFuture, FutureExt, Shared};
 
+use crate::cache::s3::{Lookup, RemoteCache, Uploaded};
 use crate::cache::{CacheError, CachedFile, LocalCache, Pin};
 use crate::encode::{self, EncodeError};
 use crate::fetch::{self, FetchError, FetchOptions};
 use crate::plan::Plan;
-use crate::remote::{Lookup, RemoteCache, Uploaded};
 use crate::source::Source;
 
 /// Why a file could not be produced.

@@ -12,9 +12,10 @@
 //!   [`naming`]: the `--layout` of unnamed files in directories.
 //! - [`catalog`]: a deskriptors file → plans + per-line errors.
 //! - [`fetch`]: plan → float32 arrays, reading only the chunks needed, concurrently.
-//! - [`cache`]: identity → a complete file on local disk, written atomically.
+//! - [`cache`]: identity → a complete file on local disk, written atomically; its [`cache::s3`]
+//!   tier shares finished files through a bucket.
 //! - [`flow`]: plan → cached file (cache hit, or fetch → encode → persist).
-//! - [`remote`], [`preload`]: the S3 cache tier; building every file ahead of time.
+//! - [`preload`]: building every file ahead of time.
 //! - [`fs`], [`fuse`], [`mount`]: the file system core, its FUSE adapter, mounting.
 //! - [`dashboard`]: a web page listing the files and previewing selections as maps.
 //! - [`cli`]: the `sodeda-era5` command line over all of the above.
@@ -35,7 +36,6 @@ pub mod naming;
 pub mod plan;
 pub mod preload;
 pub mod provenance;
-pub mod remote;
 pub mod select;
 pub mod source;
 

@@ -24,9 +24,7 @@ use crate::source::Source;
 mod memo;
 pub use memo::PlanMemo;
 
-/// Version of the file format this program writes. Part of every identity and cache key:
-/// bump it whenever the bytes of a file for the same deskriptor would change.
-pub const FORMAT_VERSION: u32 = 2;
+pub use crate::encode::FORMAT_VERSION;
 /// [`FORMAT_VERSION`] as written into identities.
 const FORMAT_VERSION_TEXT: &str = "2";
 

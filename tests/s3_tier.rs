@@ -14,8 +14,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::stream::{BoxStream, StreamExt};
+use sodeda_era5::cache::s3::{Lookup, RemoteCache, RemoteError, Uploaded};
 use sodeda_era5::cache::{CachedFile, LocalCache};
-use sodeda_era5::remote::{Lookup, RemoteCache, RemoteError, Uploaded};
 use zarrs_object_store::object_store::{
     self, memory::InMemory, path::Path, Attribute, Attributes, CopyOptions, GetOptions, GetResult,
     GetResultPayload, ListResult, MultipartUpload, ObjectMeta, ObjectStore, ObjectStoreExt,
