@@ -6,10 +6,9 @@
 //! never waits on a flow. Every modifying call gets `EROFS`. Errors are logged
 //! here, once, with the operation and errno.
 
-use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use fuser::{
@@ -23,22 +22,13 @@ use fuser::{InitFlags, KernelConfig};
 
 use crate::fs::{Attr, DatasetFs, FsError, Kind};
 
+mod passthrough;
+use passthrough::Handles;
+
 /// How long the kernel may cache names and attributes. The dataset only changes on reload,
 /// which tells the kernel to forget every name it changed (`crate::mount`), and a file's
 /// size and bytes never change for a given inode (a changed line gets a new inode).
 const TTL: Duration = Duration::from_secs(60);
-
-/// Kernel passthrough registrations: one backing id per inode while any handle holds it.
-/// The kernel refuses (EIO) a passthrough open of an inode that is open in caching mode, so
-/// while any normal handle of an inode is open, new opens of it are normal too.
-#[derive(Default)]
-struct Backing {
-    by_handle: HashMap<u64, Arc<BackingId>>,
-    by_inode: HashMap<u64, Weak<BackingId>>,
-    /// Normal (caching-mode) handles per inode, and the inode of each.
-    caching: HashMap<u64, usize>,
-    caching_handles: HashMap<u64, u64>,
-}
 
 /// The `fuser::Filesystem` over a [`DatasetFs`].
 ///
@@ -52,7 +42,7 @@ pub struct FuseAdapter {
     uid: u32,
     gid: u32,
     passthrough: AtomicBool,
-    backing: Mutex<Backing>,
+    handles: Mutex<Handles<BackingId>>,
 }
 
 impl FuseAdapter {
@@ -66,7 +56,7 @@ impl FuseAdapter {
             uid,
             gid,
             passthrough: AtomicBool::new(false),
-            backing: Mutex::new(Backing::default()),
+            handles: Mutex::new(Handles::default()),
         }
     }
 
@@ -128,13 +118,7 @@ impl FuseAdapter {
         if !self.passthrough.load(Ordering::Relaxed) {
             return Err(reply);
         }
-        if self
-            .backing
-            .lock()
-            .expect("poisoned")
-            .caching
-            .contains_key(&ino)
-        {
+        if !self.handles.lock().expect("poisoned").may_pass(ino) {
             return Err(reply);
         }
         // Outside the lock: the first open of a cached file in this process reads it whole
@@ -142,11 +126,11 @@ impl FuseAdapter {
         let Some(file) = self.fs.cached_file(ino) else {
             return Err(reply);
         };
-        let mut backing = self.backing.lock().expect("poisoned");
-        if backing.caching.contains_key(&ino) {
+        let mut handles = self.handles.lock().expect("poisoned");
+        if !handles.may_pass(ino) {
             return Err(reply); // opened in caching mode meanwhile
         }
-        let id = match backing.by_inode.get(&ino).and_then(Weak::upgrade) {
+        let id = match handles.backing(ino) {
             Some(id) => id,
             None => match reply.open_backing(file) {
                 Ok(id) => Arc::new(id),
@@ -157,8 +141,7 @@ impl FuseAdapter {
                 }
             },
         };
-        backing.by_inode.insert(ino, Arc::downgrade(&id));
-        backing.by_handle.insert(fh, id.clone());
+        handles.opened_passthrough(ino, fh, id.clone());
         self.fs
             .metrics
             .passthrough_opens
@@ -213,10 +196,10 @@ impl Filesystem for FuseAdapter {
         match self.fs.open_as(ino.0, write, background) {
             Ok(fh) => {
                 if let Err(reply) = self.open_passthrough(ino.0, fh, reply) {
-                    let mut backing = self.backing.lock().expect("poisoned");
-                    *backing.caching.entry(ino.0).or_default() += 1;
-                    backing.caching_handles.insert(fh, ino.0);
-                    drop(backing);
+                    self.handles
+                        .lock()
+                        .expect("poisoned")
+                        .opened_caching(ino.0, fh);
                     // The bytes of an inode never change, so the kernel may keep its cache.
                     reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE);
                 }
@@ -264,17 +247,7 @@ impl Filesystem for FuseAdapter {
         reply: ReplyEmpty,
     ) {
         self.fs.release(fh.0);
-        let mut backing = self.backing.lock().expect("poisoned");
-        backing.by_handle.remove(&fh.0);
-        if let Some(ino) = backing.caching_handles.remove(&fh.0) {
-            if let Some(n) = backing.caching.get_mut(&ino) {
-                *n -= 1;
-                if *n == 0 {
-                    backing.caching.remove(&ino);
-                }
-            }
-        }
-        drop(backing);
+        self.handles.lock().expect("poisoned").released(fh.0);
         reply.ok();
     }
 
