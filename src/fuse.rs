@@ -12,18 +12,20 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use fuser::{
-    BackingId, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
-    LockOwner, OpenAccMode, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
-    ReplyXattr, Request, TimeOrNow, WriteFlags,
+    BackingId, FileAttr, FileHandle, Filesystem, FopenFlags, Generation, INodeNo, LockOwner,
+    OpenAccMode, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
+    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr,
+    Request, TimeOrNow, WriteFlags,
 };
 
 use fuser::{InitFlags, KernelConfig};
 
-use crate::fs::{Attr, DatasetFs, FsError, Kind};
+use crate::fs::{Attr, DatasetFs, FsError};
 
 mod passthrough;
+mod reply;
 use passthrough::Handles;
+use reply::{errno, kind, xattr_reply};
 
 /// How long the kernel may cache names and attributes. The dataset only changes on reload,
 /// which tells the kernel to forget every name it changed (`crate::mount`), and a file's
@@ -61,53 +63,7 @@ impl FuseAdapter {
     }
 
     fn attr(&self, a: &Attr) -> FileAttr {
-        FileAttr {
-            ino: INodeNo(a.ino),
-            size: a.size,
-            blocks: a.size.div_ceil(512),
-            atime: a.mtime,
-            mtime: a.mtime,
-            ctime: a.mtime,
-            crtime: a.mtime,
-            kind: kind(a.kind),
-            perm: a.perm,
-            nlink: if a.kind == Kind::Directory { 2 } else { 1 },
-            uid: self.uid,
-            gid: self.gid,
-            rdev: 0,
-            blksize: 128 * 1024,
-            flags: 0,
-        }
-    }
-}
-
-fn kind(k: Kind) -> FileType {
-    match k {
-        Kind::Directory => FileType::Directory,
-        Kind::File => FileType::RegularFile,
-    }
-}
-
-/// Logs a failed call once and returns its errno.
-fn errno(op: &str, e: &FsError) -> Errno {
-    let code = e.errno();
-    match e {
-        // The flow has logged its failure once, with the cause, when it happened.
-        FsError::Flow { .. } => tracing::debug!(op, errno = code, "{e}"),
-        FsError::CacheRead { .. } => tracing::error!(op, errno = code, "{e}"),
-        FsError::ReadOnly => tracing::debug!(op, errno = code, "{e}"),
-        _ => tracing::trace!(op, errno = code, "{e}"),
-    }
-    Errno::from_i32(code)
-}
-
-fn xattr_reply(reply: ReplyXattr, value: &[u8], size: u32) {
-    if size == 0 {
-        reply.size(value.len() as u32);
-    } else if value.len() > size as usize {
-        reply.error(errno("xattr", &FsError::Range));
-    } else {
-        reply.data(value);
+        reply::file_attr(a, self.uid, self.gid)
     }
 }
 
