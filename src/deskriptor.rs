@@ -160,24 +160,6 @@ impl Selector {
     }
 }
 
-/// The canonical form made of its parts: `(key, canonical JSON of its selector)` in any order
-/// and the variables. Compact JSON of one object with the keys sorted (byte order), as
-/// `serde_json` writes it.
-pub(crate) fn canonical_of_parts(parts: Vec<(&str, &str)>, variables: &[String]) -> String {
-    let members: Vec<(&str, String)> = parts
-        .into_iter()
-        .map(|(key, value)| (key, canonical_member(key, value)))
-        .collect();
-    let variables = canonical_variables(variables);
-    canonical_of_members(
-        members
-            .iter()
-            .map(|(k, m)| (*k, m.as_str()))
-            .chain([("variable", variables.as_str())])
-            .collect(),
-    )
-}
-
 /// One member of the canonical form: `"key":value`.
 pub(crate) fn canonical_member(key: &str, value: &str) -> String {
     let mut member = serde_json::to_string(key).expect("strings serialize");
@@ -332,13 +314,19 @@ impl Deskriptor {
     /// integral numbers without a fraction. It is written into every file and hashed into the
     /// file's identity.
     pub fn canonical_json(&self) -> String {
-        let parts: Vec<(&str, String)> = self
+        let members: Vec<(&str, String)> = self
             .selectors
             .iter()
-            .map(|(k, s)| (k.as_str(), s.canonical_json()))
+            .map(|(k, s)| (k.as_str(), canonical_member(k, &s.canonical_json())))
             .collect();
-        let fragments = parts.iter().map(|(k, s)| (*k, s.as_str())).collect();
-        canonical_of_parts(fragments, &self.variables)
+        let variables = canonical_variables(&self.variables);
+        canonical_of_members(
+            members
+                .iter()
+                .map(|(k, m)| (*k, m.as_str()))
+                .chain([("variable", variables.as_str())])
+                .collect(),
+        )
     }
 }
 

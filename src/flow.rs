@@ -329,14 +329,14 @@ impl Flow {
         Some(file)
     }
 
-    /// Shares a file cached here with the S3 tier if the bucket lacks it or holds a wrong
-    /// one (a file cached by an earlier run without the bucket). A file with absent chunks is
-    /// never shared (see [`Flow::materialize`]); an unreachable bucket is only recorded.
-    pub async fn share(&self, identity: &str, cached: &CachedFile) {
+    /// Shares a file cached here (`size` bytes) with the S3 tier if the bucket lacks it or
+    /// holds a wrong one (a file cached by an earlier run without the bucket). A file with
+    /// absent chunks is never shared (see [`Flow::materialize`]); an unreachable bucket is
+    /// only recorded.
+    pub async fn share(&self, identity: &str, size: u64, cached: &CachedFile) {
         let Some(remote) = self.remote.as_ref().filter(|_| cached.absent_chunks() == 0) else {
             return;
         };
-        let size = cached.file.metadata().map(|m| m.len()).unwrap_or(0);
         match remote.size_of(identity).await {
             Ok(Some(there)) if there == size => {}
             Ok(other) => self.upload(remote, identity, cached, other.is_some()).await,

@@ -344,15 +344,16 @@ struct NameIndex {
 
 impl NameIndex {
     /// The index of the names of `entries` (distinct: the catalog checked them), by position.
-    fn of<'a, T: 'a>(entries: &'a [T], name: impl Fn(&'a T) -> &'a str) -> Self {
+    fn of(entries: &[Entry]) -> Self {
         use std::hash::BuildHasher;
         let mut index = NameIndex::default();
+        // Empty: nothing to rehash, so the hasher is never called.
         index.positions.reserve(entries.len(), |_| 0);
         for (at, e) in entries.iter().enumerate() {
-            let hash = index.hasher.hash_one(name(e));
+            let hash = index.hasher.hash_one(e.file_name());
             let hasher = &index.hasher;
             index.positions.insert_unique(hash, at as u32, |&p| {
-                hasher.hash_one(name(&entries[p as usize]))
+                hasher.hash_one(entries[p as usize].file_name())
             });
         }
         index
@@ -531,7 +532,7 @@ impl DatasetFs {
         // (with the nodes kept from the table before) on this thread, the name index on
         // another.
         let (kept, by_ino, by_name) = std::thread::scope(|scope| {
-            let names = scope.spawn(|| NameIndex::of(&entries, Entry::file_name));
+            let names = scope.spawn(|| NameIndex::of(&entries));
             // Each entry's inode, and its node if the table before had it already.
             let mut kept: Vec<(u64, Option<Arc<FileNode>>)> = Vec::with_capacity(entries.len());
             let mut by_ino: hashbrown::HashMap<u64, u32> = hashbrown::HashMap::new();

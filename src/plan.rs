@@ -158,13 +158,7 @@ impl Plan {
     ) -> Result<Plan, DeskriptorError> {
         let line = deskriptor.line;
         let r = resolve(deskriptor, source, options)?;
-        let layout =
-            full_layout(source, &r).map_err(|why| DeskriptorError::new(line, "", "", why))?;
-        let size = match options.format {
-            Format::Classic64 => layout.classic_size(),
-            Format::Netcdf4 => encode::netcdf4_size(&layout)
-                .map_err(|e| DeskriptorError::new(line, "", "", e.to_string()))?,
-        };
+        let (layout, size) = layout_and_size(line, source, &r, options.format)?;
         check_size(line, size, options)?;
         Ok(Plan {
             deskriptor: deskriptor.clone(),
@@ -250,13 +244,7 @@ fn entry_of(
             size
         }
         None => {
-            let layout =
-                full_layout(source, &r).map_err(|why| DeskriptorError::new(line, "", "", why))?;
-            let size = match options.format {
-                Format::Classic64 => layout.classic_size(),
-                Format::Netcdf4 => encode::netcdf4_size(&layout)
-                    .map_err(|e| DeskriptorError::new(line, "", "", e.to_string()))?,
-            };
+            let (_, size) = layout_and_size(line, source, &r, options.format)?;
             memo.sizes.insert(memo.size_key.clone(), size);
             size
         }
@@ -272,6 +260,22 @@ fn entry_of(
         r.provenance.mtime(),
         r.provenance.provisional(),
     ))
+}
+
+/// The layout of a resolved deskriptor and the exact size of its file in `format`.
+fn layout_and_size(
+    line: usize,
+    source: &Source,
+    r: &Resolution,
+    format: Format,
+) -> Result<(Layout, u64), DeskriptorError> {
+    let layout = full_layout(source, r).map_err(|why| DeskriptorError::new(line, "", "", why))?;
+    let size = match format {
+        Format::Classic64 => layout.classic_size(),
+        Format::Netcdf4 => encode::netcdf4_size(&layout)
+            .map_err(|e| DeskriptorError::new(line, "", "", e.to_string()))?,
+    };
+    Ok((layout, size))
 }
 
 /// Refuses a file larger than the limit.

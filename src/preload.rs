@@ -336,7 +336,7 @@ async fn read_ahead(
 async fn one(flow: &Flow, entry: &Entry, options: PlanOptions) -> Outcome {
     if let Some(cached) = flow.cached(entry.identity(), entry.size) {
         // Cached here but perhaps not shared yet (an earlier run without the bucket).
-        flow.share(entry.identity(), &cached).await;
+        flow.share(entry.identity(), entry.size, &cached).await;
         return Outcome::Cached;
     }
     let failed = |cause: String| {

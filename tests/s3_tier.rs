@@ -1,157 +1,36 @@
-//! The S3 tier (`src/remote.rs`) over object_store's in-memory store, with a wrapper that
-//! injects the faults a real bucket has and a local server cannot produce on demand: an
-//! outage, a denial, an answer cut short. Each behaviour of the tier is checked by what lands
+//! The S3 tier (`src/cache/s3.rs`) over object_store's in-memory store, wrapped in
+//! `common::FaultyStore` for the faults a real bucket has and a local server cannot produce on
+//! demand: an outage, a denial, an answer cut short. Each behaviour of the tier is checked by what lands
 //! in the local cache and in the bucket: copies, conditional creates, wrong-sized and corrupt
 //! objects replaced, uploads remembered through an outage and retried after it.
 //! (`tests/python/test_s3.py` runs the tier against a real S3-compatible server.)
 
-use std::fmt;
+mod common;
+
 use std::io::Write;
-use std::ops::Range;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use bytes::Bytes;
-use futures::stream::{BoxStream, StreamExt};
+use common::FaultyStore;
 use sodeda_era5::cache::s3::{Lookup, RemoteCache, RemoteError, Uploaded};
 use sodeda_era5::cache::{CachedFile, LocalCache};
 use zarrs_object_store::object_store::{
-    self, memory::InMemory, path::Path, Attribute, Attributes, CopyOptions, GetOptions, GetResult,
-    GetResultPayload, ListResult, MultipartUpload, ObjectMeta, ObjectStore, ObjectStoreExt,
-    PutMultipartOptions, PutOptions, PutPayload, PutResult,
+    self, memory::InMemory, Attribute, Attributes, ObjectStoreExt, PutOptions, PutPayload,
 };
-
-/// A bucket that can be down (every request fails as a reset connection would), refuse the
-/// credentials, or cut every GET's body in half (with the full size announced).
-#[derive(Debug, Default)]
-struct Bucket {
-    inner: InMemory,
-    down: AtomicBool,
-    denied: AtomicBool,
-    cut: AtomicBool,
-    puts: AtomicUsize,
-}
-
-impl fmt::Display for Bucket {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Bucket({})", self.inner)
-    }
-}
-
-impl Bucket {
-    fn check(&self, location: &Path) -> object_store::Result<()> {
-        if self.down.load(Ordering::SeqCst) {
-            return Err(object_store::Error::Generic {
-                store: "bucket",
-                source: "injected: connection reset by peer".into(),
-            });
-        }
-        if self.denied.load(Ordering::SeqCst) {
-            return Err(object_store::Error::PermissionDenied {
-                path: location.to_string(),
-                source: "injected: AccessDenied".into(),
-            });
-        }
-        Ok(())
-    }
-}
-
-#[async_trait]
-impl ObjectStore for Bucket {
-    async fn put_opts(
-        &self,
-        location: &Path,
-        payload: PutPayload,
-        opts: PutOptions,
-    ) -> object_store::Result<PutResult> {
-        self.check(location)?;
-        self.puts.fetch_add(1, Ordering::SeqCst);
-        self.inner.put_opts(location, payload, opts).await
-    }
-
-    async fn put_multipart_opts(
-        &self,
-        location: &Path,
-        opts: PutMultipartOptions,
-    ) -> object_store::Result<Box<dyn MultipartUpload>> {
-        self.check(location)?;
-        self.inner.put_multipart_opts(location, opts).await
-    }
-
-    async fn get_opts(
-        &self,
-        location: &Path,
-        options: GetOptions,
-    ) -> object_store::Result<GetResult> {
-        self.check(location)?;
-        let result = self.inner.get_opts(location, options).await?;
-        if !self.cut.load(Ordering::SeqCst) {
-            return Ok(result);
-        }
-        let (meta, range, attributes) = (
-            result.meta.clone(),
-            result.range.clone(),
-            result.attributes.clone(),
-        );
-        let bytes = result.bytes().await?;
-        let half = bytes.slice(..bytes.len() / 2);
-        Ok(GetResult {
-            payload: GetResultPayload::Stream(futures::stream::once(async { Ok(half) }).boxed()),
-            meta,
-            range,
-            attributes,
-            extensions: Default::default(),
-        })
-    }
-
-    async fn get_ranges(
-        &self,
-        location: &Path,
-        ranges: &[Range<u64>],
-    ) -> object_store::Result<Vec<Bytes>> {
-        self.check(location)?;
-        self.inner.get_ranges(location, ranges).await
-    }
-
-    fn delete_stream(
-        &self,
-        locations: BoxStream<'static, object_store::Result<Path>>,
-    ) -> BoxStream<'static, object_store::Result<Path>> {
-        self.inner.delete_stream(locations)
-    }
-
-    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        self.inner.list(prefix)
-    }
-
-    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
-        self.inner.list_with_delimiter(prefix).await
-    }
-
-    async fn copy_opts(
-        &self,
-        from: &Path,
-        to: &Path,
-        options: CopyOptions,
-    ) -> object_store::Result<()> {
-        self.check(from)?;
-        self.inner.copy_opts(from, to, options).await
-    }
-}
 
 /// A local cache, a bucket and the tier over it.
 struct Setup {
     _dir: tempfile::TempDir,
     local: LocalCache,
-    bucket: Arc<Bucket>,
+    bucket: Arc<FaultyStore>,
     tier: RemoteCache,
 }
 
 fn setup() -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let local = LocalCache::open(&dir.path().join("cache")).unwrap();
-    let bucket = Arc::new(Bucket::default());
+    let bucket = Arc::new(FaultyStore::new(Arc::new(InMemory::new()), ""));
     let tier = RemoteCache::over(
         bucket.clone(),
         "/team/era5/",
@@ -314,7 +193,7 @@ async fn uploads_failed_in_an_outage_are_retried_after_the_next_success() {
     let (a, b) = (identity(5), identity(6));
     let (bytes_a, bytes_b) = (content(5, 3000), content(6, 5000));
     let (entry_a, entry_b) = (built(&s.local, &a, &bytes_a), built(&s.local, &b, &bytes_b));
-    s.bucket.down.store(true, Ordering::SeqCst);
+    s.bucket.failing.store(true, Ordering::SeqCst);
     match s.tier.upload(&s.local, &a, &entry_a, false).await {
         Err(RemoteError::Unavailable { target, cause }) => {
             assert_eq!(target, "s3://bucket/team/era5");
@@ -326,7 +205,7 @@ async fn uploads_failed_in_an_outage_are_retried_after_the_next_success() {
     assert_eq!(s.tier.pending(), 1);
     // A read in the outage is an error the flow falls back from, not a wrong answer.
     assert!(s.tier.fetch_into(&a, 3000, &s.local).await.is_err());
-    s.bucket.down.store(false, Ordering::SeqCst);
+    s.bucket.failing.store(false, Ordering::SeqCst);
     assert_eq!(
         s.tier.upload(&s.local, &b, &entry_b, false).await.unwrap(),
         Uploaded::Created
@@ -344,10 +223,10 @@ async fn a_pending_upload_whose_entry_is_gone_is_dropped_not_uploaded() {
         built(&s.local, &a, &content(7, 100)),
         built(&s.local, &b, &content(8, 100)),
     );
-    s.bucket.down.store(true, Ordering::SeqCst);
+    s.bucket.failing.store(true, Ordering::SeqCst);
     assert!(s.tier.upload(&s.local, &a, &entry_a, false).await.is_err());
     std::fs::remove_file(s.local.path_for(&a).unwrap()).unwrap();
-    s.bucket.down.store(false, Ordering::SeqCst);
+    s.bucket.failing.store(false, Ordering::SeqCst);
     let puts = s.bucket.puts.load(Ordering::SeqCst);
     s.tier.upload(&s.local, &b, &entry_b, false).await.unwrap();
     assert_eq!(s.tier.pending(), 0);

@@ -151,13 +151,17 @@ pub fn write(dir: &Path, key: &str, encoder: Encoder) {
     let writer = std::thread::Builder::new()
         .name("catalog-index".into())
         .spawn(move || {
-            let mut encoder = encoder;
-            if let Err(e) = try_write(&dir, &key, &mut encoder) {
+            if let Err(e) = try_write(&dir, &key, &encoder) {
                 tracing::warn!("cannot keep the catalog index in {}: {e}", dir.display());
             }
         });
     match writer {
-        Ok(handle) => WRITERS.lock().expect("poisoned").push(handle),
+        Ok(handle) => {
+            let mut writers = WRITERS.lock().expect("poisoned");
+            // Writes that ended are let go (a mount reloading for weeks keeps no list).
+            writers.retain(|w| !w.is_finished());
+            writers.push(handle);
+        }
         Err(e) => tracing::warn!("cannot keep the catalog index: {e}"),
     }
 }
@@ -175,7 +179,7 @@ pub fn finish_writes() {
     }
 }
 
-fn try_write(dir: &Path, key: &str, encoder: &mut Encoder) -> std::io::Result<()> {
+fn try_write(dir: &Path, key: &str, encoder: &Encoder) -> std::io::Result<()> {
     let path = path_of(dir, key);
     let parent = path.parent().expect("has a parent");
     match std::fs::create_dir(parent) {
@@ -188,18 +192,17 @@ fn try_write(dir: &Path, key: &str, encoder: &mut Encoder) -> std::io::Result<()
             parent.display()
         )));
     }
-    let tmp = parent.join(format!(".{key}.{}.tmp", std::process::id()));
+    // One name per write: two reloads of one file may write the same index at once.
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = parent.join(format!(".{key}.{}.{n}.tmp", std::process::id()));
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o644)
         .custom_flags(libc::O_NOFOLLOW)
         .open(&tmp)?;
-    let written = encoder
-        .pieces()
-        .iter()
-        .try_for_each(|piece| file.write_all(piece))
-        .and_then(|()| file.sync_data());
+    let written = encoder.write_to(&mut file).and_then(|()| file.sync_data());
     if let Err(e) = written.and_then(|()| std::fs::rename(&tmp, &path)) {
         let _ = std::fs::remove_file(&tmp);
         return Err(e);
@@ -258,8 +261,6 @@ pub struct Encoder {
     errors: Vec<u8>,
     n_entries: u64,
     n_errors: u64,
-    header: Vec<u8>,
-    crc: [u8; 4],
 }
 
 impl Encoder {
@@ -312,17 +313,18 @@ impl Encoder {
         self.n_errors += 1;
     }
 
-    /// The file's bytes, in order, without copying the entries.
-    fn pieces(&mut self) -> [&[u8]; 4] {
-        self.header.clear();
-        self.header.extend_from_slice(FORMAT);
-        self.header.extend_from_slice(&self.n_entries.to_le_bytes());
-        self.header.extend_from_slice(&self.n_errors.to_le_bytes());
-        let crc = [&self.header, &self.entries, &self.errors]
-            .iter()
-            .fold(0, |crc, piece| crc32c::crc32c_append(crc, piece));
-        self.crc = crc.to_le_bytes();
-        [&self.header, &self.entries, &self.errors, &self.crc]
+    /// Writes the index's bytes to `out`, without copying the entries.
+    fn write_to(&self, out: &mut impl Write) -> std::io::Result<()> {
+        let mut header = Vec::with_capacity(FORMAT.len() + 16);
+        header.extend_from_slice(FORMAT);
+        header.extend_from_slice(&self.n_entries.to_le_bytes());
+        header.extend_from_slice(&self.n_errors.to_le_bytes());
+        let mut crc = 0;
+        for piece in [&header, &self.entries, &self.errors] {
+            crc = crc32c::crc32c_append(crc, piece);
+            out.write_all(piece)?;
+        }
+        out.write_all(&crc.to_le_bytes())
     }
 }
 
@@ -408,7 +410,8 @@ mod tests {
     #[test]
     fn an_index_reads_back_exactly_and_damage_is_refused() {
         let c = sample();
-        let bytes = Encoder::of(&c).pieces().concat();
+        let mut bytes = Vec::new();
+        Encoder::of(&c).write_to(&mut bytes).unwrap();
         let back = decode(&bytes).unwrap();
         assert_eq!(back.entries, c.entries);
         assert_eq!(back.errors, c.errors);
@@ -463,5 +466,39 @@ mod tests {
             })
             .count();
         assert_eq!(kept, KEEP);
+    }
+
+    #[test]
+    fn writes_of_one_index_at_once_both_land_and_stale_temporary_files_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalogs = dir.path().join("catalogs");
+        std::fs::create_dir(&catalogs).unwrap();
+        // Left by a killed process: one an hour old and more, one just begun.
+        let (stale, fresh) = (catalogs.join(".k0.1.0.tmp"), catalogs.join(".k0.2.0.tmp"));
+        std::fs::write(&stale, b"half").unwrap();
+        std::fs::write(&fresh, b"half").unwrap();
+        let two_hours_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+        std::fs::File::options()
+            .write(true)
+            .open(&stale)
+            .unwrap()
+            .set_modified(two_hours_ago)
+            .unwrap();
+        // Two reloads of one file write the same index at once: both end, nothing left behind.
+        write(dir.path(), "k1", Encoder::of(&sample()));
+        write(dir.path(), "k1", Encoder::of(&sample()));
+        finish_writes();
+        assert_eq!(read(dir.path(), "k1").unwrap().entries, sample().entries);
+        assert!(!stale.exists(), "a stale temporary file stayed");
+        assert!(fresh.exists(), "a temporary file being written was removed");
+        let ours = std::fs::read_dir(&catalogs)
+            .unwrap()
+            .filter(|e| {
+                let name = e.as_ref().unwrap().file_name();
+                let name = name.to_string_lossy();
+                name.ends_with(".tmp") && name.starts_with(".k1.")
+            })
+            .count();
+        assert_eq!(ours, 0, "a write left its temporary file");
     }
 }

@@ -10,19 +10,19 @@
 
 use std::fmt;
 use std::ops::Range;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures::stream::BoxStream;
+use futures::stream::{BoxStream, StreamExt};
 use serde_json::{json, Value};
 use sodeda_era5::source::ZarrArray;
 use zarrs::array::{ArrayMetadata, ArrayMetadataV2};
 use zarrs_object_store::object_store::{
-    self, memory::InMemory, path::Path, CopyOptions, GetOptions, GetResult, ListResult,
-    MultipartUpload, ObjectMeta, ObjectStore, ObjectStoreExt, PutMultipartOptions, PutOptions,
-    PutPayload, PutResult,
+    self, memory::InMemory, path::Path, CopyOptions, GetOptions, GetResult, GetResultPayload,
+    ListResult, MultipartUpload, ObjectMeta, ObjectStore, ObjectStoreExt, PutMultipartOptions,
+    PutOptions, PutPayload, PutResult,
 };
 use zarrs_object_store::AsyncObjectStore;
 
@@ -153,15 +153,21 @@ pub async fn synthetic_store() -> Arc<dyn ObjectStore> {
     mem
 }
 
-/// Fails every GET whose path contains `pattern` while `failing` is set (a fault that a real
-/// local store cannot produce on demand); answers "not found" for every key while `vanished`
-/// is set (a store that moved away, a wrong prefix, a proxy turning denials into 404).
+/// Injects the faults a real store has and a local one cannot produce on demand, on the paths
+/// that contain `pattern` ("" for all): while `failing`, every request fails as a reset
+/// connection would; while `denied`, every request is refused for its credentials; while
+/// `vanished`, every read answers "not found" (a store that moved away, a wrong prefix, a
+/// proxy turning denials into 404); while `cut`, every GET's body ends half-way (its full
+/// size announced). `puts` counts the writes that reached the inner store.
 #[derive(Debug)]
 pub struct FaultyStore {
     pub inner: Arc<dyn ObjectStore>,
     pub pattern: String,
     pub failing: AtomicBool,
+    pub denied: AtomicBool,
     pub vanished: AtomicBool,
+    pub cut: AtomicBool,
+    pub puts: AtomicUsize,
 }
 
 impl fmt::Display for FaultyStore {
@@ -177,10 +183,34 @@ impl FaultyStore {
             inner,
             pattern: pattern.to_string(),
             failing: AtomicBool::new(false),
+            denied: AtomicBool::new(false),
             vanished: AtomicBool::new(false),
+            cut: AtomicBool::new(false),
+            puts: AtomicUsize::new(0),
         }
     }
 
+    /// The fault of a write (or any request) to `location`, if one is injected.
+    fn check_write(&self, location: &Path) -> object_store::Result<()> {
+        if !location.as_ref().contains(&self.pattern) {
+            return Ok(());
+        }
+        if self.failing.load(Ordering::SeqCst) {
+            return Err(object_store::Error::Generic {
+                store: "faulty",
+                source: "injected fault: connection reset".into(),
+            });
+        }
+        if self.denied.load(Ordering::SeqCst) {
+            return Err(object_store::Error::PermissionDenied {
+                path: location.to_string(),
+                source: "injected: AccessDenied".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The fault of a read of `location`, if one is injected.
     fn check(&self, location: &Path) -> object_store::Result<()> {
         if self.vanished.load(Ordering::SeqCst) {
             return Err(object_store::Error::NotFound {
@@ -188,13 +218,7 @@ impl FaultyStore {
                 source: "injected: the store is gone".into(),
             });
         }
-        if self.failing.load(Ordering::SeqCst) && location.as_ref().contains(&self.pattern) {
-            return Err(object_store::Error::Generic {
-                store: "faulty",
-                source: "injected fault: connection reset".into(),
-            });
-        }
-        Ok(())
+        self.check_write(location)
     }
 }
 
@@ -206,6 +230,8 @@ impl ObjectStore for FaultyStore {
         payload: PutPayload,
         opts: PutOptions,
     ) -> object_store::Result<PutResult> {
+        self.check_write(location)?;
+        self.puts.fetch_add(1, Ordering::SeqCst);
         self.inner.put_opts(location, payload, opts).await
     }
 
@@ -214,6 +240,7 @@ impl ObjectStore for FaultyStore {
         location: &Path,
         opts: PutMultipartOptions,
     ) -> object_store::Result<Box<dyn MultipartUpload>> {
+        self.check_write(location)?;
         self.inner.put_multipart_opts(location, opts).await
     }
 
@@ -223,7 +250,24 @@ impl ObjectStore for FaultyStore {
         options: GetOptions,
     ) -> object_store::Result<GetResult> {
         self.check(location)?;
-        self.inner.get_opts(location, options).await
+        let result = self.inner.get_opts(location, options).await?;
+        if !self.cut.load(Ordering::SeqCst) {
+            return Ok(result);
+        }
+        let (meta, range, attributes) = (
+            result.meta.clone(),
+            result.range.clone(),
+            result.attributes.clone(),
+        );
+        let bytes = result.bytes().await?;
+        let half = bytes.slice(..bytes.len() / 2);
+        Ok(GetResult {
+            payload: GetResultPayload::Stream(futures::stream::once(async { Ok(half) }).boxed()),
+            meta,
+            range,
+            attributes,
+            extensions: Default::default(),
+        })
     }
 
     async fn get_ranges(
@@ -256,6 +300,7 @@ impl ObjectStore for FaultyStore {
         to: &Path,
         options: CopyOptions,
     ) -> object_store::Result<()> {
+        self.check_write(to)?;
         self.inner.copy_opts(from, to, options).await
     }
 }
