@@ -7,13 +7,19 @@
 //!   local cache, conditional creates, wrong or corrupt objects replaced, uploads retried
 //!   after an outage.
 //!
-//! Both know files only by identity and size, never plans. The policy across them (read
-//! through local → S3 → build, write local then S3) is the flow's ([`crate::flow::Flow`]).
+//! - [`tier`]: what a tier behind the local one offers ([`Tier`]), and the [`Key`] every
+//!   tier knows a file by (identity and size, never a plan).
+//! - [`tiered`]: the policy across the tiers in one place ([`Tiered`]): read through local →
+//!   shared → build, write through, share what is cached here, the counters.
 
 pub mod local;
 pub mod s3;
+pub mod tier;
+pub mod tiered;
 
 pub use local::{
     is_identity, owned_privately, CacheError, CachedFile, LocalCache, Pin, ABSENT_XATTR,
     CHECKSUM_XATTR, DEFAULT_CACHE_DIR,
 };
+pub use tier::{Key, Lookup, Tier, Uploaded};
+pub use tiered::{ReadThrough, TierMetrics, Tiered};

@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 pub mod index;
+pub mod policy;
 
 use crate::deskriptor::{self, Deskriptor, DeskriptorError};
 use crate::plan::{Plan, PlanOptions};

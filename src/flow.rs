@@ -15,8 +15,8 @@ use std::sync::{Arc, Mutex};
 
 use futures::future::{BoxFuture, FutureExt, Shared};
 
-use crate::cache::s3::{Lookup, RemoteCache, Uploaded};
-use crate::cache::{CacheError, CachedFile, LocalCache, Pin};
+use crate::cache::s3::RemoteCache;
+use crate::cache::{CacheError, CachedFile, Key, LocalCache, ReadThrough, TierMetrics, Tiered};
 use crate::encode::{self, EncodeError};
 use crate::fetch::{self, FetchError, FetchOptions};
 use crate::plan::Plan;
@@ -71,13 +71,8 @@ pub struct FlowMetrics {
     pub runs: AtomicU64,
     /// Runs that failed.
     pub failures: AtomicU64,
-    /// Requests answered from the local cache.
-    pub cache_hits: AtomicU64,
-    /// Files copied from the S3 tier.
-    pub remote_hits: AtomicU64,
-    /// Objects this process created (or replaced) in the S3 tier; an object another writer
-    /// created first is not counted.
-    pub uploads: AtomicU64,
+    /// Hits and uploads of the cache tiers.
+    pub tiers: Arc<TierMetrics>,
 }
 
 type SharedRun = Shared<BoxFuture<'static, Result<(CachedFile, Origin), Arc<FlowError>>>>;
@@ -185,12 +180,10 @@ pub fn build_bytes(plan: &Plan, source: &Source, options: &FetchOptions) -> u64 
 pub struct Flow {
     /// The opened source.
     source: Arc<Source>,
-    /// The local cache.
-    cache: LocalCache,
+    /// The cache tiers.
+    tiers: Tiered,
     /// Fetch tuning.
     fetch: FetchOptions,
-    /// The S3 tier, when configured.
-    remote: Option<Arc<RemoteCache>>,
     /// Counters.
     metrics: Arc<FlowMetrics>,
     /// The memory budget of builds.
@@ -201,12 +194,12 @@ pub struct Flow {
 impl Flow {
     /// A flow over `source` and `cache`.
     pub fn new(source: Arc<Source>, cache: LocalCache, fetch: FetchOptions) -> Self {
+        let metrics = Arc::new(FlowMetrics::default());
         Self {
             source,
-            cache,
+            tiers: Tiered::new(cache, metrics.tiers.clone()),
             fetch,
-            remote: None,
-            metrics: Arc::default(),
+            metrics,
             memory: Arc::new(BuildMemory::new(BuildMemory::default_bytes())),
             inflight: Arc::default(),
         }
@@ -217,9 +210,8 @@ impl Flow {
     pub fn over_cache(&self, cache: LocalCache) -> Self {
         Self {
             source: self.source.clone(),
-            cache,
+            tiers: self.tiers.over_local(cache),
             fetch: self.fetch.clone(),
-            remote: None,
             metrics: self.metrics.clone(),
             memory: self.memory.clone(),
             inflight: Arc::default(),
@@ -251,19 +243,14 @@ impl Flow {
         &self.memory
     }
 
-    /// Bytes in the local cache.
-    pub fn cached_bytes(&self) -> u64 {
-        self.cache.size()
-    }
-
-    /// Uploads waiting for the bucket; `None` without an S3 tier.
-    pub fn uploads_pending(&self) -> Option<usize> {
-        self.remote.as_ref().map(|r| r.pending())
+    /// The cache tiers: what is cached, hits, pins, sharing (see [`Tiered`]).
+    pub fn tiers(&self) -> &Tiered {
+        &self.tiers
     }
 
     /// Tells the local cache the store's version (see [`LocalCache::set_store_version`]).
     pub fn set_store_version(&self, version: Option<String>) {
-        self.cache.set_store_version(version);
+        self.tiers.local().set_store_version(version);
     }
 
     /// Sets the memory budget of builds (see [`BuildMemory`]).
@@ -281,12 +268,12 @@ impl Flow {
         serde_json::Map::from_iter([
             ("flow_runs".to_string(), get(&m.runs)),
             ("flow_failures".to_string(), get(&m.failures)),
-            ("cache_hits".to_string(), get(&m.cache_hits)),
-            ("remote_hits".to_string(), get(&m.remote_hits)),
-            ("uploads".to_string(), get(&m.uploads)),
+            ("cache_hits".to_string(), get(&m.tiers.cache_hits)),
+            ("remote_hits".to_string(), get(&m.tiers.remote_hits)),
+            ("uploads".to_string(), get(&m.tiers.uploads)),
             (
                 "uploads_pending".to_string(),
-                self.remote.as_ref().map_or(0, |r| r.pending()).into(),
+                self.tiers.uploads_pending().unwrap_or(0).into(),
             ),
             ("build_memory".to_string(), self.memory.total().into()),
             (
@@ -300,75 +287,8 @@ impl Flow {
 
     /// Adds the S3 tier: read path local → S3 → source, write path local + S3.
     pub fn with_remote(mut self, remote: Arc<RemoteCache>) -> Self {
-        self.remote = Some(remote);
+        self.tiers = self.tiers.with_shared(remote);
         self
-    }
-
-    /// Whether the file of `identity` (`size` bytes) is complete in the local cache.
-    pub fn is_cached(&self, identity: &str, size: u64) -> bool {
-        self.cache.contains(identity, size).is_some()
-    }
-
-    /// The local cache's file of `identity` (`size` bytes), open, counted as a cache hit.
-    pub fn local_hit(&self, identity: &str, size: u64) -> Option<CachedFile> {
-        let hit = self.cache.get(identity, size)?;
-        self.metrics.cache_hits.fetch_add(1, Ordering::Relaxed);
-        Some(hit)
-    }
-
-    /// The local cache's file of `identity` (`size` bytes), open, without counting a hit.
-    pub fn cached(&self, identity: &str, size: u64) -> Option<CachedFile> {
-        self.cache.get(identity, size)
-    }
-
-    /// The local cache's file of `identity` as a plain file (for kernel passthrough),
-    /// counted as a cache hit.
-    pub fn open_cached(&self, identity: &str, size: u64) -> Option<std::fs::File> {
-        let file = self.cache.open_entry(identity, size)?;
-        self.metrics.cache_hits.fetch_add(1, Ordering::Relaxed);
-        Some(file)
-    }
-
-    /// Shares a file cached here (`size` bytes) with the S3 tier if the bucket lacks it or
-    /// holds a wrong one (a file cached by an earlier run without the bucket). A file with
-    /// absent chunks is never shared (see [`Flow::materialize`]); an unreachable bucket is
-    /// only recorded.
-    pub async fn share(&self, identity: &str, size: u64, cached: &CachedFile) {
-        let Some(remote) = self.remote.as_ref().filter(|_| cached.absent_chunks() == 0) else {
-            return;
-        };
-        match remote.size_of(identity).await {
-            Ok(Some(there)) if there == size => {}
-            Ok(other) => self.upload(remote, identity, cached, other.is_some()).await,
-            Err(e) => remote.mark_down(&e),
-        }
-    }
-
-    /// Uploads `built`, counting the objects this process created or replaced.
-    async fn upload(
-        &self,
-        remote: &RemoteCache,
-        identity: &str,
-        built: &CachedFile,
-        replace: bool,
-    ) {
-        if let Ok(Uploaded::Created | Uploaded::Replaced) =
-            remote.upload(&self.cache, identity, built, replace).await
-        {
-            self.metrics.uploads.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    /// Retries the uploads that failed while the bucket was unreachable.
-    pub async fn retry_uploads(&self) {
-        if let Some(remote) = &self.remote {
-            remote.retry_pending(&self.cache).await;
-        }
-    }
-
-    /// Keeps the local entry of `identity` from eviction while the guard lives.
-    pub fn pin(&self, identity: &str) -> Pin {
-        self.cache.pinned(identity)
     }
 
     /// Like [`Flow::materialize`], but concurrent calls for the same identity share one run.
@@ -377,7 +297,7 @@ impl Flow {
         &self,
         plan: &Plan,
     ) -> Result<(CachedFile, Origin), Arc<FlowError>> {
-        if let Some(hit) = self.local_hit(&plan.identity, plan.size) {
+        if let Some(hit) = self.tiers.hit(key_of(plan)) {
             return Ok((hit, Origin::Cache));
         }
         let run = {
@@ -410,24 +330,11 @@ impl Flow {
     /// descriptor, not the path (an entry evicted by another process meanwhile stays
     /// readable through it).
     pub async fn materialize(&self, plan: &Plan) -> Result<(CachedFile, Origin), FlowError> {
-        if let Some(hit) = self.local_hit(&plan.identity, plan.size) {
-            return Ok((hit, Origin::Cache));
-        }
-        let mut replace = false;
-        if let Some(remote) = &self.remote {
-            match remote
-                .fetch_into(&plan.identity, plan.size, &self.cache)
-                .await
-            {
-                Ok(Lookup::Copied(copied)) => {
-                    self.metrics.remote_hits.fetch_add(1, Ordering::Relaxed);
-                    return Ok((copied, Origin::Remote));
-                }
-                Ok(Lookup::Absent) => {}
-                Ok(Lookup::WrongSize) => replace = true,
-                Err(e) => remote.mark_down(&e),
-            }
-        }
+        let replace = match self.tiers.read_through(key_of(plan)).await {
+            ReadThrough::Local(hit) => return Ok((hit, Origin::Cache)),
+            ReadThrough::Shared(copied) => return Ok((copied, Origin::Remote)),
+            ReadThrough::Missing { replace } => replace,
+        };
         self.metrics.runs.fetch_add(1, Ordering::Relaxed);
         let built = match self.build(plan).await {
             Ok(built) => built,
@@ -436,14 +343,9 @@ impl Flow {
                 return Err(e);
             }
         };
-        if let Some(remote) = &self.remote {
-            // A file with absent chunks is not shared: the store may fill them in, and other
-            // machines would take it as final. A failed upload is logged (once while the
-            // bucket is down) and retried later; the file is complete locally either way.
-            if built.absent_chunks() == 0 {
-                self.upload(remote, &plan.identity, &built, replace).await;
-            }
-        }
+        self.tiers
+            .write_through(key_of(plan), &built, replace)
+            .await;
         Ok((built, Origin::Built))
     }
 
@@ -470,7 +372,7 @@ impl Flow {
             );
         }
         let t1 = std::time::Instant::now();
-        let tmp = self.cache.temp_file()?;
+        let tmp = self.tiers.local().temp_file()?;
         let layout = crate::plan::with_absent_chunks(&plan.layout, absent);
         let (format, size) = (plan.format, plan.size);
         let tmp = tokio::task::spawn_blocking(move || {
@@ -479,7 +381,10 @@ impl Flow {
         .await
         .map_err(|e| FlowError::Join(e.to_string()))??;
         let t2 = std::time::Instant::now();
-        let built = self.cache.persist_with(tmp, &plan.identity, absent)?;
+        let built = self
+            .tiers
+            .local()
+            .persist_with(tmp, &plan.identity, absent)?;
         tracing::info!(
             file = %plan.file_name,
             bytes = plan.size,
@@ -490,6 +395,11 @@ impl Flow {
         );
         Ok(built)
     }
+}
+
+/// What the cache tiers know the file of `plan` by.
+fn key_of(plan: &Plan) -> Key<'_> {
+    Key::new(&plan.identity, plan.size)
 }
 
 /// An error and its causes on one line: `outer: inner: innermost`.

@@ -20,6 +20,7 @@ use std::time::SystemTime;
 
 use tokio::sync::OnceCell;
 
+use crate::cache::Key;
 use crate::catalog::Entry;
 use crate::flow::{error_chain, Flow};
 use crate::plan::PlanOptions;
@@ -838,7 +839,7 @@ impl DatasetFs {
             self.read_ahead(&node);
         }
         let fh = self.next_handle.fetch_add(1, Ordering::Relaxed);
-        let pin = self.flow.pin(node.entry.identity());
+        let pin = self.flow.tiers().pin(node.entry.identity());
         self.handles.lock().expect("handles poisoned").insert(
             fh,
             Arc::new(Handle {
@@ -854,7 +855,7 @@ impl DatasetFs {
     /// hit: the caller hands it to the kernel for passthrough).
     pub fn cached_file(&self, ino: u64) -> Option<std::fs::File> {
         let e = &self.node(ino).ok()?.entry;
-        self.flow.open_cached(e.identity(), e.size)
+        self.flow.tiers().open_hit(Key::new(e.identity(), e.size))
     }
 
     /// Forgets a file handle.
@@ -984,7 +985,11 @@ impl DatasetFs {
                 cause,
             }
         };
-        if let Some(hit) = self.flow.local_hit(entry.identity(), entry.size) {
+        if let Some(hit) = self
+            .flow
+            .tiers()
+            .hit(Key::new(entry.identity(), entry.size))
+        {
             return Ok(hit.file);
         }
         let plan = entry
@@ -1066,7 +1071,7 @@ impl DatasetFs {
             XATTR_IDENTITY => node.entry.identity().to_string(),
             XATTR_CACHED => {
                 let e = &node.entry;
-                if self.flow.is_cached(e.identity(), e.size) {
+                if self.flow.tiers().is_cached(Key::new(e.identity(), e.size)) {
                     "yes".into()
                 } else {
                     "no".into()
@@ -1083,7 +1088,8 @@ impl DatasetFs {
                 let mut json = plan.provenance.to_json();
                 json["absent_chunks"] = self
                     .flow
-                    .cached(e.identity(), e.size)
+                    .tiers()
+                    .peek(Key::new(e.identity(), e.size))
                     .map_or(serde_json::Value::Null, |c| c.absent_chunks().into());
                 json.to_string()
             }

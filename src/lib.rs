@@ -18,8 +18,10 @@
 //! - [`preload`]: building every file ahead of time.
 //! - [`fs`], [`fuse`], [`mount`]: the file system core, its FUSE adapter, mounting.
 //! - [`dashboard`]: a web page listing the files and previewing selections as maps.
-//! - [`cli`]: the `sodeda-era5` command line over all of the above.
+//! - [`app`]: one plain configuration and one way to open the stack over it.
+//! - [`cli`]: the `sodeda-era5` command line over all of the above, a shell over [`app`].
 
+pub mod app;
 pub mod cache;
 pub mod catalog;
 pub mod cli;

@@ -22,6 +22,7 @@ use futures::StreamExt;
 
 use std::collections::{HashMap, HashSet};
 
+use crate::cache::Key;
 use crate::catalog::Entry;
 use crate::fetch::{chunk_demand, chunk_needs, ChunkKey, ChunkNeed, Prefetched};
 use crate::flow::{error_chain, Flow, Origin};
@@ -226,7 +227,7 @@ pub async fn preload(flow: &Flow, entries: Vec<Entry>, options: PreloadOptions) 
         }
     }
     summary.failed.sort_by_key(|f| f.line);
-    flow.retry_uploads().await;
+    flow.tiers().retry_uploads().await;
     summary
 }
 
@@ -240,7 +241,7 @@ const WHOLE_DEMAND: f64 = 0.5;
 fn with_whole_chunks(flow: &Flow, entries: &[Entry], options: PlanOptions) -> Flow {
     let mut demand: HashMap<ChunkKey, f64> = HashMap::new();
     for e in entries {
-        if flow.is_cached(e.identity(), e.size) {
+        if flow.tiers().is_cached(Key::new(e.identity(), e.size)) {
             continue;
         }
         if let Ok(plan) = e.plan(flow.source(), options) {
@@ -297,7 +298,7 @@ async fn read_ahead(
             let e = &entries[at];
             at += 1;
             files += 1;
-            if flow.is_cached(e.identity(), e.size) {
+            if flow.tiers().is_cached(Key::new(e.identity(), e.size)) {
                 continue;
             }
             let Ok(plan) = e.plan(flow.source(), options) else {
@@ -334,9 +335,11 @@ async fn read_ahead(
 }
 
 async fn one(flow: &Flow, entry: &Entry, options: PlanOptions) -> Outcome {
-    if let Some(cached) = flow.cached(entry.identity(), entry.size) {
+    if let Some(cached) = flow.tiers().peek(Key::new(entry.identity(), entry.size)) {
         // Cached here but perhaps not shared yet (an earlier run without the bucket).
-        flow.share(entry.identity(), entry.size, &cached).await;
+        flow.tiers()
+            .share(Key::new(entry.identity(), entry.size), &cached)
+            .await;
         return Outcome::Cached;
     }
     let failed = |cause: String| {

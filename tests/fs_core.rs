@@ -565,13 +565,13 @@ async fn reading_files_in_order_builds_the_next_ones_ahead_within_the_window() {
     let stats: serde_json::Value = serde_json::from_str(&fs.stats_json()).unwrap();
     assert_eq!(stats["readahead_builds"], 4);
     // Reading them is a cache hit each, and keeps the window going.
-    let hits = fs.flow().metrics().cache_hits.load(Ordering::Relaxed);
+    let hits = fs.flow().metrics().tiers.cache_hits.load(Ordering::Relaxed);
     let built_ahead = read_all(&fs, ino(&fs, "f08.nc"), 1 << 20).await;
     assert_eq!(
         built_ahead.len() as u64,
         fs.getattr(ino(&fs, "f08.nc")).unwrap().size
     );
-    assert!(fs.flow().metrics().cache_hits.load(Ordering::Relaxed) > hits);
+    assert!(fs.flow().metrics().tiers.cache_hits.load(Ordering::Relaxed) > hits);
     assert_eq!(runs_reach(&fs, 8).await, 8, "f04 joins the window");
 }
 

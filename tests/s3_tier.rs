@@ -13,8 +13,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use common::FaultyStore;
-use sodeda_era5::cache::s3::{Lookup, RemoteCache, RemoteError, Uploaded};
-use sodeda_era5::cache::{CachedFile, LocalCache};
+use sodeda_era5::cache::s3::{RemoteCache, RemoteError};
+use sodeda_era5::cache::{CachedFile, Key, LocalCache, Lookup, Tier, Uploaded};
 use zarrs_object_store::object_store::{
     self, memory::InMemory, Attribute, Attributes, ObjectStoreExt, PutOptions, PutPayload,
 };
@@ -69,6 +69,28 @@ async fn object(s: &Setup, identity: &str) -> Option<Bytes> {
     }
 }
 
+/// Puts the local entry `entry` of `identity` into the tier, through the [`Tier`] trait.
+async fn put(
+    s: &Setup,
+    identity: &str,
+    entry: &CachedFile,
+    replace: bool,
+) -> Result<Uploaded, RemoteError> {
+    let size = entry.file.metadata().unwrap().len();
+    let key = Key::new(identity, size);
+    s.tier.put(key, &s.local, entry, replace).await
+}
+
+/// Copies the tier's file of `identity` (`size` bytes) into `local`, through the trait.
+async fn get(
+    s: &Setup,
+    identity: &str,
+    size: u64,
+    local: &LocalCache,
+) -> Result<Lookup, RemoteError> {
+    Tier::get(&s.tier, Key::new(identity, size), local).await
+}
+
 fn read(file: &CachedFile) -> Vec<u8> {
     use std::io::Read;
     let mut out = Vec::new();
@@ -84,12 +106,12 @@ async fn an_upload_is_a_conditional_create_and_copies_back_exactly() {
     let entry = built(&s.local, &id, &bytes);
     assert_eq!(s.tier.key(&id).as_ref(), format!("team/era5/v2/{id}.nc"));
     assert_eq!(
-        s.tier.upload(&s.local, &id, &entry, false).await.unwrap(),
+        put(&s, &id, &entry, false).await.unwrap(),
         Uploaded::Created
     );
     // Another machine built the same file: the object stays, nothing is overwritten.
     assert_eq!(
-        s.tier.upload(&s.local, &id, &entry, false).await.unwrap(),
+        put(&s, &id, &entry, false).await.unwrap(),
         Uploaded::AlreadyThere
     );
     assert_eq!(object(&s, &id).await.unwrap(), bytes);
@@ -97,14 +119,14 @@ async fn an_upload_is_a_conditional_create_and_copies_back_exactly() {
     // A machine without the file copies it into its own cache.
     let other = tempfile::tempdir().unwrap();
     let other = LocalCache::open(&other.path().join("cache")).unwrap();
-    match s.tier.fetch_into(&id, bytes.len() as u64, &other).await {
+    match get(&s, &id, bytes.len() as u64, &other).await {
         Ok(Lookup::Copied(copied)) => assert_eq!(read(&copied), bytes),
         other => panic!("{other:?}"),
     }
     assert!(other.get(&id, bytes.len() as u64).is_some());
     // A file nobody built.
     assert!(matches!(
-        s.tier.fetch_into(&identity(2), 5, &other).await,
+        get(&s, &identity(2), 5, &other).await,
         Ok(Lookup::Absent)
     ));
 }
@@ -123,13 +145,13 @@ async fn a_wrong_sized_or_corrupt_object_is_not_used_and_is_replaced() {
     let empty = tempfile::tempdir().unwrap();
     let fresh = LocalCache::open(&empty.path().join("cache")).unwrap();
     assert!(matches!(
-        s.tier.fetch_into(&id, size, &fresh).await,
+        get(&s, &id, size, &fresh).await,
         Ok(Lookup::WrongSize)
     ));
     assert!(fresh.get(&id, size).is_none(), "wrong bytes were cached");
     let entry = built(&s.local, &id, &bytes);
     assert_eq!(
-        s.tier.upload(&s.local, &id, &entry, true).await.unwrap(),
+        put(&s, &id, &entry, true).await.unwrap(),
         Uploaded::Replaced
     );
     assert_eq!(object(&s, &id).await.unwrap(), bytes);
@@ -163,7 +185,7 @@ async fn a_wrong_sized_or_corrupt_object_is_not_used_and_is_replaced() {
         .await
         .unwrap();
     assert!(matches!(
-        s.tier.fetch_into(&id, size, &fresh).await,
+        get(&s, &id, size, &fresh).await,
         Ok(Lookup::WrongSize)
     ));
     assert!(fresh.get(&id, size).is_none(), "corrupt bytes were cached");
@@ -174,11 +196,11 @@ async fn an_answer_cut_short_is_an_error_and_caches_nothing() {
     let s = setup();
     let (id, bytes) = (identity(4), content(4, 8192));
     let entry = built(&s.local, &id, &bytes);
-    s.tier.upload(&s.local, &id, &entry, false).await.unwrap();
+    put(&s, &id, &entry, false).await.unwrap();
     s.bucket.cut.store(true, Ordering::SeqCst);
     let empty = tempfile::tempdir().unwrap();
     let fresh = LocalCache::open(&empty.path().join("cache")).unwrap();
-    match s.tier.fetch_into(&id, bytes.len() as u64, &fresh).await {
+    match get(&s, &id, bytes.len() as u64, &fresh).await {
         Err(RemoteError::Unavailable { cause, .. }) => {
             assert!(cause.contains("ended after 4096 of 8192 bytes"), "{cause}")
         }
@@ -194,7 +216,7 @@ async fn uploads_failed_in_an_outage_are_retried_after_the_next_success() {
     let (bytes_a, bytes_b) = (content(5, 3000), content(6, 5000));
     let (entry_a, entry_b) = (built(&s.local, &a, &bytes_a), built(&s.local, &b, &bytes_b));
     s.bucket.failing.store(true, Ordering::SeqCst);
-    match s.tier.upload(&s.local, &a, &entry_a, false).await {
+    match put(&s, &a, &entry_a, false).await {
         Err(RemoteError::Unavailable { target, cause }) => {
             assert_eq!(target, "s3://bucket/team/era5");
             assert!(cause.contains("connection reset"), "{cause}");
@@ -202,15 +224,19 @@ async fn uploads_failed_in_an_outage_are_retried_after_the_next_success() {
         other => panic!("{other:?}"),
     }
     assert!(s.tier.probe().await.is_err());
-    assert_eq!(s.tier.pending(), 1);
+    assert_eq!(Tier::pending(&s.tier), 1);
     // A read in the outage is an error the flow falls back from, not a wrong answer.
-    assert!(s.tier.fetch_into(&a, 3000, &s.local).await.is_err());
+    assert!(get(&s, &a, 3000, &s.local).await.is_err());
     s.bucket.failing.store(false, Ordering::SeqCst);
     assert_eq!(
-        s.tier.upload(&s.local, &b, &entry_b, false).await.unwrap(),
+        put(&s, &b, &entry_b, false).await.unwrap(),
         Uploaded::Created
     );
-    assert_eq!(s.tier.pending(), 0, "the failed upload was not retried");
+    assert_eq!(
+        Tier::pending(&s.tier),
+        0,
+        "the failed upload was not retried"
+    );
     assert_eq!(object(&s, &a).await.unwrap(), bytes_a);
     assert_eq!(object(&s, &b).await.unwrap(), bytes_b);
 }
@@ -224,12 +250,12 @@ async fn a_pending_upload_whose_entry_is_gone_is_dropped_not_uploaded() {
         built(&s.local, &b, &content(8, 100)),
     );
     s.bucket.failing.store(true, Ordering::SeqCst);
-    assert!(s.tier.upload(&s.local, &a, &entry_a, false).await.is_err());
+    assert!(put(&s, &a, &entry_a, false).await.is_err());
     std::fs::remove_file(s.local.path_for(&a).unwrap()).unwrap();
     s.bucket.failing.store(false, Ordering::SeqCst);
     let puts = s.bucket.puts.load(Ordering::SeqCst);
-    s.tier.upload(&s.local, &b, &entry_b, false).await.unwrap();
-    assert_eq!(s.tier.pending(), 0);
+    put(&s, &b, &entry_b, false).await.unwrap();
+    assert_eq!(Tier::pending(&s.tier), 0);
     assert_eq!(
         s.bucket.puts.load(Ordering::SeqCst),
         puts + 1,
@@ -257,7 +283,7 @@ async fn a_denial_names_the_credentials_and_never_a_secret() {
     assert!(e.to_string().contains("access denied"), "{e}");
     let entry = built(&s.local, &identity(9), b"x");
     assert!(matches!(
-        s.tier.upload(&s.local, &identity(9), &entry, false).await,
+        put(&s, &identity(9), &entry, false).await,
         Err(RemoteError::Denied { .. })
     ));
 }

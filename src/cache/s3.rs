@@ -29,6 +29,7 @@ use zarrs_object_store::object_store::{
 /// checked on every copy into the local cache.
 const CHECKSUM_META: &str = "crc32c";
 
+use super::tier::{Key, Lookup, Tier, Uploaded};
 use crate::cache::{CachedFile, LocalCache};
 use crate::plan::FORMAT_VERSION;
 
@@ -99,9 +100,9 @@ fn credentials_file() -> PathBuf {
     PathBuf::from(home).join(".aws").join("credentials")
 }
 
-fn read_profile(profile: &str) -> Result<ProfileCredentials, RemoteError> {
-    let path = credentials_file();
-    let ini = ini::Ini::load_from_file(&path).map_err(|e| {
+/// The credentials of `profile` in the shared credentials file at `path`.
+fn read_profile(path: &std::path::Path, profile: &str) -> Result<ProfileCredentials, RemoteError> {
+    let ini = ini::Ini::load_from_file(path).map_err(|e| {
         RemoteError::Config(format!(
             "profile {profile:?}: cannot read the credentials file {}: {e}",
             path.display()
@@ -138,29 +139,6 @@ fn read_whole(file: &std::fs::File) -> std::io::Result<Vec<u8>> {
     Ok(bytes)
 }
 
-/// Outcome of a lookup in the bucket.
-#[derive(Debug, Clone)]
-pub enum Lookup {
-    /// The object was copied into the local cache, here.
-    Copied(CachedFile),
-    /// No object.
-    Absent,
-    /// An object of the wrong size or with bytes that fail its checksum: not used, to be
-    /// replaced.
-    WrongSize,
-}
-
-/// Outcome of an upload.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Uploaded {
-    /// This process created the object.
-    Created,
-    /// Another writer created it first; its bytes are identical by construction.
-    AlreadyThere,
-    /// A wrong-sized object was replaced.
-    Replaced,
-}
-
 /// The S3 tier.
 pub struct RemoteCache {
     store: Arc<dyn ObjectStore>,
@@ -194,7 +172,7 @@ pub fn aws_store(config: &S3Config) -> Result<(Arc<dyn ObjectStore>, String, Str
         .or_else(|_| std::env::var("AWS_DEFAULT_REGION"))
         .ok();
     if let Some(profile) = &config.profile {
-        let c = read_profile(profile)?;
+        let c = read_profile(&credentials_file(), profile)?;
         builder = builder
             .with_access_key_id(c.key)
             .with_secret_access_key(c.secret);
@@ -346,7 +324,7 @@ impl RemoteCache {
 
     /// Copies the object of `identity` into the local cache if it exists with `size` bytes
     /// and its checksum.
-    pub async fn fetch_into(
+    async fn fetch_into(
         &self,
         identity: &str,
         size: u64,
@@ -410,7 +388,7 @@ impl RemoteCache {
     /// to be wrong. The bytes are read from the entry's descriptor (as checked or written by
     /// the local cache), never from its path. On failure the upload is remembered and retried
     /// after the next success, from `local`'s entry of that identity as it is then.
-    pub async fn upload(
+    async fn upload(
         &self,
         local: &LocalCache,
         identity: &str,
@@ -518,6 +496,39 @@ impl RemoteCache {
     }
 }
 
+#[async_trait::async_trait]
+impl Tier for RemoteCache {
+    async fn size_of(&self, identity: &str) -> Result<Option<u64>, RemoteError> {
+        RemoteCache::size_of(self, identity).await
+    }
+
+    async fn get(&self, key: Key<'_>, local: &LocalCache) -> Result<Lookup, RemoteError> {
+        self.fetch_into(key.identity, key.size, local).await
+    }
+
+    async fn put(
+        &self,
+        key: Key<'_>,
+        local: &LocalCache,
+        entry: &CachedFile,
+        replace: bool,
+    ) -> Result<Uploaded, RemoteError> {
+        self.upload(local, key.identity, entry, replace).await
+    }
+
+    async fn retry_pending(&self, local: &LocalCache) {
+        RemoteCache::retry_pending(self, local).await
+    }
+
+    fn pending(&self) -> usize {
+        RemoteCache::pending(self)
+    }
+
+    fn mark_down(&self, e: &RemoteError) {
+        RemoteCache::mark_down(self, e)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -543,5 +554,41 @@ mod tests {
             "Client error with status 403 Forbidden: AccessDenied",
         ));
         assert!(matches!(e, RemoteError::Denied { .. }), "{e}");
+    }
+
+    #[test]
+    fn profiles_are_read_from_the_credentials_file_and_missing_ones_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("credentials");
+        std::fs::write(
+            &path,
+            "[good]\naws_access_key_id = AKID\naws_secret_access_key = s3cr3t\nregion = eu-west-1\n\
+             [half]\naws_access_key_id = AKID2\n",
+        )
+        .unwrap();
+        let good = read_profile(&path, "good").unwrap();
+        assert_eq!(
+            (good.key.as_str(), good.secret.as_str()),
+            ("AKID", "s3cr3t")
+        );
+        assert_eq!(good.region.as_deref(), Some("eu-west-1"));
+        assert!(good.token.is_none());
+        let config_error = |profile: &str, path: &std::path::Path| match read_profile(path, profile)
+            .err()
+            .expect("an error")
+        {
+            RemoteError::Config(text) => text,
+            other => panic!("{other}"),
+        };
+        let text = config_error("nope", &path);
+        assert!(
+            text.contains("profile \"nope\" is not in the credentials file"),
+            "{text}"
+        );
+        let text = config_error("half", &path);
+        assert!(text.contains("has no aws_secret_access_key"), "{text}");
+        assert!(!text.contains("AKID2"), "no key in messages: {text}");
+        let text = config_error("good", &dir.path().join("missing"));
+        assert!(text.contains("cannot read the credentials file"), "{text}");
     }
 }

@@ -30,7 +30,9 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 
+use crate::cache::Key;
 use crate::cache::{CacheError, CachedFile, LocalCache};
+use crate::catalog::policy::CatalogFile;
 use crate::catalog::{Catalog, Entry};
 use crate::deskriptor::{Deskriptor, DeskriptorError};
 use crate::flow::{error_chain, Flow, Origin};
@@ -53,8 +55,9 @@ pub const PREVIEW_DIR: &str = "previews";
 /// Settings of the dashboard.
 #[derive(Debug, Clone)]
 pub struct DashboardOptions {
-    /// The deskriptors file (re-read when it changes).
-    pub deskriptors: PathBuf,
+    /// The deskriptors file (re-read when it changes), its index and its policy: those of a
+    /// mount over it.
+    pub catalog: CatalogFile,
     /// The local cache directory (shown on the page).
     pub cache_dir: PathBuf,
     /// Plan options (format, size limit), as for the mount.
@@ -95,14 +98,18 @@ pub struct Dashboard {
     /// Permits to build an ad-hoc selection (`preview_concurrency`).
     preview_builds: tokio::sync::Semaphore,
     options: DashboardOptions,
-    /// The catalog and the deskriptors file's modification time it was read at.
-    catalog: Mutex<(Option<SystemTime>, Arc<Catalog>)>,
+    /// The catalog (or why it was refused) and the deskriptors file's modification time it
+    /// was read at.
+    catalog: Mutex<(Option<SystemTime>, CatalogRead)>,
     started: Instant,
     /// Permits to build a file that is not cached (see [`MAX_BUILDS`]).
     builds: tokio::sync::Semaphore,
     /// Counters.
     pub metrics: DashboardMetrics,
 }
+
+/// The catalog as last read, or why it could not be (unreadable, or refused by the policy).
+type CatalogRead = Result<Arc<Catalog>, String>;
 
 /// Files of the deskriptors file built at once for previews (each build already reads its
 /// chunks concurrently); ad-hoc selections have their own limit, `preview_concurrency`.
@@ -163,7 +170,7 @@ impl Dashboard {
             previews,
             flow,
             options,
-            catalog: Mutex::new((None, Arc::new(Catalog::default()))),
+            catalog: Mutex::new((None, Ok(Arc::new(Catalog::default())))),
             started: Instant::now(),
             builds: tokio::sync::Semaphore::new(MAX_BUILDS),
             metrics: DashboardMetrics::default(),
@@ -174,19 +181,19 @@ impl Dashboard {
         self.flow.source()
     }
 
-    /// The catalog, re-read when the deskriptors file changed (or could not be read before).
+    /// The catalog, re-read when the deskriptors file changed (or could not be read before),
+    /// admitted by the same policy as a mount's.
     pub fn catalog(&self) -> Result<Arc<Catalog>, String> {
-        let path = &self.options.deskriptors;
-        let mtime = std::fs::metadata(path)
+        let file = &self.options.catalog;
+        let mtime = std::fs::metadata(&file.path)
             .and_then(|m| m.modified())
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            .map_err(|e| format!("cannot read {}: {e}", file.path.display()))?;
         let mut guard = self.catalog.lock().expect("catalog lock poisoned");
         if guard.0 != Some(mtime) {
-            let catalog = Catalog::load(path, self.source(), self.options.plan)
-                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-            *guard = (Some(mtime), Arc::new(catalog));
+            let catalog = file.read(self.source()).map(Arc::new);
+            *guard = (Some(mtime), catalog.map_err(|e| e.to_string()));
         }
-        Ok(guard.1.clone())
+        guard.1.clone()
     }
 
     /// Plans the selection in `pairs`: `file=NAME` for a listed file, else the form fields.
@@ -201,7 +208,7 @@ impl Dashboard {
                 .ok_or_else(|| {
                     format!(
                         "no file named {name:?} in {}",
-                        self.options.deskriptors.display()
+                        self.options.catalog.path.display()
                     )
                 })?;
             let plan = entry
@@ -254,8 +261,8 @@ impl Dashboard {
         let flow = if listed {
             &self.flow
         } else {
-            let pinned = self.flow.pin(&plan.identity);
-            if let Some(file) = self.flow.local_hit(&plan.identity, plan.size) {
+            let pinned = self.flow.tiers().pin(&plan.identity);
+            if let Some(file) = self.flow.tiers().hit(Key::new(&plan.identity, plan.size)) {
                 return Ok(Materialized {
                     file,
                     origin: Origin::Cache,
@@ -264,8 +271,8 @@ impl Dashboard {
             }
             &self.previews
         };
-        let pinned = flow.pin(&plan.identity);
-        let _permit = match flow.is_cached(&plan.identity, plan.size) {
+        let pinned = flow.tiers().pin(&plan.identity);
+        let _permit = match flow.tiers().is_cached(Key::new(&plan.identity, plan.size)) {
             true => None,
             false if listed => Some(self.builds.acquire().await.map_err(internal)?),
             false => Some(self.preview_slot().await?),
@@ -329,7 +336,7 @@ impl Dashboard {
             ),
             (
                 "preview_cache_bytes".to_string(),
-                self.previews.cached_bytes().into(),
+                self.previews.tiers().local().size().into(),
             ),
             (
                 "preview_cache_limit".to_string(),
@@ -550,7 +557,7 @@ async fn files(State(d): State<Shared>, Query(pairs): Pairs) -> Response {
                         "line": e.line,
                         "name": e.file_name(),
                         "size": e.size,
-                        "cached": d.flow.is_cached(e.identity(), e.size),
+                        "cached": d.flow.tiers().is_cached(Key::new(e.identity(), e.size)),
                     })
                 })
                 .collect();

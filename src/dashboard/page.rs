@@ -130,7 +130,7 @@ pub fn render(p: &PageData) -> String {
                 h1 { "sodeda-era5" }
                 p.meta {
                     "source " code { (source.url) }
-                    " · deskriptors " code { (d.options.deskriptors.display()) }
+                    " · deskriptors " code { (d.options.catalog.path.display()) }
                     " · cache " code { (d.options.cache_dir.display()) }
                     " · " a href="/api/status" { "status" }
                     " · " a href="/api/files" { "files (JSON)" }
@@ -359,7 +359,7 @@ fn files(p: &PageData) -> Markup {
                     tr {
                         td { code { (e.file_name()) } }
                         td.size { (human_size(e.size)) }
-                        @if d.flow.is_cached(e.identity(), e.size) {
+                        @if d.flow.tiers().is_cached(crate::cache::Key::new(e.identity(), e.size)) {
                             td.cached { "cached" }
                         } @else {
                             td.missing { "not built" }

@@ -151,7 +151,10 @@ impl Readahead {
     ) -> usize {
         let total = next.len();
         for (looked, entry) in next.into_iter().enumerate() {
-            if flow.is_cached(entry.identity(), entry.size) {
+            if flow
+                .tiers()
+                .is_cached(crate::cache::Key::new(entry.identity(), entry.size))
+            {
                 continue;
             }
             let Ok(permit) = self.running.clone().try_acquire_owned() else {

@@ -99,6 +99,29 @@ pub struct HelperCall {
     pub fake: bool,
 }
 
+/// The `sodeda-mount` arguments of this process: `argv` as it is, or, when the program was
+/// started as [`HELPER_NAME`], its translation ([`translate`]) with the `env_file` read into
+/// the environment (so that it comes before any `.env` and the parse).
+pub fn sodeda_mount_args(argv: Vec<OsString>) -> Result<HelperCall> {
+    if !argv.first().is_some_and(|a| invoked_as_helper(a)) {
+        return Ok(HelperCall {
+            args: argv,
+            env_file: None,
+            fake: false,
+        });
+    }
+    let call = translate(&argv[1..])?;
+    if let Some(path) = &call.env_file {
+        dotenvy::from_path(path).with_context(|| {
+            format!(
+                "mount.sodeda: env_file {}",
+                std::path::Path::new(path).display()
+            )
+        })?;
+    }
+    Ok(call)
+}
+
 /// Translates mount(8) helper arguments (without the program name) into `sodeda-mount`
 /// arguments.
 pub fn translate(args: &[OsString]) -> Result<HelperCall> {

@@ -284,68 +284,46 @@ def free_port():
         return s.getsockname()[1]
 
 
-class _SerialConditionalWrites:
-    """WSGI wrapper: moto checks `If-None-Match`/`If-Match` and then writes, without a lock,
-    so two concurrent conditional creates of one key can both succeed, which S3 itself never
-    allows. Conditional writes are serialised here so moto keeps S3's promise."""
-
-    def __init__(self, app):
-        self.app = app
-        self.lock = threading.Lock()
-
-    def __call__(self, environ, start_response):
-        conditional = environ.get("HTTP_IF_NONE_MATCH") or environ.get("HTTP_IF_MATCH")
-        if environ.get("REQUEST_METHOD") == "PUT" and conditional:
-            with self.lock:
-                return list(self.app(environ, start_response))
-        return self.app(environ, start_response)
-
-
-def _moto_server(port):
-    """moto's threaded S3 server on 127.0.0.1:port, with atomic conditional writes."""
-    from moto.moto_server.threaded_moto_server import ThreadedMotoServer
-    from moto.moto_server.werkzeug_app import (DomainDispatcherApplication, MotoRequestHandler,
-                                               create_backend_app)
-    from werkzeug.serving import make_server
-
-    class Server(ThreadedMotoServer):
-        def _server_entry(self):
-            app = _SerialConditionalWrites(DomainDispatcherApplication(create_backend_app))
-            self._server = make_server(self._ip_address, self._port, app, True,
-                                       request_handler=MotoRequestHandler)
-            self._server_ready_event.set()
-            self._server.serve_forever()
-
-    return Server(ip_address="127.0.0.1", port=port, verbose=False)
-
-
 class S3Server:
-    """A moto S3 server on 127.0.0.1 in this process, with one bucket."""
+    """moto's S3 server, checking credentials, as a subprocess on 127.0.0.1 (stopped by PID):
+    one IAM user whose access key may do everything, and one bucket."""
 
     bucket = "sodeda-test"
-    secret = "s3cr3t-of-the-tests"
 
-    def __init__(self):
+    def __init__(self, log):
+        import boto3
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.server = _moto_server(self.port)
-        self.server.start()
-        self.running = True
-        # moto keeps its state per process: start every test from an empty server.
-        import urllib.request
-        urllib.request.urlopen(urllib.request.Request(f"{self.url}/moto-api/reset",
-                                                      method="POST"), timeout=10).read()
-        self.client().create_bucket(Bucket=self.bucket)
+        env = dict(os.environ, INITIAL_NO_AUTH_ACTION_COUNT="4")
+        self.log = open(log, "wb")
+        self.proc = subprocess.Popen([os.path.join(os.path.dirname(sys.executable),
+                                                   "moto_server"), "-H", "127.0.0.1", "-p",
+                                      str(self.port)], env=env, stdout=self.log,
+                                     stderr=subprocess.STDOUT)
+        try:
+            boot = dict(endpoint_url=self.url, region_name="us-east-1",
+                        aws_access_key_id="boot", aws_secret_access_key="boot")
+            iam = boto3.client("iam", **boot)
+            for _ in range(100):
+                try:
+                    iam.create_user(UserName="sodeda")
+                    break
+                except Exception:
+                    time.sleep(0.1)
+            key = iam.create_access_key(UserName="sodeda")["AccessKey"]
+            self.key_id, self.secret = key["AccessKeyId"], key["SecretAccessKey"]
+            iam.put_user_policy(UserName="sodeda", PolicyName="all", PolicyDocument=json.dumps({
+                "Version": "2012-10-17",
+                "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}))
+            self.client().create_bucket(Bucket=self.bucket)
+        except BaseException:
+            self.stop()
+            raise
 
     def client(self):
         import boto3
         return boto3.client("s3", endpoint_url=self.url, region_name="us-east-1",
-                            aws_access_key_id="test", aws_secret_access_key="test")
-
-    def env(self, prefix="sodeda-era5"):
-        return {"S3_BUCKET_NAME": self.bucket, "S3_ENDPOINT_URL": self.url,
-                "S3_KEY_PREFIX": prefix, "AWS_ACCESS_KEY_ID": "test",
-                "AWS_SECRET_ACCESS_KEY": self.secret, "AWS_REGION": "us-east-1"}
+                            aws_access_key_id=self.key_id, aws_secret_access_key=self.secret)
 
     def objects(self, prefix=""):
         out = {}
@@ -356,14 +334,19 @@ class S3Server:
         return out
 
     def stop(self):
-        if self.running:
-            self.server.stop()
-            self.running = False
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        self.log.close()
 
 
 @pytest.fixture
-def s3():
-    server = S3Server()
+def s3(tmp_path):
+    server = S3Server(tmp_path / "moto.log")
     try:
         yield server
     finally:

@@ -63,9 +63,10 @@ def files_under(path, exclude=None):
 
 
 def main_entries(cache, previews):
-    """Files of the main cache (not its bounded block-table log, nor the preview area)."""
+    """Files of the main cache (not its bounded block-table log, the catalog index the
+    dashboard keeps as a mount does, nor the preview area)."""
     return {k: v for k, v in files_under(cache, exclude=previews).items()
-            if "blocktables" not in Path(k).parts}
+            if not {"blocktables", "catalogs"} & set(Path(k).parts)}
 
 
 def test_ad_hoc_previews_stay_in_a_bounded_area_apart_from_the_main_cache(

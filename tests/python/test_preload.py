@@ -1,7 +1,6 @@
-"""preload: warm every file, each chunk once, resumable after kill -9, sharded, shared via S3."""
+"""preload: warm every file, each chunk once, resumable after kill -9, sharded."""
 
 import json
-import os
 import re
 import signal
 import subprocess
@@ -127,36 +126,6 @@ def test_failures_are_reported_with_their_line_and_the_rest_is_built(http_source
     assert re.search(r"failed: line 2, field `variable`.*did you mean", p.stdout), p.stdout
     assert re.search(r"failed: line 3 \(broken_source.nc\): .*surface_pressure.*403", p.stdout), \
         p.stdout
-
-
-def test_eight_processes_preloading_into_one_bucket_create_each_object_once(
-        replica, s3, tmp_path):
-    env = clean_env()
-    env.update(s3.env())
-    env["SODEDA_SOURCE"] = str(replica)
-    procs = []
-    for i in range(8):
-        e = dict(env, LOCAL_CACHE=str(tmp_path / f"cache{i}"))
-        procs.append(subprocess.Popen([str(binary()), "preload", "--deskriptors", str(TEST_SET),
-                                       "--jobs", "2"], env=e, stdout=subprocess.PIPE,
-                                      stderr=subprocess.PIPE, text=True))
-    outs = []
-    for p in procs:
-        out, err = p.communicate(timeout=300)
-        assert p.returncode == 0, err
-        outs.append(out)
-    listing = Runner(replica, tmp_path / "x", tmp_path).list(TEST_SET)
-    # Files with chunks absent from the source are kept locally, never shared.
-    absent = {p.stem for p in Path(tmp_path / "cache0").rglob("*.nc")
-              if "user.sodeda.absent-chunks" in os.listxattr(p)}
-    assert 0 < len(absent) < len(listing)
-    expected = {f"sodeda-era5/v2/{e['identity']}.nc": e["size"] for e in listing
-                if e["identity"] not in absent}
-    assert s3.objects() == expected
-    created = sum(int(re.search(r"s3: (\d+) uploaded", o).group(1)) for o in outs)
-    assert created == len(expected), outs
-    for i in range(8):
-        assert entries(tmp_path / f"cache{i}") == {e["identity"]: e["size"] for e in listing}
 
 
 def test_preload_moves_only_the_blocks_a_lone_file_needs_and_whole_chunks_many_share(

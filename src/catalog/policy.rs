@@ -1,0 +1,173 @@
+//! What a mount and the dashboard accept of a deskriptors file, in one place: at a mount's
+//! start, on every reload, and each time the dashboard re-reads the file.
+//!
+//! Bad lines are skipped (each reported) unless the policy is strict, when any bad line
+//! refuses the file. A file with bad lines and no good one is refused either way: it is far
+//! more likely a wrong path or a broken edit than an empty dataset. A file with no line at
+//! all is accepted (an empty dataset). A refused file at a start is an error; on a reload the
+//! files served so far stay.
+
+use std::path::{Path, PathBuf};
+
+use super::Catalog;
+use crate::deskriptor::DeskriptorError;
+use crate::plan::PlanOptions;
+use crate::source::Source;
+
+/// Bad lines listed at most in a refusal's message (`validate` lists them all).
+const LISTED: usize = 20;
+
+/// Whether bad lines refuse a deskriptors file.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Policy {
+    /// Refuse the file when any line is bad (`--strict`).
+    pub strict: bool,
+}
+
+/// Why a deskriptors file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum Refused {
+    /// `--strict` and some lines are bad.
+    #[error("{} bad lines (--strict):\n{}", .0.len(), listed(.0))]
+    Strict(Vec<DeskriptorError>),
+    /// Only bad lines.
+    #[error("no valid deskriptor ({} bad lines):\n{}", .0.len(), listed(.0))]
+    NothingValid(Vec<DeskriptorError>),
+}
+
+fn listed(errors: &[DeskriptorError]) -> String {
+    let mut text: Vec<String> = errors.iter().take(LISTED).map(|e| e.to_string()).collect();
+    if errors.len() > LISTED {
+        text.push(format!("… and {} more", errors.len() - LISTED));
+    }
+    text.join("\n")
+}
+
+impl Policy {
+    /// Checks `catalog` against the policy: `Ok` with the catalog to serve (its `errors` are
+    /// the lines skipped), or why it is refused.
+    pub fn admit(&self, catalog: Catalog) -> Result<Catalog, Refused> {
+        if catalog.errors.is_empty() {
+            Ok(catalog)
+        } else if self.strict {
+            Err(Refused::Strict(catalog.errors))
+        } else if catalog.entries.is_empty() {
+            Err(Refused::NothingValid(catalog.errors))
+        } else {
+            Ok(catalog)
+        }
+    }
+}
+
+/// Why a deskriptors file could not be served.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// It could not be read.
+    #[error("cannot read {}: {source}", .path.display())]
+    Io {
+        /// The deskriptors file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// It was read and refused by the policy.
+    #[error("{}: {source}", .path.display())]
+    Refused {
+        /// The deskriptors file.
+        path: PathBuf,
+        /// Why.
+        source: Refused,
+    },
+}
+
+/// A deskriptors file as a mount or the dashboard serves it: where it is, how it is planned,
+/// where its index is kept and what is accepted of it.
+#[derive(Debug, Clone)]
+pub struct CatalogFile {
+    /// The deskriptors file.
+    pub path: PathBuf,
+    /// How its lines are planned.
+    pub options: PlanOptions,
+    /// Where its planned form is kept ([`Catalog::load_indexed`]); `None`: planned every time.
+    pub index_dir: Option<PathBuf>,
+    /// What is accepted of it.
+    pub policy: Policy,
+}
+
+impl CatalogFile {
+    /// Reads and plans the file (or reads its index back) and applies the policy.
+    pub fn read(&self, source: &Source) -> Result<Catalog, ReadError> {
+        let catalog = self.read_unchecked(source)?;
+        self.policy
+            .admit(catalog)
+            .map_err(|source| ReadError::Refused {
+                path: self.path.clone(),
+                source,
+            })
+    }
+
+    /// Reads and plans the file without the policy (for `preload`, which reports every line).
+    pub fn read_unchecked(&self, source: &Source) -> Result<Catalog, ReadError> {
+        Catalog::load_indexed(&self.path, source, self.options, self.index_dir.as_deref()).map_err(
+            |e| ReadError::Io {
+                path: self.path.clone(),
+                source: e,
+            },
+        )
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::Entry;
+
+    fn catalog(good: usize, bad: usize) -> Catalog {
+        let entries = (0..good)
+            .map(|i| {
+                let name = format!("f{i}.nc");
+                Entry::new(i + 1, "{}", &name, &"0".repeat(32), 100, 0, 0, false)
+            })
+            .collect();
+        let errors = (0..bad)
+            .map(|i| DeskriptorError::new(good + i + 1, "variable", "\"x\"", "unknown variable"))
+            .collect();
+        Catalog { entries, errors }
+    }
+
+    #[test]
+    fn bad_lines_are_skipped_unless_strict() {
+        let lenient = Policy::default();
+        let served = lenient.admit(catalog(2, 1)).unwrap();
+        assert_eq!((served.entries.len(), served.errors.len()), (2, 1));
+        let strict = Policy { strict: true };
+        let e = strict.admit(catalog(2, 1)).unwrap_err();
+        assert!(matches!(e, Refused::Strict(ref v) if v.len() == 1), "{e}");
+        let text = e.to_string();
+        assert!(
+            text.starts_with("1 bad lines (--strict):\nline 3"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn only_bad_lines_are_refused_but_an_empty_file_is_served() {
+        for policy in [Policy::default(), Policy { strict: false }] {
+            let e = policy.admit(catalog(0, 30)).unwrap_err();
+            assert!(matches!(e, Refused::NothingValid(_)));
+            let text = e.to_string();
+            assert!(
+                text.contains("30 bad lines") && text.ends_with("… and 10 more"),
+                "{text}"
+            );
+            assert_eq!(text.lines().count(), 1 + LISTED + 1, "{text}");
+        }
+        let empty = Policy { strict: true }.admit(catalog(0, 0)).unwrap();
+        assert!(empty.entries.is_empty());
+    }
+}
