@@ -77,7 +77,7 @@ impl Config {
         }
         let mut source = Source::open_with(&self.source, self.source_options).await?;
         if let Some(pin) = self.pin.as_deref().filter(|p| !p.trim().is_empty()) {
-            source.freshness.pin(pin);
+            source.scope.freshness.pin(pin);
             if let Some((pinned, actual)) = source.freshness.moved_past_pin() {
                 tracing::warn!(
                     "pinned to store version {pinned:?}; the store is now {actual:?}: files over \

@@ -1,6 +1,6 @@
 //! The catalog: every line of a deskriptors file, planned once, kept as slim entries.
 //!
-//! Input: the text of `deskriptors.jsonl` and an opened source. Output: one [`Entry`] per good
+//! Input: the text of `deskriptors.jsonl` and an opened scope. Output: one [`Entry`] per good
 //! line (in file order) and one [`DeskriptorError`] per bad line. An entry keeps only what
 //! listing needs (name, exact size, identity, the line); the full [`Plan`] (positions, layout)
 //! is rebuilt from the line when a file is built, so a catalog of 100,000 deskriptors stays
@@ -16,7 +16,7 @@ pub mod policy;
 
 use crate::deskriptor::{self, Deskriptor, DeskriptorError};
 use crate::plan::{Plan, PlanOptions};
-use crate::source::Source;
+use crate::source::Scope;
 
 /// What is known of a file without building it: about 60 bytes plus its name, line and
 /// identity in one allocation (a million entries were 2 KB each when every field was its own
@@ -115,10 +115,10 @@ impl Entry {
     }
 
     /// Rebuilds the full plan from the line. It succeeded when the catalog was made, so it
-    /// succeeds again with the same source and options (and gives the same identity).
-    pub fn plan(&self, source: &Source, options: PlanOptions) -> Result<Plan, DeskriptorError> {
+    /// succeeds again with the same scope and options (and gives the same identity).
+    pub fn plan(&self, scope: &Scope, options: PlanOptions) -> Result<Plan, DeskriptorError> {
         let d = Deskriptor::parse(self.line, self.raw())?;
-        Plan::new(&d, source, options)
+        Plan::new(&d, scope, options)
     }
 }
 
@@ -153,7 +153,7 @@ const PART: usize = 2048;
 /// Parses and plans one part of the lines, in order: an entry or an error per line.
 fn plan_part(
     lines: Vec<deskriptor::FileLine>,
-    source: &Source,
+    scope: &Scope,
     options: PlanOptions,
 ) -> Vec<Result<Entry, DeskriptorError>> {
     let mut out = Vec::with_capacity(lines.len());
@@ -161,7 +161,7 @@ fn plan_part(
     for deskriptor::FileLine { number, text } in lines {
         out.push(match text {
             Ok(t) if t.trim().is_empty() => continue,
-            Ok(t) => Plan::entry_of_line(number, &t, source, options, &mut memo),
+            Ok(t) => Plan::entry_of_line(number, &t, scope, options, &mut memo),
             Err(e) => Err(e),
         });
     }
@@ -184,27 +184,27 @@ pub struct Catalog {
 impl Catalog {
     /// Reads and plans a deskriptors file. A line that is not valid UTF-8 is one bad line;
     /// only an unreadable file is an error.
-    pub fn load(path: &Path, source: &Source, options: PlanOptions) -> std::io::Result<Catalog> {
+    pub fn load(path: &Path, scope: &Scope, options: PlanOptions) -> std::io::Result<Catalog> {
         let mut catalog = Catalog::default();
-        Self::scan(path, source, options, |r| catalog.push(r))?;
+        Self::scan(path, scope, options, |r| catalog.push(r))?;
         Ok(catalog)
     }
 
     /// Like [`Catalog::load`], keeping the result under the cache version directory `dir`
-    /// (plain [`Catalog::load`] without one): an unchanged file over an unchanged source,
+    /// (plain [`Catalog::load`] without one): an unchanged file over an unchanged scope,
     /// with the same options and the same build, is read back instead of planned again (see
     /// [`index`]).
     pub fn load_indexed(
         path: &Path,
-        source: &Source,
+        scope: &Scope,
         options: PlanOptions,
         dir: Option<&Path>,
     ) -> std::io::Result<Catalog> {
         let Some(dir) = dir else {
-            return Self::load(path, source, options);
+            return Self::load(path, scope, options);
         };
         let bytes = std::fs::read(path)?;
-        let key = index::key(&bytes, source, options);
+        let key = index::key(&bytes, scope, options);
         if let Some(catalog) = index::read(dir, &key) {
             tracing::debug!("catalog of {} read from its index", path.display());
             return Ok(catalog);
@@ -218,7 +218,7 @@ impl Catalog {
         };
         // Encoded as it is planned: the encoding overlaps the planning of the next lines.
         let mut encoder = index::Encoder::with_capacity(bytes.len() + lines * 64);
-        Self::scan_reader(&bytes[..], source, options, BATCH, lines, |r| {
+        Self::scan_reader(&bytes[..], scope, options, BATCH, lines, |r| {
             encoder.push(&r);
             catalog.push(r);
         })?;
@@ -228,19 +228,19 @@ impl Catalog {
     }
 
     /// Plans the lines of `text`.
-    pub fn from_text(text: &str, source: &Source, options: PlanOptions) -> Catalog {
-        Self::from_lines(deskriptor::split_lines(text.as_bytes()), source, options)
+    pub fn from_text(text: &str, scope: &Scope, options: PlanOptions) -> Catalog {
+        Self::from_lines(deskriptor::split_lines(text.as_bytes()), scope, options)
     }
 
     /// Plans lines read by [`deskriptor::split_lines`].
     pub fn from_lines(
         lines: Vec<deskriptor::FileLine>,
-        source: &Source,
+        scope: &Scope,
         options: PlanOptions,
     ) -> Catalog {
         let mut catalog = Catalog::default();
         let mut names = Names::default();
-        for r in plan_batch(lines, source, options) {
+        for r in plan_batch(lines, scope, options) {
             catalog.push(names.check(r));
         }
         catalog
@@ -259,23 +259,23 @@ impl Catalog {
     /// seen, never every entry: `validate` and `list` of ten million lines stay small.
     pub fn scan(
         path: &Path,
-        source: &Source,
+        scope: &Scope,
         options: PlanOptions,
         each: impl FnMut(Result<Entry, DeskriptorError>),
     ) -> std::io::Result<()> {
-        Self::scan_in_batches(path, source, options, BATCH, each)
+        Self::scan_in_batches(path, scope, options, BATCH, each)
     }
 
     /// [`Catalog::scan`] with batches of `batch` lines (tests use small ones).
     pub fn scan_in_batches(
         path: &Path,
-        source: &Source,
+        scope: &Scope,
         options: PlanOptions,
         batch_lines: usize,
         each: impl FnMut(Result<Entry, DeskriptorError>),
     ) -> std::io::Result<()> {
         let reader = std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(path)?);
-        Self::scan_reader(reader, source, options, batch_lines, 0, each)
+        Self::scan_reader(reader, scope, options, batch_lines, 0, each)
     }
 
     /// [`Catalog::scan_in_batches`] over the lines of `reader` (about `expected_lines` of
@@ -284,7 +284,7 @@ impl Catalog {
     /// reading are one thread's work, which would otherwise leave the other cores idle.
     fn scan_reader(
         mut reader: impl std::io::BufRead,
-        source: &Source,
+        scope: &Scope,
         options: PlanOptions,
         batch_lines: usize,
         expected_lines: usize,
@@ -310,8 +310,8 @@ impl Catalog {
         let mut batch = read_batch(&mut number)?;
         let mut planned: Vec<Result<Entry, DeskriptorError>> = Vec::new();
         while !batch.is_empty() {
-            let (next, results) = std::thread::scope(|scope| {
-                let planning = scope.spawn(move || plan_batch(batch, source, options));
+            let (next, results) = std::thread::scope(|threads| {
+                let planning = threads.spawn(move || plan_batch(batch, scope, options));
                 for r in planned.drain(..) {
                     each(names.check(r));
                 }
@@ -332,7 +332,7 @@ impl Catalog {
 /// each plan; results in line order.
 fn plan_batch(
     lines: Vec<deskriptor::FileLine>,
-    source: &Source,
+    scope: &Scope,
     options: PlanOptions,
 ) -> Vec<Result<Entry, DeskriptorError>> {
     let threads = std::thread::available_parallelism()
@@ -348,10 +348,10 @@ fn plan_batch(
         }
         parts.push(part);
     }
-    std::thread::scope(|scope| {
+    std::thread::scope(|threads| {
         let workers: Vec<_> = parts
             .into_iter()
-            .map(|part| scope.spawn(move || plan_part(part, source, options)))
+            .map(|part| threads.spawn(move || plan_part(part, scope, options)))
             .collect();
         workers
             .into_iter()
@@ -463,6 +463,46 @@ impl Names {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_catalog_is_planned_from_a_scope_with_one_error_per_bad_line() {
+        let scope = crate::source::scope::small_scope();
+        let text = r#"{"name": "a", "time": "2023-01-01T00", "variable": "2m_temperature"}
+{"name": "a", "time": "2023-01-01T01", "variable": "2m_temperature"}
+{"name": "d/b", "time": "2023-01-01T02", "variable": "2m_temperature"}
+{"name": "a.nc/b", "time": "2023-01-01T03", "variable": "2m_temperature"}
+not json
+{"name": "c", "time": "2023-01-01T04", "variable": "nope"}
+
+{"time": "2023-01-01T05", "variable": "temperature", "level": 850}
+"#;
+        let c = Catalog::from_text(text, &scope, PlanOptions::default());
+        let names: Vec<&str> = c.entries.iter().map(|e| e.file_name()).collect();
+        assert_eq!(names[..2], ["a.nc", "d/b.nc"]);
+        assert!(
+            names[2].starts_with("temperature_20230101T05_"),
+            "{names:?}"
+        );
+        assert_eq!(
+            c.entries.iter().map(|e| e.line).collect::<Vec<_>>(),
+            [1, 3, 8]
+        );
+        let lines: Vec<usize> = c.errors.iter().map(|e| e.line).collect();
+        assert_eq!(lines, [2, 4, 5, 6], "{:?}", c.errors);
+        assert!(
+            c.errors[0].message.contains("line 1"),
+            "a clash names both lines: {}",
+            c.errors[0]
+        );
+        assert!(c.errors[1].message.contains("line 1"), "{}", c.errors[1]);
+        assert_eq!(c.errors[3].field, "variable");
+        // An entry is planned again, whole, from its line alone.
+        let plan = c.entries[1].plan(&scope, PlanOptions::default()).unwrap();
+        assert_eq!(
+            (plan.size, plan.identity.as_str()),
+            (c.entries[1].size, c.entries[1].identity())
+        );
+    }
 
     fn entry(line: usize, name: &str) -> Entry {
         Entry::new(line, "{}", name, "00", 1, 0, 0, false)

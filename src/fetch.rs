@@ -356,7 +356,10 @@ pub async fn fetch(
             let rows = block_rows(options, &pv.name, &chunk, &combo, &var.chunks);
             tasks.push(ChunkTask {
                 variable: vi,
-                array: var.array.clone(),
+                array: source
+                    .array(&pv.name)
+                    .expect("every variable of a scope has its array")
+                    .clone(),
                 name: pv.name.clone(),
                 shape: var.chunks.clone(),
                 combo,

@@ -1,4 +1,4 @@
-//! Plans one file: a deskriptor resolved against the source.
+//! Plans one file: a deskriptor resolved against the scope.
 //!
 //! Input: a [`Deskriptor`] and an opened [`Source`]. Output: a [`Plan`] with the positions to
 //! read along every dimension, the chunks that hold them, the file's [`Layout`], its name, its
@@ -19,7 +19,7 @@ use crate::layout::{
 use crate::naming::NameLayout;
 use crate::provenance::Provenance;
 use crate::select::{self, Resolved};
-use crate::source::Source;
+use crate::source::Scope;
 
 mod memo;
 pub use memo::PlanMemo;
@@ -53,7 +53,7 @@ impl Default for PlanOptions {
     }
 }
 
-/// One variable to read: its source dimensions and the file dimensions they map to.
+/// One variable to read: its scope dimensions and the file dimensions they map to.
 #[derive(Debug, Clone)]
 pub struct PlannedVariable {
     /// Source array name.
@@ -71,7 +71,7 @@ pub struct Plan {
     pub file_name: String,
     /// Canonical JSON of the selection (written into the file).
     pub canonical: String,
-    /// Hex identity: a hash of format version, format, source URL and canonical selection.
+    /// Hex identity: a hash of format version, format, scope URL and canonical selection.
     pub identity: String,
     /// Output format.
     pub format: Format,
@@ -153,12 +153,12 @@ impl Plan {
     /// Resolves `deskriptor` against `source`.
     pub fn new(
         deskriptor: &Deskriptor,
-        source: &Source,
+        scope: &Scope,
         options: PlanOptions,
     ) -> Result<Plan, DeskriptorError> {
         let line = deskriptor.line;
-        let r = resolve(deskriptor, source, options)?;
-        let (layout, size) = layout_and_size(line, source, &r, options.format)?;
+        let r = resolve(deskriptor, scope, options)?;
+        let (layout, size) = layout_and_size(line, scope, &r, options.format)?;
         check_size(line, size, options)?;
         Ok(Plan {
             deskriptor: deskriptor.clone(),
@@ -181,18 +181,18 @@ impl Plan {
     /// [`Entry::of`]: crate::catalog::Entry::of
     pub fn entry(
         deskriptor: &Deskriptor,
-        source: &Source,
+        scope: &Scope,
         options: PlanOptions,
         memo: &mut PlanMemo,
     ) -> Result<crate::catalog::Entry, DeskriptorError> {
-        let r = resolve(deskriptor, source, options)?;
+        let r = resolve(deskriptor, scope, options)?;
         let provenance_key = provenance_key(&r.provenance);
         entry_of(
             deskriptor.line,
             &deskriptor.raw,
             r,
             &provenance_key,
-            source,
+            scope,
             options,
             memo,
         )
@@ -206,15 +206,15 @@ impl Plan {
     pub fn entry_of_line(
         line: usize,
         text: &str,
-        source: &Source,
+        scope: &Scope,
         options: PlanOptions,
         memo: &mut PlanMemo,
     ) -> Result<crate::catalog::Entry, DeskriptorError> {
-        if let Some(entry) = memo::entry(line, text, source, options, memo) {
+        if let Some(entry) = memo::entry(line, text, scope, options, memo) {
             return Ok(entry);
         }
         let d = Deskriptor::parse(line, text)?;
-        Plan::entry(&d, source, options, memo)
+        Plan::entry(&d, scope, options, memo)
     }
 }
 
@@ -224,7 +224,7 @@ fn entry_of(
     raw: &str,
     r: Resolution,
     provenance_key: &str,
-    source: &Source,
+    scope: &Scope,
     options: PlanOptions,
     memo: &mut PlanMemo,
 ) -> Result<crate::catalog::Entry, DeskriptorError> {
@@ -236,7 +236,7 @@ fn entry_of(
         Some(size) => {
             // What building the layout would have refused.
             for d in &r.file_dims {
-                if source.coordinates[d].integer {
+                if scope.coordinates[d].integer {
                     int_labels(d, &r.selections[d].labels)
                         .map_err(|why| DeskriptorError::new(line, "", "", why))?;
                 }
@@ -244,7 +244,7 @@ fn entry_of(
             size
         }
         None => {
-            let (_, size) = layout_and_size(line, source, &r, options.format)?;
+            let (_, size) = layout_and_size(line, scope, &r, options.format)?;
             memo.sizes.insert(memo.size_key.clone(), size);
             size
         }
@@ -265,11 +265,11 @@ fn entry_of(
 /// The layout of a resolved deskriptor and the exact size of its file in `format`.
 fn layout_and_size(
     line: usize,
-    source: &Source,
+    scope: &Scope,
     r: &Resolution,
     format: Format,
 ) -> Result<(Layout, u64), DeskriptorError> {
-    let layout = full_layout(source, r).map_err(|why| DeskriptorError::new(line, "", "", why))?;
+    let layout = full_layout(scope, r).map_err(|why| DeskriptorError::new(line, "", "", why))?;
     let size = match format {
         Format::Classic64 => layout.classic_size(),
         Format::Netcdf4 => encode::netcdf4_size(&layout)
@@ -296,9 +296,9 @@ fn check_size(line: usize, size: u64, options: PlanOptions) -> Result<(), Deskri
 }
 
 /// The layout of a resolved deskriptor, provenance attributes included.
-fn full_layout(source: &Source, r: &Resolution) -> Result<Layout, String> {
+fn full_layout(scope: &Scope, r: &Resolution) -> Result<Layout, String> {
     let mut layout = build_layout(
-        source,
+        scope,
         &r.file_dims,
         &r.selections,
         &r.variables,
@@ -316,26 +316,26 @@ fn full_layout(source: &Source, r: &Resolution) -> Result<Layout, String> {
 /// provenance, identity and file name.
 fn resolve(
     deskriptor: &Deskriptor,
-    source: &Source,
+    scope: &Scope,
     options: PlanOptions,
 ) -> Result<Resolution, DeskriptorError> {
     let line = deskriptor.line;
-    let variables = planned_variables(line, &deskriptor.variables, source)?;
-    // Every selector key must name a coordinate of the source (with a "did you mean").
-    let coordinates: Vec<&str> = source.coordinates.keys().map(String::as_str).collect();
+    let variables = planned_variables(line, &deskriptor.variables, scope)?;
+    // Every selector key must name a coordinate of the scope (with a "did you mean").
+    let coordinates: Vec<&str> = scope.coordinates.keys().map(String::as_str).collect();
     deskriptor.check_keys(&coordinates)?;
     let file_dims = file_dims(&variables);
     // Resolve every selector (also those no variable uses: they must still be valid).
     let mut selections = BTreeMap::new();
     for (key, selector) in &deskriptor.selectors {
         if file_dims.contains(key) {
-            let resolved = select::resolve(line, Some(selector), &source.coordinates[key])?;
+            let resolved = select::resolve(line, Some(selector), &scope.coordinates[key])?;
             selections.insert(key.clone(), resolved);
         } else {
-            select::resolve(line, Some(selector), &source.coordinates[key])?;
+            select::resolve(line, Some(selector), &scope.coordinates[key])?;
         }
     }
-    add_whole_axes(line, source, &file_dims, &mut selections)?;
+    add_whole_axes(line, scope, &file_dims, &mut selections)?;
     let names = Names {
         name: deskriptor.name.as_deref(),
         variables: &deskriptor.variables,
@@ -343,30 +343,30 @@ fn resolve(
     finish(
         line,
         names,
-        source,
+        scope,
         options,
         variables,
         file_dims,
         deskriptor.canonical_json(),
-        Provenance::of(source, selections.get("time")),
+        Provenance::of(scope, selections.get("time")),
         selections,
     )
 }
 
-/// The variables of a deskriptor, each of which must exist in the source.
+/// The variables of a deskriptor, each of which must exist in the scope.
 fn planned_variables(
     line: usize,
     names: &[String],
-    source: &Source,
+    scope: &Scope,
 ) -> Result<Vec<PlannedVariable>, DeskriptorError> {
     let mut variables = Vec::with_capacity(names.len());
     for name in names {
-        let Some(v) = source.variables.get(name) else {
+        let Some(v) = scope.variables.get(name) else {
             return Err(DeskriptorError::new(
                 line,
                 "variable",
                 format!("{name:?}"),
-                unknown_variable_message(name, source),
+                unknown_variable_message(name, scope),
             ));
         };
         variables.push(PlannedVariable {
@@ -397,7 +397,7 @@ fn file_dims(variables: &[PlannedVariable]) -> Vec<String> {
 /// Selects the whole axis of every file dimension the deskriptor does not select.
 fn add_whole_axes(
     line: usize,
-    source: &Source,
+    scope: &Scope,
     file_dims: &[String],
     selections: &mut BTreeMap<String, Resolved>,
 ) -> Result<(), DeskriptorError> {
@@ -405,7 +405,7 @@ fn add_whole_axes(
         if !selections.contains_key(d) {
             selections.insert(
                 d.clone(),
-                select::resolve(line, None, &source.coordinates[d])?,
+                select::resolve(line, None, &scope.coordinates[d])?,
             );
         }
     }
@@ -425,7 +425,7 @@ struct Names<'a> {
 fn finish(
     line: usize,
     names: Names<'_>,
-    source: &Source,
+    scope: &Scope,
     options: PlanOptions,
     variables: Vec<PlannedVariable>,
     file_dims: Vec<String>,
@@ -435,7 +435,7 @@ fn finish(
 ) -> Result<Resolution, DeskriptorError> {
     let identity = identity_of(
         options.format,
-        &source.url,
+        &scope.url,
         &canonical,
         provenance.identity_part().as_deref(),
     );
@@ -445,14 +445,14 @@ fn finish(
         Some(n) => format!("{n}.nc"),
         None => {
             let stable = match provenance.identity_part() {
-                Some(_) => identity_of(options.format, &source.url, &canonical, None),
+                Some(_) => identity_of(options.format, &scope.url, &canonical, None),
                 None => identity.clone(),
             };
             let vars = variable_part(names.variables);
-            let name = file_name_of(&vars, source, &selections, &stable);
+            let name = file_name_of(&vars, scope, &selections, &stable);
             match options.layout {
                 Some(layout) => {
-                    let first = first_hour(source, &selections);
+                    let first = first_hour(scope, &selections);
                     let dirs = layout.directories(&vars, first.as_deref());
                     format!("{dirs}/{name}")
                 }
@@ -487,7 +487,7 @@ pub fn with_absent_chunks(layout: &Layout, absent: u64) -> Layout {
     layout
 }
 
-/// The identity of a file: SHA-256 over the format version, the format, the source URL, the
+/// The identity of a file: SHA-256 over the format version, the format, the scope URL, the
 /// canonical selection and, for a provisional file, the store's version
 /// ([`Provenance::identity_part`]), as 32 hex digits. Equal identities mean byte-identical
 /// files (but for chunks the store did not have when one was built).
@@ -535,13 +535,13 @@ pub fn identity_of(
 /// for a million files of one hour), where 32 bits gave four collisions in a million files.
 pub fn default_file_name(
     deskriptor: &Deskriptor,
-    source: &Source,
+    scope: &Scope,
     selections: &BTreeMap<String, Resolved>,
     identity: &str,
 ) -> String {
     file_name_of(
         &variable_part(&deskriptor.variables),
-        source,
+        scope,
         selections,
         identity,
     )
@@ -550,11 +550,11 @@ pub fn default_file_name(
 /// [`default_file_name`] with the variable part made.
 fn file_name_of(
     vars: &str,
-    source: &Source,
+    scope: &Scope,
     selections: &BTreeMap<String, Resolved>,
     identity: &str,
 ) -> String {
-    let (_, enc) = source.time();
+    let (_, enc) = scope.time();
     let mut name = String::with_capacity(vars.len() + 48);
     name.push_str(vars);
     if let Some(t) = selections.get("time") {
@@ -609,8 +609,8 @@ fn variable_part(variables: &[String]) -> String {
 }
 
 /// The first selected hour as `YYYYMMDDHH`; `None` without a time axis.
-fn first_hour(source: &Source, selections: &BTreeMap<String, Resolved>) -> Option<String> {
-    let (_, enc) = source.time();
+fn first_hour(scope: &Scope, selections: &BTreeMap<String, Resolved>) -> Option<String> {
+    let (_, enc) = scope.time();
     let t = selections.get("time")?;
     let first = t.labels.first()?;
     let t = enc.instant(*first as i64);
@@ -623,9 +623,9 @@ fn first_hour(source: &Source, selections: &BTreeMap<String, Resolved>) -> Optio
     ))
 }
 
-fn unknown_variable_message(name: &str, source: &Source) -> String {
+fn unknown_variable_message(name: &str, scope: &Scope) -> String {
     // A GRIB/CDS short name (t2m, sp, u10) is the most common slip: point to the long name.
-    let by_short = source.variables.values().find(|v| {
+    let by_short = scope.variables.values().find(|v| {
         v.attributes
             .get("short_name")
             .and_then(|s| s.as_str())
@@ -633,7 +633,7 @@ fn unknown_variable_message(name: &str, source: &Source) -> String {
     });
     let suggestion = match by_short {
         Some(v) => Some(v.name.clone()),
-        None => source
+        None => scope
             .variables
             .keys()
             .map(|k| (strsim::normalized_levenshtein(k, name), k))
@@ -644,11 +644,11 @@ fn unknown_variable_message(name: &str, source: &Source) -> String {
     match suggestion {
         Some(s) => format!(
             "unknown variable; did you mean {s:?}? (`sodeda-era5 scope` lists all {})",
-            source.variables.len()
+            scope.variables.len()
         ),
         None => format!(
             "unknown variable; `sodeda-era5 scope` lists all {} variables",
-            source.variables.len()
+            scope.variables.len()
         ),
     }
 }
@@ -697,7 +697,7 @@ fn origin(url: &str) -> &'static str {
 }
 
 fn build_layout(
-    source: &Source,
+    scope: &Scope,
     file_dims: &[String],
     selections: &BTreeMap<String, Resolved>,
     variables: &[PlannedVariable],
@@ -710,7 +710,7 @@ fn build_layout(
     };
     for d in file_dims {
         let sel = &selections[d];
-        let coord = &source.coordinates[d];
+        let coord = &scope.coordinates[d];
         layout.dims.push((d.clone(), sel.labels.len()));
         let (nc_type, values) = if coord.integer {
             let ints = int_labels(d, &sel.labels)?;
@@ -736,7 +736,7 @@ fn build_layout(
         });
     }
     for v in variables {
-        let var = &source.variables[&v.name];
+        let var = &scope.variables[&v.name];
         let mut attributes = Vec::new();
         if let Some(fill) = var.fill_value {
             attributes.push(("_FillValue".to_string(), AttrValue::Floats(vec![fill])));
@@ -767,9 +767,9 @@ fn build_layout(
         ("Conventions".into(), AttrValue::Text("CF-1.8".into())),
         (
             "source".into(),
-            AttrValue::Text(format!("{}, subset by sodeda-era5", origin(&source.url))),
+            AttrValue::Text(format!("{}, subset by sodeda-era5", origin(&scope.url))),
         ),
-        ("source_url".into(), AttrValue::Text(source.url.clone())),
+        ("source_url".into(), AttrValue::Text(scope.url.clone())),
         ("deskriptor".into(), AttrValue::Text(canonical.to_string())),
         (
             "sodeda_era5_format_version".into(),
@@ -782,6 +782,109 @@ fn build_layout(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::source::scope::small_scope;
+
+    fn plan(scope: &Scope, json: &str) -> Result<Plan, DeskriptorError> {
+        let d = Deskriptor::parse(1, json)?;
+        Plan::new(&d, scope, PlanOptions::default())
+    }
+
+    fn indices(plan: &Plan, dim: &str) -> Vec<usize> {
+        plan.selections[dim].indices.clone()
+    }
+
+    /// Planning needs only a scope: positions on each axis, the name, the variables, a size
+    /// that grows with the selection and an identity of 32 hex digits.
+    #[test]
+    fn a_box_over_hours_is_planned_from_a_scope_alone() {
+        let scope = small_scope();
+        let p = plan(
+            &scope,
+            r#"{"name": "box", "time": {"start": "2023-01-01T02", "end": "2023-01-01T05"},
+                "latitude": {"start": 1, "end": -1}, "longitude": {"start": 22.5, "end": 67.5},
+                "variable": "2m_temperature"}"#,
+        )
+        .unwrap();
+        assert_eq!(p.file_name, "box.nc");
+        assert_eq!(indices(&p, "time"), vec![2, 3, 4, 5]);
+        // Latitude runs north to south: 1, 0.5, 0, -0.5, -1 are positions 2 to 6.
+        assert_eq!(indices(&p, "latitude"), vec![2, 3, 4, 5, 6]);
+        assert_eq!(indices(&p, "longitude"), vec![1, 2, 3]);
+        assert_eq!(p.variables.len(), 1);
+        assert_eq!(p.variables[0].dims, ["time", "latitude", "longitude"]);
+        assert!(
+            p.size > 4 * 5 * 3 * 4,
+            "the data alone is 240 bytes: {}",
+            p.size
+        );
+        assert!(p.identity.len() == 32 && p.identity.bytes().all(|b| b.is_ascii_hexdigit()));
+        let one_hour_more = plan(
+            &scope,
+            r#"{"name": "box", "time": {"start": "2023-01-01T01", "end": "2023-01-01T05"},
+                "latitude": {"start": 1, "end": -1}, "longitude": {"start": 22.5, "end": 67.5},
+                "variable": "2m_temperature"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            one_hour_more.size - p.size,
+            5 * 3 * 4 + 4,
+            "one hour: data and time value"
+        );
+        assert_ne!(one_hour_more.identity, p.identity);
+    }
+
+    #[test]
+    fn one_selection_spelt_two_ways_is_one_file() {
+        let scope = small_scope();
+        let a = plan(
+            &scope,
+            r#"{"time": "2023-01-01T10:00", "level": [850, 500], "variable": ["temperature"]}"#,
+        )
+        .unwrap();
+        let b = plan(
+            &scope,
+            r#"{"variable": "temperature", "level": [850, 500], "time": "2023-01-01T10:00"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (&a.identity, &a.file_name, a.size),
+            (&b.identity, &b.file_name, b.size)
+        );
+        // Levels in the order asked for; whole axes when not selected.
+        assert_eq!(indices(&a, "level"), vec![1, 0]);
+        assert_eq!(indices(&a, "latitude").len(), 9);
+        assert_eq!(indices(&a, "longitude").len(), 16);
+    }
+
+    #[test]
+    fn bad_selections_name_the_field_and_what_is_allowed() {
+        let scope = small_scope();
+        let e = plan(
+            &scope,
+            r#"{"time": "2023-01-01T00", "variable": "t2m_temperature"}"#,
+        )
+        .unwrap_err();
+        assert_eq!(e.field, "variable");
+        assert!(e.message.contains("did you mean \"2m_temperature\""), "{e}");
+        let e = plan(
+            &scope,
+            r#"{"time": "2023-01-01T00", "latitude": {"start": 60, "end": 50}, "variable": "2m_temperature"}"#,
+        )
+        .unwrap_err();
+        assert!(e.field.starts_with("latitude"), "{e}");
+        let e = plan(
+            &scope,
+            r#"{"time": "2031-01-01T00", "variable": "2m_temperature"}"#,
+        )
+        .unwrap_err();
+        assert!(e.field.starts_with("time"), "{e}");
+        let e = plan(
+            &scope,
+            r#"{"time": "2023-01-01T00", "level": 700, "variable": "temperature"}"#,
+        )
+        .unwrap_err();
+        assert!(e.field.starts_with("level"), "{e}");
+    }
 
     /// Identities are hashed piece by piece; they must stay those of the whole text (every
     /// cache entry and S3 object is named by them).

@@ -21,7 +21,7 @@ use serde_json::{json, Map, Value};
 
 use crate::layout::AttrValue;
 use crate::select::Resolved;
-use crate::source::Source;
+use crate::source::Scope;
 
 /// The store's version facts, from its root attributes.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -58,7 +58,7 @@ impl StoreVersion {
     }
 }
 
-/// The store's version as this process knows it: read when the source is opened, read again
+/// The store's version as this process knows it: read when the scope is opened, read again
 /// while a mount runs ([`crate::source::Source::refresh_version`]), or pinned.
 #[derive(Debug, Default)]
 pub struct Freshness {
@@ -146,9 +146,9 @@ pub struct Provenance {
 
 impl Provenance {
     /// The provenance of a file over the selected times `time` of `source`.
-    pub fn of(source: &Source, time: Option<&Resolved>) -> Self {
-        let store = source.freshness.for_plans();
-        let (_, encoding) = source.time();
+    pub fn of(scope: &Scope, time: Option<&Resolved>) -> Self {
+        let store = scope.freshness.for_plans();
+        let (_, encoding) = scope.time();
         let instants: Vec<NaiveDateTime> = time
             .map(|t| {
                 t.labels

@@ -6,19 +6,20 @@
 //! Invariant: data variables are little-endian float32 whose dimensions all have coordinate
 //! arrays; anything else is refused when the store is opened, not when a file is read.
 
+pub mod scope;
 pub mod store;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use chrono::{NaiveDate, NaiveDateTime, TimeDelta};
 use serde_json::{Map, Value};
 use zarrs::array::{Array, ArrayMetadata, ArrayMetadataV2, ArraySubset};
 use zarrs_object_store::object_store::{path::Path, ObjectStore, ObjectStoreExt};
 use zarrs_object_store::AsyncObjectStore;
 
-use crate::provenance::{Freshness, StoreVersion};
+use crate::provenance::StoreVersion;
 
+pub use scope::{Coordinate, Scope, ScopeError, TimeEncoding, Variable};
 use store::{open_url, MeteredStore};
 pub use store::{SourceMetrics, SourceOptions};
 
@@ -119,136 +120,109 @@ fn read_message(url: &str, key: &str, error: &zarrs_object_store::object_store::
     }
 }
 
-/// How a time coordinate's integers map to instants (CF `units` + `calendar`).
-#[derive(Debug, Clone, PartialEq)]
-pub struct TimeEncoding {
-    /// The reference instant (`... since <epoch>`), UTC.
-    pub epoch: NaiveDateTime,
-    /// Seconds per unit (3600 for `hours since`).
-    pub unit_seconds: i64,
-    /// The `units` attribute as stored.
-    pub units: String,
-    /// The `calendar` attribute as stored (`proleptic_gregorian` when absent).
-    pub calendar: String,
-}
-
-impl TimeEncoding {
-    /// Parses CF units like `hours since 1900-01-01 00:00:00` or `hours since 1900-01-01`.
-    pub fn parse(units: &str, calendar: Option<&str>) -> Result<Self, String> {
-        let (unit, since) = units
-            .split_once(" since ")
-            .ok_or_else(|| format!("time units {units:?} are not `<unit> since <date>`"))?;
-        let unit_seconds = match unit.trim() {
-            "seconds" | "second" | "s" => 1,
-            "minutes" | "minute" | "min" => 60,
-            "hours" | "hour" | "h" => 3600,
-            "days" | "day" | "d" => 86400,
-            other => return Err(format!("unsupported time unit {other:?}")),
-        };
-        let since = since.trim().trim_end_matches('Z');
-        let epoch = ["%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M"]
-            .iter()
-            .find_map(|f| NaiveDateTime::parse_from_str(since, f).ok())
-            .or_else(|| {
-                NaiveDate::parse_from_str(since, "%Y-%m-%d")
-                    .ok()
-                    .and_then(|d| d.and_hms_opt(0, 0, 0))
-            })
-            .ok_or_else(|| format!("cannot parse the reference date in {units:?}"))?;
-        let calendar = calendar.unwrap_or("proleptic_gregorian").to_string();
-        if !matches!(
-            calendar.as_str(),
-            "proleptic_gregorian" | "gregorian" | "standard"
-        ) {
-            return Err(format!("unsupported calendar {calendar:?}"));
-        }
-        Ok(Self {
-            epoch,
-            unit_seconds,
-            units: units.to_string(),
-            calendar,
-        })
-    }
-
-    /// The instant of a stored value.
-    pub fn instant(&self, value: i64) -> NaiveDateTime {
-        self.epoch + TimeDelta::seconds(value * self.unit_seconds)
-    }
-}
-
-/// A coordinate (a 1-D array named after its own dimension), held in memory.
-#[derive(Debug, Clone)]
-pub struct Coordinate {
-    /// Dimension and array name.
-    pub name: String,
-    /// The values as stored, widened to f64 (exact for float32 and for integers below 2^53).
-    pub values: Vec<f64>,
-    /// True for integer storage (`<i8`, `<i4`, ...).
-    pub integer: bool,
-    /// The attributes as stored, without `_ARRAY_DIMENSIONS`.
-    pub attributes: Map<String, Value>,
-    /// For time: how values map to instants.
-    pub time: Option<TimeEncoding>,
-}
-
-/// A data variable of the source.
-pub struct Variable {
-    /// Array name, e.g. `2m_temperature`.
-    pub name: String,
-    /// Dimension names in storage order, e.g. `[time, latitude, longitude]`.
-    pub dims: Vec<String>,
-    /// Array shape.
-    pub shape: Vec<u64>,
-    /// Chunk shape.
-    pub chunks: Vec<u64>,
-    /// The attributes as stored, without `_ARRAY_DIMENSIONS`.
-    pub attributes: Map<String, Value>,
-    /// What absent chunks read as (`fill_value` of `.zarray`; NaN in ARCO-ERA5).
-    pub fill_value: Option<f32>,
-    /// True when chunks are plain Blosc over little-endian float32 in C order (no filters):
-    /// then byte ranges of a chunk can be read and decoded block by block.
-    pub blosc_blocks: bool,
-    /// Separator of chunk key components (`.` unless `.zarray` says otherwise).
-    pub separator: String,
-    /// The opened array.
-    pub array: Arc<ZarrArray>,
-}
-
-impl Variable {
-    /// The store key of a chunk, e.g. `2m_temperature/1078211.0.0`.
-    pub fn chunk_key(&self, indices: &[u64]) -> String {
-        let parts: Vec<String> = indices.iter().map(u64::to_string).collect();
-        format!("{}/{}", self.name, parts.join(&self.separator))
-    }
-}
-
-impl std::fmt::Debug for Variable {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Variable")
-            .field("name", &self.name)
-            .field("dims", &self.dims)
-            .field("shape", &self.shape)
-            .finish_non_exhaustive()
-    }
-}
-
-/// An opened source: variables, coordinates and the counters of what was read.
-#[derive(Debug)]
+/// An opened source: its [`Scope`] (what it holds) and its reader (the store, the opened
+/// arrays, the counters of what was read). It dereferences to its scope, so
+/// `source.variables` or `Plan::new(&d, &source, ..)` read the metadata directly.
 pub struct Source {
-    /// The URL as given.
-    pub url: String,
-    /// Data variables by name.
-    pub variables: BTreeMap<String, Variable>,
-    /// Coordinates by name.
-    pub coordinates: BTreeMap<String, Coordinate>,
-    /// The root attributes.
-    pub attributes: Map<String, Value>,
+    /// What the store holds.
+    pub scope: Scope,
+    /// The opened zarrs array of each data variable.
+    arrays: BTreeMap<String, Arc<ZarrArray>>,
     /// What has been read from the store so far.
     pub metrics: Arc<SourceMetrics>,
     /// The store itself (metered), for direct byte-range reads of chunks.
     pub store: Arc<dyn ObjectStore>,
-    /// The store's version (`last_updated`, `valid_time_stop`) as last read, or pinned.
-    pub freshness: Freshness,
+}
+
+impl std::fmt::Debug for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Source")
+            .field("scope", &self.scope)
+            .field("arrays", &self.arrays.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::ops::Deref for Source {
+    type Target = Scope;
+    fn deref(&self) -> &Scope {
+        &self.scope
+    }
+}
+
+/// One array of `.zmetadata`, as its `.zarray` and `.zattrs` describe it.
+struct ArrayEntry {
+    name: String,
+    meta: ArrayMetadataV2,
+    /// `_ARRAY_DIMENSIONS`.
+    dims: Vec<String>,
+    /// The other attributes.
+    attributes: Map<String, Value>,
+    fill_value: Option<f32>,
+    /// Plain Blosc over little-endian float32 in C order: readable block by block.
+    blosc_blocks: bool,
+    separator: String,
+}
+
+impl ArrayEntry {
+    /// The entry of array `name` (`zarray` its `.zarray`), its attributes from `entries`.
+    fn parse(
+        name: &str,
+        zarray: &Value,
+        entries: &Map<String, Value>,
+    ) -> Result<ArrayEntry, String> {
+        let mut attributes = entries
+            .get(&format!("{name}/.zattrs"))
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default();
+        let dims: Vec<String> = match attributes.remove("_ARRAY_DIMENSIONS") {
+            Some(Value::Array(d)) => d
+                .iter()
+                .map(|x| x.as_str().map(str::to_string))
+                .collect::<Option<_>>()
+                .ok_or("_ARRAY_DIMENSIONS is not a list of names")?,
+            _ => return Err("no _ARRAY_DIMENSIONS attribute".into()),
+        };
+        let meta: ArrayMetadataV2 = serde_json::from_value(zarray.clone())
+            .map_err(|e| format!("not Zarr v2 array metadata: {e}"))?;
+        let text = |key: &str| zarray.get(key).and_then(Value::as_str);
+        let blosc_blocks = zarray
+            .get("compressor")
+            .and_then(|c| c.get("id"))
+            .and_then(Value::as_str)
+            == Some("blosc")
+            && zarray.get("filters").is_none_or(Value::is_null)
+            && text("order") == Some("C")
+            && text("dtype") == Some("<f4");
+        let fill_value = match zarray.get("fill_value") {
+            Some(Value::String(s)) if s == "NaN" => Some(f32::NAN),
+            Some(Value::Number(n)) => n.as_f64().map(|x| x as f32),
+            _ => None,
+        };
+        Ok(ArrayEntry {
+            name: name.to_string(),
+            separator: text("dimension_separator").unwrap_or(".").to_string(),
+            meta,
+            dims,
+            attributes,
+            fill_value,
+            blosc_blocks,
+        })
+    }
+
+    /// The data type as `.zarray` writes it (`<f4`, `<i8`, …).
+    fn dtype(&self) -> String {
+        serde_json::to_value(&self.meta.dtype)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default()
+    }
+
+    /// A coordinate is a 1-D array named after its own dimension.
+    fn is_coordinate(&self) -> bool {
+        self.dims.len() == 1 && self.dims[0] == self.name
+    }
 }
 
 impl Source {
@@ -264,160 +238,48 @@ impl Source {
         Self::open_store(url, inner).await
     }
 
-    /// Opens a source over an already-built store (tests wrap stores to inject faults).
+    /// Opens a source over an already-built store (tests wrap stores to inject faults), in
+    /// four steps: the consolidated metadata, its arrays, the coordinates' values, the scope
+    /// checked.
     pub async fn open_store(url: &str, inner: Arc<dyn ObjectStore>) -> Result<Source, SourceError> {
-        let metrics = Arc::new(SourceMetrics::default());
-        let store: Arc<dyn ObjectStore> = Arc::new(MeteredStore::new(inner, metrics.clone()));
         let layout = |key: &str, why: String| SourceError::Layout {
             url: url.to_string(),
             key: key.to_string(),
             why,
         };
-        let key = ".zmetadata";
+        let metrics = Arc::new(SourceMetrics::default());
+        let store: Arc<dyn ObjectStore> = Arc::new(MeteredStore::new(inner, metrics.clone()));
         let consolidated = read_zmetadata(store.as_ref(), url).await?;
         let entries = consolidated
             .get("metadata")
             .and_then(Value::as_object)
             .ok_or_else(|| {
                 layout(
-                    key,
+                    ".zmetadata",
                     "no `metadata` object (not consolidated Zarr v2)".into(),
                 )
             })?;
-
-        let raw_store = store.clone();
-        let zarr: Arc<ZarrStore> = Arc::new(AsyncObjectStore::new(store));
         let attributes = entries
             .get(".zattrs")
             .and_then(Value::as_object)
             .cloned()
             .unwrap_or_default();
-
-        let mut arrays = BTreeMap::new();
-        for (k, v) in entries {
-            let Some(name) = k.strip_suffix("/.zarray") else {
-                continue;
-            };
-            if name.contains('/') {
-                continue; // nested groups are not part of this layout
-            }
-            let mut attrs = entries
-                .get(&format!("{name}/.zattrs"))
-                .and_then(Value::as_object)
-                .cloned()
-                .unwrap_or_default();
-            let dims: Vec<String> = match attrs.remove("_ARRAY_DIMENSIONS") {
-                Some(Value::Array(d)) => d
-                    .iter()
-                    .map(|x| x.as_str().map(str::to_string))
-                    .collect::<Option<_>>()
-                    .ok_or_else(|| layout(k, "_ARRAY_DIMENSIONS is not a list of names".into()))?,
-                _ => return Err(layout(k, "no _ARRAY_DIMENSIONS attribute".into())),
-            };
-            let meta: ArrayMetadataV2 = serde_json::from_value(v.clone())
-                .map_err(|e| layout(k, format!("not Zarr v2 array metadata: {e}")))?;
-            let blosc_blocks = v
-                .get("compressor")
-                .and_then(|c| c.get("id"))
-                .and_then(Value::as_str)
-                == Some("blosc")
-                && v.get("filters").is_none_or(Value::is_null)
-                && v.get("order").and_then(Value::as_str) == Some("C")
-                && v.get("dtype").and_then(Value::as_str) == Some("<f4");
-            let separator = v
-                .get("dimension_separator")
-                .and_then(Value::as_str)
-                .unwrap_or(".")
-                .to_string();
-            let fill_value = match v.get("fill_value") {
-                Some(Value::String(s)) if s == "NaN" => Some(f32::NAN),
-                Some(Value::Number(n)) => n.as_f64().map(|x| x as f32),
-                _ => None,
-            };
-            arrays.insert(
-                name.to_string(),
-                (meta, dims, attrs, fill_value, blosc_blocks, separator),
-            );
-        }
-
-        let mut coordinates = BTreeMap::new();
-        let mut variables = BTreeMap::new();
-        let mut coordinate_arrays = Vec::new();
-        for (name, (meta, dims, attrs, fill_value, blosc_blocks, separator)) in arrays {
-            let shape = meta.shape.clone();
-            let chunks: Vec<u64> = meta.chunks.iter().map(|c| c.get()).collect();
-            let dtype = serde_json::to_value(&meta.dtype)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default();
-            let array = ZarrArray::new_with_metadata(
-                zarr.clone(),
-                &format!("/{name}"),
-                ArrayMetadata::V2(meta),
-            )
-            .map_err(|e| SourceError::Array {
-                url: url.to_string(),
-                array: name.clone(),
-                why: e.to_string(),
-            })?;
-            if dims.len() == 1 && dims[0] == name {
-                coordinate_arrays.push((name, dtype, attrs, array));
-            } else {
-                if dtype != "<f4" {
-                    return Err(layout(
-                        &name,
-                        format!("data variables must be float32 (<f4), found {dtype}"),
-                    ));
-                }
-                variables.insert(
-                    name.clone(),
-                    Variable {
-                        name,
-                        dims,
-                        shape,
-                        chunks,
-                        attributes: attrs,
-                        fill_value,
-                        blosc_blocks,
-                        separator,
-                        array: Arc::new(array),
-                    },
-                );
-            }
-        }
-        // All coordinates at once, each with all its chunks in flight: over a distant store the
-        // start costs a few round trips, not one per chunk (ARCO-ERA5's time has 20 chunks).
-        let reads = coordinate_arrays.iter().map(|(name, dtype, attrs, array)| {
-            read_coordinate(url, name, dtype, attrs.clone(), array)
-        });
-        for ((name, ..), coordinate) in coordinate_arrays
-            .iter()
-            .zip(futures::future::try_join_all(reads).await?)
-        {
-            coordinates.insert(name.clone(), coordinate);
-        }
-        for v in variables.values() {
-            for d in &v.dims {
-                if !coordinates.contains_key(d) {
-                    return Err(layout(
-                        &v.name,
-                        format!("dimension {d} has no coordinate array"),
-                    ));
-                }
-            }
-        }
-        if coordinates.get("time").is_none_or(|c| c.time.is_none()) {
-            return Err(layout("time", "no time coordinate with CF units".into()));
-        }
+        let zarr: Arc<ZarrStore> = Arc::new(AsyncObjectStore::new(store.clone()));
+        let (variables, arrays, coordinate_arrays) = open_arrays(url, entries, &zarr)?;
+        let coordinates = read_coordinates(url, coordinate_arrays).await?;
+        let scope = Scope::new(url, attributes, coordinates, variables)
+            .map_err(|e| layout(&e.array, e.why))?;
         Ok(Source {
-            url: url.to_string(),
-            variables,
-            coordinates,
-            freshness: Freshness::new(StoreVersion::of(&attributes)),
-            attributes,
+            scope,
+            arrays,
             metrics,
-            store: raw_store,
+            store,
         })
+    }
+
+    /// The opened array of data variable `name`.
+    pub fn array(&self, name: &str) -> Option<&Arc<ZarrArray>> {
+        self.arrays.get(name)
     }
 
     /// Reads the store's root attributes again (`.zmetadata`) and records its version;
@@ -434,12 +296,86 @@ impl Source {
             .unwrap_or_default();
         Ok(self.freshness.update(StoreVersion::of(&attributes)))
     }
+}
 
-    /// The time coordinate (always present; checked by [`Source::open`]).
-    pub fn time(&self) -> (&Coordinate, &TimeEncoding) {
-        let c = &self.coordinates["time"];
-        (c, c.time.as_ref().expect("checked at open"))
+/// Data variables, their opened arrays, and the coordinate arrays still to read (with their
+/// data type and attributes).
+type OpenedArrays = (
+    BTreeMap<String, Variable>,
+    BTreeMap<String, Arc<ZarrArray>>,
+    Vec<(String, String, Map<String, Value>, ZarrArray)>,
+);
+
+/// Opens every top-level array of `.zmetadata`'s `entries` over `zarr`: data variables
+/// (float32 only) and coordinates apart.
+fn open_arrays(
+    url: &str,
+    entries: &Map<String, Value>,
+    zarr: &Arc<ZarrStore>,
+) -> Result<OpenedArrays, SourceError> {
+    let layout = |key: &str, why: String| SourceError::Layout {
+        url: url.to_string(),
+        key: key.to_string(),
+        why,
+    };
+    let (mut variables, mut arrays, mut coordinates) =
+        (BTreeMap::new(), BTreeMap::new(), Vec::new());
+    for (key, zarray) in entries {
+        // Nested groups are not part of this layout.
+        let Some(name) = key.strip_suffix("/.zarray").filter(|n| !n.contains('/')) else {
+            continue;
+        };
+        let entry = ArrayEntry::parse(name, zarray, entries).map_err(|why| layout(key, why))?;
+        let dtype = entry.dtype();
+        let array = ZarrArray::new_with_metadata(
+            zarr.clone(),
+            &format!("/{name}"),
+            ArrayMetadata::V2(entry.meta.clone()),
+        )
+        .map_err(|e| SourceError::Array {
+            url: url.to_string(),
+            array: name.to_string(),
+            why: e.to_string(),
+        })?;
+        if entry.is_coordinate() {
+            coordinates.push((entry.name, dtype, entry.attributes, array));
+            continue;
+        }
+        if dtype != "<f4" {
+            let why = format!("data variables must be float32 (<f4), found {dtype}");
+            return Err(layout(name, why));
+        }
+        let variable = Variable {
+            name: entry.name,
+            dims: entry.dims,
+            shape: entry.meta.shape.clone(),
+            chunks: entry.meta.chunks.iter().map(|c| c.get()).collect(),
+            attributes: entry.attributes,
+            fill_value: entry.fill_value,
+            blosc_blocks: entry.blosc_blocks,
+            separator: entry.separator,
+        };
+        arrays.insert(name.to_string(), Arc::new(array));
+        variables.insert(name.to_string(), variable);
     }
+    Ok((variables, arrays, coordinates))
+}
+
+/// Reads every coordinate at once, each with all its chunks in flight: over a distant store
+/// the start costs a few round trips, not one per chunk (ARCO-ERA5's time has 20 chunks).
+async fn read_coordinates(
+    url: &str,
+    arrays: Vec<(String, String, Map<String, Value>, ZarrArray)>,
+) -> Result<BTreeMap<String, Coordinate>, SourceError> {
+    let reads = arrays
+        .iter()
+        .map(|(name, dtype, attrs, array)| read_coordinate(url, name, dtype, attrs.clone(), array));
+    let values = futures::future::try_join_all(reads).await?;
+    Ok(arrays
+        .into_iter()
+        .map(|(name, ..)| name)
+        .zip(values)
+        .collect())
 }
 
 /// The store's consolidated metadata (`.zmetadata`) as JSON.

@@ -55,9 +55,9 @@ async fn a_known_table_saves_a_request_and_a_replaced_chunk_is_read_afresh() {
     assert_eq!(requests() - r1, 1, "the table was known: the block only");
 
     // The store replaces the chunk (ERA5T made final): new bytes, a new ETag.
-    let var = &source.variables["2m_temperature"];
+    let array = source.array("2m_temperature").unwrap();
     let new: Vec<f32> = (0..9 * 16).map(|k| -(k as f32) - 0.5).collect();
-    var.array.async_store_chunk(&[5, 0, 0], new).await.unwrap();
+    array.async_store_chunk(&[5, 0, 0], new).await.unwrap();
     let r2 = requests();
     assert_eq!(
         value(&point(&source, 1.5, 45.0), &source, &options).await,

@@ -152,9 +152,9 @@ async fn a_provisional_file_is_rebuilt_after_a_store_update_and_a_final_one_is_n
     let source = Source::open_store("memory://synthetic", store.clone())
         .await
         .unwrap();
-    let var = &source.variables["2m_temperature"];
+    let array = source.array("2m_temperature").unwrap();
     let new: Vec<f32> = (0..9 * 16).map(|k| -(k as f32)).collect();
-    var.array.async_store_chunk(&[24, 0, 0], new).await.unwrap();
+    array.async_store_chunk(&[24, 0, 0], new).await.unwrap();
     let fs = mount_core(&store, cache.path()).await;
     assert_eq!(
         xattr(&fs, "final.nc", "user.sodeda.identity"),

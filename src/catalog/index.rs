@@ -23,7 +23,7 @@ use super::{Catalog, Entry};
 use crate::cache::owned_privately;
 use crate::deskriptor::DeskriptorError;
 use crate::plan::PlanOptions;
-use crate::source::Source;
+use crate::source::Scope;
 
 /// The index format; part of the key.
 const FORMAT: &[u8] = b"sodeda-era5 catalog index 1\n";
@@ -31,11 +31,11 @@ const FORMAT: &[u8] = b"sodeda-era5 catalog index 1\n";
 pub const KEEP: usize = 3;
 
 /// The key of a catalog of the file `bytes` over `source` with `options`.
-pub fn key(bytes: &[u8], source: &Source, options: PlanOptions) -> String {
+pub fn key(bytes: &[u8], scope: &Scope, options: PlanOptions) -> String {
     let mut h = Sha256::new();
     h.update(FORMAT);
     h.update(Sha256::digest(bytes));
-    h.update(fingerprint(source));
+    h.update(fingerprint(scope));
     h.update(format!(
         "{}|{}|{:?}\n",
         options.format.as_str(),
@@ -57,19 +57,19 @@ pub fn key(bytes: &[u8], source: &Source, options: PlanOptions) -> String {
 }
 
 /// A digest of everything of `source` that planning reads.
-pub fn fingerprint(source: &Source) -> [u8; 32] {
+pub fn fingerprint(scope: &Scope) -> [u8; 32] {
     let mut h = Sha256::new();
-    h.update(format!("url {}\n", source.url));
+    h.update(format!("url {}\n", scope.url));
     h.update(format!(
         "attributes {}\n",
-        serde_json::Value::Object(source.attributes.clone())
+        serde_json::Value::Object(scope.attributes.clone())
     ));
-    let v = source.freshness.for_plans();
+    let v = scope.freshness.for_plans();
     h.update(format!(
         "version {:?} {:?}\n",
         v.last_updated, v.valid_time_stop
     ));
-    for (name, var) in &source.variables {
+    for (name, var) in &scope.variables {
         h.update(format!(
             "variable {name} {:?} {:?} {:?} {:?} {} {}\n",
             var.dims,
@@ -80,7 +80,7 @@ pub fn fingerprint(source: &Source) -> [u8; 32] {
             serde_json::Value::Object(var.attributes.clone())
         ));
     }
-    for (name, c) in &source.coordinates {
+    for (name, c) in &scope.coordinates {
         h.update(format!(
             "coordinate {name} {} {} {} {}\n",
             c.values.len(),

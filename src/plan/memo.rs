@@ -3,7 +3,7 @@
 //! A catalog of a million deskriptors repeats its parts: 72 hours times 13,889 boxes has 72
 //! distinct `time` selectors and 13,889 boxes, each written the same way on many lines. A
 //! [`PlanMemo`] keeps, by key and the selector's text as written, the selector's canonical
-//! form and its resolution against the source, and by its text the `variable` part; a line
+//! form and its resolution against the scope, and by its text the `variable` part; a line
 //! then costs a scan of its JSON, a few lookups, its identity and its name. Sizes are kept by
 //! shape (see `size_key`), so a layout is built once per shape.
 //!
@@ -31,13 +31,13 @@ use crate::deskriptor::{
 };
 use crate::provenance::Provenance;
 use crate::select::{self, Resolved};
-use crate::source::Source;
+use crate::source::Scope;
 
 /// Distinct parts kept at most; the memo starts again beyond (a file of all-distinct lines
 /// gains nothing from it and must not grow it without bound).
 const MAX_PARTS: usize = 1 << 16;
 
-/// What planning has learnt from earlier lines of one catalog over one source with one set
+/// What planning has learnt from earlier lines of one catalog over one scope with one set
 /// of options (make a new one for another): sizes by shape, selectors and variable lists by
 /// their text. Belongs to one thread.
 #[derive(Default)]
@@ -94,7 +94,7 @@ impl PlanMemo {
         line: usize,
         key: &str,
         text: &str,
-        source: &Source,
+        scope: &Scope,
     ) -> Option<Rc<SelectorPart>> {
         self.key.clear();
         self.key.push_str(key);
@@ -103,12 +103,12 @@ impl PlanMemo {
         if let Some(part) = self.selectors.get(self.key.as_str()) {
             return Some(part.clone());
         }
-        let coordinate = source.coordinates.get(key)?;
+        let coordinate = scope.coordinates.get(key)?;
         let value: Value = serde_json::from_str(text).ok()?;
         let selector = parse_selector(line, key, &value).ok()?;
         let resolved = select::resolve(line, Some(&selector), coordinate).ok()?;
         let provenance = (key == "time").then(|| {
-            let p = Provenance::of(source, Some(&resolved));
+            let p = Provenance::of(scope, Some(&resolved));
             let key = provenance_key(&p);
             (p, key)
         });
@@ -127,13 +127,13 @@ impl PlanMemo {
 
     /// The part of `variable` value `text`; `None` when it is not a good list of variables of
     /// `source`.
-    fn variables(&mut self, line: usize, text: &str, source: &Source) -> Option<Rc<VariablePart>> {
+    fn variables(&mut self, line: usize, text: &str, scope: &Scope) -> Option<Rc<VariablePart>> {
         if let Some(part) = self.variables.get(text) {
             return Some(part.clone());
         }
         let value: Value = serde_json::from_str(text).ok()?;
         let names = parse_variables(line, &value).ok()?;
-        let planned = planned_variables(line, &names, source).ok()?;
+        let planned = planned_variables(line, &names, scope).ok()?;
         let part = Rc::new(VariablePart {
             file_dims: file_dims(&planned),
             member: canonical_variables(&names),
@@ -153,7 +153,7 @@ impl PlanMemo {
 pub(super) fn entry(
     line: usize,
     text: &str,
-    source: &Source,
+    scope: &Scope,
     options: PlanOptions,
     memo: &mut PlanMemo,
 ) -> Option<Entry> {
@@ -168,8 +168,8 @@ pub(super) fn entry(
                 let value: Value = serde_json::from_str(value.get()).ok()?;
                 name = Some(parse_name(line, &value).ok()?);
             }
-            "variable" => variables = Some(memo.variables(line, value.get(), source)?),
-            _ => selectors.push((key, memo.selector(line, key, value.get(), source)?)),
+            "variable" => variables = Some(memo.variables(line, value.get(), scope)?),
+            _ => selectors.push((key, memo.selector(line, key, value.get(), scope)?)),
         }
     }
     let variables = variables?;
@@ -179,7 +179,7 @@ pub(super) fn entry(
             selections.insert(key.to_string(), part.resolved.clone());
         }
     }
-    add_whole_axes(line, source, &variables.file_dims, &mut selections).ok()?;
+    add_whole_axes(line, scope, &variables.file_dims, &mut selections).ok()?;
     let canonical = canonical_of_members(
         selectors
             .iter()
@@ -194,7 +194,7 @@ pub(super) fn entry(
     let (provenance, provenance_key) = match timed.and_then(|(_, p)| p.provenance.as_ref()) {
         Some((p, key)) => (p.clone(), key.clone()),
         None => {
-            let p = Provenance::of(source, selections.get("time"));
+            let p = Provenance::of(scope, selections.get("time"));
             let key = provenance_key(&p);
             (p, key)
         }
@@ -206,7 +206,7 @@ pub(super) fn entry(
     let r = finish(
         line,
         names,
-        source,
+        scope,
         options,
         variables.planned.clone(),
         variables.file_dims.clone(),
@@ -215,7 +215,7 @@ pub(super) fn entry(
         selections,
     )
     .ok()?;
-    entry_of(line, raw, r, &provenance_key, source, options, memo).ok()
+    entry_of(line, raw, r, &provenance_key, scope, options, memo).ok()
 }
 
 /// The members of one JSON object as written, in order, a repeated key keeping its first
