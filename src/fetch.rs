@@ -7,6 +7,11 @@
 //! read as the source's fill value (NaN), as in xarray. Invariant: memory in flight is bounded
 //! by [`FetchOptions::memory_budget`] whatever the plan's size.
 //!
+//! A fetch is a list of chunk tasks (`chunk_tasks`), run concurrently within a memory budget
+//! (`bounded_reads`); each task reads its chunk by one of three strategies (only the needed
+//! Blosc blocks, the whole chunk decoded here, the whole chunk through zarrs). Failures are
+//! typed by kind ([`ChunkError`]) and carry their chunk ([`FetchError`]).
+//!
 //! With a [`ChunkCache`], decoded chunks are kept (least recently used out, bounded in bytes)
 //! and shared: concurrent and later requests for a chunk that is being or was decoded wait for
 //! or reuse that one decode, so a preload of many deskriptors over the same hours reads each
@@ -31,10 +36,12 @@ use crate::source::store::describe_error;
 use crate::source::Source;
 
 mod blocks;
+mod error;
 pub mod link;
 mod prefetched;
 mod tables;
 
+pub use error::ChunkError;
 pub use prefetched::{ChunkNeed, Prefetched};
 pub use tables::BlockTables;
 
@@ -103,7 +110,7 @@ impl Default for FetchOptions {
 /// Identifies a chunk: variable name and chunk grid indices.
 pub type ChunkKey = (String, Vec<u64>);
 type Decoded = Arc<Chunk>;
-type SharedDecode = Shared<BoxFuture<'static, Result<Decoded, String>>>;
+type SharedDecode = Shared<BoxFuture<'static, Result<Decoded, ChunkError>>>;
 
 /// A decoded chunk, and whether it came from an absent object (the fill value).
 #[derive(Debug)]
@@ -161,8 +168,8 @@ impl ChunkCache {
     async fn get_or_decode(
         self: &Arc<Self>,
         key: ChunkKey,
-        decode: BoxFuture<'static, Result<Chunk, String>>,
-    ) -> Result<Decoded, String> {
+        decode: BoxFuture<'static, Result<Chunk, ChunkError>>,
+    ) -> Result<Decoded, ChunkError> {
         let shared = {
             let mut st = self.state.lock().expect("poisoned");
             if let Some(hit) = st.lru.get(&key) {
@@ -215,16 +222,17 @@ impl ChunkCache {
 
 /// A chunk could not be read or decoded.
 #[derive(Debug, thiserror::Error)]
-#[error("reading {variable} chunk {chunk:?} from {url}: {why}")]
+#[error("reading {variable} chunk {chunk:?} from {url}: {cause}")]
 pub struct FetchError {
     /// The source URL.
     pub url: String,
     /// The variable.
     pub variable: String,
-    /// The chunk's grid indices.
+    /// The chunk's grid indices (empty for a check of the whole variable).
     pub chunk: Vec<u64>,
-    /// The store's or the codec's message.
-    pub why: String,
+    /// Why, by kind.
+    #[source]
+    pub cause: ChunkError,
 }
 
 /// Positions of one dimension that fall in one chunk: `(output position, source position)`,
@@ -338,75 +346,19 @@ pub async fn fetch(
     source: &Source,
     options: &FetchOptions,
 ) -> Result<Fetched, FetchError> {
-    let mut outputs = Vec::with_capacity(plan.variables.len());
-    let mut tasks = Vec::new();
-    for (vi, pv) in plan.variables.iter().enumerate() {
-        let var = &source.variables[&pv.name];
-        let shape: Vec<usize> = pv
-            .dims
-            .iter()
-            .map(|d| plan.selections[d].indices.len())
-            .collect();
-        outputs.push(ArrayD::<f32>::from_elem(IxDyn(&shape), f32::NAN));
-        let groups = chunk_groups(plan, &pv.dims, &var.chunks);
-        // One existence check of the array per fetch, shared by its absent chunks.
-        let array_check = Arc::new(ArrayCheck::default());
-        for combo in cartesian(&groups) {
-            let chunk: Vec<u64> = combo.iter().map(|(c, _)| *c).collect();
-            let rows = block_rows(options, &pv.name, &chunk, &combo, &var.chunks);
-            tasks.push(ChunkTask {
-                variable: vi,
-                array: source
-                    .array(&pv.name)
-                    .expect("every variable of a scope has its array")
-                    .clone(),
-                name: pv.name.clone(),
-                shape: var.chunks.clone(),
-                combo,
-                store: source.store.clone(),
-                key: var.chunk_key(&chunk),
-                blosc: var.blosc_blocks,
-                rows,
-                fill: var.fill_value.unwrap_or(f32::NAN),
-                array_check: array_check.clone(),
-                tables: options.block_tables.clone(),
-                ahead: options.prefetched.clone(),
-            });
-        }
-    }
-
-    let budget_mib = options.memory_budget.div_ceil(1 << 20).max(1) as u32;
-    let permits = Arc::new(Semaphore::new(budget_mib as usize));
-    let url = source.url.clone();
-    // Boxed futures built in a loop (not a closure passed to `map`) keep the whole flow future
-    // `Send` for every lifetime, which the single-flight `Shared` future needs.
-    let mut reads: Vec<ChunkRead> = Vec::with_capacity(tasks.len());
-    for task in tasks {
-        let permits = permits.clone();
-        let url = url.clone();
-        let chunk_cache = options.chunk_cache.clone();
-        reads.push(Box::pin(async move {
-            let chunk: Vec<u64> = task.combo.iter().map(|(c, _)| *c).collect();
-            let (vi, name) = (task.variable, task.name.clone());
-            let bytes = task.shape.iter().product::<u64>() * 4;
-            let need = (bytes.div_ceil(1 << 20) as u32).clamp(1, budget_mib);
-            let handle = tokio::spawn(async move {
-                let _permit = permits.acquire_many(need).await.expect("never closed");
-                task.run(chunk_cache).await
-            });
-            let (gathered, absent) = handle
-                .await
-                .map_err(|e| e.to_string())
-                .and_then(|r| r)
-                .map_err(|why| FetchError {
-                    url,
-                    variable: name,
-                    chunk,
-                    why,
-                })?;
-            Ok((vi, gathered, absent))
-        }));
-    }
+    let mut outputs: Vec<ArrayD<f32>> = plan
+        .variables
+        .iter()
+        .map(|pv| {
+            let shape: Vec<usize> = pv
+                .dims
+                .iter()
+                .map(|d| plan.selections[d].indices.len())
+                .collect();
+            ArrayD::<f32>::from_elem(IxDyn(&shape), f32::NAN)
+        })
+        .collect();
+    let reads = bounded_reads(chunk_tasks(plan, source, options), options, &source.url);
     let results = stream::iter(reads).buffer_unordered(options.concurrency.max(1));
 
     let mut results = std::pin::pin!(results);
@@ -424,12 +376,12 @@ pub async fn fetch(
     for vi in absent_in {
         let name = &plan.variables[vi].name;
         let again = ArrayCheck::default();
-        if let Err(why) = confirm_absent(&again, source.store.as_ref(), name).await {
+        if let Err(cause) = confirm_absent(&again, source.store.as_ref(), name).await {
             return Err(FetchError {
                 url: source.url.clone(),
                 variable: name.clone(),
                 chunk: Vec::new(),
-                why,
+                cause,
             });
         }
     }
@@ -439,10 +391,79 @@ pub async fn fetch(
     })
 }
 
+/// One task per chunk `plan` needs, for each of its variables in file order.
+fn chunk_tasks(plan: &Plan, source: &Source, options: &FetchOptions) -> Vec<ChunkTask> {
+    let mut tasks = Vec::new();
+    for (vi, pv) in plan.variables.iter().enumerate() {
+        let var = &source.variables[&pv.name];
+        let array = source
+            .array(&pv.name)
+            .expect("every variable of a scope has its array");
+        // One existence check of the array per fetch, shared by its absent chunks.
+        let array_check = Arc::new(ArrayCheck::default());
+        for combo in cartesian(&chunk_groups(plan, &pv.dims, &var.chunks)) {
+            let chunk: Vec<u64> = combo.iter().map(|(c, _)| *c).collect();
+            tasks.push(ChunkTask {
+                variable: vi,
+                array: array.clone(),
+                name: pv.name.clone(),
+                shape: var.chunks.clone(),
+                rows: block_rows(options, &pv.name, &chunk, &combo, &var.chunks),
+                combo,
+                store: source.store.clone(),
+                key: var.chunk_key(&chunk),
+                blosc: var.blosc_blocks,
+                fill: var.fill_value.unwrap_or(f32::NAN),
+                array_check: array_check.clone(),
+                tables: options.block_tables.clone(),
+                ahead: options.prefetched.clone(),
+            });
+        }
+    }
+    tasks
+}
+
+/// The reads of `tasks`, each a task on the runtime holding its chunk's decoded size of the
+/// memory budget while it runs (a chunk larger than the budget runs alone).
+fn bounded_reads(tasks: Vec<ChunkTask>, options: &FetchOptions, url: &str) -> Vec<ChunkRead> {
+    let budget_mib = options.memory_budget.div_ceil(1 << 20).max(1) as u32;
+    let permits = Arc::new(Semaphore::new(budget_mib as usize));
+    // Boxed futures built in a loop (not a closure passed to `map`) keep the whole flow future
+    // `Send` for every lifetime, which the single-flight `Shared` future needs.
+    let mut reads: Vec<ChunkRead> = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        let permits = permits.clone();
+        let url = url.to_string();
+        let chunk_cache = options.chunk_cache.clone();
+        reads.push(Box::pin(async move {
+            let chunk: Vec<u64> = task.combo.iter().map(|(c, _)| *c).collect();
+            let (vi, name) = (task.variable, task.name.clone());
+            let bytes = task.shape.iter().product::<u64>() * 4;
+            let need = (bytes.div_ceil(1 << 20) as u32).clamp(1, budget_mib);
+            let handle = tokio::spawn(async move {
+                let _permit = permits.acquire_many(need).await.expect("never closed");
+                task.run(chunk_cache).await
+            });
+            let (gathered, absent) = handle
+                .await
+                .map_err(|e| ChunkError::Task(e.to_string()))
+                .and_then(|r| r)
+                .map_err(|cause| FetchError {
+                    url,
+                    variable: name,
+                    chunk,
+                    cause,
+                })?;
+            Ok((vi, gathered, absent))
+        }));
+    }
+    reads
+}
+
 /// The answer of the store to "does this array still exist?", asked once per fetch and
 /// variable, at the first absent chunk.
 #[derive(Default)]
-struct ArrayCheck(tokio::sync::OnceCell<Result<(), String>>);
+struct ArrayCheck(tokio::sync::OnceCell<Result<(), ChunkError>>);
 
 /// Accepts a missing chunk object of array `name` as an absent chunk only while the store
 /// still answers for the array: its `.zarray`, or (a store with consolidated metadata only)
@@ -452,7 +473,7 @@ async fn confirm_absent(
     check: &ArrayCheck,
     store: &dyn ObjectStore,
     name: &str,
-) -> Result<(), String> {
+) -> Result<(), ChunkError> {
     check
         .0
         .get_or_init(|| async {
@@ -462,20 +483,18 @@ async fn confirm_absent(
                     Ok(_) => return Ok(()),
                     Err(object_store::Error::NotFound { .. }) => {}
                     Err(e) => {
-                        return Err(format!(
-                            "the chunk does not exist, and asking whether {key} still does \
-                             failed: {}",
-                            describe_error(&e)
-                        ))
+                        return Err(ChunkError::ExistenceUnknown {
+                            key: key.clone(),
+                            message: describe_error(&e),
+                        })
                     }
                 }
             }
-            Err(format!(
-                "the chunk does not exist, and neither do {} nor {}: the source is gone or not \
-                 at this address (a moved directory, a wrong prefix, a denial turned into 404); \
-                 refusing to read the chunk as missing data",
-                keys[0], keys[1]
-            ))
+            let [array_key, root_key] = keys;
+            Err(ChunkError::SourceGone {
+                array_key,
+                root_key,
+            })
         })
         .await
         .clone()
@@ -503,36 +522,68 @@ struct ChunkTask {
 }
 
 impl ChunkTask {
-    /// Reads the chunk (or its needed blocks) and gathers the selected points; `true` when the
-    /// chunk was absent.
-    async fn run(self, chunk_cache: Option<Arc<ChunkCache>>) -> Result<(Placed, bool), String> {
+    /// Reads the chunk by the cheapest strategy that applies and gathers the selected points;
+    /// `true` when the chunk was absent:
+    ///
+    /// 1. only the Blosc blocks holding the needed rows ([`ChunkTask::read_blocks`]), when
+    ///    they are a small part of a plain Blosc chunk (not shared through the chunk cache:
+    ///    the other rows are not decoded);
+    /// 2. the whole chunk, through the chunk cache when there is one: one GET decoded here for
+    ///    plain Blosc ([`ChunkTask::whole_blosc`]), else through zarrs
+    ///    ([`ChunkTask::whole_through_zarrs`]).
+    async fn run(self, chunk_cache: Option<Arc<ChunkCache>>) -> Result<(Placed, bool), ChunkError> {
         let chunk: Vec<u64> = self.combo.iter().map(|(c, _)| *c).collect();
         let origin: Vec<u64> = chunk.iter().zip(&self.shape).map(|(c, n)| c * n).collect();
-        let shape: Vec<usize> = self.shape.iter().map(|&c| c as usize).collect();
-        // Only the needed blocks: not shared through the chunk cache (the other rows of the
-        // chunk are not decoded).
-        if let (true, Some(rows)) = (self.blosc, &self.rows) {
-            let tables = self.tables.as_deref();
-            match blocks::read_rows(self.reader(), &self.key, &shape, rows.clone(), tables).await? {
-                blocks::Partial::Rows(part) => {
-                    return Ok((gather(part.view(), &origin, &self.combo), false));
-                }
-                blocks::Partial::Absent => {
-                    confirm_absent(&self.array_check, self.store.as_ref(), &self.name).await?;
-                    let fill = ArrayD::from_elem(IxDyn(&shape), self.fill);
-                    return Ok((gather(fill.view(), &origin, &self.combo), true));
-                }
-                blocks::Partial::Unsupported => {}
+        if let (true, Some(rows)) = (self.blosc, self.rows.clone()) {
+            if let Some((part, absent)) = self.read_blocks(rows).await? {
+                return Ok((gather(part.view(), &origin, &self.combo), absent));
             }
         }
         let combo = self.combo.clone();
         let key = (self.name.clone(), chunk);
-        let decode = self.decode_whole(shape).boxed();
+        let decode = self.read_whole().boxed();
         let decoded = match chunk_cache {
             Some(cache) => cache.get_or_decode(key, decode).await?,
             None => Arc::new(decode.await?),
         };
         Ok((gather(decoded.data.view(), &origin, &combo), decoded.absent))
+    }
+
+    /// The chunk's shape as array dimensions.
+    fn dims(&self) -> Vec<usize> {
+        self.shape.iter().map(|&c| c as usize).collect()
+    }
+
+    /// The chunk as its fill value, once the store confirmed the chunk is absent and not the
+    /// source gone.
+    async fn absent(&self) -> Result<ArrayD<f32>, ChunkError> {
+        confirm_absent(&self.array_check, self.store.as_ref(), &self.name).await?;
+        Ok(ArrayD::from_elem(IxDyn(&self.dims()), self.fill))
+    }
+
+    /// Strategy 1: the blocks holding `rows` (the rest of the chunk reads as the fill value
+    /// and is not gathered); `None` when the chunk turns out not to be plain Blosc.
+    async fn read_blocks(
+        &self,
+        rows: std::ops::Range<usize>,
+    ) -> Result<Option<(ArrayD<f32>, bool)>, ChunkError> {
+        let tables = self.tables.as_deref();
+        let shape = self.dims();
+        match blocks::read_rows(self.reader(), &self.key, &shape, rows, tables).await? {
+            blocks::Partial::Rows(part) => Ok(Some((part, false))),
+            blocks::Partial::Absent => Ok(Some((self.absent().await?, true))),
+            blocks::Partial::Unsupported => Ok(None),
+        }
+    }
+
+    /// Strategy 2: the whole chunk, plain Blosc first, zarrs for anything else.
+    async fn read_whole(self) -> Result<Chunk, ChunkError> {
+        if self.blosc {
+            if let Some(chunk) = self.whole_blosc().await? {
+                return Ok(chunk);
+            }
+        }
+        self.whole_through_zarrs().await
     }
 
     /// Where the block reads get their bytes: what was read ahead, else the store.
@@ -544,33 +595,32 @@ impl ChunkTask {
         }
     }
 
-    /// The whole chunk: one GET decoded on this thread for plain Blosc, else through zarrs.
-    async fn decode_whole(self, shape: Vec<usize>) -> Result<Chunk, String> {
-        let absent = || ArrayD::from_elem(IxDyn(&shape), self.fill);
-        if self.blosc {
-            match blocks::read_whole(self.reader(), &self.key, &shape).await? {
-                blocks::Partial::Rows(data) => {
-                    return Ok(Chunk {
-                        data,
-                        absent: false,
-                    })
-                }
-                blocks::Partial::Absent => {
-                    confirm_absent(&self.array_check, self.store.as_ref(), &self.name).await?;
-                    return Ok(Chunk {
-                        data: absent(),
-                        absent: true,
-                    });
-                }
-                blocks::Partial::Unsupported => {}
-            }
-        }
+    /// The whole chunk with one GET, decoded on this thread; `None` when it is not plain
+    /// Blosc after all.
+    async fn whole_blosc(&self) -> Result<Option<Chunk>, ChunkError> {
+        Ok(
+            match blocks::read_whole(self.reader(), &self.key, &self.dims()).await? {
+                blocks::Partial::Rows(data) => Some(Chunk {
+                    data,
+                    absent: false,
+                }),
+                blocks::Partial::Absent => Some(Chunk {
+                    data: self.absent().await?,
+                    absent: true,
+                }),
+                blocks::Partial::Unsupported => None,
+            },
+        )
+    }
+
+    /// The whole chunk through zarrs (any codec it knows).
+    async fn whole_through_zarrs(self) -> Result<Chunk, ChunkError> {
         let indices: Vec<u64> = self.combo.iter().map(|(c, _)| *c).collect::<Vec<_>>();
         let data = self
             .array
             .async_retrieve_chunk::<ArrayD<f32>>(&indices)
             .await
-            .map_err(|e| describe_error(&e))?;
+            .map_err(|e| ChunkError::store(&e))?;
         // zarrs reads a missing object as the fill value without saying so: a chunk that is
         // all fill value is asked about once more (rare: only such chunks pay the request).
         let all_fill = data
@@ -583,7 +633,7 @@ impl ChunkTask {
                     confirm_absent(&self.array_check, self.store.as_ref(), &self.name).await?;
                     return Ok(Chunk { data, absent: true });
                 }
-                Err(e) => return Err(describe_error(&e)),
+                Err(e) => return Err(ChunkError::store(&e)),
             }
         }
         Ok(Chunk {
@@ -720,6 +770,40 @@ fn place(output: &mut ArrayD<f32>, out_positions: &[Vec<usize>], block: ArrayD<f
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_missing_chunk_is_absent_only_while_its_array_answers() {
+        let store = object_store::memory::InMemory::new();
+        let check = ArrayCheck::default();
+        let e = confirm_absent(&check, &store, "t2m").await.unwrap_err();
+        assert!(
+            matches!(e, ChunkError::SourceGone { ref array_key, .. } if array_key == "t2m/.zarray")
+        );
+        assert!(
+            e.to_string()
+                .contains("refusing to read the chunk as missing data"),
+            "{e}"
+        );
+        store
+            .put(&Path::from("t2m/.zarray"), "{}".into())
+            .await
+            .unwrap();
+        assert_eq!(
+            confirm_absent(&ArrayCheck::default(), &store, "t2m").await,
+            Ok(())
+        );
+        // Asked once per fetch: the first answer stands for its other chunks.
+        assert!(confirm_absent(&check, &store, "t2m").await.is_err());
+        // A store with only consolidated metadata answers for its arrays through it.
+        store
+            .put(&Path::from(".zmetadata"), "{}".into())
+            .await
+            .unwrap();
+        assert_eq!(
+            confirm_absent(&ArrayCheck::default(), &store, "sp").await,
+            Ok(())
+        );
+    }
 
     #[test]
     fn groups_follow_chunks_and_keep_output_order() {

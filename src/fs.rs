@@ -22,7 +22,8 @@ use tokio::sync::OnceCell;
 
 use crate::cache::Key;
 use crate::catalog::Entry;
-use crate::flow::{error_chain, Flow};
+use crate::deskriptor::DeskriptorError;
+use crate::flow::{error_chain, Flow, FlowError};
 use crate::plan::PlanOptions;
 
 pub mod readahead;
@@ -111,13 +112,14 @@ pub enum FsError {
     /// no SELinux labels, no ACLs).
     #[error("attributes of this namespace are not supported")]
     Unsupported,
-    /// Building the file failed (source, encoder or cache); the cause is in the message.
+    /// Building the file failed (source, encoder or cache).
     #[error("{file}: {cause}")]
     Flow {
         /// The file name.
         file: String,
-        /// The flow error, with its causes.
-        cause: String,
+        /// Why, by kind.
+        #[source]
+        cause: BuildFailure,
     },
     /// Reading the cached file failed.
     #[error("{file}: reading the cached file: {cause}")]
@@ -125,8 +127,20 @@ pub enum FsError {
         /// The file name.
         file: String,
         /// The I/O error.
-        cause: String,
+        #[source]
+        cause: Arc<std::io::Error>,
     },
+}
+
+/// Why a file could not be built.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum BuildFailure {
+    /// Its line no longer plans over the source (the store changed since it was read).
+    #[error("{0}")]
+    Plan(#[from] DeskriptorError),
+    /// The flow failed: the source, the encoder or the cache (all its causes in the message).
+    #[error("{}", error_chain(.0.as_ref()))]
+    Flow(Arc<FlowError>),
 }
 
 impl FsError {
@@ -924,7 +938,7 @@ impl DatasetFs {
             .map(|()| buf)
             .map_err(|e| FsError::CacheRead {
                 file: node.entry.file_name().to_string(),
-                cause: e.to_string(),
+                cause: Arc::new(e),
             })
     }
 
@@ -977,9 +991,9 @@ impl DatasetFs {
 
     async fn open_cached(&self, node: &FileNode) -> Result<Arc<std::fs::File>, FsError> {
         let entry = &node.entry;
-        let fail = |cause: String| {
+        let fail = |cause: BuildFailure| {
             let mut failures = self.failures.lock().expect("poisoned");
-            failures.insert(node.ino, cause.clone());
+            failures.insert(node.ino, cause.to_string());
             FsError::Flow {
                 file: entry.file_name().to_string(),
                 cause,
@@ -994,7 +1008,7 @@ impl DatasetFs {
         }
         let plan = entry
             .plan(self.flow.source(), self.options)
-            .map_err(|e| fail(e.to_string()))?;
+            .map_err(|e| fail(e.into()))?;
         // The file as checked or written by the cache, never a path opened again: an entry
         // evicted meanwhile by another process stays readable.
         match self.flow.materialize_shared(&plan).await {
@@ -1002,7 +1016,7 @@ impl DatasetFs {
                 self.failures.lock().expect("poisoned").remove(&node.ino);
                 Ok(cached.file)
             }
-            Err(e) => Err(fail(error_chain(e.as_ref()))),
+            Err(e) => Err(fail(BuildFailure::Flow(e))),
         }
     }
 
@@ -1083,7 +1097,7 @@ impl DatasetFs {
                     e.plan(self.flow.source(), self.options)
                         .map_err(|err| FsError::Flow {
                             file: e.file_name().to_string(),
-                            cause: err.to_string(),
+                            cause: err.into(),
                         })?;
                 let mut json = plan.provenance.to_json();
                 json["absent_chunks"] = self

@@ -10,9 +10,11 @@ use std::sync::Arc;
 
 use sodeda_era5::cache::LocalCache;
 use sodeda_era5::catalog::Catalog;
+use sodeda_era5::fetch::ChunkError;
 use sodeda_era5::fetch::FetchOptions;
 use sodeda_era5::flow::Flow;
-use sodeda_era5::fs::{DatasetFs, FsError, Kind, ROOT_INO};
+use sodeda_era5::flow::FlowError;
+use sodeda_era5::fs::{BuildFailure, DatasetFs, FsError, Kind, ROOT_INO};
 use sodeda_era5::plan::PlanOptions;
 use sodeda_era5::source::Source;
 use zarrs_object_store::object_store::ObjectStore;
@@ -210,7 +212,20 @@ async fn a_failed_flow_is_eio_with_its_cause_and_a_new_open_retries() {
     let fh = fs.open(i, false).unwrap();
     let e = fs.read(fh, 0, 100).await.unwrap_err();
     assert_eq!(e.errno(), libc::EIO);
-    assert!(matches!(e, FsError::Flow { .. }));
+    // The cause is typed all the way down: a store failure reading a chunk of the file.
+    match &e {
+        FsError::Flow {
+            cause: BuildFailure::Flow(flow),
+            ..
+        } => match flow.as_ref() {
+            FlowError::Fetch(f) => {
+                assert_eq!(f.variable, "2m_temperature");
+                assert!(matches!(f.cause, ChunkError::Store(_)), "{:?}", f.cause);
+            }
+            other => panic!("{other:?}"),
+        },
+        other => panic!("{other:?}"),
+    }
     assert!(e.to_string().contains("injected fault"), "{e}");
     let cause = fs
         .getxattr(i, OsStr::new("user.sodeda.error"))

@@ -57,30 +57,42 @@ pub enum RemoteError {
     #[error("S3 cache: {0}")]
     Config(String),
     /// The bucket refused the credentials (403, invalid key, bad signature).
-    #[error("S3 cache {target}: access denied with {credentials}: {cause}")]
+    #[error("S3 cache {target}: access denied with {credentials}: {source}")]
     Denied {
         /// `s3://bucket/prefix` and the endpoint.
         target: String,
         /// Which credentials were used (a profile name, never a secret).
         credentials: String,
-        /// The store's message.
-        cause: String,
+        /// The store's error.
+        source: Arc<object_store::Error>,
     },
     /// The bucket could not be reached or answered with an error.
-    #[error("S3 cache {target}: {cause}")]
+    #[error("S3 cache {target}: {source}")]
     Unavailable {
         /// `s3://bucket/prefix` and the endpoint.
         target: String,
-        /// The store's message.
-        cause: String,
+        /// The store's error.
+        source: Arc<object_store::Error>,
     },
-    /// Local I/O while copying an object into the local cache.
-    #[error("S3 cache: local copy of {identity}: {cause}")]
+    /// An object's bytes ended before the size it announced (a connection cut mid-answer).
+    #[error("S3 cache {target}: object {key} ended after {written} of {size} bytes")]
+    Truncated {
+        /// `s3://bucket/prefix` and the endpoint.
+        target: String,
+        /// The object's key.
+        key: String,
+        /// Bytes received.
+        written: u64,
+        /// Bytes announced.
+        size: u64,
+    },
+    /// Local I/O while copying an object into the local cache or reading a file to upload.
+    #[error("S3 cache: local copy of {identity}: {source}")]
     Local {
         /// The identity being copied.
         identity: String,
         /// The error.
-        cause: String,
+        source: Arc<dyn std::error::Error + Send + Sync>,
     },
 }
 
@@ -128,6 +140,14 @@ fn read_profile(path: &std::path::Path, profile: &str) -> Result<ProfileCredenti
         token: section.get("aws_session_token").map(str::to_string),
         region: section.get("region").map(str::to_string),
     })
+}
+
+/// A local failure while copying `identity` in or out.
+fn local_error(identity: &str, e: impl std::error::Error + Send + Sync + 'static) -> RemoteError {
+    RemoteError::Local {
+        identity: identity.to_string(),
+        source: Arc::new(e),
+    }
 }
 
 /// The whole content of `file`, read with `pread` (its offset untouched).
@@ -263,16 +283,17 @@ impl RemoteCache {
         ]
         .iter()
         .any(|s| cause.contains(s));
+        let source = Arc::new(e);
         if denied {
             RemoteError::Denied {
                 target: self.target.clone(),
                 credentials: self.credentials.clone(),
-                cause,
+                source,
             }
         } else {
             RemoteError::Unavailable {
                 target: self.target.clone(),
-                cause,
+                source,
             }
         }
     }
@@ -347,23 +368,22 @@ impl RemoteCache {
             );
             return Ok(Lookup::WrongSize);
         }
-        let local_err = |e: &dyn std::fmt::Display| RemoteError::Local {
-            identity: identity.to_string(),
-            cause: e.to_string(),
-        };
         let expected = result
             .attributes
             .get(&Attribute::Metadata(CHECKSUM_META.into()))
             .and_then(|v| u32::from_str_radix(v.as_ref(), 16).ok());
-        let tmp = local.temp_file().map_err(|e| local_err(&e))?;
-        let mut file = tokio::fs::File::from_std(tmp.reopen().map_err(|e| local_err(&e))?);
+        let tmp = local.temp_file().map_err(|e| local_error(identity, e))?;
+        let mut file =
+            tokio::fs::File::from_std(tmp.reopen().map_err(|e| local_error(identity, e))?);
         let mut stream = result.into_stream();
         let (mut written, mut crc) = (0u64, 0u32);
         while let Some(part) = stream.next().await {
             let part = part.map_err(|e| self.classify(e))?;
             written += part.len() as u64;
             crc = crc32c::crc32c_append(crc, &part);
-            file.write_all(&part).await.map_err(|e| local_err(&e))?;
+            file.write_all(&part)
+                .await
+                .map_err(|e| local_error(identity, e))?;
         }
         if expected.is_some_and(|e| e != crc) && written == size {
             tracing::warn!(
@@ -372,15 +392,19 @@ impl RemoteCache {
             );
             return Ok(Lookup::WrongSize);
         }
-        file.flush().await.map_err(|e| local_err(&e))?;
+        file.flush().await.map_err(|e| local_error(identity, e))?;
         drop(file);
         if written != size {
-            return Err(RemoteError::Unavailable {
+            return Err(RemoteError::Truncated {
                 target: self.target.clone(),
-                cause: format!("object {key} ended after {written} of {size} bytes"),
+                key: key.to_string(),
+                written,
+                size,
             });
         }
-        let cached = local.persist(tmp, identity).map_err(|e| local_err(&e))?;
+        let cached = local
+            .persist(tmp, identity)
+            .map_err(|e| local_error(identity, e))?;
         Ok(Lookup::Copied(cached))
     }
 
@@ -419,14 +443,10 @@ impl RemoteCache {
         file: Arc<std::fs::File>,
         replace: bool,
     ) -> Result<Uploaded, RemoteError> {
-        let local_err = |cause: String| RemoteError::Local {
-            identity: identity.to_string(),
-            cause,
-        };
         let bytes = tokio::task::spawn_blocking(move || read_whole(&file))
             .await
-            .map_err(|e| local_err(e.to_string()))?
-            .map_err(|e| local_err(e.to_string()))?;
+            .map_err(|e| local_error(identity, e))?
+            .map_err(|e| local_error(identity, e))?;
         let mode = if replace {
             PutMode::Overwrite
         } else {

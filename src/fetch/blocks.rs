@@ -14,10 +14,10 @@ use std::ops::Range;
 
 use ndarray::{ArrayD, IxDyn};
 
+use super::error::ChunkError;
 use super::link::LinkMeter;
 use super::prefetched::{Answer, Prefetched};
 use super::tables::{BlockTables, Table, Version};
-use crate::source::store::describe_error;
 use zarrs_object_store::object_store::{
     self, path::Path, GetOptions, GetRange, ObjectStore, ObjectStoreExt,
 };
@@ -57,7 +57,7 @@ pub(crate) async fn range(
     store: &dyn ObjectStore,
     key: &Path,
     r: Range<u64>,
-) -> Result<Option<(bytes::Bytes, Version)>, String> {
+) -> Result<Option<(bytes::Bytes, Version)>, ChunkError> {
     let opts = GetOptions {
         range: Some(GetRange::Bounded(r)),
         ..GetOptions::default()
@@ -65,24 +65,24 @@ pub(crate) async fn range(
     match store.get_opts(key, opts).await {
         Ok(res) => {
             let version = version_of(&res.meta);
-            let bytes = res.bytes().await.map_err(|e| describe_error(&e))?;
+            let bytes = res.bytes().await.map_err(|e| ChunkError::store(&e))?;
             Ok(Some((bytes, version)))
         }
         Err(object_store::Error::NotFound { .. }) => Ok(None),
-        Err(e) => Err(describe_error(&e)),
+        Err(e) => Err(ChunkError::store(&e)),
     }
 }
 
 /// The whole object `key` and its version; `None` if it does not exist.
-pub(crate) async fn whole(store: &dyn ObjectStore, key: &Path) -> Result<Answer, String> {
+pub(crate) async fn whole(store: &dyn ObjectStore, key: &Path) -> Result<Answer, ChunkError> {
     match store.get(key).await {
         Ok(res) => {
             let version = version_of(&res.meta);
-            let bytes = res.bytes().await.map_err(|e| describe_error(&e))?;
+            let bytes = res.bytes().await.map_err(|e| ChunkError::store(&e))?;
             Ok(Some((bytes, version)))
         }
         Err(object_store::Error::NotFound { .. }) => Ok(None),
-        Err(e) => Err(describe_error(&e)),
+        Err(e) => Err(ChunkError::store(&e)),
     }
 }
 
@@ -97,7 +97,7 @@ pub(crate) struct Reader<'a> {
 
 impl Reader<'_> {
     /// The bytes `r` of `key` (see [`range`]), from what was read ahead when it covers them.
-    async fn range(&self, key: &Path, r: Range<u64>) -> Result<Answer, String> {
+    async fn range(&self, key: &Path, r: Range<u64>) -> Result<Answer, ChunkError> {
         if let Some(answer) = self.ahead.map(|a| a.get(key.as_ref(), Some(r.clone()))) {
             if let Some(answer) = answer.await {
                 return Ok(answer);
@@ -112,7 +112,7 @@ impl Reader<'_> {
     }
 
     /// The whole object `key` (see [`whole`]), from what was read ahead when it is there.
-    async fn whole(&self, key: &Path) -> Result<Answer, String> {
+    async fn whole(&self, key: &Path) -> Result<Answer, ChunkError> {
         if let Some(answer) = self.ahead.map(|a| a.get(key.as_ref(), None)) {
             if let Some(answer) = answer.await {
                 return Ok(answer);
@@ -218,7 +218,7 @@ pub(crate) async fn read_rows(
     shape: &[usize],
     rows: Range<usize>,
     tables: Option<&BlockTables>,
-) -> Result<Partial, String> {
+) -> Result<Partial, ChunkError> {
     let path = Path::from(key);
     let row_len = *shape.last().unwrap_or(&1);
     let total: usize = shape.iter().product();
@@ -268,7 +268,7 @@ pub(crate) async fn read_rows(
                     (HEADER + start_byte) as u64..(HEADER + end_byte) as u64,
                 )
                 .await?
-                .ok_or("chunk vanished between two reads")?;
+                .ok_or(ChunkError::Changed)?;
             raw
         };
         if raw.len() != end_byte - start_byte {
@@ -286,7 +286,7 @@ pub(crate) async fn read_rows(
         let (rest, _) = reader
             .range(&path, head.len() as u64..table_end as u64)
             .await?
-            .ok_or("chunk vanished between two reads")?;
+            .ok_or(ChunkError::Changed)?;
         let mut t = head.to_vec();
         t.extend_from_slice(&rest);
         bytes::Bytes::from(t)
@@ -310,7 +310,7 @@ pub(crate) async fn read_rows(
     };
     match decode_rows(reader, &path, shape, rows, &table, Some(&version), &have).await? {
         WithTable::Done(p) => Ok(p),
-        WithTable::Stale => Err("the chunk changed or vanished between two reads".into()),
+        WithTable::Stale => Err(ChunkError::Changed),
     }
 }
 
@@ -343,7 +343,7 @@ async fn decode_rows(
     table: &[u8],
     known: Option<&Version>,
     have: &bytes::Bytes,
-) -> Result<WithTable, String> {
+) -> Result<WithTable, ChunkError> {
     let row_len = *shape.last().unwrap_or(&1);
     let total: usize = shape.iter().product();
     let unsupported = Ok(WithTable::Done(Partial::Unsupported));
@@ -387,7 +387,9 @@ async fn decode_rows(
     let written =
         unsafe { blosc_src::blosc_getitem(buf.as_ptr().cast(), start, n, out.as_mut_ptr().cast()) };
     if written < 0 || written as usize != nitems * 4 {
-        return Err(format!("blosc_getitem failed ({written}) on {path}"));
+        return Err(ChunkError::Corrupt(format!(
+            "blosc_getitem failed ({written}) on {path}"
+        )));
     }
     if cfg!(target_endian = "big") {
         for v in out.iter_mut() {
@@ -397,8 +399,8 @@ async fn decode_rows(
     Ok(WithTable::Done(Partial::Rows(to_array(shape, values)?)))
 }
 
-fn to_array(shape: &[usize], values: Vec<f32>) -> Result<ArrayD<f32>, String> {
-    ArrayD::from_shape_vec(IxDyn(shape), values).map_err(|e| e.to_string())
+fn to_array(shape: &[usize], values: Vec<f32>) -> Result<ArrayD<f32>, ChunkError> {
+    ArrayD::from_shape_vec(IxDyn(shape), values).map_err(|e| ChunkError::Corrupt(e.to_string()))
 }
 
 /// Reads and decodes a whole chunk with one GET, on one thread (zarrs' Blosc codec decodes
@@ -408,7 +410,7 @@ pub(crate) async fn read_whole(
     reader: Reader<'_>,
     key: &str,
     shape: &[usize],
-) -> Result<Partial, String> {
+) -> Result<Partial, ChunkError> {
     let key = Path::from(key);
     let Some((bytes, _)) = reader.whole(&key).await? else {
         return Ok(Partial::Absent);
@@ -435,7 +437,9 @@ pub(crate) async fn read_whole(
         )
     };
     if written < 0 || written as usize != nbytes {
-        return Err(format!("blosc decompression failed ({written}) on {key}"));
+        return Err(ChunkError::Corrupt(format!(
+            "blosc decompression failed ({written}) on {key}"
+        )));
     }
     if cfg!(target_endian = "big") {
         for v in values.iter_mut() {

@@ -26,12 +26,13 @@ use tokio::sync::Semaphore;
 use zarrs_object_store::object_store::{path::Path, ObjectStore};
 
 use super::blocks;
+use super::error::ChunkError;
 use super::tables::{BlockTables, Table, Version};
 
 /// What one request answered: the bytes from the start of its range (or the whole object) and
 /// the object's version; `None` when the object does not exist.
 pub(crate) type Answer = Option<(Bytes, Version)>;
-type SharedAnswer = Shared<BoxFuture<'static, Result<Answer, String>>>;
+type SharedAnswer = Shared<BoxFuture<'static, Result<Answer, ChunkError>>>;
 type SharedPlan = Shared<BoxFuture<'static, ()>>;
 
 /// Neighbouring block ranges of one chunk closer than this are fetched as one request: at
@@ -177,7 +178,10 @@ impl Prefetched {
         let this = self.clone();
         let r = range.clone();
         let answer = async move {
-            let _permit = requests.acquire_owned().await.map_err(|e| e.to_string())?;
+            let _permit = requests
+                .acquire_owned()
+                .await
+                .map_err(|e| ChunkError::Task(e.to_string()))?;
             this.sent.fetch_add(1, Ordering::Relaxed);
             match r {
                 Some(r) => blocks::range(store.as_ref(), &path, r).await,
