@@ -265,8 +265,9 @@ impl Source {
             .cloned()
             .unwrap_or_default();
         let zarr: Arc<ZarrStore> = Arc::new(AsyncObjectStore::new(store.clone()));
-        let (variables, arrays, coordinate_arrays) = open_arrays(url, entries, &zarr)?;
-        let coordinates = read_coordinates(url, coordinate_arrays).await?;
+        let opened = open_arrays(url, entries, &zarr)?;
+        let (variables, arrays) = (opened.variables, opened.arrays);
+        let coordinates = read_coordinates(url, opened.coordinates).await?;
         let scope = Scope::new(url, attributes, coordinates, variables)
             .map_err(|e| layout(&e.array, e.why))?;
         Ok(Source {
@@ -298,13 +299,24 @@ impl Source {
     }
 }
 
-/// Data variables, their opened arrays, and the coordinate arrays still to read (with their
-/// data type and attributes).
-type OpenedArrays = (
-    BTreeMap<String, Variable>,
-    BTreeMap<String, Arc<ZarrArray>>,
-    Vec<(String, String, Map<String, Value>, ZarrArray)>,
-);
+/// The arrays of a store, opened: data variables and coordinates apart.
+struct OpenedArrays {
+    /// Data variables by name.
+    variables: BTreeMap<String, Variable>,
+    /// Their opened arrays.
+    arrays: BTreeMap<String, Arc<ZarrArray>>,
+    /// Coordinate arrays, their values still to read.
+    coordinates: Vec<CoordinateArray>,
+}
+
+/// A coordinate array opened, its values not read yet.
+struct CoordinateArray {
+    name: String,
+    /// As `.zarray` writes it (`<i8`, `<f4`, …).
+    dtype: String,
+    attributes: Map<String, Value>,
+    array: ZarrArray,
+}
 
 /// Opens every top-level array of `.zmetadata`'s `entries` over `zarr`: data variables
 /// (float32 only) and coordinates apart.
@@ -318,8 +330,11 @@ fn open_arrays(
         key: key.to_string(),
         why,
     };
-    let (mut variables, mut arrays, mut coordinates) =
-        (BTreeMap::new(), BTreeMap::new(), Vec::new());
+    let mut opened = OpenedArrays {
+        variables: BTreeMap::new(),
+        arrays: BTreeMap::new(),
+        coordinates: Vec::new(),
+    };
     for (key, zarray) in entries {
         // Nested groups are not part of this layout.
         let Some(name) = key.strip_suffix("/.zarray").filter(|n| !n.contains('/')) else {
@@ -338,7 +353,12 @@ fn open_arrays(
             why: e.to_string(),
         })?;
         if entry.is_coordinate() {
-            coordinates.push((entry.name, dtype, entry.attributes, array));
+            opened.coordinates.push(CoordinateArray {
+                name: entry.name,
+                dtype,
+                attributes: entry.attributes,
+                array,
+            });
             continue;
         }
         if dtype != "<f4" {
@@ -355,27 +375,23 @@ fn open_arrays(
             blosc_blocks: entry.blosc_blocks,
             separator: entry.separator,
         };
-        arrays.insert(name.to_string(), Arc::new(array));
-        variables.insert(name.to_string(), variable);
+        opened.arrays.insert(name.to_string(), Arc::new(array));
+        opened.variables.insert(name.to_string(), variable);
     }
-    Ok((variables, arrays, coordinates))
+    Ok(opened)
 }
 
 /// Reads every coordinate at once, each with all its chunks in flight: over a distant store
 /// the start costs a few round trips, not one per chunk (ARCO-ERA5's time has 20 chunks).
 async fn read_coordinates(
     url: &str,
-    arrays: Vec<(String, String, Map<String, Value>, ZarrArray)>,
+    arrays: Vec<CoordinateArray>,
 ) -> Result<BTreeMap<String, Coordinate>, SourceError> {
     let reads = arrays
         .iter()
-        .map(|(name, dtype, attrs, array)| read_coordinate(url, name, dtype, attrs.clone(), array));
+        .map(|c| read_coordinate(url, &c.name, &c.dtype, c.attributes.clone(), &c.array));
     let values = futures::future::try_join_all(reads).await?;
-    Ok(arrays
-        .into_iter()
-        .map(|(name, ..)| name)
-        .zip(values)
-        .collect())
+    Ok(arrays.into_iter().map(|c| c.name).zip(values).collect())
 }
 
 /// The store's consolidated metadata (`.zmetadata`) as JSON.

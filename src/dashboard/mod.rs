@@ -32,7 +32,7 @@ use axum::{Json, Router};
 
 use crate::cache::Key;
 use crate::cache::{CacheError, CachedFile, LocalCache};
-use crate::catalog::policy::CatalogFile;
+use crate::catalog::policy::{CatalogFile, ReadError};
 use crate::catalog::{Catalog, Entry};
 use crate::deskriptor::{Deskriptor, DeskriptorError};
 use crate::flow::{error_chain, Flow, Origin};
@@ -109,7 +109,7 @@ pub struct Dashboard {
 }
 
 /// The catalog as last read, or why it could not be (unreadable, or refused by the policy).
-type CatalogRead = Result<Arc<Catalog>, String>;
+type CatalogRead = Result<Arc<Catalog>, Arc<ReadError>>;
 
 /// Files of the deskriptors file built at once for previews (each build already reads its
 /// chunks concurrently); ad-hoc selections have their own limit, `preview_concurrency`.
@@ -183,15 +183,20 @@ impl Dashboard {
 
     /// The catalog, re-read when the deskriptors file changed (or could not be read before),
     /// admitted by the same policy as a mount's.
-    pub fn catalog(&self) -> Result<Arc<Catalog>, String> {
+    pub fn catalog(&self) -> CatalogRead {
         let file = &self.options.catalog;
         let mtime = std::fs::metadata(&file.path)
             .and_then(|m| m.modified())
-            .map_err(|e| format!("cannot read {}: {e}", file.path.display()))?;
+            .map_err(|source| {
+                Arc::new(ReadError::Io {
+                    path: file.path.clone(),
+                    source,
+                })
+            })?;
         let mut guard = self.catalog.lock().expect("catalog lock poisoned");
         if guard.0 != Some(mtime) {
             let catalog = file.read(self.source()).map(Arc::new);
-            *guard = (Some(mtime), catalog.map_err(|e| e.to_string()));
+            *guard = (Some(mtime), catalog.map_err(Arc::new));
         }
         guard.1.clone()
     }
@@ -200,7 +205,7 @@ impl Dashboard {
     /// `Ok(None)` when the query selects nothing.
     fn resolve(&self, pairs: &[(String, String)]) -> Result<Option<Resolved>, String> {
         if let Some(name) = query_value(pairs, "file").filter(|n| !n.is_empty()) {
-            let catalog = self.catalog()?;
+            let catalog = self.catalog().map_err(|e| e.to_string())?;
             let entry: &Entry = catalog
                 .entries
                 .iter()
@@ -580,7 +585,7 @@ async fn files(State(d): State<Shared>, Query(pairs): Pairs) -> Response {
     .await;
     match listed {
         Ok(body) => Json(body).into_response(),
-        Err(e) => text_error(StatusCode::INTERNAL_SERVER_ERROR, e),
+        Err(e) => text_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
 

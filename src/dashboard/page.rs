@@ -61,7 +61,7 @@ pub struct PageData<'a> {
     /// The dashboard.
     pub dashboard: &'a Dashboard,
     /// The catalog, or why it could not be read.
-    pub catalog: Result<Arc<Catalog>, String>,
+    pub catalog: Result<Arc<Catalog>, Arc<crate::catalog::policy::ReadError>>,
     /// The selection form's values.
     pub form: SelectionForm,
     /// The request's query.
