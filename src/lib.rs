@@ -19,6 +19,7 @@
 //! - [`fs`], [`fuse`], [`mount`]: the file system core, its FUSE adapter, mounting.
 //! - [`dashboard`]: a web page listing the files and previewing selections as maps.
 //! - [`app`]: one plain configuration and one way to open the stack over it.
+//! - [`units`]: sizes in binary units for messages.
 //! - [`cli`]: the `sodeda-era5` command line over all of the above, a shell over [`app`].
 
 pub mod app;
@@ -40,6 +41,7 @@ pub mod preload;
 pub mod provenance;
 pub mod select;
 pub mod source;
+pub mod units;
 
 /// mimalloc for every program and test of the crate: planning a catalog of a million lines
 /// is allocation-bound, and glibc's malloc cost a tenth of a mount's start

@@ -286,8 +286,10 @@ fn check_size(line: usize, size: u64, options: PlanOptions) -> Result<(), Deskri
             "",
             "",
             format!(
-                "the selection makes a {size}-byte file, larger than the limit of {} bytes \
-                 (--max-file-size); split it into several deskriptors",
+                "the selection makes a {} file ({size} bytes), larger than the limit of {} \
+                 ({} bytes, --max-file-size); split it into several deskriptors",
+                crate::units::human_size(size),
+                crate::units::human_size(options.max_file_size),
                 options.max_file_size
             ),
         ));

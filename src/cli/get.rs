@@ -56,12 +56,13 @@ pub(super) async fn get(
         .with_context(|| format!("opening {}", cached.path.display()))?;
     write_output(&mut file, output)?;
     eprintln!(
-        "{}: {} bytes, {} ({})",
+        "{}: {} ({} bytes), {} ({})",
         if output.as_os_str() == "-" {
             "standard output".into()
         } else {
             output.display().to_string()
         },
+        crate::units::human_size(plan.size),
         plan.size,
         plan.file_name,
         match origin {

@@ -29,6 +29,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use futures::StreamExt;
 
 use crate::cache::Key;
 use crate::cache::{CacheError, CachedFile, LocalCache};
@@ -378,6 +379,7 @@ pub fn router(dashboard: Arc<Dashboard>) -> Router {
     Router::new()
         .route("/", get(index))
         .route("/map.png", get(map))
+        .route("/download", get(download))
         .route("/api/files", get(files))
         .route("/api/status", get(status))
         .route("/healthz", get(|| async { "ok\n" }))
@@ -467,6 +469,8 @@ fn view_of(pairs: &[(String, String)]) -> View {
             .map(String::from),
         step: number("t"),
         level: number("lv"),
+        fixed_range: query_value(pairs, "scale") == Some("all"),
+        borders: query_value(pairs, "borders") != Some("0"),
     }
 }
 
@@ -485,28 +489,76 @@ fn text_error(status: StatusCode, message: String) -> Response {
     response
 }
 
-async fn map(State(d): State<Shared>, Query(pairs): Pairs) -> Response {
-    let resolved = blocking(&d, {
-        let pairs = pairs.clone();
+/// The selection of a request (`file=NAME` or the form's fields) and its file, built or
+/// found; or the error response. The file is pinned from before the build until the guard
+/// is dropped, so a bounded cache cannot evict it under the reader (the guard unpins even
+/// when the client goes away and the request is dropped half-way).
+async fn selected_file(
+    d: &Shared,
+    pairs: &[(String, String)],
+) -> Result<(Resolved, Materialized), Response> {
+    let resolved = blocking(d, {
+        let pairs = pairs.to_vec();
         move |d| d.resolve(&pairs)
     })
     .await;
     let r = match resolved {
         Ok(Some(r)) => r,
         Ok(None) => {
-            return text_error(
+            return Err(text_error(
                 StatusCode::BAD_REQUEST,
                 "no selection: give file=NAME or the selection fields".into(),
-            )
+            ))
         }
-        Err(e) => return text_error(StatusCode::BAD_REQUEST, e),
+        Err(e) => return Err(text_error(StatusCode::BAD_REQUEST, e)),
     };
-    // Pinned from before the build until the slice is read, so a bounded cache cannot
-    // evict the file under the reader; the guard unpins even when the client goes away and
-    // the request is dropped half-way.
-    let materialized = match d.materialize(&r).await {
-        Ok(m) => m,
-        Err((status, e)) => return text_error(status, e),
+    match d.materialize(&r).await {
+        Ok(m) => Ok((r, m)),
+        Err((status, e)) => Err(text_error(status, e)),
+    }
+}
+
+/// The previewed file itself, as an attachment named after it: built (or taken from a cache
+/// tier) as for the map, streamed from the checked cache entry, pinned until sent.
+async fn download(State(d): State<Shared>, Query(pairs): Pairs) -> Response {
+    let (r, materialized) = match selected_file(&d, &pairs).await {
+        Ok(found) => found,
+        Err(response) => return response,
+    };
+    // Its own open file description (an offset of its own), through the checked descriptor.
+    let file = match tokio::fs::File::open(materialized.file.fd_path()).await {
+        Ok(f) => f,
+        Err(e) => return text_error(StatusCode::INTERNAL_SERVER_ERROR, internal(e).1),
+    };
+    let name = r
+        .plan
+        .file_name
+        .rsplit('/')
+        .next()
+        .unwrap_or("selection.nc")
+        .replace(['"', '\\'], "_");
+    let stream = tokio_util::io::ReaderStream::with_capacity(file, 1 << 20).map(move |part| {
+        let _pinned = &materialized; // until the last part is sent
+        part
+    });
+    (
+        [
+            (header::CONTENT_TYPE, "application/x-netcdf".to_string()),
+            (header::CONTENT_LENGTH, r.plan.size.to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{name}\""),
+            ),
+        ],
+        axum::body::Body::from_stream(stream),
+    )
+        .into_response()
+}
+
+async fn map(State(d): State<Shared>, Query(pairs): Pairs) -> Response {
+    let (r, materialized) = match selected_file(&d, &pairs).await {
+        Ok(found) => found,
+        Err(response) => return response,
     };
     let mut view = view_of(&pairs);
     let source = d.flow.source().clone();

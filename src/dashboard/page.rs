@@ -24,7 +24,7 @@ h1{margin:0 0 .2em}h2{margin:.2em 0 .4em;font-size:1.2em}
 .meta{color:#555;font-size:.9em}
 section{border:1px solid #ccc;border-radius:6px;padding:.8em 1em;margin:1em 0}
 fieldset{display:inline-block;vertical-align:top;border:1px solid #ddd;margin:.2em}
-fieldset input[type=text]{width:11em}
+fieldset input[type=text]{width:9em}
 .vars{max-height:9em;overflow-y:auto;display:block}
 .vars label{display:inline-block;min-width:16em}
 .units{color:#777;font-size:.85em}
@@ -70,21 +70,7 @@ pub struct PageData<'a> {
     pub preview: Option<Result<Preview, String>>,
 }
 
-/// Bytes as a short human-readable size.
-pub fn human_size(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
+pub use crate::units::human_size;
 
 /// A URL of `path` with the query `pairs`.
 fn url(path: &str, pairs: &[(String, String)]) -> String {
@@ -99,7 +85,7 @@ fn url(path: &str, pairs: &[(String, String)]) -> String {
 fn selection_pairs(query: &[(String, String)]) -> Vec<(String, String)> {
     query
         .iter()
-        .filter(|(k, _)| !matches!(k.as_str(), "var" | "t" | "lv"))
+        .filter(|(k, _)| !matches!(k.as_str(), "var" | "t" | "lv" | "scale" | "borders"))
         .cloned()
         .collect()
 }
@@ -111,6 +97,12 @@ fn with_view(base: &[(String, String)], view: &View) -> Vec<(String, String)> {
     }
     p.push(("t".into(), view.step.to_string()));
     p.push(("lv".into(), view.level.to_string()));
+    if view.fixed_range {
+        p.push(("scale".into(), "all".into()));
+    }
+    if !view.borders {
+        p.push(("borders".into(), "0".into()));
+    }
     p
 }
 
@@ -183,7 +175,10 @@ fn preview(p: &PageData, pr: &Result<Preview, String>) -> Markup {
             html! {
                 h2 { "Preview: " code #file-name { (pv.plan.file_name) } }
                 p.meta {
-                    (human_size(pv.plan.size)) " · " (origin)
+                    a #download href=(url("/download", &base)) download {
+                        "download the file (" (human_size(pv.plan.size)) ")"
+                    }
+                    " · " (origin)
                     " in " (format!("{:.2} s", pv.took.as_secs_f64()))
                     " · " (if pv.file.is_some() { "a listed file" } else { "an ad-hoc selection" })
                     " · " (pv.axes.times.len()) " time steps"
@@ -224,6 +219,20 @@ fn preview(p: &PageData, pr: &Result<Preview, String>) -> Markup {
                     }
                     " "
                     span #time { (pv.axes.times.get(view.step).cloned().unwrap_or_default()) " UTC" }
+                    " "
+                    label title="one colour scale for every step and level, so that they compare" {
+                        input #scale type="checkbox" name="scale" value="all"
+                            checked[view.fixed_range] onchange="this.form.submit()";
+                        " same colours for all steps"
+                    }
+                    " "
+                    // Unchecked sends only the hidden 0; checked sends 0 then 1 (the last wins).
+                    input type="hidden" name="borders" value="0";
+                    label {
+                        input #borders type="checkbox" name="borders" value="1"
+                            checked[view.borders] onchange="this.form.submit()";
+                        " country borders"
+                    }
                     noscript { " " button type="submit" { "Show" } }
                 }
                 img #map src=(url("/map.png", &with_view(&base, &view)))
@@ -241,15 +250,84 @@ fn preview(p: &PageData, pr: &Result<Preview, String>) -> Markup {
 /// A field (form name, current value, placeholder).
 type Field<'a> = (&'a str, &'a str, &'a str);
 
-/// A "from … to …" pair of text fields with a hint below.
+/// A "from … to …" pair of fields (degrees) with a hint below; the placeholders say "e.g."
+/// so that they do not read as values. Text, not number fields: whatever is typed reaches
+/// the server, whose error names the field and what is allowed.
 fn range_fields(legend: &str, from: Field, to: Field, hint: &str) -> Markup {
+    let example = |f: &Field| format!("e.g. {}", f.2);
     html! {
         fieldset {
             legend { (legend) }
-            label { "from " input type="text" name=(from.0) value=(from.1) placeholder=(from.2); }
+            label { "from " input type="text" inputmode="decimal" name=(from.0) value=(from.1)
+                placeholder=(example(&from)); }
             " "
-            label { "to " input type="text" name=(to.0) value=(to.1) placeholder=(to.2); }
+            label { "to " input type="text" inputmode="decimal" name=(to.0) value=(to.1)
+                placeholder=(example(&to)); }
             div.units { (hint) }
+        }
+    }
+}
+
+/// Whether a time text is what a date-time picker holds (`YYYY-MM-DDTHH:MM`); a period
+/// (`2023-01`, `2023-01-05`) or seconds keep a text field, so nothing written is lost.
+fn picker_value(v: &str) -> bool {
+    chrono::NaiveDateTime::parse_from_str(v, "%Y-%m-%dT%H:%M").is_ok()
+}
+
+/// The time range as two date-time pickers (hourly steps, bounded by the store's time axis),
+/// or text fields for values a picker cannot hold.
+fn time_fields(f: &SelectionForm, bounds: Option<(String, String)>, hint: &str) -> Markup {
+    let (min, max) = bounds.unwrap_or_default();
+    let field = |name: &str, value: &str| {
+        html! {
+            @if value.is_empty() || picker_value(value) {
+                input type="datetime-local" step="3600" name=(name) value=(value)
+                    min=(min) max=(max);
+            } @else {
+                input type="text" name=(name) value=(value);
+            }
+        }
+    };
+    html! {
+        fieldset #time-fields {
+            legend { "time (UTC)" }
+            label { "from " (field("time_start", &f.time_start)) }
+            " "
+            label { "to " (field("time_end", &f.time_end)) }
+            div.units { (hint) }
+        }
+    }
+}
+
+/// Regions offered by the region picker: name, then north, south, west, east (degrees; west
+/// and east in −180 … 180).
+const REGIONS: [(&str, [f64; 4]); 8] = [
+    ("Europe", [72.0, 34.0, -25.0, 45.0]),
+    ("Alps", [49.0, 43.0, 5.0, 17.0]),
+    ("Switzerland", [48.0, 45.75, 5.75, 10.75]),
+    ("British Isles", [61.0, 49.0, -11.0, 2.0]),
+    ("Mediterranean", [46.0, 30.0, -6.0, 37.0]),
+    ("North Atlantic", [70.0, 20.0, -80.0, 0.0]),
+    ("North America", [72.0, 15.0, -170.0, -50.0]),
+    ("Whole globe", [90.0, -90.0, -180.0, 179.75]),
+];
+
+/// A picker that fills the latitude and longitude fields with a region.
+fn region_picker() -> Markup {
+    // Small and inline: sets the four fields from the chosen option's data.
+    const FILL: &str = "var o=this.selectedOptions[0];if(!o.dataset.b)return;\
+        var b=o.dataset.b.split(','),f=this.form;\
+        f.lat_start.value=b[0];f.lat_end.value=b[1];f.lon_start.value=b[2];f.lon_end.value=b[3];";
+    html! {
+        fieldset #region-fields {
+            legend { "region" }
+            select #region onchange=(FILL) {
+                option value="" { "pick a region…" }
+                @for (name, b) in REGIONS {
+                    option data-b=(format!("{},{},{},{}", b[0], b[1], b[2], b[3])) { (name) }
+                }
+            }
+            div.units { "fills latitude and longitude" }
         }
     }
 }
@@ -264,11 +342,16 @@ fn selection(p: &PageData) -> Markup {
             .map(select::describe)
             .unwrap_or_default()
     };
+    let time_bounds = source.coordinates.get("time").and_then(|c| {
+        let t = c.time.as_ref()?;
+        let at = |v: f64| select::fmt_instant(t.instant(v as i64));
+        Some((at(*c.values.first()?), at(*c.values.last()?)))
+    });
     html! {
         h2 { "Preview a selection" }
         form #select-form method="get" action="/" {
-            (range_fields("time (UTC)", ("time_start", &f.time_start, "2023-01-01T00:00"),
-                ("time_end", &f.time_end, "2023-01-01T05:00"), &hint("time")))
+            (time_fields(f, time_bounds, &hint("time")))
+            (region_picker())
             (range_fields("latitude", ("lat_start", &f.lat_start, "60"),
                 ("lat_end", &f.lat_end, "35"), &hint("latitude")))
             (range_fields("longitude", ("lon_start", &f.lon_start, "-10"),
@@ -385,13 +468,6 @@ fn files(p: &PageData) -> Markup {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sizes_read_well() {
-        assert_eq!(human_size(512), "512 B");
-        assert_eq!(human_size(1536), "1.5 KiB");
-        assert_eq!(human_size(3 << 30), "3.0 GiB");
-    }
 
     #[test]
     fn urls_escape_values() {

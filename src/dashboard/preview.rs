@@ -186,8 +186,8 @@ impl SelectionForm {
     }
 }
 
-/// Which slice of a file to show.
-#[derive(Debug, Clone, Default)]
+/// Which slice of a file to show, and how.
+#[derive(Debug, Clone)]
 pub struct View {
     /// The variable (default: the file's first).
     pub variable: Option<String>,
@@ -195,6 +195,23 @@ pub struct View {
     pub step: usize,
     /// The level position, 0-based (clamped), for variables with levels.
     pub level: usize,
+    /// One colour range for every step and level of the variable (so that steps compare),
+    /// rather than each step's own.
+    pub fixed_range: bool,
+    /// Country borders drawn (coastlines always are).
+    pub borders: bool,
+}
+
+impl Default for View {
+    fn default() -> Self {
+        View {
+            variable: None,
+            step: 0,
+            level: 0,
+            fixed_range: false,
+            borders: true,
+        }
+    }
 }
 
 impl View {
@@ -299,6 +316,20 @@ pub fn read_field(
         })
         .collect();
     let mut values: Vec<f32> = var.get_values(extents)?;
+    // Over every step and level of the variable: the whole variable read once more (a
+    // preview file is bounded by --preview-max-size).
+    let range = if view.fixed_range {
+        let all: Vec<f32> = var.get_values(..)?;
+        let (lo, hi) = all
+            .iter()
+            .filter(|v| v.is_finite())
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| {
+                (lo.min(f64::from(v)), hi.max(f64::from(v)))
+            });
+        lo.is_finite().then_some((lo, hi))
+    } else {
+        None
+    };
     let label = |d: &str| {
         plan.selections
             .get(d)
@@ -356,6 +387,8 @@ pub fn read_field(
         },
         subtitle,
         units: attr("units"),
+        range,
+        borders: view.borders,
     })
 }
 

@@ -83,7 +83,7 @@ def test_max_file_size_is_refused_before_any_fetch(run, tmp_path):
     p = run("get", "--deskriptors", DATA / "test-set.jsonl", "--line", whole_globe,
             "--max-file-size", "1M", "-o", tmp_path / "x.nc", "--stats", check=False)
     assert p.returncode == 1
-    assert "larger than the limit of 1048576 bytes" in p.stderr, p.stderr
+    assert "larger than the limit of 1.0 MiB (1048576 bytes" in p.stderr, p.stderr
     assert not (tmp_path / "x.nc").exists()
     assert not list((tmp_path / "cache").rglob("*.nc"))
 

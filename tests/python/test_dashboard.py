@@ -157,16 +157,33 @@ def test_a_listed_file_previews_as_a_map_with_step_buttons(browser, dashboard, r
     assert state == "cached"
 
 
+def fill(browser, name, value):
+    """Types `value` into the field `name`; a date-time picker is set as a script would (a
+    picker takes keystrokes per segment, in the browser's locale)."""
+    from selenium.webdriver.common.by import By
+    box = browser.find_element(By.NAME, name)
+    if box.get_attribute("type") == "datetime-local":
+        browser.execute_script("arguments[0].value = arguments[1];", box, value)
+        assert box.get_attribute("value") == value, "the picker holds the time"
+    else:
+        box.clear()
+        box.send_keys(value)
+
+
 def test_an_ad_hoc_selection_from_the_form(browser, dashboard):
     from selenium.webdriver.common.by import By
     browser.get(dashboard.url + "/")
+    for name in ("time_start", "time_end"):
+        box = browser.find_element(By.NAME, name)
+        assert box.get_attribute("type") == "datetime-local", "times are picked, not typed"
+        assert box.get_attribute("value") == "" and not box.get_attribute("placeholder")
+    for name in ("lat_start", "lon_end"):
+        assert browser.find_element(By.NAME, name).get_attribute("placeholder").startswith("e.g.")
     fields = {"time_start": "2023-01-01T10:00", "time_end": "2023-01-01T11:00",
               "lat_start": "60", "lat_end": "30", "lon_start": "-20", "lon_end": "40",
               "level": "500"}
     for name, value in fields.items():
-        box = browser.find_element(By.NAME, name)
-        box.clear()
-        box.send_keys(value)
+        fill(browser, name, value)
     browser.find_element(By.CSS_SELECTOR, "input[name=variable][value=temperature]").click()
     click_and_wait(browser, browser.find_element(By.ID, "preview-button"))
     img = loaded_map(browser)
@@ -184,18 +201,83 @@ def test_an_ad_hoc_selection_from_the_form(browser, dashboard):
     assert body[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def displayed_image(browser, img):
+    """The pixels of <img> as the browser decoded them (drawn into a canvas: the image's own
+    size, whatever its CSS box)."""
+    import base64
+    data = browser.execute_script(
+        "const i = arguments[0], c = document.createElement('canvas');"
+        "c.width = i.naturalWidth; c.height = i.naturalHeight;"
+        "c.getContext('2d').drawImage(i, 0, 0); return c.toDataURL('image/png');", img)
+    png = base64.b64decode(data.split(",", 1)[1])
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+
+
+def test_a_map_over_europe_shows_its_coasts_where_they_are(browser, dashboard):
+    """Natural Earth's coastlines are drawn over the cells: black pixels at known capes, none
+    over open sea or inland; round colour-bar ticks are text, not checked here."""
+    from selenium.webdriver.common.by import By
+    query = ("time_start=2023-01-01T12:00&lat_start=72&lat_end=34&lon_start=-25&lon_end=45"
+             "&variable=2m_temperature")
+    browser.get(dashboard.url + "/?" + query)
+    assert browser.find_elements(By.ID, "error") == []
+    pixels = displayed_image(browser, loaded_map(browser))
+    # The grid as src/dashboard/render.rs lays it out: 281 × 153 cells of 0.25° from
+    # (25°W, 72°N), drawn 640 × 348 pixels at (70, 52).
+    cell_w, cell_h = 640 / 281, 348 / 153
+
+    def at(lon, lat):
+        return (round(70 + ((lon + 25) / 0.25 + 0.5) * cell_w),
+                round(52 + ((72 - lat) / 0.25 + 0.5) * cell_h))
+
+    def black_near(lon, lat, r=3):
+        x, y = at(lon, lat)
+        window = pixels[y - r:y + r + 1, x - r:x + r + 1]
+        return bool((window.sum(axis=2) == 0).any())
+
+    for cape, lon, lat in [("Land's End", -5.71, 50.07), ("Cape Finisterre", -9.27, 42.88),
+                           ("Skagen", 10.6, 57.74), ("Cap Bon", 11.05, 37.08),
+                           ("North Cape", 25.78, 71.17)]:
+        assert black_near(lon, lat), f"no coastline at {cape}"
+    for place, lon, lat in [("the open Atlantic", -18.0, 45.0), ("Bavaria", 11.5, 48.5),
+                            ("the Norwegian Sea", 2.0, 68.0)]:
+        assert not black_near(lon, lat, 5), f"a coastline drawn over {place}"
+    grid = pixels[52:52 + 348, 70:70 + 640]
+    assert (grid.sum(axis=2) == 0).sum() > 3000, "coastlines all over Europe"
+
+
+def test_the_region_picker_fills_the_box_and_the_file_downloads(browser, dashboard):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+    browser.get(dashboard.url + "/")
+    Select(browser.find_element(By.ID, "region")).select_by_visible_text("Switzerland")
+    values = [browser.find_element(By.NAME, n).get_attribute("value")
+              for n in ("lat_start", "lat_end", "lon_start", "lon_end")]
+    assert values == ["48", "45.75", "5.75", "10.75"]
+    fill(browser, "time_start", "2023-01-01T10:00")
+    browser.find_element(By.CSS_SELECTOR,
+                         "input[name=variable][value='2m_temperature']").click()
+    click_and_wait(browser, browser.find_element(By.ID, "preview-button"))
+    link = browser.find_element(By.ID, "download")
+    assert re.search(r"\(\d+\.\d (KiB|MiB)\)", link.text), link.text
+    status, body, ctype = dashboard.get(link.get_attribute("href")[len(dashboard.url):])
+    assert (status, ctype) == (200, "application/x-netcdf")
+    assert body[:3] == b"CDF", "a NetCDF file"
+    size = browser.find_element(By.ID, "file-name").text
+    assert size.endswith(".nc")
+
+
 @pytest.mark.parametrize("fields, expected", [
     ({"lat_start": "100"}, ["latitude", "100"]),
-    ({"time_start": "2023-13-01"}, ["time", "2023-13-01"]),
+    ({"time_start": "2023-01-01T10:00", "time_end": "2023-01-01T09:00"},
+     ["time", "start is after end"]),
     ({"lon_start": "east"}, ["longitude", "east"]),
 ])
 def test_a_bad_selection_shows_its_error(browser, dashboard, fields, expected):
     from selenium.webdriver.common.by import By
     browser.get(dashboard.url + "/")
     for name, value in fields.items():
-        box = browser.find_element(By.NAME, name)
-        box.clear()
-        box.send_keys(value)
+        fill(browser, name, value)
     browser.find_element(By.CSS_SELECTOR,
                          "input[name=variable][value='2m_temperature']").click()
     click_and_wait(browser, browser.find_element(By.ID, "preview-button"))
