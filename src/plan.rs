@@ -1,8 +1,8 @@
 //! Plans one file: a deskriptor resolved against the scope.
 //!
-//! Input: a [`Deskriptor`] and an opened [`Source`]. Output: a [`Plan`] with the positions to
-//! read along every dimension, the chunks that hold them, the file's [`Layout`], its name, its
-//! identity and its exact size. No data is read here, only metadata already in memory (plus a
+//! Input: a [`Deskriptor`] and a source's [`Scope`] (metadata only). Output: a [`Plan`] with
+//! the positions to read along every dimension, the chunks that hold them, the file's
+//! [`Layout`], its name, its identity and its exact size. No data is read here, only metadata already in memory (plus a
 //! millisecond template file for the NetCDF-4 size). Invariant: `plan.size` is the exact length
 //! of the file [`crate::encode`] writes for this plan.
 
