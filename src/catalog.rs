@@ -1,6 +1,6 @@
 //! The catalog: every line of a deskriptors file, planned once, kept as slim entries.
 //!
-//! Input: the text of `deskriptors.jsonl` and an opened scope. Output: one [`Entry`] per good
+//! Input: the text of `deskriptors.jsonl` and a source's scope (metadata only). Output: one [`Entry`] per good
 //! line (in file order) and one [`DeskriptorError`] per bad line. An entry keeps only what
 //! listing needs (name, exact size, identity, the line); the full [`Plan`] (positions, layout)
 //! is rebuilt from the line when a file is built, so a catalog of 100,000 deskriptors stays
