@@ -19,7 +19,7 @@ then lon = x*scale[0] + translate[0], lat = y*scale[1] + translate[1].
 A geometry references arcs by index; a negative index i means arc ~i (= -i-1) reversed.
 Consecutive arcs of one ring share their end/start point.
 
-Usage: python3 convert.py [PACKAGE_DIR] [OUT_DIR]
+Usage: python3 scripts/make_map_data.py PACKAGE_DIR OUT_DIR (scripts/make_map_data.sh runs it)
 """
 import json
 import os
