@@ -399,6 +399,29 @@ mod tests {
     }
 
     #[test]
+    fn a_fixed_range_colours_every_step_alike() {
+        let mut f = field(3, 3, |_, c| 5.0 + c as f32);
+        assert_eq!(colour_range(&f), Some((5.0, 7.0)), "the step's own range");
+        f.range = Some((10.0, 0.0));
+        assert_eq!(
+            colour_range(&f),
+            Some((0.0, 10.0)),
+            "fixed, in either order"
+        );
+        let img = decode(&render_png(&f).unwrap());
+        let (gw, _) = grid_size(3, 3);
+        // Value 5 is the middle of 0..10, not the bottom of 5..7.
+        assert_eq!(pixel(&img, LEFT + 2, TOP + 2), viridis(0.5));
+        assert_ne!(pixel(&img, LEFT + gw - 3, TOP + 2), viridis(1.0));
+        f.range = Some((f64::NAN, 1.0));
+        assert_eq!(
+            colour_range(&f),
+            Some((5.0, 7.0)),
+            "a broken range is ignored"
+        );
+    }
+
+    #[test]
     fn a_wrong_shape_is_an_error() {
         let mut f = field(2, 2, |_, _| 0.0);
         f.values.pop();

@@ -246,6 +246,22 @@ def test_a_map_over_europe_shows_its_coasts_where_they_are(browser, dashboard):
     assert (grid.sum(axis=2) == 0).sum() > 3000, "coastlines all over Europe"
 
 
+def test_same_colours_for_all_steps_fixes_the_colour_bar(dashboard):
+    """With scale=all, two steps of one file share one colour range (their colour bars,
+    labels included, are the same pixels); without it each step has its own."""
+    base = ("/map.png?time_start=2023-01-01T00:00&time_end=2023-01-01T05:00"
+            "&lat_start=60&lat_end=30&lon_start=-20&lon_end=40&variable=2m_temperature")
+
+    def bar(query):
+        status, body, ctype = dashboard.get(base + query)
+        assert (status, ctype) == (200, "image/png"), body[:200]
+        img = np.asarray(Image.open(io.BytesIO(body)).convert("RGB"))
+        return img[:, -110:]  # the colour bar and its labels
+
+    assert not np.array_equal(bar("&t=0"), bar("&t=5")), "each step its own range"
+    assert np.array_equal(bar("&t=0&scale=all"), bar("&t=5&scale=all"))
+
+
 def test_the_region_picker_fills_the_box_and_the_file_downloads(browser, dashboard):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
