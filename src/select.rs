@@ -547,124 +547,153 @@ fn period(
     }
 }
 
-/// Time: ranges cover whole periods of their bounds; a scalar coarser than an hour (a day, a
-/// month, a year) selects its whole period; finer scalars and list items must be exact labels.
+/// Resolves a time selector on the time axis `coord` (encoded as `enc`): ranges and periods
+/// take every hour they cover, single instants and lists must be labels of the axis.
 fn resolve_time(
     line: usize,
     selector: &Selector,
     coord: &Coordinate,
     enc: &TimeEncoding,
 ) -> Result<Resolved, DeskriptorError> {
-    let unit = enc.unit_seconds;
-    let offset = |t: NaiveDateTime| (t - enc.epoch).num_seconds();
-    let n = coord.values.len();
-    let (first, last) = (coord.values[0], coord.values[n - 1]);
-    let outside = |field: &str, value: String| {
-        DeskriptorError::new(
-            line,
-            field,
-            value,
-            format!("outside the source, which has {}", describe(coord)),
-        )
-    };
-    // Values in [lo, hi] (stored units), as positions; the axis is increasing.
-    let within = |lo: f64, hi: f64| -> (Vec<usize>, Vec<f64>) {
-        let a = coord.values.partition_point(|&v| v < lo);
-        let b = coord.values.partition_point(|&v| v <= hi);
-        ((a..b).collect(), coord.values[a..b.max(a)].to_vec())
-    };
-    let exact = |field: &str, l: &Label| -> Result<usize, DeskriptorError> {
-        let (t, _, _) = period(line, field, l)?;
-        let secs = offset(t);
-        if secs % unit != 0 {
-            return Err(DeskriptorError::new(
-                line,
-                field,
-                l.to_string(),
-                format!("not a time label of the source (its step is {unit} s); use a range"),
-            ));
-        }
-        let v = (secs / unit) as f64;
-        if v < first || v > last {
-            return Err(outside(field, l.to_string()));
-        }
-        coord
-            .values
-            .binary_search_by(|x| x.total_cmp(&v))
-            .map_err(|_| {
-                DeskriptorError::new(
-                    line,
-                    field,
-                    l.to_string(),
-                    "not a time label of the source; use a range",
-                )
-            })
-    };
+    let axis = TimeAxis { line, coord, enc };
     match selector {
         Selector::Range { start, end, step } => {
-            let lo = match start {
-                Some(l) => {
-                    let (s, _, _) = period(line, "time.start", l)?;
-                    offset(s).div_euclid(unit) as f64
-                        + if offset(s).rem_euclid(unit) == 0 {
-                            0.0
-                        } else {
-                            1.0
-                        }
-                }
-                None => f64::NEG_INFINITY,
-            };
-            let hi = match end {
-                Some(l) => {
-                    let (_, e, _) = period(line, "time.end", l)?;
-                    (offset(e) - 1).div_euclid(unit) as f64
-                }
-                None => f64::INFINITY,
-            };
-            if lo > hi {
-                return Err(DeskriptorError::new(
-                    line,
-                    "time",
-                    selector_text(selector),
-                    "start is after end",
-                ));
-            }
-            if hi < first || lo > last {
-                return Err(outside("time", selector_text(selector)));
-            }
-            let (indices, labels) = within(lo, hi);
-            Ok(stepped(indices, labels, *step))
+            let r = axis.range(start.as_ref(), end.as_ref(), selector)?;
+            Ok(stepped(r.indices, r.labels, *step))
         }
-        Selector::One(l) => {
-            let (s, e, res) = period(line, "time", l)?;
-            if res <= Resolution::Day {
-                let lo = offset(s).div_euclid(unit) as f64;
-                let hi = (offset(e) - 1).div_euclid(unit) as f64;
-                if hi < first || lo > last {
-                    return Err(outside("time", l.to_string()));
-                }
-                let (indices, labels) = within(lo, hi);
-                Ok(Resolved { indices, labels })
-            } else {
-                let i = exact("time", l)?;
-                Ok(Resolved {
-                    indices: vec![i],
-                    labels: vec![coord.values[i]],
-                })
-            }
-        }
+        Selector::One(l) => axis.one(l),
         Selector::List(ls) => {
             let mut out = Resolved {
                 indices: Vec::with_capacity(ls.len()),
                 labels: Vec::with_capacity(ls.len()),
             };
             for l in ls {
-                let i = exact("time", l)?;
+                let i = axis.exact("time", l)?;
                 out.indices.push(i);
                 out.labels.push(coord.values[i]);
             }
             Ok(out)
         }
+    }
+}
+
+/// A time axis (increasing, in units of `enc` since its epoch) and the line asking.
+struct TimeAxis<'a> {
+    line: usize,
+    coord: &'a Coordinate,
+    enc: &'a TimeEncoding,
+}
+
+impl TimeAxis<'_> {
+    /// Seconds from the epoch to `t`.
+    fn offset(&self, t: NaiveDateTime) -> i64 {
+        (t - self.enc.epoch).num_seconds()
+    }
+
+    /// The first and last stored values.
+    fn bounds(&self) -> (f64, f64) {
+        let v = &self.coord.values;
+        (v[0], v[v.len() - 1])
+    }
+
+    fn outside(&self, field: &str, value: String) -> DeskriptorError {
+        let why = format!("outside the source, which has {}", describe(self.coord));
+        DeskriptorError::new(self.line, field, value, why)
+    }
+
+    /// The positions and values in `[lo, hi]` (stored units).
+    fn within(&self, lo: f64, hi: f64) -> Resolved {
+        let v = &self.coord.values;
+        let a = v.partition_point(|&x| x < lo);
+        let b = v.partition_point(|&x| x <= hi);
+        Resolved {
+            indices: (a..b).collect(),
+            labels: v[a..b.max(a)].to_vec(),
+        }
+    }
+
+    /// The position of the instant `l`, which must be a label of the axis.
+    fn exact(&self, field: &str, l: &Label) -> Result<usize, DeskriptorError> {
+        let unit = self.enc.unit_seconds;
+        let (t, _, _) = period(self.line, field, l)?;
+        let secs = self.offset(t);
+        let not_a_label = |why: String| DeskriptorError::new(self.line, field, l.to_string(), why);
+        if secs % unit != 0 {
+            return Err(not_a_label(format!(
+                "not a time label of the source (its step is {unit} s); use a range"
+            )));
+        }
+        let v = (secs / unit) as f64;
+        let (first, last) = self.bounds();
+        if v < first || v > last {
+            return Err(self.outside(field, l.to_string()));
+        }
+        self.coord
+            .values
+            .binary_search_by(|x| x.total_cmp(&v))
+            .map_err(|_| not_a_label("not a time label of the source; use a range".into()))
+    }
+
+    /// Every label from the first instant of `start`'s period to the last of `end`'s
+    /// (either open).
+    fn range(
+        &self,
+        start: Option<&Label>,
+        end: Option<&Label>,
+        selector: &Selector,
+    ) -> Result<Resolved, DeskriptorError> {
+        let unit = self.enc.unit_seconds;
+        let lo = match start {
+            Some(l) => {
+                let (s, _, _) = period(self.line, "time.start", l)?;
+                let secs = self.offset(s);
+                // Rounded up to the next label when between two.
+                secs.div_euclid(unit) as f64 + if secs.rem_euclid(unit) == 0 { 0.0 } else { 1.0 }
+            }
+            None => f64::NEG_INFINITY,
+        };
+        let hi = match end {
+            Some(l) => {
+                let (_, e, _) = period(self.line, "time.end", l)?;
+                (self.offset(e) - 1).div_euclid(unit) as f64
+            }
+            None => f64::INFINITY,
+        };
+        if lo > hi {
+            let text = selector_text(selector);
+            return Err(DeskriptorError::new(
+                self.line,
+                "time",
+                text,
+                "start is after end",
+            ));
+        }
+        let (first, last) = self.bounds();
+        if hi < first || lo > last {
+            return Err(self.outside("time", selector_text(selector)));
+        }
+        Ok(self.within(lo, hi))
+    }
+
+    /// A single time: a day, month or year takes every label it covers; an hour (or finer)
+    /// must be a label.
+    fn one(&self, l: &Label) -> Result<Resolved, DeskriptorError> {
+        let (s, e, res) = period(self.line, "time", l)?;
+        if res > Resolution::Day {
+            let i = self.exact("time", l)?;
+            return Ok(Resolved {
+                indices: vec![i],
+                labels: vec![self.coord.values[i]],
+            });
+        }
+        let unit = self.enc.unit_seconds;
+        let lo = self.offset(s).div_euclid(unit) as f64;
+        let hi = (self.offset(e) - 1).div_euclid(unit) as f64;
+        let (first, last) = self.bounds();
+        if hi < first || lo > last {
+            return Err(self.outside("time", l.to_string()));
+        }
+        Ok(self.within(lo, hi))
     }
 }
 

@@ -56,7 +56,7 @@ pub(super) async fn list(config: &Config, json: bool) -> Result<ExitCode> {
                 .max()
                 .unwrap_or(4)
                 .max(4);
-            writeln!(out, "{:<width$}  {:>12}  CACHED", "NAME", "SIZE")?;
+            header(&mut out, width)?;
         }
         for (p, t) in entries.iter().zip(tiers) {
             if json {
@@ -104,7 +104,7 @@ pub(super) async fn list(config: &Config, json: bool) -> Result<ExitCode> {
     if json {
         writeln!(out, "{}]", if first { "" } else { "\n" })?;
     } else if first {
-        writeln!(out, "{:<4}  {:>12}  CACHED", "NAME", "SIZE")?;
+        header(&mut out, 4)?;
     }
     out.flush()?;
     Ok(ExitCode::SUCCESS)
@@ -172,4 +172,9 @@ async fn tiers_of(
             t
         })
         .collect()
+}
+
+/// The header line of the text form, the name column `width` wide.
+fn header(out: &mut impl Write, width: usize) -> std::io::Result<()> {
+    writeln!(out, "{:<width$}  {:>12}  CACHED", "NAME", "SIZE")
 }
