@@ -26,13 +26,12 @@ pub const FORMAT_VERSION: u32 = 2;
 #[derive(Debug, thiserror::Error)]
 pub enum EncodeError {
     /// libnetcdf reported an error.
-    #[error("netcdf: {context}: {source}")]
+    #[error("netcdf: {context}: {cause}")]
     Netcdf {
         /// What was being done.
         context: String,
         /// libnetcdf's error.
-        #[source]
-        source: netcdf::Error,
+        cause: netcdf::Error,
     },
     /// The written file does not have the planned size: a bug, never served.
     #[error("wrote {written} bytes but the plan says {planned}; the file is discarded")]
@@ -53,19 +52,18 @@ pub enum EncodeError {
         want: u64,
     },
     /// Local I/O failed (temporary files, metadata).
-    #[error("{context}: {source}")]
+    #[error("{context}: {cause}")]
     Io {
         /// What was being done.
         context: String,
         /// The I/O error.
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 }
 
 fn nc(context: impl Into<String>) -> impl FnOnce(netcdf::Error) -> EncodeError {
     let context = context.into();
-    move |source| EncodeError::Netcdf { context, source }
+    move |cause| EncodeError::Netcdf { context, cause }
 }
 
 /// What to write into the data variables.
@@ -87,9 +85,9 @@ pub fn write(
 ) -> Result<(), EncodeError> {
     match format {
         Format::Classic64 => {
-            let io = |source| EncodeError::Io {
+            let io = |cause| EncodeError::Io {
                 context: format!("writing {}", path.display()),
-                source,
+                cause,
             };
             if let Some((v, got, want)) = shape_mismatch(layout, data) {
                 return Err(EncodeError::Shape {
@@ -106,9 +104,9 @@ pub fn write(
         Format::Netcdf4 => write_inner(layout, Data::Full(data), format, path)?,
     }
     let written = std::fs::metadata(path)
-        .map_err(|source| EncodeError::Io {
+        .map_err(|cause| EncodeError::Io {
             context: format!("stat {}", path.display()),
-            source,
+            cause,
         })?
         .len();
     if written != planned_size {
@@ -141,17 +139,17 @@ fn shape_mismatch(layout: &Layout, data: &[ArrayD<f32>]) -> Option<(String, usiz
 /// contiguous data blocks at first write, so the template allocates exactly what the real
 /// write will; about a millisecond, and sparse on disk.
 pub fn netcdf4_size(layout: &Layout) -> Result<u64, EncodeError> {
-    let dir = tempfile::tempdir().map_err(|source| EncodeError::Io {
+    let dir = tempfile::tempdir().map_err(|cause| EncodeError::Io {
         context: "creating a temporary directory for the NetCDF-4 size template".into(),
-        source,
+        cause,
     })?;
     let path = dir.path().join("template.nc");
     write_inner(layout, Data::Template, Format::Netcdf4, &path)?;
     std::fs::metadata(&path)
         .map(|m| m.len())
-        .map_err(|source| EncodeError::Io {
+        .map_err(|cause| EncodeError::Io {
             context: "stat of the NetCDF-4 size template".into(),
-            source,
+            cause,
         })
 }
 

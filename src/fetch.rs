@@ -230,8 +230,8 @@ pub struct FetchError {
     pub variable: String,
     /// The chunk's grid indices (empty for a check of the whole variable).
     pub chunk: Vec<u64>,
-    /// Why, by kind.
-    #[source]
+    /// Why, by kind (in the message, not also a `source()`: a chain printed whole would say
+    /// it twice).
     pub cause: ChunkError,
 }
 

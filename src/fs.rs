@@ -117,8 +117,7 @@ pub enum FsError {
     Flow {
         /// The file name.
         file: String,
-        /// Why, by kind.
-        #[source]
+        /// Why, by kind (in the message, not also a `source()`).
         cause: BuildFailure,
     },
     /// Reading the cached file failed.
@@ -126,8 +125,7 @@ pub enum FsError {
     CacheRead {
         /// The file name.
         file: String,
-        /// The I/O error.
-        #[source]
+        /// The I/O error (in the message, not also a `source()`).
         cause: Arc<std::io::Error>,
     },
 }

@@ -88,10 +88,9 @@ async fn the_catalog_policy_skips_refuses_and_names_the_file() {
     let strict = config.catalog_file(Policy { strict: true });
     let e = strict.read(&stack.source).unwrap_err();
     let text = e.to_string();
-    assert!(
-        matches!(&e, ReadError::Refused { source: Refused::Strict(v), .. } if v.len() == 1),
-        "{text}"
-    );
+    let matched =
+        matches!(&e, ReadError::Refused { refused: Refused::Strict(v), .. } if v.len() == 1);
+    assert!(matched, "{text}");
     assert!(
         text.contains("deskriptors.jsonl: 1 bad lines (--strict)"),
         "{text}"
@@ -109,7 +108,7 @@ async fn the_catalog_policy_skips_refuses_and_names_the_file() {
     assert!(matches!(
         e,
         ReadError::Refused {
-            source: Refused::NothingValid(_),
+            refused: Refused::NothingValid(_),
             ..
         }
     ));

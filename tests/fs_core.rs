@@ -227,6 +227,9 @@ async fn a_failed_flow_is_eio_with_its_cause_and_a_new_open_retries() {
         other => panic!("{other:?}"),
     }
     assert!(e.to_string().contains("injected fault"), "{e}");
+    // Printed as a chain (anyhow's `{:#}`), the store's message comes once.
+    let chained = format!("{:#}", anyhow::Error::new(e.clone()));
+    assert_eq!(chained.matches("injected fault").count(), 1, "{chained}");
     let cause = fs
         .getxattr(i, OsStr::new("user.sodeda.error"))
         .map(String::from_utf8)

@@ -226,13 +226,13 @@ async fn uploads_failed_in_an_outage_are_retried_after_the_next_success() {
     let (entry_a, entry_b) = (built(&s.local, &a, &bytes_a), built(&s.local, &b, &bytes_b));
     s.bucket.failing.store(true, Ordering::SeqCst);
     match put(&s, &a, &entry_a, false).await {
-        Err(RemoteError::Unavailable { target, source }) => {
+        Err(RemoteError::Unavailable { target, error }) => {
             assert_eq!(target, "s3://bucket/team/era5");
             assert!(
-                matches!(*source, object_store::Error::Generic { .. }),
-                "{source:?}"
+                matches!(*error, object_store::Error::Generic { .. }),
+                "{error:?}"
             );
-            assert!(source.to_string().contains("connection reset"), "{source}");
+            assert!(error.to_string().contains("connection reset"), "{error}");
         }
         other => panic!("{other:?}"),
     }

@@ -50,15 +50,14 @@ pub const DEFAULT_CACHE_DIR: &str = "./tmp/era5chunks";
 
 /// A cache operation failed.
 #[derive(Debug, thiserror::Error)]
-#[error("cache {path}: {context}: {source}")]
+#[error("cache {path}: {context}: {cause}")]
 pub struct CacheError {
     /// The path involved.
     pub path: String,
     /// What was being done.
     pub context: &'static str,
     /// The I/O error.
-    #[source]
-    pub source: io::Error,
+    pub cause: io::Error,
 }
 
 /// Recency and pins of the entries, for the size limit.
@@ -327,10 +326,10 @@ impl LocalCache {
     pub fn open(dir: &Path) -> Result<Self, CacheError> {
         let root = dir.join(format!("v{FORMAT_VERSION}"));
         let tmp = root.join("tmp");
-        create_dirs(&tmp).map_err(|source| CacheError {
+        create_dirs(&tmp).map_err(|cause| CacheError {
             path: tmp.display().to_string(),
             context: "creating the cache directory",
-            source,
+            cause,
         })?;
         for d in [dir, root.as_path()] {
             if let Ok(m) = std::fs::metadata(d) {
@@ -708,10 +707,10 @@ impl LocalCache {
             .suffix(".nc")
             .permissions(std::fs::Permissions::from_mode(0o664))
             .tempfile_in(&dir)
-            .map_err(|source| CacheError {
+            .map_err(|cause| CacheError {
                 path: dir.display().to_string(),
                 context: "creating a temporary file",
-                source,
+                cause,
             })
     }
 
@@ -734,14 +733,14 @@ impl LocalCache {
             return Err(CacheError {
                 path: identity.to_string(),
                 context: "naming an entry",
-                source: io::Error::new(io::ErrorKind::InvalidInput, "not a hex identity"),
+                cause: io::Error::new(io::ErrorKind::InvalidInput, "not a hex identity"),
             });
         };
         let parent = path.parent().expect("entries live in a subdirectory");
-        create_dirs(parent).map_err(|source| CacheError {
+        create_dirs(parent).map_err(|cause| CacheError {
             path: parent.display().to_string(),
             context: "creating a cache subdirectory",
-            source,
+            cause,
         })?;
         // No fsync: the rename is atomic for every reader and survives a crash of the
         // process; after a power loss an entry is still checked by size before use. An fsync
@@ -770,7 +769,7 @@ impl LocalCache {
         let file = file.persist(&path).map_err(|e| CacheError {
             path: path.display().to_string(),
             context: "renaming a new entry into place",
-            source: e.error,
+            cause: e.error,
         })?;
         // Verified as written (its checksum was just computed from these bytes).
         if let Ok(m) = file.metadata() {

@@ -57,22 +57,22 @@ pub enum RemoteError {
     #[error("S3 cache: {0}")]
     Config(String),
     /// The bucket refused the credentials (403, invalid key, bad signature).
-    #[error("S3 cache {target}: access denied with {credentials}: {source}")]
+    #[error("S3 cache {target}: access denied with {credentials}: {error}")]
     Denied {
         /// `s3://bucket/prefix` and the endpoint.
         target: String,
         /// Which credentials were used (a profile name, never a secret).
         credentials: String,
-        /// The store's error.
-        source: Arc<object_store::Error>,
+        /// The store's error (in the message, not also a `source()`).
+        error: Arc<object_store::Error>,
     },
     /// The bucket could not be reached or answered with an error.
-    #[error("S3 cache {target}: {source}")]
+    #[error("S3 cache {target}: {error}")]
     Unavailable {
         /// `s3://bucket/prefix` and the endpoint.
         target: String,
-        /// The store's error.
-        source: Arc<object_store::Error>,
+        /// The store's error (in the message, not also a `source()`).
+        error: Arc<object_store::Error>,
     },
     /// An object's bytes ended before the size it announced (a connection cut mid-answer).
     #[error("S3 cache {target}: object {key} ended after {written} of {size} bytes")]
@@ -87,12 +87,12 @@ pub enum RemoteError {
         size: u64,
     },
     /// Local I/O while copying an object into the local cache or reading a file to upload.
-    #[error("S3 cache: local copy of {identity}: {source}")]
+    #[error("S3 cache: local copy of {identity}: {error}")]
     Local {
         /// The identity being copied.
         identity: String,
-        /// The error.
-        source: Arc<dyn std::error::Error + Send + Sync>,
+        /// The error (in the message, not also a `source()`).
+        error: Arc<dyn std::error::Error + Send + Sync>,
     },
 }
 
@@ -146,7 +146,7 @@ fn read_profile(path: &std::path::Path, profile: &str) -> Result<ProfileCredenti
 fn local_error(identity: &str, e: impl std::error::Error + Send + Sync + 'static) -> RemoteError {
     RemoteError::Local {
         identity: identity.to_string(),
-        source: Arc::new(e),
+        error: Arc::new(e),
     }
 }
 
@@ -283,17 +283,17 @@ impl RemoteCache {
         ]
         .iter()
         .any(|s| cause.contains(s));
-        let source = Arc::new(e);
+        let error = Arc::new(e);
         if denied {
             RemoteError::Denied {
                 target: self.target.clone(),
                 credentials: self.credentials.clone(),
-                source,
+                error,
             }
         } else {
             RemoteError::Unavailable {
                 target: self.target.clone(),
-                source,
+                error,
             }
         }
     }

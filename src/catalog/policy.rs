@@ -62,21 +62,22 @@ impl Policy {
 /// Why a deskriptors file could not be served.
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
-    /// It could not be read.
-    #[error("cannot read {}: {source}", .path.display())]
+    /// It could not be read. (The cause is in the message, not also a `source()`: a chain
+    /// printed whole would say it twice.)
+    #[error("cannot read {}: {cause}", .path.display())]
     Io {
         /// The deskriptors file.
         path: PathBuf,
         /// The cause.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// It was read and refused by the policy.
-    #[error("{}: {source}", .path.display())]
+    #[error("{}: {refused}", .path.display())]
     Refused {
         /// The deskriptors file.
         path: PathBuf,
         /// Why.
-        source: Refused,
+        refused: Refused,
     },
 }
 
@@ -100,9 +101,9 @@ impl CatalogFile {
         let catalog = self.read_unchecked(source)?;
         self.policy
             .admit(catalog)
-            .map_err(|source| ReadError::Refused {
+            .map_err(|refused| ReadError::Refused {
                 path: self.path.clone(),
-                source,
+                refused,
             })
     }
 
@@ -111,7 +112,7 @@ impl CatalogFile {
         Catalog::load_indexed(&self.path, source, self.options, self.index_dir.as_deref()).map_err(
             |e| ReadError::Io {
                 path: self.path.clone(),
-                source: e,
+                cause: e,
             },
         )
     }

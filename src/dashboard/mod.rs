@@ -105,9 +105,14 @@ pub struct Dashboard {
     started: Instant,
     /// Permits to build a file that is not cached (see [`MAX_BUILDS`]).
     builds: tokio::sync::Semaphore,
+    /// Value ranges over every step, by file identity and variable (the last 256).
+    ranges: Mutex<lru::LruCache<(String, String), ValueRange>>,
     /// Counters.
     pub metrics: DashboardMetrics,
 }
+
+/// The smallest and largest value of a variable over a file, if it has finite values.
+type ValueRange = Option<(f64, f64)>;
 
 /// The catalog as last read, or why it could not be (unreadable, or refused by the policy).
 type CatalogRead = Result<Arc<Catalog>, Arc<ReadError>>;
@@ -175,6 +180,9 @@ impl Dashboard {
             started: Instant::now(),
             builds: tokio::sync::Semaphore::new(MAX_BUILDS),
             metrics: DashboardMetrics::default(),
+            ranges: Mutex::new(lru::LruCache::new(
+                std::num::NonZeroUsize::new(256).expect("not zero"),
+            )),
         })
     }
 
@@ -188,18 +196,41 @@ impl Dashboard {
         let file = &self.options.catalog;
         let mtime = std::fs::metadata(&file.path)
             .and_then(|m| m.modified())
-            .map_err(|source| {
+            .map_err(|cause| {
                 Arc::new(ReadError::Io {
                     path: file.path.clone(),
-                    source,
+                    cause,
                 })
             })?;
         let mut guard = self.catalog.lock().expect("catalog lock poisoned");
         if guard.0 != Some(mtime) {
-            let catalog = file.read(self.source()).map(Arc::new);
-            *guard = (Some(mtime), catalog.map_err(Arc::new));
+            let catalog = file.read(self.source()).map(Arc::new).map_err(Arc::new);
+            // A refusal stands until the file changes; a failure to read it (EMFILE, EIO, a
+            // permission fixed with chmod, which keeps the mtime) is tried again next time.
+            let stands = !matches!(
+                catalog.as_ref().map_err(|e| e.as_ref()),
+                Err(ReadError::Io { .. })
+            );
+            *guard = (stands.then_some(mtime), catalog);
         }
         guard.1.clone()
+    }
+
+    /// The value range of variable `name` over every step of the file of `identity` at
+    /// `path`, from memory when it was read before.
+    fn value_range(
+        &self,
+        path: &std::path::Path,
+        identity: &str,
+        name: &str,
+    ) -> Result<ValueRange, preview::SliceError> {
+        let key = (identity.to_string(), name.to_string());
+        if let Some(known) = self.ranges.lock().expect("poisoned").get(&key) {
+            return Ok(*known);
+        }
+        let range = preview::value_range(path, name)?;
+        self.ranges.lock().expect("poisoned").put(key, range);
+        Ok(range)
     }
 
     /// Plans the selection in `pairs`: `file=NAME` for a listed file, else the form fields.
@@ -530,13 +561,26 @@ async fn download(State(d): State<Shared>, Query(pairs): Pairs) -> Response {
         Ok(f) => f,
         Err(e) => return text_error(StatusCode::INTERNAL_SERVER_ERROR, internal(e).1),
     };
+    // The last path component; an ASCII fallback and the UTF-8 name (RFC 6266 / 5987).
     let name = r
         .plan
         .file_name
         .rsplit('/')
         .next()
-        .unwrap_or("selection.nc")
-        .replace(['"', '\\'], "_");
+        .unwrap_or("selection.nc");
+    let ascii: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_graphic() && c != '"' && c != '\\' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let utf8: String = url::form_urlencoded::byte_serialize(name.as_bytes())
+        .collect::<String>()
+        .replace('+', "%20");
     let stream = tokio_util::io::ReaderStream::with_capacity(file, 1 << 20).map(move |part| {
         let _pinned = &materialized; // until the last part is sent
         part
@@ -547,7 +591,7 @@ async fn download(State(d): State<Shared>, Query(pairs): Pairs) -> Response {
             (header::CONTENT_LENGTH, r.plan.size.to_string()),
             (
                 header::CONTENT_DISPOSITION,
-                format!("attachment; filename=\"{name}\""),
+                format!("attachment; filename=\"{ascii}\"; filename*=UTF-8''{utf8}"),
             ),
         ],
         axum::body::Body::from_stream(stream),
@@ -561,12 +605,32 @@ async fn map(State(d): State<Shared>, Query(pairs): Pairs) -> Response {
         Err(response) => return response,
     };
     let mut view = view_of(&pairs);
+    // One colour range over every step reads the whole variable once: offered for files an
+    // ad-hoc preview may build, and kept per file and variable.
+    if view.fixed_range && r.plan.size > d.options.preview_max_size {
+        return text_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "same colours for all steps reads the whole file, and this one is {} \
+                 (the limit is --preview-max-size, {}); untick it to colour each step alone",
+                page::human_size(r.plan.size),
+                page::human_size(d.options.preview_max_size)
+            ),
+        );
+    }
     let source = d.flow.source().clone();
+    let dashboard = d.clone();
     let rendered = tokio::task::spawn_blocking(move || {
         // libnetcdf opens by name: the checked file's descriptor, not the cache path.
         let path = materialized.file.fd_path();
-        let field =
+        let mut field =
             preview::read_field(&path, &r.plan, &source, &mut view).map_err(|e| e.to_string())?;
+        if view.fixed_range {
+            let name = view.variable.clone().unwrap_or_default();
+            field.range = dashboard
+                .value_range(&path, &r.plan.identity, &name)
+                .map_err(|e| e.to_string())?;
+        }
         drop(materialized);
         render::render_png(&field).map_err(|e| e.to_string())
     })

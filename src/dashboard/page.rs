@@ -220,9 +220,14 @@ fn preview(p: &PageData, pr: &Result<Preview, String>) -> Markup {
                     " "
                     span #time { (pv.axes.times.get(view.step).cloned().unwrap_or_default()) " UTC" }
                     " "
-                    label title="one colour scale for every step and level, so that they compare" {
-                        input #scale type="checkbox" name="scale" value="all"
-                            checked[view.fixed_range] onchange="this.form.submit()";
+                    @let too_big = pv.plan.size > p.dashboard.options.preview_max_size;
+                    label title=(if too_big {
+                        "offered for files up to --preview-max-size: it reads the whole file"
+                    } else {
+                        "one colour scale for every step and level, so that they compare"
+                    }) {
+                        input #scale type="checkbox" name="scale" value="all" disabled[too_big]
+                            checked[view.fixed_range && !too_big] onchange="this.form.submit()";
                         " same colours for all steps"
                     }
                     " "

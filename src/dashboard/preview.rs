@@ -273,6 +273,44 @@ pub enum SliceError {
     Netcdf(#[from] netcdf::Error),
 }
 
+/// The smallest and largest finite values of variable `name` over every step and level of
+/// the file at `path`, read one time step at a time (memory: one step); `None` when it has
+/// no finite value.
+pub fn value_range(path: &Path, name: &str) -> Result<Option<(f64, f64)>, SliceError> {
+    let file = netcdf::open(path)?;
+    let var = file
+        .variable(name)
+        .ok_or_else(|| SliceError::NoVariable(name.to_string(), String::new()))?;
+    let dims: Vec<(String, usize)> = var
+        .dimensions()
+        .iter()
+        .map(|d| (d.name(), d.len()))
+        .collect();
+    let steps = dims
+        .iter()
+        .find(|(d, _)| d == "time")
+        .map_or(1, |(_, n)| *n);
+    let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
+    for step in 0..steps {
+        let extents: Vec<netcdf::Extent> = dims
+            .iter()
+            .map(|(d, _)| match d.as_str() {
+                "time" => netcdf::Extent::Index(step),
+                _ => netcdf::Extent::Slice {
+                    start: 0,
+                    stride: 1,
+                },
+            })
+            .collect();
+        let values: Vec<f32> = var.get_values(extents)?;
+        for v in values.into_iter().filter(|v| v.is_finite()) {
+            lo = lo.min(f64::from(v));
+            hi = hi.max(f64::from(v));
+        }
+    }
+    Ok(lo.is_finite().then_some((lo, hi)))
+}
+
 /// Reads one time step (and level) of one variable from the file of `plan` at `path`.
 /// The step and level are clamped into range; the view is updated to what was read.
 pub fn read_field(
@@ -316,20 +354,6 @@ pub fn read_field(
         })
         .collect();
     let mut values: Vec<f32> = var.get_values(extents)?;
-    // Over every step and level of the variable: the whole variable read once more (a
-    // preview file is bounded by --preview-max-size).
-    let range = if view.fixed_range {
-        let all: Vec<f32> = var.get_values(..)?;
-        let (lo, hi) = all
-            .iter()
-            .filter(|v| v.is_finite())
-            .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| {
-                (lo.min(f64::from(v)), hi.max(f64::from(v)))
-            });
-        lo.is_finite().then_some((lo, hi))
-    } else {
-        None
-    };
     let label = |d: &str| {
         plan.selections
             .get(d)
@@ -387,7 +411,7 @@ pub fn read_field(
         },
         subtitle,
         units: attr("units"),
-        range,
+        range: None,
         borders: view.borders,
     })
 }

@@ -36,6 +36,9 @@ const VALUE_OPTIONS: &[&str] = &[
     "log_file",
     "fuse_threads",
     "readahead",
+    "pin",
+    "layout",
+    "source_check_interval",
 ];
 
 /// Options without a value.
@@ -266,6 +269,26 @@ mod tests {
         );
         assert_eq!(c.env_file, Some("/etc/sodeda/sodeda.env".into()));
         assert!(!c.fake);
+    }
+
+    #[test]
+    fn every_mount_option_of_sodeda_mount_can_be_written_in_fstab() {
+        let c = call(&[
+            "d.jsonl",
+            "/mnt/era5",
+            "-o",
+            "pin=current,layout={variable}/{year},source_check_interval=0,strict",
+        ])
+        .unwrap();
+        let args = strings(&c).join(" ");
+        for pair in [
+            "--pin current",
+            "--layout {variable}/{year}",
+            "--source-check-interval 0",
+            "--strict",
+        ] {
+            assert!(args.contains(pair), "{pair} in {args}");
+        }
     }
 
     #[test]

@@ -140,10 +140,10 @@ pub struct Scope {
 }
 
 impl Scope {
-    /// A scope of these parts, checked: every data variable is float32 over dimensions that
-    /// all have a coordinate of the right length, and `time` is a coordinate with CF units.
-    /// The store's version is read from `attributes`. The error names the array at fault and
-    /// why.
+    /// A scope of these parts, checked: each data variable has as many dimensions as its
+    /// shape and chunks have entries, every dimension has a coordinate, and `time` is a
+    /// coordinate with CF units (data types are checked when a store is opened). The store's
+    /// version is read from `attributes`. The error names the array at fault and why.
     pub fn new(
         url: &str,
         attributes: Map<String, Value>,

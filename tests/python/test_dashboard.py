@@ -262,6 +262,21 @@ def test_same_colours_for_all_steps_fixes_the_colour_bar(dashboard):
     assert np.array_equal(bar("&t=0&scale=all"), bar("&t=5&scale=all"))
 
 
+def test_same_colours_for_all_steps_is_refused_beyond_the_preview_size(replica, tmp_path):
+    """It reads the whole file: a listed file larger than --preview-max-size gets 413 with
+    the sizes, and the map of one step still renders."""
+    d = Dashboard(replica, tmp_path / "cache", TEST_SET, tmp_path / "dashboard.log",
+                  extra=("--preview-max-size", "1K"))
+    try:
+        status, body, _ = d.get("/map.png?file=multi_hour.nc&scale=all")
+        assert status == 413, body[:300]
+        assert b"KiB" in body and b"--preview-max-size" in body, body
+        status, _, ctype = d.get("/map.png?file=multi_hour.nc")
+        assert (status, ctype) == (200, "image/png")
+    finally:
+        d.stop()
+
+
 def test_the_region_picker_fills_the_box_and_the_file_downloads(browser, dashboard):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
