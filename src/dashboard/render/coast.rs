@@ -248,6 +248,21 @@ mod tests {
     }
 
     #[test]
+    fn coasts_continue_across_the_antimeridian() {
+        // 150°E → 150°W written 150 … 210 (ERA5's convention): New Zealand west of the seam,
+        // Tonga east of it (175.2°W, drawn at 184.8).
+        let lons: Vec<f64> = (0..241).map(|i| 150.0 + 0.25 * i as f64).collect();
+        let lats: Vec<f64> = (0..161).map(|i| -10.0 - 0.25 * i as f64).collect();
+        let mut canvas = Canvas::new(520, 380);
+        let p = Projection::of(&lons, &lats, (10, 10, 482, 322)).unwrap();
+        assert!(draw(&mut canvas, &p, Layer::Coast, COAST) > 100);
+        assert!(coast_near(&canvas, &p, 174.78, -41.29, 2), "Wellington");
+        assert!(coast_near(&canvas, &p, 184.8, -21.2, 2), "Tongatapu");
+        let (x, y) = p.pixel(195.0, -30.0);
+        assert_eq!(canvas.get(x as u32, y as u32), [255; 3], "open Pacific");
+    }
+
+    #[test]
     fn lists_of_positions_get_no_lines_and_lines_stay_inside_the_grid() {
         let uneven = [1.0, 2.0, 4.0];
         assert!(Projection::of(&uneven, &[3.0, 2.0], (0, 0, 30, 20)).is_none());
