@@ -15,7 +15,7 @@ pub mod index;
 pub mod policy;
 
 use crate::deskriptor::{self, Deskriptor, DeskriptorError};
-use crate::plan::{Plan, PlanOptions};
+use crate::plan::{Plan, PlanError, PlanOptions};
 use crate::source::Scope;
 
 /// What is known of a file without building it: about 60 bytes plus its name, line and
@@ -116,7 +116,7 @@ impl Entry {
 
     /// Rebuilds the full plan from the line. It succeeded when the catalog was made, so it
     /// succeeds again with the same scope and options (and gives the same identity).
-    pub fn plan(&self, scope: &Scope, options: PlanOptions) -> Result<Plan, DeskriptorError> {
+    pub fn plan(&self, scope: &Scope, options: PlanOptions) -> Result<Plan, PlanError> {
         let d = Deskriptor::parse(self.line, self.raw())?;
         Plan::new(&d, scope, options)
     }
@@ -155,14 +155,14 @@ fn plan_part(
     lines: Vec<deskriptor::FileLine>,
     scope: &Scope,
     options: PlanOptions,
-) -> Vec<Result<Entry, DeskriptorError>> {
+) -> Vec<Result<Entry, PlanError>> {
     let mut out = Vec::with_capacity(lines.len());
     let mut memo = crate::plan::PlanMemo::default();
     for deskriptor::FileLine { number, text } in lines {
         out.push(match text {
             Ok(t) if t.trim().is_empty() => continue,
             Ok(t) => Plan::entry_of_line(number, &t, scope, options, &mut memo),
-            Err(e) => Err(e),
+            Err(e) => Err(e.into()),
         });
     }
     out
@@ -228,7 +228,7 @@ impl Catalog {
     }
 
     /// Plans the lines of `text`.
-    pub fn from_text(text: &str, scope: &Scope, options: PlanOptions) -> Catalog {
+    pub fn from_text(text: &str, scope: &Scope, options: PlanOptions) -> std::io::Result<Catalog> {
         Self::from_lines(deskriptor::split_lines(text.as_bytes()), scope, options)
     }
 
@@ -237,13 +237,13 @@ impl Catalog {
         lines: Vec<deskriptor::FileLine>,
         scope: &Scope,
         options: PlanOptions,
-    ) -> Catalog {
+    ) -> std::io::Result<Catalog> {
         let mut catalog = Catalog::default();
         let mut names = Names::default();
-        for r in plan_batch(lines, scope, options) {
+        for r in plan_batch(lines, scope, options)? {
             catalog.push(names.check(r));
         }
-        catalog
+        Ok(catalog)
     }
 
     fn push(&mut self, result: Result<Entry, DeskriptorError>) {
@@ -319,7 +319,7 @@ impl Catalog {
                 (next, planning.join().expect("a planning thread panicked"))
             });
             batch = next?;
-            planned = results;
+            planned = results?;
         }
         for r in planned {
             each(names.check(r));
@@ -334,7 +334,7 @@ fn plan_batch(
     lines: Vec<deskriptor::FileLine>,
     scope: &Scope,
     options: PlanOptions,
-) -> Vec<Result<Entry, DeskriptorError>> {
+) -> std::io::Result<Vec<Result<Entry, DeskriptorError>>> {
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(lines.len().div_ceil(PART).max(1));
@@ -348,7 +348,7 @@ fn plan_batch(
         }
         parts.push(part);
     }
-    std::thread::scope(|threads| {
+    let planned: Vec<Result<Entry, PlanError>> = std::thread::scope(|threads| {
         let workers: Vec<_> = parts
             .into_iter()
             .map(|part| threads.spawn(move || plan_part(part, scope, options)))
@@ -357,7 +357,17 @@ fn plan_batch(
             .into_iter()
             .flat_map(|w| w.join().expect("a planning thread panicked"))
             .collect()
-    })
+    });
+    // A line's own error stays with the line; a size that could not be computed (libnetcdf,
+    // the temporary directory) is the machine's fault and stops the whole reading.
+    planned
+        .into_iter()
+        .map(|r| match r {
+            Ok(entry) => Ok(Ok(entry)),
+            Err(PlanError::Deskriptor(e)) => Ok(Err(e)),
+            Err(e @ PlanError::Size(_)) => Err(std::io::Error::other(e)),
+        })
+        .collect()
 }
 
 /// The file names seen so far, each once in one arena, and the directories they make: what
@@ -476,7 +486,7 @@ not json
 
 {"time": "2023-01-01T05", "variable": "temperature", "level": 850}
 "#;
-        let c = Catalog::from_text(text, &scope, PlanOptions::default());
+        let c = Catalog::from_text(text, &scope, PlanOptions::default()).unwrap();
         let names: Vec<&str> = c.entries.iter().map(|e| e.file_name()).collect();
         assert_eq!(names[..2], ["a.nc", "d/b.nc"]);
         assert!(

@@ -22,9 +22,8 @@ use tokio::sync::OnceCell;
 
 use crate::cache::Key;
 use crate::catalog::Entry;
-use crate::deskriptor::DeskriptorError;
 use crate::flow::{error_chain, Flow, FlowError};
-use crate::plan::PlanOptions;
+use crate::plan::{PlanError, PlanOptions};
 
 pub mod readahead;
 
@@ -133,9 +132,10 @@ pub enum FsError {
 /// Why a file could not be built.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum BuildFailure {
-    /// Its line no longer plans over the source (the store changed since it was read).
+    /// Its line no longer plans over the source (the store changed since it was read), or
+    /// its size could not be computed.
     #[error("{0}")]
-    Plan(#[from] DeskriptorError),
+    Plan(#[from] PlanError),
     /// The flow failed: the source, the encoder or the cache (all its causes in the message).
     #[error("{}", error_chain(.0.as_ref()))]
     Flow(Arc<FlowError>),

@@ -7,6 +7,7 @@
 //! of the file [`crate::encode`] writes for this plan.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use chrono::{Datelike, Timelike};
 use sha2::{Digest, Sha256};
@@ -149,13 +150,35 @@ fn provenance_key(provenance: &Provenance) -> String {
     key
 }
 
+/// Why a deskriptor could not be planned.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PlanError {
+    /// The deskriptor does not fit the source or the options: its line's fault, named.
+    #[error(transparent)]
+    Deskriptor(#[from] DeskriptorError),
+    /// The NetCDF-4 size template could not be written (libnetcdf, the temporary directory):
+    /// the machine's fault, not the line's.
+    #[error("computing the size of a NetCDF-4 file: {0}")]
+    Size(Arc<encode::EncodeError>),
+}
+
+impl PlanError {
+    /// The line's error, when the line is at fault.
+    pub fn deskriptor(&self) -> Option<&DeskriptorError> {
+        match self {
+            PlanError::Deskriptor(e) => Some(e),
+            PlanError::Size(_) => None,
+        }
+    }
+}
+
 impl Plan {
-    /// Resolves `deskriptor` against `source`.
+    /// Resolves `deskriptor` against `scope`.
     pub fn new(
         deskriptor: &Deskriptor,
         scope: &Scope,
         options: PlanOptions,
-    ) -> Result<Plan, DeskriptorError> {
+    ) -> Result<Plan, PlanError> {
         let line = deskriptor.line;
         let r = resolve(deskriptor, scope, options)?;
         let (layout, size) = layout_and_size(line, scope, &r, options.format)?;
@@ -184,7 +207,7 @@ impl Plan {
         scope: &Scope,
         options: PlanOptions,
         memo: &mut PlanMemo,
-    ) -> Result<crate::catalog::Entry, DeskriptorError> {
+    ) -> Result<crate::catalog::Entry, PlanError> {
         let r = resolve(deskriptor, scope, options)?;
         let provenance_key = provenance_key(&r.provenance);
         entry_of(
@@ -209,7 +232,7 @@ impl Plan {
         scope: &Scope,
         options: PlanOptions,
         memo: &mut PlanMemo,
-    ) -> Result<crate::catalog::Entry, DeskriptorError> {
+    ) -> Result<crate::catalog::Entry, PlanError> {
         if let Some(entry) = memo::entry(line, text, scope, options, memo) {
             return Ok(entry);
         }
@@ -227,7 +250,7 @@ fn entry_of(
     scope: &Scope,
     options: PlanOptions,
     memo: &mut PlanMemo,
-) -> Result<crate::catalog::Entry, DeskriptorError> {
+) -> Result<crate::catalog::Entry, PlanError> {
     let mut key = std::mem::take(&mut memo.size_key);
     size_key(&mut key, options.format, &r, provenance_key);
     let known = memo.sizes.get(key.as_str()).copied();
@@ -268,12 +291,13 @@ fn layout_and_size(
     scope: &Scope,
     r: &Resolution,
     format: Format,
-) -> Result<(Layout, u64), DeskriptorError> {
+) -> Result<(Layout, u64), PlanError> {
     let layout = full_layout(scope, r).map_err(|why| DeskriptorError::new(line, "", "", why))?;
     let size = match format {
         Format::Classic64 => layout.classic_size(),
-        Format::Netcdf4 => encode::netcdf4_size(&layout)
-            .map_err(|e| DeskriptorError::new(line, "", "", e.to_string()))?,
+        Format::Netcdf4 => {
+            encode::netcdf4_size(&layout).map_err(|e| PlanError::Size(Arc::new(e)))?
+        }
     };
     Ok((layout, size))
 }
@@ -788,7 +812,11 @@ mod tests {
 
     fn plan(scope: &Scope, json: &str) -> Result<Plan, DeskriptorError> {
         let d = Deskriptor::parse(1, json)?;
-        Plan::new(&d, scope, PlanOptions::default())
+        Plan::new(&d, scope, PlanOptions::default()).map_err(|e| {
+            e.deskriptor()
+                .cloned()
+                .expect("CDF-2 sizes are computed, not written")
+        })
     }
 
     fn indices(plan: &Plan, dim: &str) -> Vec<usize> {

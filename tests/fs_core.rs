@@ -30,7 +30,7 @@ async fn setup(store: Arc<dyn ObjectStore>) -> (Arc<DatasetFs>, tempfile::TempDi
             .await
             .unwrap(),
     );
-    let catalog = Catalog::from_text(DESKRIPTORS, &source, PlanOptions::default());
+    let catalog = Catalog::from_text(DESKRIPTORS, &source, PlanOptions::default()).unwrap();
     assert!(catalog.errors.is_empty(), "{:?}", catalog.errors);
     let dir = tempfile::tempdir().unwrap();
     let flow = Flow::new(
@@ -432,7 +432,7 @@ async fn reload_adds_and_removes_files_and_open_handles_keep_working() {
         .chain([r#"{"name": "c", "time": "2023-01-01T03:00", "variable": "2m_temperature"}"#])
         .collect::<Vec<_>>()
         .join("\n");
-    let catalog = Catalog::from_text(&text, fs.flow().source(), PlanOptions::default());
+    let catalog = Catalog::from_text(&text, fs.flow().source(), PlanOptions::default()).unwrap();
     let summary = fs.reload(catalog.entries);
     assert_eq!(summary.added, vec!["c.nc"]);
     assert_eq!(summary.removed, vec!["b.nc"]);
@@ -468,7 +468,7 @@ async fn reload_reports_changed_and_removed_names_with_their_retired_inodes() {
 
     // a: same name, another selection (two hours fewer); b removed; absent unchanged; c new.
     let reloaded = |text: &str| {
-        let catalog = Catalog::from_text(text, fs.flow().source(), PlanOptions::default());
+        let catalog = Catalog::from_text(text, fs.flow().source(), PlanOptions::default()).unwrap();
         assert!(catalog.errors.is_empty(), "{:?}", catalog.errors);
         fs.reload(catalog.entries)
     };
@@ -545,7 +545,7 @@ async fn hourly(readahead: usize) -> (Arc<DatasetFs>, tempfile::TempDir) {
             )
         })
         .collect();
-    let catalog = Catalog::from_text(&text, &source, PlanOptions::default());
+    let catalog = Catalog::from_text(&text, &source, PlanOptions::default()).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let flow = Flow::new(
         source,
@@ -687,7 +687,7 @@ async fn names_with_slashes_make_directories_that_reloads_keep() {
         line("t2m/2023/01/c", 4),
     ]
     .join("\n");
-    let catalog = Catalog::from_text(&text, &source, PlanOptions::default());
+    let catalog = Catalog::from_text(&text, &source, PlanOptions::default()).unwrap();
     assert!(catalog.errors.is_empty(), "{:?}", catalog.errors);
     let dir = tempfile::tempdir().unwrap();
     let flow = Flow::new(
@@ -743,7 +743,7 @@ async fn names_with_slashes_make_directories_that_reloads_keep() {
         line("top", 2),
         line("t2m/2023/01/c", 4),
     ];
-    let catalog = Catalog::from_text(&fewer.join("\n"), &source, PlanOptions::default());
+    let catalog = Catalog::from_text(&fewer.join("\n"), &source, PlanOptions::default()).unwrap();
     let summary = fs.reload(catalog.entries);
     assert_eq!(summary.removed, ["t2m/2023/02/b.nc"]);
     assert_eq!(names(y), [".", "..", "01"]);
@@ -758,7 +758,8 @@ async fn names_with_slashes_make_directories_that_reloads_keep() {
 
     // A file and a directory of one path: the later line is refused, naming the earlier one.
     let refused = |lines: &[String]| {
-        let catalog = Catalog::from_text(&lines.join("\n"), &source, PlanOptions::default());
+        let catalog =
+            Catalog::from_text(&lines.join("\n"), &source, PlanOptions::default()).unwrap();
         catalog
             .errors
             .iter()
@@ -788,7 +789,7 @@ async fn names_with_slashes_make_directories_that_reloads_keep() {
     };
     let unnamed = r#"{"time": "2023-01-02T05:00", "latitude": 0, "longitude": 0, "variable": "2m_temperature"}"#;
     let text = format!("{unnamed}\n{}", line("kept", 1));
-    let catalog = Catalog::from_text(&text, &source, options);
+    let catalog = Catalog::from_text(&text, &source, options).unwrap();
     let got: Vec<&str> = catalog.entries.iter().map(|e| e.file_name()).collect();
     assert!(
         got[0].starts_with("2m_temperature/2023/01/2m_temperature_20230102T05_"),
@@ -834,7 +835,8 @@ async fn a_catalog_read_in_batches_equals_one_read_whole() {
         sodeda_era5::deskriptor::split_lines(&bytes),
         &source,
         PlanOptions::default(),
-    );
+    )
+    .unwrap();
     for batch in [1, 2, 3, 100] {
         let (mut entries, mut errors) = (Vec::new(), Vec::new());
         Catalog::scan_in_batches(&path, &source, PlanOptions::default(), batch, |r| match r {

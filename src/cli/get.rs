@@ -10,7 +10,7 @@ use anyhow::{bail, Context, Result};
 use crate::app::Config;
 use crate::deskriptor::Deskriptor;
 use crate::flow::Origin;
-use crate::plan::Plan;
+use crate::plan::{Plan, PlanError};
 
 /// Builds the file of line `line` of the deskriptors file, or of the inline deskriptor
 /// `json`, and writes it to `output`; `stats` prints what was read from the source.
@@ -43,7 +43,10 @@ pub(super) async fn get(
         (None, None) => bail!("give --line N or --deskriptor JSON"),
     };
     let source = config.open_source().await?;
-    let plan = Plan::new(&deskriptor, &source, config.plan).map_err(inline)?;
+    let plan = Plan::new(&deskriptor, &source, config.plan).map_err(|e| match e {
+        PlanError::Deskriptor(e) => inline(e),
+        size @ PlanError::Size(_) => size.into(),
+    })?;
     let flow = config.open_flow(source.clone()).await?;
     let before = (source.metrics.requests(), source.metrics.bytes());
     let (cached, origin) = flow

@@ -262,7 +262,10 @@ impl Dashboard {
         }
         let d = Deskriptor::parse(0, &form.to_json()).map_err(|e| selection_error(&e))?;
         let plan =
-            Plan::new(&d, self.source(), self.options.plan).map_err(|e| selection_error(&e))?;
+            Plan::new(&d, self.source(), self.options.plan).map_err(|e| match e.deskriptor() {
+                Some(e) => selection_error(e),
+                None => e.to_string(),
+            })?;
         if plan.size > self.options.preview_max_size {
             return Err(format!(
                 "this selection makes a {} file; previews build at most {} \

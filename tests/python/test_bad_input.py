@@ -13,7 +13,7 @@ import subprocess
 
 import pytest
 
-from conftest import DATA, Dashboard, binary, clean_env, read_lines
+from conftest import DATA, Dashboard, Runner, binary, clean_env, read_lines
 
 BAD = DATA / "bad-deskriptors.jsonl"
 
@@ -279,3 +279,17 @@ def test_misspelled_keys_suggest_the_nearest_key(run, tmp_path):
         hits = [o for o in out if f": line {i}," in o]
         assert len(hits) == 1, (i, out)
         assert f"field `{key}`: unknown key; did you mean `{meant}`?" in hits[0], hits[0]
+
+
+def test_a_size_that_cannot_be_computed_is_no_bad_line(replica, tmp_path):
+    """NetCDF-4 sizes are measured on a template file in the temporary directory: when it
+    cannot be written, the error says so, once, and blames no deskriptor line."""
+    env = {"TMPDIR": str(tmp_path / "gone")}
+    run = Runner(replica, tmp_path / "cache", tmp_path)
+    for args in (["validate"], ["get", "--line", "1", "-o", tmp_path / "x.nc"]):
+        p = run("--format", "netcdf4", *args, "--deskriptors", DATA.parent.parent /
+                "deskriptors.jsonl", env=env, check=False)
+        assert p.returncode == 1, p.stdout + p.stderr
+        assert p.stderr.count("computing the size of a NetCDF-4 file") == 1, p.stderr
+        assert "line 1" not in p.stdout + p.stderr, p.stdout + p.stderr
+    assert not (tmp_path / "x.nc").exists()
