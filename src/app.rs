@@ -78,7 +78,7 @@ impl Config {
         let mut source = Source::open_with(&self.source, self.source_options).await?;
         if let Some(pin) = self.pin.as_deref().filter(|p| !p.trim().is_empty()) {
             source.scope.freshness.pin(pin);
-            if let Some((pinned, actual)) = source.freshness.moved_past_pin() {
+            if let Some((pinned, actual)) = source.scope.freshness.moved_past_pin() {
                 tracing::warn!(
                     "pinned to store version {pinned:?}; the store is now {actual:?}: files over \
                      ERA5T hours are served only from the cache tiers"
@@ -116,8 +116,8 @@ impl Config {
     /// beside it, the chunk cache, the build memory budget and the S3 tier.
     pub async fn open_flow(&self, source: Arc<Source>) -> Result<Flow> {
         let cache = self.open_local_cache()?;
-        cache.set_store_version(source.freshness.cache_version());
-        let tables = Arc::new(BlockTables::open(cache.dir(), &source.url));
+        cache.set_store_version(source.scope.freshness.cache_version());
+        let tables = Arc::new(BlockTables::open(cache.dir(), &source.scope.url));
         let flow = Flow::new(
             source,
             cache,

@@ -249,7 +249,7 @@ const BLOCK_GRAIN: f64 = 0.125;
 pub fn chunk_demand(plan: &Plan, source: &Source) -> Vec<(ChunkKey, f64)> {
     let mut out = Vec::new();
     for pv in &plan.variables {
-        let Some(var) = source.variables.get(&pv.name) else {
+        let Some(var) = source.scope.variables.get(&pv.name) else {
             continue;
         };
         let groups = chunk_groups(plan, &pv.dims, &var.chunks);
@@ -276,7 +276,12 @@ pub fn chunk_needs(
 ) -> Vec<(String, ChunkNeed)> {
     let mut out = Vec::new();
     for pv in &plan.variables {
-        let Some(var) = source.variables.get(&pv.name).filter(|v| v.blosc_blocks) else {
+        let Some(var) = source
+            .scope
+            .variables
+            .get(&pv.name)
+            .filter(|v| v.blosc_blocks)
+        else {
             continue;
         };
         let groups = chunk_groups(plan, &pv.dims, &var.chunks);
@@ -358,7 +363,11 @@ pub async fn fetch(
             ArrayD::<f32>::from_elem(IxDyn(&shape), f32::NAN)
         })
         .collect();
-    let reads = bounded_reads(chunk_tasks(plan, source, options), options, &source.url);
+    let reads = bounded_reads(
+        chunk_tasks(plan, source, options),
+        options,
+        &source.scope.url,
+    );
     let results = stream::iter(reads).buffer_unordered(options.concurrency.max(1));
 
     let mut results = std::pin::pin!(results);
@@ -378,7 +387,7 @@ pub async fn fetch(
         let again = ArrayCheck::default();
         if let Err(cause) = confirm_absent(&again, source.store.as_ref(), name).await {
             return Err(FetchError {
-                url: source.url.clone(),
+                url: source.scope.url.clone(),
                 variable: name.clone(),
                 chunk: Vec::new(),
                 cause,
@@ -395,7 +404,7 @@ pub async fn fetch(
 fn chunk_tasks(plan: &Plan, source: &Source, options: &FetchOptions) -> Vec<ChunkTask> {
     let mut tasks = Vec::new();
     for (vi, pv) in plan.variables.iter().enumerate() {
-        let var = &source.variables[&pv.name];
+        let var = &source.scope.variables[&pv.name];
         let array = source
             .array(&pv.name)
             .expect("every variable of a scope has its array");

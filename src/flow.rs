@@ -164,7 +164,7 @@ pub fn build_bytes(plan: &Plan, source: &Source, options: &FetchOptions) -> u64 
             .map(|d| plan.selections[d].indices.len() as u64)
             .product::<u64>()
             * 4;
-        if let Some(v) = source.variables.get(&pv.name) {
+        if let Some(v) = source.scope.variables.get(&pv.name) {
             largest_chunk = largest_chunk.max(v.chunks.iter().product::<u64>() * 4);
         }
     }
@@ -353,7 +353,7 @@ impl Flow {
         if let Some((pinned, actual)) = plan
             .provenance
             .provisional()
-            .then(|| self.source.freshness.moved_past_pin())
+            .then(|| self.source.scope.freshness.moved_past_pin())
             .flatten()
         {
             return Err(FlowError::Pinned { pinned, actual });

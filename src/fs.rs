@@ -487,6 +487,7 @@ impl DatasetFs {
         // change.
         let created = seconds_to_time(
             flow.source()
+                .scope
                 .freshness
                 .current()
                 .updated_seconds()
@@ -1005,7 +1006,7 @@ impl DatasetFs {
             return Ok(hit.file);
         }
         let plan = entry
-            .plan(self.flow.source(), self.options)
+            .plan(&self.flow.source().scope, self.options)
             .map_err(|e| fail(e.into()))?;
         // The file as checked or written by the cache, never a path opened again: an entry
         // evicted meanwhile by another process stays readable.
@@ -1091,12 +1092,12 @@ impl DatasetFs {
             }
             XATTR_PROVENANCE => {
                 let e = &node.entry;
-                let plan =
-                    e.plan(self.flow.source(), self.options)
-                        .map_err(|err| FsError::Flow {
-                            file: e.file_name().to_string(),
-                            cause: err.into(),
-                        })?;
+                let plan = e
+                    .plan(&self.flow.source().scope, self.options)
+                    .map_err(|err| FsError::Flow {
+                        file: e.file_name().to_string(),
+                        cause: err.into(),
+                    })?;
                 let mut json = plan.provenance.to_json();
                 json["absent_chunks"] = self
                     .flow

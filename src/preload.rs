@@ -244,7 +244,7 @@ fn with_whole_chunks(flow: &Flow, entries: &[Entry], options: PlanOptions) -> Fl
         if flow.tiers().is_cached(Key::new(e.identity(), e.size)) {
             continue;
         }
-        if let Ok(plan) = e.plan(flow.source(), options) {
+        if let Ok(plan) = e.plan(&flow.source().scope, options) {
             for (chunk, part) in chunk_demand(&plan, flow.source()) {
                 *demand.entry(chunk).or_default() += part;
             }
@@ -301,7 +301,7 @@ async fn read_ahead(
             if flow.tiers().is_cached(Key::new(e.identity(), e.size)) {
                 continue;
             }
-            let Ok(plan) = e.plan(flow.source(), options) else {
+            let Ok(plan) = e.plan(&flow.source().scope, options) else {
                 continue;
             };
             for (key, need) in chunk_needs(&plan, flow.source(), flow.fetch_options()) {
@@ -349,7 +349,7 @@ async fn one(flow: &Flow, entry: &Entry, options: PlanOptions) -> Outcome {
             cause,
         })
     };
-    let plan = match entry.plan(flow.source(), options) {
+    let plan = match entry.plan(&flow.source().scope, options) {
         Ok(p) => p,
         Err(e) => return failed(e.to_string()),
     };

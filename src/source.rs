@@ -121,8 +121,7 @@ fn read_message(url: &str, key: &str, error: &zarrs_object_store::object_store::
 }
 
 /// An opened source: its [`Scope`] (what it holds) and its reader (the store, the opened
-/// arrays, the counters of what was read). It dereferences to its scope, so
-/// `source.variables` or `Plan::new(&d, &source, ..)` read the metadata directly.
+/// arrays, the counters of what was read).
 pub struct Source {
     /// What the store holds.
     pub scope: Scope,
@@ -140,13 +139,6 @@ impl std::fmt::Debug for Source {
             .field("scope", &self.scope)
             .field("arrays", &self.arrays.keys().collect::<Vec<_>>())
             .finish_non_exhaustive()
-    }
-}
-
-impl std::ops::Deref for Source {
-    type Target = Scope;
-    fn deref(&self) -> &Scope {
-        &self.scope
     }
 }
 
@@ -288,14 +280,14 @@ impl Source {
     /// not read again (ARCO-ERA5's time axis is laid out to 2050 ahead; a store that changes
     /// its arrays needs a remount).
     pub async fn refresh_version(&self) -> Result<bool, SourceError> {
-        let consolidated = read_zmetadata(self.store.as_ref(), &self.url).await?;
+        let consolidated = read_zmetadata(self.store.as_ref(), &self.scope.url).await?;
         let attributes = consolidated
             .get("metadata")
             .and_then(|m| m.get(".zattrs"))
             .and_then(Value::as_object)
             .cloned()
             .unwrap_or_default();
-        Ok(self.freshness.update(StoreVersion::of(&attributes)))
+        Ok(self.scope.freshness.update(StoreVersion::of(&attributes)))
     }
 }
 

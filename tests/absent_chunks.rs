@@ -32,7 +32,7 @@ async fn an_absent_chunk_is_confirmed_again_for_the_next_file() {
         );
         Plan::new(
             &Deskriptor::parse(1, &json).unwrap(),
-            &source,
+            &source.scope,
             PlanOptions::default(),
         )
         .unwrap()

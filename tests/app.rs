@@ -59,7 +59,7 @@ async fn a_config_opens_the_stack_and_builds_then_serves_from_the_cache() {
         .unwrap();
     assert_eq!(catalog.entries.len(), 2);
     let entry = &catalog.entries[1];
-    let plan = entry.plan(&stack.source, config.plan).unwrap();
+    let plan = entry.plan(&stack.source.scope, config.plan).unwrap();
     let (built, origin) = stack.flow.materialize(&plan).await.unwrap();
     assert_eq!(origin, Origin::Built);
     assert_eq!(std::fs::metadata(&built.path).unwrap().len(), entry.size);

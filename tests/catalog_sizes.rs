@@ -46,8 +46,8 @@ async fn memoized_sizes_equal_full_plans() {
         for pass in 0..2 {
             for (i, line) in lines.iter().enumerate() {
                 let d = Deskriptor::parse(i + 1, line).unwrap();
-                let full = Entry::of(&Plan::new(&d, &source, options).unwrap());
-                let fast = Plan::entry(&d, &source, options, &mut memo).unwrap();
+                let full = Entry::of(&Plan::new(&d, &source.scope, options).unwrap());
+                let fast = Plan::entry(&d, &source.scope, options, &mut memo).unwrap();
                 assert_eq!(fast, full, "{format:?}, pass {pass}: {line}");
             }
         }
@@ -120,9 +120,9 @@ async fn lines_planned_from_memoized_parts_equal_full_plans() {
             for pass in 0..2 {
                 for (i, line) in lines.iter().enumerate() {
                     let full = Deskriptor::parse(i + 1, line)
-                        .and_then(|d| Plan::new(&d, &source, options).map_err(line_error))
+                        .and_then(|d| Plan::new(&d, &source.scope, options).map_err(line_error))
                         .map(|p| Entry::of(&p));
-                    let fast = Plan::entry_of_line(i + 1, line, &source, options, &mut memo)
+                    let fast = Plan::entry_of_line(i + 1, line, &source.scope, options, &mut memo)
                         .map_err(line_error);
                     assert_eq!(fast, full, "{format:?}, {layout:?}, pass {pass}: {line}");
                     good += usize::from(full.is_ok());

@@ -30,7 +30,7 @@ async fn setup(store: Arc<dyn ObjectStore>) -> (Arc<DatasetFs>, tempfile::TempDi
             .await
             .unwrap(),
     );
-    let catalog = Catalog::from_text(DESKRIPTORS, &source, PlanOptions::default()).unwrap();
+    let catalog = Catalog::from_text(DESKRIPTORS, &source.scope, PlanOptions::default()).unwrap();
     assert!(catalog.errors.is_empty(), "{:?}", catalog.errors);
     let dir = tempfile::tempdir().unwrap();
     let flow = Flow::new(
@@ -432,7 +432,8 @@ async fn reload_adds_and_removes_files_and_open_handles_keep_working() {
         .chain([r#"{"name": "c", "time": "2023-01-01T03:00", "variable": "2m_temperature"}"#])
         .collect::<Vec<_>>()
         .join("\n");
-    let catalog = Catalog::from_text(&text, fs.flow().source(), PlanOptions::default()).unwrap();
+    let catalog =
+        Catalog::from_text(&text, &fs.flow().source().scope, PlanOptions::default()).unwrap();
     let summary = fs.reload(catalog.entries);
     assert_eq!(summary.added, vec!["c.nc"]);
     assert_eq!(summary.removed, vec!["b.nc"]);
@@ -468,7 +469,8 @@ async fn reload_reports_changed_and_removed_names_with_their_retired_inodes() {
 
     // a: same name, another selection (two hours fewer); b removed; absent unchanged; c new.
     let reloaded = |text: &str| {
-        let catalog = Catalog::from_text(text, fs.flow().source(), PlanOptions::default()).unwrap();
+        let catalog =
+            Catalog::from_text(text, &fs.flow().source().scope, PlanOptions::default()).unwrap();
         assert!(catalog.errors.is_empty(), "{:?}", catalog.errors);
         fs.reload(catalog.entries)
     };
@@ -545,7 +547,7 @@ async fn hourly(readahead: usize) -> (Arc<DatasetFs>, tempfile::TempDir) {
             )
         })
         .collect();
-    let catalog = Catalog::from_text(&text, &source, PlanOptions::default()).unwrap();
+    let catalog = Catalog::from_text(&text, &source.scope, PlanOptions::default()).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let flow = Flow::new(
         source,
@@ -687,7 +689,7 @@ async fn names_with_slashes_make_directories_that_reloads_keep() {
         line("t2m/2023/01/c", 4),
     ]
     .join("\n");
-    let catalog = Catalog::from_text(&text, &source, PlanOptions::default()).unwrap();
+    let catalog = Catalog::from_text(&text, &source.scope, PlanOptions::default()).unwrap();
     assert!(catalog.errors.is_empty(), "{:?}", catalog.errors);
     let dir = tempfile::tempdir().unwrap();
     let flow = Flow::new(
@@ -743,7 +745,8 @@ async fn names_with_slashes_make_directories_that_reloads_keep() {
         line("top", 2),
         line("t2m/2023/01/c", 4),
     ];
-    let catalog = Catalog::from_text(&fewer.join("\n"), &source, PlanOptions::default()).unwrap();
+    let catalog =
+        Catalog::from_text(&fewer.join("\n"), &source.scope, PlanOptions::default()).unwrap();
     let summary = fs.reload(catalog.entries);
     assert_eq!(summary.removed, ["t2m/2023/02/b.nc"]);
     assert_eq!(names(y), [".", "..", "01"]);
@@ -759,7 +762,7 @@ async fn names_with_slashes_make_directories_that_reloads_keep() {
     // A file and a directory of one path: the later line is refused, naming the earlier one.
     let refused = |lines: &[String]| {
         let catalog =
-            Catalog::from_text(&lines.join("\n"), &source, PlanOptions::default()).unwrap();
+            Catalog::from_text(&lines.join("\n"), &source.scope, PlanOptions::default()).unwrap();
         catalog
             .errors
             .iter()
@@ -789,7 +792,7 @@ async fn names_with_slashes_make_directories_that_reloads_keep() {
     };
     let unnamed = r#"{"time": "2023-01-02T05:00", "latitude": 0, "longitude": 0, "variable": "2m_temperature"}"#;
     let text = format!("{unnamed}\n{}", line("kept", 1));
-    let catalog = Catalog::from_text(&text, &source, options).unwrap();
+    let catalog = Catalog::from_text(&text, &source.scope, options).unwrap();
     let got: Vec<&str> = catalog.entries.iter().map(|e| e.file_name()).collect();
     assert!(
         got[0].starts_with("2m_temperature/2023/01/2m_temperature_20230102T05_"),
@@ -833,16 +836,22 @@ async fn a_catalog_read_in_batches_equals_one_read_whole() {
     std::fs::write(&path, &bytes).unwrap();
     let whole = Catalog::from_lines(
         sodeda_era5::deskriptor::split_lines(&bytes),
-        &source,
+        &source.scope,
         PlanOptions::default(),
     )
     .unwrap();
     for batch in [1, 2, 3, 100] {
         let (mut entries, mut errors) = (Vec::new(), Vec::new());
-        Catalog::scan_in_batches(&path, &source, PlanOptions::default(), batch, |r| match r {
-            Ok(e) => entries.push(e),
-            Err(e) => errors.push(e),
-        })
+        Catalog::scan_in_batches(
+            &path,
+            &source.scope,
+            PlanOptions::default(),
+            batch,
+            |r| match r {
+                Ok(e) => entries.push(e),
+                Err(e) => errors.push(e),
+            },
+        )
         .unwrap();
         let names: Vec<&str> = entries.iter().map(|e| e.file_name()).collect();
         assert_eq!(

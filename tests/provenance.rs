@@ -52,7 +52,7 @@ async fn mount_core(store: &Arc<dyn ObjectStore>, cache: &std::path::Path) -> Da
             .await
             .unwrap(),
     );
-    let catalog = Catalog::from_text(DESKRIPTORS, &source, PlanOptions::default()).unwrap();
+    let catalog = Catalog::from_text(DESKRIPTORS, &source.scope, PlanOptions::default()).unwrap();
     assert!(catalog.errors.is_empty(), "{:?}", catalog.errors);
     let flow = Flow::new(
         source,

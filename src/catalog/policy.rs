@@ -109,12 +109,16 @@ impl CatalogFile {
 
     /// Reads and plans the file without the policy (for `preload`, which reports every line).
     pub fn read_unchecked(&self, source: &Source) -> Result<Catalog, ReadError> {
-        Catalog::load_indexed(&self.path, source, self.options, self.index_dir.as_deref()).map_err(
-            |e| ReadError::Io {
-                path: self.path.clone(),
-                cause: e,
-            },
+        Catalog::load_indexed(
+            &self.path,
+            &source.scope,
+            self.options,
+            self.index_dir.as_deref(),
         )
+        .map_err(|e| ReadError::Io {
+            path: self.path.clone(),
+            cause: e,
+        })
     }
 
     /// The file's path.

@@ -43,7 +43,7 @@ pub(super) async fn get(
         (None, None) => bail!("give --line N or --deskriptor JSON"),
     };
     let source = config.open_source().await?;
-    let plan = Plan::new(&deskriptor, &source, config.plan).map_err(|e| match e {
+    let plan = Plan::new(&deskriptor, &source.scope, config.plan).map_err(|e| match e {
         PlanError::Deskriptor(e) => inline(e),
         size @ PlanError::Size(_) => size.into(),
     })?;

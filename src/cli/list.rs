@@ -27,7 +27,7 @@ pub(super) async fn list(config: &Config, json: bool) -> Result<ExitCode> {
     let scan_source = source.clone();
     let scanner = tokio::task::spawn_blocking(move || {
         let mut batch = Vec::new();
-        let result = Catalog::scan(&path, &scan_source, options, |r| match r {
+        let result = Catalog::scan(&path, &scan_source.scope, options, |r| match r {
             Ok(entry) => {
                 batch.push(entry);
                 if batch.len() == crate::catalog::BATCH {
@@ -116,13 +116,18 @@ pub(super) async fn validate(config: &Config) -> Result<ExitCode> {
     let (mut good, mut bad) = (0usize, 0usize);
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let shown = config.deskriptors.display();
-    Catalog::scan(&config.deskriptors, &source, config.plan, |r| match r {
-        Ok(_) => good += 1,
-        Err(e) => {
-            bad += 1;
-            let _ = writeln!(out, "{shown}: {e}");
-        }
-    })
+    Catalog::scan(
+        &config.deskriptors,
+        &source.scope,
+        config.plan,
+        |r| match r {
+            Ok(_) => good += 1,
+            Err(e) => {
+                bad += 1;
+                let _ = writeln!(out, "{shown}: {e}");
+            }
+        },
+    )
     .with_context(|| format!("reading {shown}"))?;
     if bad == 0 {
         writeln!(out, "{shown}: {good} deskriptors, all valid")?;

@@ -84,7 +84,7 @@ pub(super) async fn mount(
             let changed = source.refresh_version().await?;
             if changed {
                 // Entries built while chunks were absent are rebuilt from the new version.
-                flow.set_store_version(source.freshness.cache_version());
+                flow.set_store_version(source.scope.freshness.cache_version());
             }
             Ok(changed)
         })

@@ -23,6 +23,7 @@ pub(super) async fn scope(config: &Config, json: bool) -> Result<ExitCode> {
     };
     if json {
         let coords: serde_json::Map<_, _> = source
+            .scope
             .coordinates
             .values()
             .map(|c| {
@@ -41,7 +42,7 @@ pub(super) async fn scope(config: &Config, json: bool) -> Result<ExitCode> {
             })
             .collect();
         let vars: serde_json::Map<_, _> = source
-            .variables
+            .scope.variables
             .values()
             .map(|v| {
                 (
@@ -51,16 +52,16 @@ pub(super) async fn scope(config: &Config, json: bool) -> Result<ExitCode> {
             })
             .collect();
         let doc = json!({
-            "source": source.url,
-            "attributes": source.attributes,
+            "source": source.scope.url,
+            "attributes": source.scope.attributes,
             "coordinates": coords,
             "variables": vars,
         });
         writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
         return Ok(ExitCode::SUCCESS);
     }
-    writeln!(out, "source: {}", source.url)?;
-    for (k, v) in &source.attributes {
+    writeln!(out, "source: {}", source.scope.url)?;
+    for (k, v) in &source.scope.attributes {
         writeln!(
             out,
             "  {k}: {}",
@@ -68,11 +69,11 @@ pub(super) async fn scope(config: &Config, json: bool) -> Result<ExitCode> {
         )?;
     }
     writeln!(out, "coordinates:")?;
-    for c in source.coordinates.values() {
+    for c in source.scope.coordinates.values() {
         writeln!(out, "  {}: {}", c.name, select::describe(c))?;
     }
-    writeln!(out, "variables ({}):", source.variables.len())?;
-    for v in source.variables.values() {
+    writeln!(out, "variables ({}):", source.scope.variables.len())?;
+    for v in source.scope.variables.values() {
         writeln!(
             out,
             "  {} ({}) [{}] {}",

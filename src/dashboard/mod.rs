@@ -249,7 +249,7 @@ impl Dashboard {
                     )
                 })?;
             let plan = entry
-                .plan(self.source(), self.options.plan)
+                .plan(&self.source().scope, self.options.plan)
                 .map_err(|e| e.to_string())?;
             return Ok(Some(Resolved {
                 plan,
@@ -261,11 +261,12 @@ impl Dashboard {
             return Ok(None);
         }
         let d = Deskriptor::parse(0, &form.to_json()).map_err(|e| selection_error(&e))?;
-        let plan =
-            Plan::new(&d, self.source(), self.options.plan).map_err(|e| match e.deskriptor() {
+        let plan = Plan::new(&d, &self.source().scope, self.options.plan).map_err(|e| {
+            match e.deskriptor() {
                 Some(e) => selection_error(e),
                 None => e.to_string(),
-            })?;
+            }
+        })?;
         if plan.size > self.options.preview_max_size {
             return Err(format!(
                 "this selection makes a {} file; previews build at most {} \

@@ -121,7 +121,7 @@ pub fn render(p: &PageData) -> String {
             body {
                 h1 { "sodeda-era5" }
                 p.meta {
-                    "source " code { (source.url) }
+                    "source " code { (source.scope.url) }
                     " · deskriptors " code { (d.options.catalog.path.display()) }
                     " · cache " code { (d.options.cache_dir.display()) }
                     " · " a href="/api/status" { "status" }
@@ -342,12 +342,13 @@ fn selection(p: &PageData) -> Markup {
     let f = &p.form;
     let hint = |name: &str| {
         source
+            .scope
             .coordinates
             .get(name)
             .map(select::describe)
             .unwrap_or_default()
     };
-    let time_bounds = source.coordinates.get("time").and_then(|c| {
+    let time_bounds = source.scope.coordinates.get("time").and_then(|c| {
         let t = c.time.as_ref()?;
         let at = |v: f64| select::fmt_instant(t.instant(v as i64));
         Some((at(*c.values.first()?), at(*c.values.last()?)))
@@ -368,7 +369,7 @@ fn selection(p: &PageData) -> Markup {
             }
             fieldset.vars {
                 legend { "variables" }
-                @for v in source.variables.values() {
+                @for v in source.scope.variables.values() {
                     label {
                         input type="checkbox" name="variable" value=(v.name)
                             checked[f.variables.contains(&v.name)];

@@ -236,7 +236,10 @@ pub struct Axes {
 impl Axes {
     /// The axes of `plan`.
     pub fn of(plan: &Plan, source: &Source) -> Self {
-        let times = match (plan.selections.get("time"), source.coordinates.get("time")) {
+        let times = match (
+            plan.selections.get("time"),
+            source.scope.coordinates.get("time"),
+        ) {
             (Some(r), Some(c)) => r
                 .labels
                 .iter()
@@ -374,7 +377,7 @@ pub fn read_field(
         }
         values = t;
     }
-    let attrs = source.variables.get(&name).map(|v| &v.attributes);
+    let attrs = source.scope.variables.get(&name).map(|v| &v.attributes);
     let attr = |k: &str| {
         attrs
             .and_then(|a| a.get(k))

@@ -173,7 +173,7 @@ impl Readahead {
             let ahead = self.ahead.clone();
             runtime.spawn(async move {
                 let _permit = permit;
-                match entry.plan(flow.source(), options) {
+                match entry.plan(&flow.source().scope, options) {
                     // A failure is logged by the flow and retried by the reader's own open.
                     Ok(plan) => {
                         let _ = flow.materialize_shared(&plan).await;

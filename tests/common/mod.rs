@@ -45,7 +45,7 @@ fn zarray(shape: Vec<u64>, chunks: Vec<u64>, dtype: &str, fill: Value) -> Value 
 pub fn plan(source: &sodeda_era5::source::Source, json: &str) -> sodeda_era5::plan::Plan {
     sodeda_era5::plan::Plan::new(
         &sodeda_era5::deskriptor::Deskriptor::parse(1, json).unwrap(),
-        source,
+        &source.scope,
         sodeda_era5::plan::PlanOptions::default(),
     )
     .unwrap()
