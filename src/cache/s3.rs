@@ -311,25 +311,65 @@ impl RemoteCache {
         }
     }
 
-    /// Records a failure; the first one after a success is logged as a warning.
-    pub fn mark_down(&self, e: &RemoteError) {
-        if !self.down.swap(true, Ordering::SeqCst) {
-            tracing::warn!(
-                "{e}; continuing with the local cache and the source (uploads will be retried)"
-            );
-        } else {
-            tracing::debug!("{e}");
-        }
-    }
-
     fn mark_up(&self) {
         if self.down.swap(false, Ordering::SeqCst) {
             tracing::info!("S3 cache {} is reachable again", self.target);
         }
     }
 
+    /// Puts the bytes of `file` as the object of `identity`: a conditional create, or an
+    /// overwrite when `replace`; the CRC-32C goes with them.
+    async fn put_object(
+        &self,
+        identity: &str,
+        file: Arc<std::fs::File>,
+        replace: bool,
+    ) -> Result<Uploaded, RemoteError> {
+        let bytes = tokio::task::spawn_blocking(move || read_whole(&file))
+            .await
+            .map_err(|e| local_error(identity, e))?
+            .map_err(|e| local_error(identity, e))?;
+        let mode = if replace {
+            PutMode::Overwrite
+        } else {
+            PutMode::Create
+        };
+        let mut attributes = Attributes::new();
+        attributes.insert(
+            Attribute::Metadata(CHECKSUM_META.into()),
+            format!("{:08x}", crc32c::crc32c(&bytes)).into(),
+        );
+        let opts = PutOptions {
+            mode,
+            attributes,
+            ..PutOptions::default()
+        };
+        match self
+            .store
+            .put_opts(&self.key(identity), PutPayload::from(bytes), opts)
+            .await
+        {
+            Ok(_) => {
+                self.mark_up();
+                Ok(if replace {
+                    Uploaded::Replaced
+                } else {
+                    Uploaded::Created
+                })
+            }
+            Err(object_store::Error::AlreadyExists { .. }) => {
+                self.mark_up();
+                Ok(Uploaded::AlreadyThere)
+            }
+            Err(e) => Err(self.classify(e)),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Tier for RemoteCache {
     /// The size of the object of `identity`, if it exists.
-    pub async fn size_of(&self, identity: &str) -> Result<Option<u64>, RemoteError> {
+    async fn size_of(&self, identity: &str) -> Result<Option<u64>, RemoteError> {
         match self.store.head(&self.key(identity)).await {
             Ok(meta) => {
                 self.mark_up();
@@ -345,12 +385,8 @@ impl RemoteCache {
 
     /// Copies the object of `identity` into the local cache if it exists with `size` bytes
     /// and its checksum.
-    async fn fetch_into(
-        &self,
-        identity: &str,
-        size: u64,
-        local: &LocalCache,
-    ) -> Result<Lookup, RemoteError> {
+    async fn get(&self, key: Key<'_>, local: &LocalCache) -> Result<Lookup, RemoteError> {
+        let (identity, size) = (key.identity, key.size);
         let key = self.key(identity);
         let result = match self.store.get(&key).await {
             Ok(r) => r,
@@ -412,14 +448,15 @@ impl RemoteCache {
     /// to be wrong. The bytes are read from the entry's descriptor (as checked or written by
     /// the local cache), never from its path. On failure the upload is remembered and retried
     /// after the next success, from `local`'s entry of that identity as it is then.
-    async fn upload(
+    async fn put(
         &self,
+        key: Key<'_>,
         local: &LocalCache,
-        identity: &str,
         entry: &CachedFile,
         replace: bool,
     ) -> Result<Uploaded, RemoteError> {
-        let result = self.put(identity, entry.file.clone(), replace).await;
+        let identity = key.identity;
+        let result = self.put_object(identity, entry.file.clone(), replace).await;
         match &result {
             Ok(_) => {
                 self.pending.lock().expect("poisoned").remove(identity);
@@ -437,55 +474,9 @@ impl RemoteCache {
         result
     }
 
-    async fn put(
-        &self,
-        identity: &str,
-        file: Arc<std::fs::File>,
-        replace: bool,
-    ) -> Result<Uploaded, RemoteError> {
-        let bytes = tokio::task::spawn_blocking(move || read_whole(&file))
-            .await
-            .map_err(|e| local_error(identity, e))?
-            .map_err(|e| local_error(identity, e))?;
-        let mode = if replace {
-            PutMode::Overwrite
-        } else {
-            PutMode::Create
-        };
-        let mut attributes = Attributes::new();
-        attributes.insert(
-            Attribute::Metadata(CHECKSUM_META.into()),
-            format!("{:08x}", crc32c::crc32c(&bytes)).into(),
-        );
-        let opts = PutOptions {
-            mode,
-            attributes,
-            ..PutOptions::default()
-        };
-        match self
-            .store
-            .put_opts(&self.key(identity), PutPayload::from(bytes), opts)
-            .await
-        {
-            Ok(_) => {
-                self.mark_up();
-                Ok(if replace {
-                    Uploaded::Replaced
-                } else {
-                    Uploaded::Created
-                })
-            }
-            Err(object_store::Error::AlreadyExists { .. }) => {
-                self.mark_up();
-                Ok(Uploaded::AlreadyThere)
-            }
-            Err(e) => Err(self.classify(e)),
-        }
-    }
-
     /// Retries uploads that failed while the bucket was unreachable, each from `local`'s
     /// checked entry (an entry gone or no longer trusted is dropped from the list).
-    pub async fn retry_pending(&self, local: &LocalCache) {
+    async fn retry_pending(&self, local: &LocalCache) {
         let pending: Vec<(String, u64)> = self
             .pending
             .lock()
@@ -498,7 +489,7 @@ impl RemoteCache {
                 self.pending.lock().expect("poisoned").remove(&identity);
                 continue;
             };
-            match self.put(&identity, entry.file, false).await {
+            match self.put_object(&identity, entry.file, false).await {
                 Ok(_) => {
                     self.pending.lock().expect("poisoned").remove(&identity);
                 }
@@ -511,41 +502,19 @@ impl RemoteCache {
     }
 
     /// Uploads still waiting for the bucket.
-    pub fn pending(&self) -> usize {
+    fn pending(&self) -> usize {
         self.pending.lock().expect("poisoned").len()
     }
-}
 
-#[async_trait::async_trait]
-impl Tier for RemoteCache {
-    async fn size_of(&self, identity: &str) -> Result<Option<u64>, RemoteError> {
-        RemoteCache::size_of(self, identity).await
-    }
-
-    async fn get(&self, key: Key<'_>, local: &LocalCache) -> Result<Lookup, RemoteError> {
-        self.fetch_into(key.identity, key.size, local).await
-    }
-
-    async fn put(
-        &self,
-        key: Key<'_>,
-        local: &LocalCache,
-        entry: &CachedFile,
-        replace: bool,
-    ) -> Result<Uploaded, RemoteError> {
-        self.upload(local, key.identity, entry, replace).await
-    }
-
-    async fn retry_pending(&self, local: &LocalCache) {
-        RemoteCache::retry_pending(self, local).await
-    }
-
-    fn pending(&self) -> usize {
-        RemoteCache::pending(self)
-    }
-
+    /// Records a failure; the first one after a success is logged as a warning.
     fn mark_down(&self, e: &RemoteError) {
-        RemoteCache::mark_down(self, e)
+        if !self.down.swap(true, Ordering::SeqCst) {
+            tracing::warn!(
+                "{e}; continuing with the local cache and the source (uploads will be retried)"
+            );
+        } else {
+            tracing::debug!("{e}");
+        }
     }
 }
 

@@ -7,7 +7,7 @@
 //! all is accepted (an empty dataset). A refused file at a start is an error; on a reload the
 //! files served so far stay.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use super::Catalog;
 use crate::deskriptor::DeskriptorError;
@@ -119,11 +119,6 @@ impl CatalogFile {
             path: self.path.clone(),
             cause: e,
         })
-    }
-
-    /// The file's path.
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 }
 

@@ -9,7 +9,7 @@ use futures::StreamExt;
 use serde_json::json;
 
 use crate::app::Config;
-use crate::cache::LocalCache;
+use crate::cache::{LocalCache, Tier};
 use crate::catalog::{Catalog, Entry};
 use crate::deskriptor::Deskriptor;
 

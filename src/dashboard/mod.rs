@@ -216,6 +216,12 @@ impl Dashboard {
         guard.1.clone()
     }
 
+    /// Whether "same colours for all steps" is offered for a file of `size` bytes: it reads
+    /// the whole file, so only up to what an ad-hoc preview may build.
+    pub fn offers_fixed_range(&self, size: u64) -> bool {
+        size <= self.options.preview_max_size
+    }
+
     /// The value range of variable `name` over every step of the file of `identity` at
     /// `path`, from memory when it was read before.
     fn value_range(
@@ -272,8 +278,8 @@ impl Dashboard {
                 "this selection makes a {} file; previews build at most {} \
                  (--preview-max-size): narrow the time range, the area or the variables, \
                  or use `sodeda-era5 get`",
-                page::human_size(plan.size),
-                page::human_size(self.options.preview_max_size)
+                crate::units::human_size(plan.size),
+                crate::units::human_size(self.options.preview_max_size)
             ));
         }
         let steps = plan.selections.get("time").map_or(1, |t| t.indices.len()) as u64;
@@ -611,14 +617,14 @@ async fn map(State(d): State<Shared>, Query(pairs): Pairs) -> Response {
     let mut view = view_of(&pairs);
     // One colour range over every step reads the whole variable once: offered for files an
     // ad-hoc preview may build, and kept per file and variable.
-    if view.fixed_range && r.plan.size > d.options.preview_max_size {
+    if view.fixed_range && !d.offers_fixed_range(r.plan.size) {
         return text_error(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!(
                 "same colours for all steps reads the whole file, and this one is {} \
                  (the limit is --preview-max-size, {}); untick it to colour each step alone",
-                page::human_size(r.plan.size),
-                page::human_size(d.options.preview_max_size)
+                crate::units::human_size(r.plan.size),
+                crate::units::human_size(d.options.preview_max_size)
             ),
         );
     }

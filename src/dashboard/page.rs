@@ -70,7 +70,7 @@ pub struct PageData<'a> {
     pub preview: Option<Result<Preview, String>>,
 }
 
-pub use crate::units::human_size;
+use crate::units::human_size;
 
 /// A URL of `path` with the query `pairs`.
 fn url(path: &str, pairs: &[(String, String)]) -> String {
@@ -220,7 +220,7 @@ fn preview(p: &PageData, pr: &Result<Preview, String>) -> Markup {
                     " "
                     span #time { (pv.axes.times.get(view.step).cloned().unwrap_or_default()) " UTC" }
                     " "
-                    @let too_big = pv.plan.size > p.dashboard.options.preview_max_size;
+                    @let too_big = !p.dashboard.offers_fixed_range(pv.plan.size);
                     label title=(if too_big {
                         "offered for files up to --preview-max-size: it reads the whole file"
                     } else {
