@@ -559,6 +559,24 @@ async fn selected_file(
     }
 }
 
+/// The `Content-Disposition` of a download of `file_name`: its last path component, as an
+/// ASCII fallback and as UTF-8 (RFC 6266 / 5987).
+fn attachment(file_name: &str) -> String {
+    let name = file_name.rsplit('/').next().unwrap_or("selection.nc");
+    let ascii: String = name
+        .chars()
+        .map(|c| match c {
+            '"' | '\\' => '_',
+            c if c.is_ascii_graphic() => c,
+            _ => '_',
+        })
+        .collect();
+    let utf8 = url::form_urlencoded::byte_serialize(name.as_bytes())
+        .collect::<String>()
+        .replace('+', "%20");
+    format!("attachment; filename=\"{ascii}\"; filename*=UTF-8''{utf8}")
+}
+
 /// The previewed file itself, as an attachment named after it: built (or taken from a cache
 /// tier) as for the map, streamed from the checked cache entry, pinned until sent.
 async fn download(State(d): State<Shared>, Query(pairs): Pairs) -> Response {
@@ -571,26 +589,6 @@ async fn download(State(d): State<Shared>, Query(pairs): Pairs) -> Response {
         Ok(f) => f,
         Err(e) => return text_error(StatusCode::INTERNAL_SERVER_ERROR, internal(e).1),
     };
-    // The last path component; an ASCII fallback and the UTF-8 name (RFC 6266 / 5987).
-    let name = r
-        .plan
-        .file_name
-        .rsplit('/')
-        .next()
-        .unwrap_or("selection.nc");
-    let ascii: String = name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_graphic() && c != '"' && c != '\\' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    let utf8: String = url::form_urlencoded::byte_serialize(name.as_bytes())
-        .collect::<String>()
-        .replace('+', "%20");
     let stream = tokio_util::io::ReaderStream::with_capacity(file, 1 << 20).map(move |part| {
         let _pinned = &materialized; // until the last part is sent
         part
@@ -599,10 +597,7 @@ async fn download(State(d): State<Shared>, Query(pairs): Pairs) -> Response {
         [
             (header::CONTENT_TYPE, "application/x-netcdf".to_string()),
             (header::CONTENT_LENGTH, r.plan.size.to_string()),
-            (
-                header::CONTENT_DISPOSITION,
-                format!("attachment; filename=\"{ascii}\"; filename*=UTF-8''{utf8}"),
-            ),
+            (header::CONTENT_DISPOSITION, attachment(&r.plan.file_name)),
         ],
         axum::body::Body::from_stream(stream),
     )
@@ -755,6 +750,18 @@ mod tests {
         let mut f = cache.temp_file().unwrap();
         f.write_all(&[1u8; 100]).unwrap();
         cache.persist(f, identity).unwrap().path
+    }
+
+    #[test]
+    fn downloads_are_named_in_ascii_and_in_utf8() {
+        assert_eq!(
+            attachment("dir/zürich \"1\".nc"),
+            "attachment; filename=\"z_rich__1_.nc\"; filename*=UTF-8''z%C3%BCrich%20%221%22.nc"
+        );
+        assert_eq!(
+            attachment("plain.nc"),
+            "attachment; filename=\"plain.nc\"; filename*=UTF-8''plain.nc"
+        );
     }
 
     #[test]
