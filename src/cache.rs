@@ -7,6 +7,10 @@
 //!   local cache, conditional creates, wrong or corrupt objects replaced, uploads retried
 //!   after an outage.
 //!
+//! - [`sums`]: a checksum per 64 KiB block of an entry, recorded when it is checked, so that
+//!   every read served from it is checked too ([`sums::BlockSums`]).
+//! - [`seal`]: entries made immutable while the kernel reads them itself (passthrough), and
+//!   seals left by a killed process lifted ([`seal::Seal`]).
 //! - [`tier`]: what a tier behind the local one offers ([`Tier`]), and the [`Key`] every
 //!   tier knows a file by (identity and size, never a plan).
 //! - [`tiered`]: the policy across the tiers in one place ([`Tiered`]): read through local →
@@ -14,6 +18,8 @@
 
 pub mod local;
 pub mod s3;
+pub mod seal;
+pub mod sums;
 pub mod tier;
 pub mod tiered;
 

@@ -13,14 +13,14 @@
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
-use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::SystemTime;
 
 use tokio::sync::OnceCell;
 
-use crate::cache::Key;
+use crate::cache::seal::Seal;
+use crate::cache::{CachedFile, Key};
 use crate::catalog::Entry;
 use crate::flow::{error_chain, Flow, FlowError};
 use crate::plan::{PlanError, PlanOptions};
@@ -412,7 +412,7 @@ fn file_ino(name: &str, identity: &str) -> u64 {
 /// new flow after a failure. Opening the file again retries.
 struct Handle {
     node: Arc<FileNode>,
-    file: OnceCell<Result<Arc<std::fs::File>, FsError>>,
+    file: OnceCell<Result<CachedFile, FsError>>,
     /// The file's cache entry is never evicted while a handle is open (nor while a read on a
     /// released handle still runs: the pin goes with the last reference).
     _pin: crate::cache::Pin,
@@ -864,11 +864,18 @@ impl DatasetFs {
         Ok(fh)
     }
 
-    /// The local cache file of a file, opened, if it is built and trusted (counted as a cache
-    /// hit: the caller hands it to the kernel for passthrough).
-    pub fn cached_file(&self, ino: u64) -> Option<std::fs::File> {
-        let e = &self.node(ino).ok()?.entry;
-        self.flow.tiers().open_hit(Key::new(e.identity(), e.size))
+    /// The local cache file of a file, if it is built and trusted, sealed (immutable while
+    /// the seal lives) before its check, for the kernel to read it itself (passthrough);
+    /// counted as a cache hit. `Ok(None)` when the file is not built; an error when entries
+    /// cannot be sealed here.
+    pub fn sealed_file(&self, ino: u64) -> std::io::Result<Option<Seal>> {
+        let Ok(node) = self.node(ino) else {
+            return Ok(None);
+        };
+        let e = &node.entry;
+        self.flow
+            .tiers()
+            .open_sealed(Key::new(e.identity(), e.size))
     }
 
     /// Forgets a file handle.
@@ -921,23 +928,22 @@ impl DatasetFs {
             .cloned()
     }
 
-    /// Up to `size` bytes of the cached file at `offset`, never past the planned size.
+    /// Up to `size` bytes of the cached file at `offset`, never past the planned size, each
+    /// block checked against the checksum recorded when the entry was checked: bytes changed
+    /// on disk since are an error, never served.
     fn pread(
         node: &FileNode,
-        file: &std::fs::File,
+        file: &CachedFile,
         offset: u64,
         size: u32,
     ) -> Result<Vec<u8>, FsError> {
-        let total = node.entry.size;
-        if offset >= total || size == 0 {
-            return Ok(Vec::new());
-        }
-        let mut buf = vec![0u8; (total - offset).min(u64::from(size)) as usize];
-        file.read_exact_at(&mut buf, offset)
-            .map(|()| buf)
-            .map_err(|e| FsError::CacheRead {
-                file: node.entry.file_name().to_string(),
-                cause: Arc::new(e),
+        file.read_at(offset, u64::from(size), node.entry.size)
+            .map_err(|e| {
+                tracing::error!("{}: {e}", node.entry.file_name());
+                FsError::CacheRead {
+                    file: node.entry.file_name().to_string(),
+                    cause: Arc::new(e),
+                }
             })
     }
 
@@ -988,7 +994,7 @@ impl DatasetFs {
         }
     }
 
-    async fn open_cached(&self, node: &FileNode) -> Result<Arc<std::fs::File>, FsError> {
+    async fn open_cached(&self, node: &FileNode) -> Result<CachedFile, FsError> {
         let entry = &node.entry;
         let fail = |cause: BuildFailure| {
             let mut failures = self.failures.lock().expect("poisoned");
@@ -1003,7 +1009,7 @@ impl DatasetFs {
             .tiers()
             .hit(Key::new(entry.identity(), entry.size))
         {
-            return Ok(hit.file);
+            return Ok(hit);
         }
         let plan = entry
             .plan(&self.flow.source().scope, self.options)
@@ -1013,7 +1019,7 @@ impl DatasetFs {
         match self.flow.materialize_shared(&plan).await {
             Ok((cached, _)) => {
                 self.failures.lock().expect("poisoned").remove(&node.ino);
-                Ok(cached.file)
+                Ok(cached)
             }
             Err(e) => Err(fail(BuildFailure::Flow(e))),
         }

@@ -17,6 +17,7 @@ use fuser::{
     ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyXattr, Request,
 };
 
+use crate::cache::seal::Seal;
 use crate::fs::{Attr, DatasetFs};
 
 mod passthrough;
@@ -33,16 +34,17 @@ const TTL: Duration = Duration::from_secs(60);
 /// The `fuser::Filesystem` over a [`DatasetFs`].
 ///
 /// Files already built are opened in kernel passthrough mode where the kernel supports it
-/// (Linux 6.9+, as root): the kernel then reads the local cache file itself, at disk speed,
-/// and reads never come up to this process. Files not built yet are opened normally; their
-/// first read builds them.
+/// (Linux 6.9+, as root) and the entry can be sealed (made immutable while the kernel reads
+/// it, see [`crate::cache::seal`]): the kernel then reads the local cache file itself, at
+/// disk speed, and reads never come up to this process. Files not built yet are opened
+/// normally; their first read builds them, and every read we answer is checked.
 pub struct FuseAdapter {
     fs: Arc<DatasetFs>,
     runtime: tokio::runtime::Handle,
     uid: u32,
     gid: u32,
     passthrough: AtomicBool,
-    handles: Mutex<Handles<BackingId>>,
+    handles: Mutex<Handles<Backing>>,
 }
 
 impl FuseAdapter {
@@ -65,43 +67,100 @@ impl FuseAdapter {
     }
 }
 
+/// A passthrough registration: the kernel's backing id, and the seal that keeps its entry
+/// immutable while the kernel reads it (dropped in this order: the id closes first).
+struct Backing {
+    id: BackingId,
+    seal: Seal,
+}
+
+/// How a file is opened.
+enum Mode {
+    /// The kernel reads the sealed cache entry itself.
+    Passthrough,
+    /// Reads come to us, and the kernel may cache their pages.
+    Caching(ReplyOpen),
+    /// Refused: the kernel holds the inode in passthrough on an entry changed since it was
+    /// sealed (its seal lifted on purpose), and allows new opens of it only on that same
+    /// entry. An error rather than its bytes, until the handles holding it are closed.
+    Refused(ReplyOpen),
+}
+
 impl FuseAdapter {
-    /// Opens `fh` (of inode `ino`) in passthrough mode on its cache file; `Err` gives the
-    /// reply back for a normal open.
-    fn open_passthrough(&self, ino: u64, fh: u64, reply: ReplyOpen) -> Result<(), ReplyOpen> {
+    /// Opens `fh` (of inode `ino`) in passthrough mode on its sealed cache file where it can;
+    /// otherwise says how to open it.
+    fn open_passthrough(&self, ino: u64, fh: u64, reply: ReplyOpen) -> Mode {
         if !self.passthrough.load(Ordering::Relaxed) {
-            return Err(reply);
+            return Mode::Caching(reply);
         }
-        if !self.handles.lock().expect("poisoned").may_pass(ino) {
-            return Err(reply);
+        {
+            let mut handles = self.handles.lock().expect("poisoned");
+            // The kernel has this inode in passthrough mode: a new open must share its
+            // backing file, or stay out of the kernel's cache (a caching open is refused).
+            if let Some(backing) = handles.backing(ino) {
+                if !backing.seal.intact() {
+                    tracing::error!(
+                        "the cache entry of inode {ino} was changed although it was sealed \
+                         (chattr -i?); new opens fail until the open handles of the file are \
+                         closed, then it is made again"
+                    );
+                    return Mode::Refused(reply);
+                }
+                return self.pass(&mut handles, ino, fh, backing, reply);
+            }
+            if !handles.may_pass(ino) {
+                return Mode::Caching(reply);
+            }
         }
         // Outside the lock: the first open of a cached file in this process reads it whole
         // to check its checksum, which must not hold up the opens of other files.
-        let Some(file) = self.fs.cached_file(ino) else {
-            return Err(reply);
+        let seal = match self.fs.sealed_file(ino) {
+            Ok(Some(seal)) => seal,
+            Ok(None) => return Mode::Caching(reply),
+            Err(e) => {
+                tracing::warn!(
+                    "kernel passthrough off: cache entries cannot be sealed here ({e}); every \
+                     read is served and checked by the mount"
+                );
+                self.passthrough.store(false, Ordering::Relaxed);
+                return Mode::Caching(reply);
+            }
         };
         let mut handles = self.handles.lock().expect("poisoned");
-        if !handles.may_pass(ino) {
-            return Err(reply); // opened in caching mode meanwhile
+        if let Some(backing) = handles.backing(ino) {
+            // Opened in passthrough meanwhile: share that registration (ours is dropped).
+            return self.pass(&mut handles, ino, fh, backing, reply);
         }
-        let id = match handles.backing(ino) {
-            Some(id) => id,
-            None => match reply.open_backing(file) {
-                Ok(id) => Arc::new(id),
-                Err(e) => {
-                    tracing::warn!("kernel passthrough unavailable ({e}); serving reads ourselves");
-                    self.passthrough.store(false, Ordering::Relaxed);
-                    return Err(reply);
-                }
-            },
+        if !handles.may_pass(ino) {
+            return Mode::Caching(reply); // opened in caching mode meanwhile
+        }
+        let id = match reply.open_backing(seal.file().as_ref()) {
+            Ok(id) => id,
+            Err(e) => {
+                tracing::warn!("kernel passthrough unavailable ({e}); serving reads ourselves");
+                self.passthrough.store(false, Ordering::Relaxed);
+                return Mode::Caching(reply);
+            }
         };
-        handles.opened_passthrough(ino, fh, id.clone());
+        self.pass(&mut handles, ino, fh, Arc::new(Backing { id, seal }), reply)
+    }
+
+    /// Answers an open of `fh` in passthrough mode through `backing`.
+    fn pass(
+        &self,
+        handles: &mut Handles<Backing>,
+        ino: u64,
+        fh: u64,
+        backing: Arc<Backing>,
+        reply: ReplyOpen,
+    ) -> Mode {
+        handles.opened_passthrough(ino, fh, backing.clone());
         self.fs
             .metrics
             .passthrough_opens
             .fetch_add(1, Ordering::Relaxed);
-        reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &id);
-        Ok(())
+        reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &backing.id);
+        Mode::Passthrough
     }
 }
 
@@ -148,8 +207,9 @@ impl Filesystem for FuseAdapter {
         // O_NONBLOCK: a prefetcher building files ahead of a reader, not a reader.
         let background = flags.0 & libc::O_NONBLOCK != 0;
         match self.fs.open_as(ino.0, write, background) {
-            Ok(fh) => {
-                if let Err(reply) = self.open_passthrough(ino.0, fh, reply) {
+            Ok(fh) => match self.open_passthrough(ino.0, fh, reply) {
+                Mode::Passthrough => {}
+                Mode::Caching(reply) => {
                     self.handles
                         .lock()
                         .expect("poisoned")
@@ -157,7 +217,11 @@ impl Filesystem for FuseAdapter {
                     // The bytes of an inode never change, so the kernel may keep its cache.
                     reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE);
                 }
-            }
+                Mode::Refused(reply) => {
+                    self.fs.release(fh);
+                    reply.error(fuser::Errno::from_i32(libc::EIO));
+                }
+            },
             Err(e) => reply.error(errno("open", &e)),
         }
     }

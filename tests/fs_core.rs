@@ -319,12 +319,16 @@ async fn an_entry_evicted_by_another_process_is_made_again_never_an_error() {
         .join(format!("{identity}.nc"));
     // Another process evicting the entry again and again while this one serves it.
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let evicted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let evictor = {
-        let (stop, path) = (stop.clone(), path.clone());
+        let (stop, path, evicted) = (stop.clone(), path.clone(), evicted.clone());
         std::thread::spawn(move || {
             let mut removed = 0;
             while !stop.load(Ordering::Relaxed) {
-                removed += usize::from(std::fs::remove_file(&path).is_ok());
+                if std::fs::remove_file(&path).is_ok() {
+                    removed += 1;
+                    evicted.fetch_add(1, Ordering::Relaxed);
+                }
                 std::thread::sleep(std::time::Duration::from_micros(200));
             }
             removed
@@ -338,14 +342,57 @@ async fn an_entry_evicted_by_another_process_is_made_again_never_an_error() {
         }
     }
     let guard = Stop(stop);
-    for _ in 0..300 {
+    // At least 300 reads, and on until the evictor has struck 20 times (bounded).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut reads = 0;
+    while reads < 300
+        || (evicted.load(Ordering::Relaxed) < 20 && std::time::Instant::now() < deadline)
+    {
         let fh = fs.open(i, false).unwrap();
         let bytes = fs.read(fh, 0, 1 << 20).await;
         fs.release(fh);
         assert_eq!(bytes.expect("never an error"), good);
+        reads += 1;
     }
     drop(guard);
-    assert!(evictor.join().unwrap() > 10, "the evictor did evict");
+    let removed = evictor.join().unwrap();
+    assert!(removed >= 20, "the evictor did evict: {removed}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_entry_changed_in_place_under_an_open_handle_is_an_error_never_its_bytes() {
+    let (fs, dir) = setup(common::synthetic_store().await).await;
+    let i = ino(&fs, "a.nc");
+    let good = read_all(&fs, i, 1 << 20).await;
+    let identity =
+        String::from_utf8(fs.getxattr(i, OsStr::new("user.sodeda.identity")).unwrap()).unwrap();
+    let path = dir
+        .path()
+        .join("v2")
+        .join(&identity[..2])
+        .join(format!("{identity}.nc"));
+    let fh = fs.open(i, false).unwrap();
+    assert_eq!(fs.read(fh, 0, 1 << 20).await.unwrap(), good);
+    // Another process writes a byte into the entry, in place, while the handle is open.
+    let w = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    let at = good.len() as u64 / 2;
+    std::os::unix::fs::FileExt::write_all_at(&w, &[good[at as usize] ^ 0xff], at).unwrap();
+    let e = fs
+        .read(fh, at, 16)
+        .await
+        .expect_err("a changed byte is never served");
+    assert_eq!(e.errno(), libc::EIO);
+    assert!(e.to_string().contains("differ"), "{e}");
+    // A truncation is an error too, not a short file.
+    w.set_len(at).unwrap();
+    let e = fs
+        .read(fh, at - 8, 64)
+        .await
+        .expect_err("never a short read");
+    assert_eq!(e.errno(), libc::EIO);
+    fs.release(fh);
+    // A new open checks the entry again, finds it damaged and makes it again.
+    assert_eq!(read_all(&fs, i, 1 << 20).await, good);
 }
 
 /// Entries in a cache directory (files named `*.nc` under `v2/<2 hex>/`).

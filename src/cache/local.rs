@@ -36,13 +36,15 @@ use std::ffi::CString;
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use lru::LruCache;
 use tempfile::NamedTempFile;
 
+use super::seal::{self, Seal};
+use super::sums::BlockSums;
 use crate::encode::FORMAT_VERSION;
 
 /// The default cache directory (the prototype's).
@@ -69,7 +71,7 @@ struct Usage {
     pins: HashMap<String, usize>,
     /// Entries whose checksum this process has verified, with the file they were verified
     /// on (a replaced file is verified again).
-    verified: HashMap<String, FileStamp>,
+    verified: HashMap<String, (FileStamp, Arc<BlockSums>)>,
 }
 
 /// What identifies one version of an entry's file.
@@ -150,20 +152,6 @@ fn untrusted(m: &std::fs::Metadata, what: &str) -> Option<String> {
 /// Name of the extended attribute holding an entry's CRC-32C (8 hex digits).
 pub const CHECKSUM_XATTR: &str = "user.sodeda.crc32c";
 
-/// The CRC-32C of a whole file, read with `pread` (the file position stays where it was).
-fn crc32c_of_file(f: &File) -> io::Result<u32> {
-    let mut buf = vec![0u8; 1 << 20];
-    let (mut crc, mut at) = (0u32, 0u64);
-    loop {
-        let n = f.read_at(&mut buf, at)?;
-        if n == 0 {
-            return Ok(crc);
-        }
-        crc = crc32c::crc32c_append(crc, &buf[..n]);
-        at += n as u64;
-    }
-}
-
 fn set_xattr(file: &File, name: &str, value: &str) -> io::Result<()> {
     let n = CString::new(name).expect("no NUL");
     // SAFETY: an open descriptor, a NUL-terminated name and a buffer of the given length, all
@@ -243,10 +231,87 @@ fn get_checksum(path: &Path) -> Option<u32> {
 fn remove_if_same(path: &Path, file: &File) {
     if let (Ok(there), Ok(ours)) = (std::fs::symlink_metadata(path), file.metadata()) {
         if there.dev() == ours.dev() && there.ino() == ours.ino() {
-            let _ = std::fs::remove_file(path);
+            let _ = remove_entry(path);
         }
     }
 }
+
+/// Deletes the entry at `path`; one sealed by a process that is gone is unsealed first (one
+/// sealed by a live process stays: its removal is refused with `EPERM`).
+fn remove_entry(path: &Path) -> io::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+            if seal::lift_if_abandoned(path).unwrap_or(false) {
+                std::fs::remove_file(path)
+            } else {
+                Err(e)
+            }
+        }
+        other => other,
+    }
+}
+
+/// Flags of a temporary file while its build runs: an exclusive `flock`, which goes with the
+/// process, so that a temporary file nobody holds is known to be left by a killed build.
+fn lock_building(file: &File) -> io::Result<()> {
+    // SAFETY: an open descriptor; flock has no memory preconditions.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+fn unlock(file: &File) {
+    // SAFETY: as in `lock_building`.
+    unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_UN) };
+}
+
+/// Deletes the temporary files in `tmp` left by builds that were killed (files named like
+/// [`LocalCache::temp_file`]'s that no live process holds locked); returns how many bytes
+/// were freed. Files of another name are left alone.
+fn remove_abandoned_temporaries(tmp: &Path) -> u64 {
+    let mut freed = 0;
+    let Ok(dir) = std::fs::read_dir(tmp) else {
+        return 0;
+    };
+    for f in dir.flatten() {
+        let name = f.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if !(name.starts_with(TEMP_PREFIX) && name.ends_with(".nc")) {
+            continue;
+        }
+        let path = f.path();
+        let Ok(file) = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(&path)
+        else {
+            continue;
+        };
+        let Ok(meta) = file.metadata() else { continue };
+        if !meta.is_file() || lock_building(&file).is_err() {
+            continue; // a build in progress (or not ours to judge)
+        }
+        if std::fs::symlink_metadata(&path).is_ok_and(|m| m.ino() == meta.ino()) {
+            match std::fs::remove_file(&path) {
+                Ok(()) => freed += meta.len(),
+                Err(e) => tracing::debug!("cannot remove {}: {e}", path.display()),
+            }
+        }
+    }
+    if freed > 0 {
+        tracing::info!(
+            "removed {} of temporary files left by killed builds in {}",
+            crate::units::human_size(freed),
+            tmp.display()
+        );
+    }
+    freed
+}
+
+/// The prefix of the temporary files of builds.
+const TEMP_PREFIX: &str = ".building-";
 
 /// A complete entry: its path, and the descriptor it was checked (or written) through. Read
 /// the descriptor (with `pread`, or `/proc/self/fd/N` for a library that opens by name), never
@@ -257,6 +322,9 @@ pub struct CachedFile {
     pub path: PathBuf,
     /// The entry itself.
     pub file: Arc<File>,
+    /// The checksum of each of its blocks, recorded when it was checked or written (`None`
+    /// on a file system without user xattrs, where entries are checked by size only).
+    pub sums: Option<Arc<BlockSums>>,
 }
 
 impl CachedFile {
@@ -270,6 +338,38 @@ impl CachedFile {
     /// in `/proc/self/fd`).
     pub fn fd_path(&self) -> PathBuf {
         PathBuf::from(format!("/proc/self/fd/{}", self.file.as_raw_fd()))
+    }
+
+    /// Up to `size` bytes at `offset`, never past the end: each block under them checked
+    /// against its recorded checksum, so bytes changed on disk since the check are an error
+    /// (`InvalidData`) and a file now shorter is one too (`UnexpectedEof`), never served.
+    pub fn read_at(&self, offset: u64, size: u64, len: u64) -> io::Result<Vec<u8>> {
+        if let Some(sums) = &self.sums {
+            return sums.read_checked(&self.file, offset, size);
+        }
+        if offset >= len || size == 0 {
+            return Ok(Vec::new());
+        }
+        let mut buf = vec![0u8; (len - offset).min(size) as usize];
+        self.file.read_exact_at(&mut buf, offset)?;
+        Ok(buf)
+    }
+}
+
+/// What the check of an entry found good.
+enum Checked {
+    /// Its bytes match its checksum; the checksum of each block.
+    Sums(Arc<BlockSums>),
+    /// A file system without user xattrs: checked by size only.
+    SizeOnly,
+}
+
+impl Checked {
+    fn sums(self) -> Option<Arc<BlockSums>> {
+        match self {
+            Checked::Sums(s) => Some(s),
+            Checked::SizeOnly => None,
+        }
     }
 }
 
@@ -331,6 +431,7 @@ impl LocalCache {
             context: "creating the cache directory",
             cause,
         })?;
+        remove_abandoned_temporaries(&tmp);
         for d in [dir, root.as_path()] {
             if let Ok(m) = std::fs::metadata(d) {
                 if m.mode() & 0o002 != 0 {
@@ -481,9 +582,15 @@ impl LocalCache {
             let Some(path) = self.path_for(&identity) else {
                 continue;
             };
-            match std::fs::remove_file(&path) {
+            match remove_entry(&path) {
                 Ok(()) => tracing::debug!("evicted {} ({size} bytes)", path.display()),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) if e.kind() == io::ErrorKind::PermissionDenied && seal::is_sealed(&path) => {
+                    // Served by passthrough in another process: it stays, counted.
+                    tracing::debug!("not evicting {}: a mount serves it", path.display());
+                    u.bytes += size;
+                    skipped.push((identity, size));
+                }
                 Err(e) => tracing::warn!("cannot evict {}: {e}", path.display()),
             }
         }
@@ -513,11 +620,26 @@ impl LocalCache {
 
     /// The entry of `identity`, opened (see [`LocalCache::open_entry`]).
     pub fn get(&self, identity: &str, size: u64) -> Option<CachedFile> {
-        let file = self.open_entry(identity, size)?;
+        let (file, checked) = self.open_trusted(identity, size, |_| Ok(())).ok()??;
         Some(CachedFile {
             path: self.path_for(identity)?,
             file: Arc::new(file),
+            sums: checked.sums(),
         })
+    }
+
+    /// The entry of `identity`, opened and sealed ([`Seal`]: immutable while it lives) before
+    /// its checksum is checked, for the kernel to read it itself. `Ok(None)` when there is no
+    /// trusted entry; an error when it cannot be sealed (the caller then serves the file
+    /// without passthrough).
+    pub fn open_sealed(&self, identity: &str, size: u64) -> io::Result<Option<Seal>> {
+        let mut seal = None;
+        let found = self.open_trusted(identity, size, |f| {
+            let file = Arc::new(f.try_clone()?);
+            seal = Some(Seal::new(file)?);
+            Ok(())
+        })?;
+        Ok(found.and(seal))
     }
 
     /// Whether the entry of `identity` is present with `size` bytes: a regular file, not a
@@ -537,21 +659,37 @@ impl LocalCache {
     /// check is reported absent (and logged); a corrupt one, or one without a checksum, is
     /// deleted so that it is rebuilt. Counts as a use for the size limit.
     pub fn open_entry(&self, identity: &str, size: u64) -> Option<File> {
-        let path = self.path_for(identity)?;
+        self.open_trusted(identity, size, |_| Ok(()))
+            .ok()?
+            .map(|(f, _)| f)
+    }
+
+    /// [`LocalCache::open_entry`], running `prepare` on the file after the structural checks
+    /// and before its checksum is checked; its error is returned as it is.
+    fn open_trusted(
+        &self,
+        identity: &str,
+        size: u64,
+        prepare: impl FnOnce(&File) -> io::Result<()>,
+    ) -> io::Result<Option<(File, Checked)>> {
+        let Some(path) = self.path_for(identity) else {
+            return Ok(None);
+        };
         let file = match self.open_checked(identity, size) {
             Ok(Some(f)) => f,
-            Ok(None) => return None,
+            Ok(None) => return Ok(None),
             Err(why) => {
                 tracing::warn!(
                     "cache entry {} is not trusted ({why}); it will be rebuilt",
                     path.display()
                 );
-                return None;
+                return Ok(None);
             }
         };
-        if !self.verify(identity, &path, &file) {
-            return None;
-        }
+        prepare(&file)?;
+        let Some(checked) = self.verify(identity, &path, &file) else {
+            return Ok(None);
+        };
         let now = self.store_version.read().expect("poisoned").clone();
         if let Some(now) = now {
             if let Some((n, built)) = absent_mark(&file).filter(|(_, built)| **built != *now) {
@@ -560,11 +698,11 @@ impl LocalCache {
                      (version {built:?}); the source is now {now:?}: it will be rebuilt",
                     path.display()
                 );
-                return None;
+                return Ok(None);
             }
         }
         self.touch(identity, size);
-        Some(file)
+        Ok(Some((file, checked)))
     }
 
     /// Entries built while chunks were absent from the source are kept for source version
@@ -639,14 +777,15 @@ impl LocalCache {
     }
 
     /// Checks an entry's checksum once per process and file version; deletes it if its bytes
-    /// are wrong or it has no checksum on a file system that keeps them.
-    fn verify(&self, identity: &str, path: &Path, file: &File) -> bool {
-        let Ok(meta) = file.metadata() else {
-            return false;
-        };
+    /// are wrong or it has no checksum on a file system that keeps them. `None` when it is not
+    /// good.
+    fn verify(&self, identity: &str, path: &Path, file: &File) -> Option<Checked> {
+        let meta = file.metadata().ok()?;
         let stamp = FileStamp::of(&meta);
-        if self.usage.lock().expect("poisoned").verified.get(identity) == Some(&stamp) {
-            return true;
+        if let Some((seen, sums)) = self.usage.lock().expect("poisoned").verified.get(identity) {
+            if *seen == stamp {
+                return Some(Checked::Sums(sums.clone()));
+            }
         }
         let expected = match recorded_checksum(file) {
             Recorded::Crc(c, id) if id == identity => c,
@@ -657,9 +796,9 @@ impl LocalCache {
                     path.display()
                 );
                 remove_if_same(path, file);
-                return false;
+                return None;
             }
-            Recorded::Unsupported => return true, // checked by size only (documented)
+            Recorded::Unsupported => return Some(Checked::SizeOnly), // documented
             Recorded::Missing => {
                 tracing::warn!(
                     "cache entry {} has no checksum (copied without its extended attributes?); \
@@ -667,30 +806,31 @@ impl LocalCache {
                     path.display()
                 );
                 remove_if_same(path, file);
-                return false;
+                return None;
             }
         };
-        match crc32c_of_file(file) {
-            Ok(actual) if actual == expected => {
+        match BlockSums::of_file(file) {
+            Ok((actual, sums)) if actual == expected && sums.len() == meta.len() => {
+                let sums = Arc::new(sums);
                 self.usage
                     .lock()
                     .expect("poisoned")
                     .verified
-                    .insert(identity.to_string(), stamp);
-                true
+                    .insert(identity.to_string(), (stamp, sums.clone()));
+                Some(Checked::Sums(sums))
             }
-            Ok(actual) => {
+            Ok((actual, _)) => {
                 tracing::warn!(
                     "cache entry {} is corrupt (crc32c {actual:08x}, expected {expected:08x}); \
                      deleting it, it will be rebuilt",
                     path.display()
                 );
                 remove_if_same(path, file);
-                false
+                None
             }
             Err(e) => {
                 tracing::warn!("cannot verify cache entry {}: {e}", path.display());
-                false
+                None
             }
         }
     }
@@ -702,8 +842,8 @@ impl LocalCache {
         let dir = self.root.join("tmp");
         // Readable as the umask allows (colleagues may read a cache, through its own mount or
         // a copy), never writable by every user (then no one could trust it).
-        tempfile::Builder::new()
-            .prefix(".building-")
+        let file = tempfile::Builder::new()
+            .prefix(TEMP_PREFIX)
             .suffix(".nc")
             .permissions(std::fs::Permissions::from_mode(0o664))
             .tempfile_in(&dir)
@@ -711,7 +851,14 @@ impl LocalCache {
                 path: dir.display().to_string(),
                 context: "creating a temporary file",
                 cause,
-            })
+            })?;
+        // Held while the build runs: a file nobody holds is a killed build's, removed.
+        lock_building(file.as_file()).map_err(|cause| CacheError {
+            path: file.path().display().to_string(),
+            context: "locking a temporary file",
+            cause,
+        })?;
+        Ok(file)
     }
 
     /// Moves a finished temporary file into place as the entry of `identity` (atomic rename)
@@ -746,16 +893,25 @@ impl LocalCache {
         // process; after a power loss an entry is still checked by size before use. An fsync
         // per file cost more than the whole build of a small file (see PERFORMANCE.md).
         let size = file.as_file().metadata().map(|m| m.len()).unwrap_or(0);
-        match crc32c_of_file(file.as_file()).and_then(|crc| {
-            set_xattr(
-                file.as_file(),
-                CHECKSUM_XATTR,
-                &checksum_value(crc, identity),
-            )
-        }) {
-            Ok(()) => {}
-            Err(e) => tracing::debug!("no checksum for {}: {e}", path.display()),
-        }
+        let sums = match BlockSums::of_file(file.as_file()) {
+            Ok((crc, sums)) => {
+                match set_xattr(
+                    file.as_file(),
+                    CHECKSUM_XATTR,
+                    &checksum_value(crc, identity),
+                ) {
+                    Ok(()) => Some(Arc::new(sums)),
+                    Err(e) => {
+                        tracing::debug!("no checksum for {}: {e}", path.display());
+                        None
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::debug!("no checksum for {}: {e}", path.display());
+                None
+            }
+        };
         if absent_chunks > 0 {
             let version = self.store_version.read().expect("poisoned").clone();
             let mark = format!("{absent_chunks} {}", version.as_deref().unwrap_or(""));
@@ -766,24 +922,62 @@ impl LocalCache {
                 );
             }
         }
-        let file = file.persist(&path).map_err(|e| CacheError {
-            path: path.display().to_string(),
-            context: "renaming a new entry into place",
-            cause: e.error,
-        })?;
+        let file = match file.persist(&path) {
+            Ok(f) => f,
+            Err(e) if e.error.kind() == io::ErrorKind::PermissionDenied => {
+                // The entry it replaces is sealed: by a killed process (lifted, then the
+                // rename is tried again), or by a mount serving it still (then this file is
+                // served from its descriptor, not kept).
+                let file = e.file;
+                if seal::lift_if_abandoned(&path).unwrap_or(false) {
+                    self.persist_renamed(file, &path)?
+                } else {
+                    tracing::info!(
+                        "{} is sealed by a mount that serves it; the new file is used once, \
+                         not kept",
+                        path.display()
+                    );
+                    let (f, tmp) = file.into_parts();
+                    let _ = tmp.close();
+                    unlock(&f);
+                    return Ok(CachedFile {
+                        path,
+                        file: Arc::new(f),
+                        sums,
+                    });
+                }
+            }
+            Err(e) => {
+                return Err(CacheError {
+                    path: path.display().to_string(),
+                    context: "renaming a new entry into place",
+                    cause: e.error,
+                })
+            }
+        };
+        unlock(&file);
         // Verified as written (its checksum was just computed from these bytes).
-        if let Ok(m) = file.metadata() {
+        if let (Ok(m), Some(sums)) = (file.metadata(), &sums) {
             self.usage
                 .lock()
                 .expect("poisoned")
                 .verified
-                .insert(identity.to_string(), FileStamp::of(&m));
+                .insert(identity.to_string(), (FileStamp::of(&m), sums.clone()));
         }
         self.touch(identity, size);
         self.evict(Some(identity));
         Ok(CachedFile {
             path,
             file: Arc::new(file),
+            sums,
+        })
+    }
+
+    fn persist_renamed(&self, file: NamedTempFile, path: &Path) -> Result<File, CacheError> {
+        file.persist(path).map_err(|e| CacheError {
+            path: path.display().to_string(),
+            context: "renaming a new entry into place",
+            cause: e.error,
         })
     }
 }
@@ -819,6 +1013,61 @@ mod tests {
         // A new process sees the entries on disk.
         let again = LocalCache::open(dir.path()).unwrap().with_max_size(1000);
         assert_eq!(again.size(), 400);
+    }
+
+    #[test]
+    fn temporary_files_of_killed_builds_are_removed_and_live_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = LocalCache::open(dir.path()).unwrap();
+        let tmp = dir.path().join("v2").join("tmp");
+        // A killed build: its temporary file is there, nobody holds it.
+        std::fs::write(tmp.join(".building-abc.nc"), vec![1u8; 5000]).unwrap();
+        // A build running in this process (another, in effect: its lock is its own).
+        let mut live = cache.temp_file().unwrap();
+        live.write_all(&[2u8; 100]).unwrap();
+        std::fs::write(tmp.join("foreign.txt"), b"not ours").unwrap();
+        let _again = LocalCache::open(dir.path()).unwrap();
+        assert!(
+            !tmp.join(".building-abc.nc").exists(),
+            "the killed build's file is gone"
+        );
+        assert!(live.path().exists(), "a live build's file is kept");
+        assert!(
+            tmp.join("foreign.txt").exists(),
+            "other files are left alone"
+        );
+        // Once persisted, the entry is no longer locked (a seal can take it).
+        let entry = cache.persist(live, "ab77").unwrap();
+        // SAFETY: an open descriptor; flock has no memory preconditions.
+        let rc = unsafe { libc::flock(entry.file.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) };
+        assert_eq!(rc, 0);
+    }
+
+    #[test]
+    fn a_sealed_entry_is_not_evicted_while_held_and_an_abandoned_seal_is_lifted() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = LocalCache::open(dir.path()).unwrap();
+        let a = add(&cache, "aa01", 100);
+        let Ok(Some(seal)) = cache.open_sealed("aa01", 100) else {
+            eprintln!("skipped: entries cannot be sealed here");
+            return;
+        };
+        assert!(std::fs::OpenOptions::new().write(true).open(&a).is_err());
+        // Another process bounds the cache: the sealed entry stays, counted.
+        let other = LocalCache::open(dir.path()).unwrap().with_max_size(150);
+        add(&other, "bb02", 100);
+        assert!(a.exists(), "held by a seal: not evicted");
+        assert_eq!(other.size(), 200);
+        // The holder is killed: its lock goes, its flag stays; the next eviction lifts it.
+        // SAFETY: an open descriptor; flock has no memory preconditions.
+        unsafe { libc::flock(seal.file().as_raw_fd(), libc::LOCK_UN) };
+        std::mem::forget(seal);
+        assert!(seal::is_sealed(&a));
+        add(&other, "cc03", 100);
+        assert!(
+            !a.exists(),
+            "an abandoned seal is lifted and the entry evicted"
+        );
     }
 
     #[test]

@@ -14,6 +14,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use super::seal::Seal;
 use super::tier::{Key, Lookup, Tier, Uploaded};
 use super::{CachedFile, LocalCache, Pin};
 
@@ -99,12 +100,14 @@ impl Tiered {
         self.local.get(key.identity, key.size)
     }
 
-    /// The local cache's file of `key` as a plain file (for kernel passthrough), counted as
-    /// a hit.
-    pub fn open_hit(&self, key: Key<'_>) -> Option<std::fs::File> {
-        let file = self.local.open_entry(key.identity, key.size)?;
-        self.metrics.cache_hits.fetch_add(1, Ordering::Relaxed);
-        Some(file)
+    /// The local cache's file of `key`, sealed for the kernel to read it itself (see
+    /// [`LocalCache::open_sealed`]), counted as a hit.
+    pub fn open_sealed(&self, key: Key<'_>) -> std::io::Result<Option<Seal>> {
+        let sealed = self.local.open_sealed(key.identity, key.size)?;
+        if sealed.is_some() {
+            self.metrics.cache_hits.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(sealed)
     }
 
     /// Looks for the file of `key` in the local cache, then in the shared tier.
