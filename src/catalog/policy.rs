@@ -3,9 +3,15 @@
 //!
 //! Bad lines are skipped (each reported) unless the policy is strict, when any bad line
 //! refuses the file. A file with bad lines and no good one is refused either way: it is far
-//! more likely a wrong path or a broken edit than an empty dataset. A file with no line at
-//! all is accepted (an empty dataset). A refused file at a start is an error; on a reload the
-//! files served so far stay.
+//! more likely a wrong path or a broken edit than an empty dataset. A refused file at a start
+//! is an error; on a reload the files served so far stay.
+//!
+//! A file with no line at all (empty, or only blank lines) is accepted at a mount's start (an
+//! empty dataset: a mount may be started before its file is written) and by the dashboard,
+//! which shows the file as it is now and reads it again at its next change. On a reload
+//! ([`Policy::refuse_empty`]: SIGHUP, `reload`, a store update) it is refused like a file of
+//! only bad lines: an editor that truncates the file and then writes it, racing a reload,
+//! would otherwise empty a live mount. To empty a mount on purpose, unmount it.
 
 use std::path::PathBuf;
 
@@ -22,6 +28,8 @@ const LISTED: usize = 20;
 pub struct Policy {
     /// Refuse the file when any line is bad (`--strict`).
     pub strict: bool,
+    /// Refuse a file with no line at all (a reload of a live mount; see the module doc).
+    pub refuse_empty: bool,
 }
 
 /// Why a deskriptors file was refused.
@@ -33,6 +41,9 @@ pub enum Refused {
     /// Only bad lines.
     #[error("no valid deskriptor ({} bad lines):\n{}", .0.len(), listed(.0))]
     NothingValid(Vec<DeskriptorError>),
+    /// No line at all, where the policy refuses that ([`Policy::refuse_empty`]).
+    #[error("the file is empty (no deskriptor line); the current files are kept")]
+    Empty,
 }
 
 fn listed(errors: &[DeskriptorError]) -> String {
@@ -48,7 +59,11 @@ impl Policy {
     /// the lines skipped), or why it is refused.
     pub fn admit(&self, catalog: Catalog) -> Result<Catalog, Refused> {
         if catalog.errors.is_empty() {
-            Ok(catalog)
+            if self.refuse_empty && catalog.entries.is_empty() {
+                Err(Refused::Empty)
+            } else {
+                Ok(catalog)
+            }
         } else if self.strict {
             Err(Refused::Strict(catalog.errors))
         } else if catalog.entries.is_empty() {
@@ -145,7 +160,10 @@ mod tests {
         let lenient = Policy::default();
         let served = lenient.admit(catalog(2, 1)).unwrap();
         assert_eq!((served.entries.len(), served.errors.len()), (2, 1));
-        let strict = Policy { strict: true };
+        let strict = Policy {
+            strict: true,
+            ..Policy::default()
+        };
         let e = strict.admit(catalog(2, 1)).unwrap_err();
         assert!(matches!(e, Refused::Strict(ref v) if v.len() == 1), "{e}");
         let text = e.to_string();
@@ -157,7 +175,11 @@ mod tests {
 
     #[test]
     fn only_bad_lines_are_refused_but_an_empty_file_is_served() {
-        for policy in [Policy::default(), Policy { strict: false }] {
+        let reload = Policy {
+            refuse_empty: true,
+            ..Policy::default()
+        };
+        for policy in [Policy::default(), reload] {
             let e = policy.admit(catalog(0, 30)).unwrap_err();
             assert!(matches!(e, Refused::NothingValid(_)));
             let text = e.to_string();
@@ -167,7 +189,39 @@ mod tests {
             );
             assert_eq!(text.lines().count(), 1 + LISTED + 1, "{text}");
         }
-        let empty = Policy { strict: true }.admit(catalog(0, 0)).unwrap();
+        let strict = Policy {
+            strict: true,
+            ..Policy::default()
+        };
+        let empty = strict.admit(catalog(0, 0)).unwrap();
         assert!(empty.entries.is_empty());
+    }
+
+    #[test]
+    fn an_empty_file_is_refused_on_a_reload_only() {
+        for strict in [false, true] {
+            let start = Policy {
+                strict,
+                refuse_empty: false,
+            };
+            assert!(start.admit(catalog(0, 0)).unwrap().entries.is_empty());
+            let reload = Policy {
+                strict,
+                refuse_empty: true,
+            };
+            let e = reload.admit(catalog(0, 0)).unwrap_err();
+            assert!(matches!(e, Refused::Empty), "{e}");
+            let text = e.to_string();
+            assert!(
+                text.contains("empty") && text.contains("current files are kept"),
+                "{text}"
+            );
+            assert_eq!(reload.admit(catalog(1, 0)).unwrap().entries.len(), 1);
+            let e = reload.admit(catalog(0, 2)).unwrap_err();
+            assert!(
+                matches!(e, Refused::NothingValid(_) | Refused::Strict(_)),
+                "{e}"
+            );
+        }
     }
 }

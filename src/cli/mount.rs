@@ -50,8 +50,9 @@ pub(super) async fn mount(
     }
     let started = std::time::Instant::now();
     let source = config.open_source().await?;
-    let catalog_file = config.catalog_file(Policy {
+    let mut catalog_file = config.catalog_file(Policy {
         strict: args.strict,
+        refuse_empty: false,
     });
     let catalog = catalog_file.read(&source)?;
     let planned = started.elapsed();
@@ -93,6 +94,8 @@ pub(super) async fn mount(
         every: std::time::Duration::from_secs(args.source_check_interval),
         check: check.clone(),
     });
+    // A reload refuses an empty file: it would empty the live mount (see the policy's doc).
+    catalog_file.policy.refuse_empty = true;
     let reload: crate::mount::Reloader = Arc::new(move || {
         let (file, source, check) = (catalog_file.clone(), source.clone(), check.clone());
         Box::pin(async move {

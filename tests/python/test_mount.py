@@ -432,6 +432,33 @@ def test_reload_while_mounted(replica, mount_factory, tmp_path):
     assert len(os.listdir(m.mountpoint)) == 2
 
 
+def _reload(mountpoint):
+    era5 = str(ROOT / "target" / "debug" / "sodeda-era5")
+    return subprocess.run([era5, "reload", str(mountpoint)], capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_a_reload_of_an_emptied_file_keeps_the_current_files(replica, mount_factory, tmp_path):
+    """Reload: a file with no line at all (emptied, or only blank lines) keeps the current
+    files and `reload` exits 1 saying so; a good file reloads again."""
+    desk = tmp_path / "desk.jsonl"
+    desk.write_text("\n".join(LINES[:3]) + "\n")
+    m = mount_factory(desk, replica)
+    names = sorted(os.listdir(m.mountpoint))
+    assert len(names) == 3
+    for emptied in ("", "\n  \n\t\n"):
+        desk.write_text(emptied)
+        p = _reload(m.mountpoint)
+        assert p.returncode == 1, (p.stdout, p.stderr)
+        assert "empty" in p.stderr and "current files are kept" in p.stderr, p.stderr
+        assert sorted(os.listdir(m.mountpoint)) == names
+        assert len((m.mountpoint / names[0]).read_bytes()) == os.stat(
+            m.mountpoint / names[0]).st_size
+    desk.write_text("\n".join(LINES[:2]) + "\n")
+    p = _reload(m.mountpoint)
+    assert p.returncode == 0 and "ok: 2 files (0 added, 1 removed)" in p.stdout, p
+
+
 def _ls_sizes(directory):
     """{name: size} from `ls -l` of a directory."""
     out = subprocess.run(["ls", "-l", str(directory)], capture_output=True, text=True,
