@@ -462,20 +462,41 @@ pub fn spawn_background(
     }
 }
 
-/// The value of extended attribute `name` of `path` (at most 4 KiB).
+/// The value of extended attribute `name` of `path`, whatever its size: the size is asked
+/// first (a size-0 call), and asked again when the value grew in between (ERANGE), a few
+/// times at most.
 pub(crate) fn get_xattr(path: &Path, name: &str) -> std::io::Result<Vec<u8>> {
     let p = CString::new(path.as_os_str().as_bytes())
         .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
     let n = CString::new(name).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
-    let mut buf = vec![0u8; 4096];
-    // SAFETY: both strings are NUL-terminated and live across the call; `buf` has the length
-    // given, and getxattr writes at most that many bytes.
-    let len = unsafe { libc::getxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-    if len < 0 {
-        return Err(std::io::Error::last_os_error());
+    let get = |buf: &mut [u8]| -> std::io::Result<usize> {
+        // SAFETY: both strings are NUL-terminated and live across the call; `buf` has the
+        // length given (a null pointer with length 0 asks for the size only), and getxattr
+        // writes at most that many bytes.
+        let len = unsafe {
+            let ptr = if buf.is_empty() {
+                std::ptr::null_mut()
+            } else {
+                buf.as_mut_ptr().cast()
+            };
+            libc::getxattr(p.as_ptr(), n.as_ptr(), ptr, buf.len())
+        };
+        usize::try_from(len).map_err(|_| std::io::Error::last_os_error())
+    };
+    let mut last = std::io::Error::from_raw_os_error(libc::ERANGE);
+    for _ in 0..4 {
+        // Room for a value that grows a little between the two calls.
+        let mut buf = vec![0u8; get(&mut [])? + 1024];
+        match get(&mut buf) {
+            Ok(len) => {
+                buf.truncate(len);
+                return Ok(buf);
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ERANGE) => last = e,
+            Err(e) => return Err(e),
+        }
     }
-    buf.truncate(len as usize);
-    Ok(buf)
+    Err(last)
 }
 
 /// Asks the mount at `path` to re-read its deskriptors file (SIGHUP to its process) and

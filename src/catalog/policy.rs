@@ -22,6 +22,12 @@ use crate::source::Source;
 
 /// Bad lines listed at most in a refusal's message (`validate` lists them all).
 const LISTED: usize = 20;
+/// Characters of one bad line's error kept in a refusal's message (a field's value as written
+/// may be long).
+const LINE_CHARS: usize = 300;
+/// Bytes of bad lines listed at most in a refusal's message: it is also a reload's result,
+/// an extended attribute (Linux passes at most 64 KiB).
+const LISTED_BYTES: usize = 4096;
 
 /// Whether bad lines refuse a deskriptors file.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -46,10 +52,28 @@ pub enum Refused {
     Empty,
 }
 
+/// The first bad lines, each cut to [`LINE_CHARS`], at most [`LISTED`] of them and
+/// [`LISTED_BYTES`] in all, then how many more there are.
 fn listed(errors: &[DeskriptorError]) -> String {
-    let mut text: Vec<String> = errors.iter().take(LISTED).map(|e| e.to_string()).collect();
-    if errors.len() > LISTED {
-        text.push(format!("… and {} more", errors.len() - LISTED));
+    let mut text: Vec<String> = Vec::new();
+    let mut bytes = 0;
+    for e in errors.iter().take(LISTED) {
+        let mut line = e.to_string();
+        if let Some((cut, _)) = line.char_indices().nth(LINE_CHARS) {
+            line.truncate(cut);
+            line.push('…');
+        }
+        if !text.is_empty() && bytes + line.len() > LISTED_BYTES {
+            break;
+        }
+        bytes += line.len() + 1;
+        text.push(line);
+    }
+    if errors.len() > text.len() {
+        text.push(format!(
+            "… and {} more bad lines (`sodeda-era5 validate` lists them all)",
+            errors.len() - text.len()
+        ));
     }
     text.join("\n")
 }
@@ -184,7 +208,10 @@ mod tests {
             assert!(matches!(e, Refused::NothingValid(_)));
             let text = e.to_string();
             assert!(
-                text.contains("30 bad lines") && text.ends_with("… and 10 more"),
+                text.contains("30 bad lines")
+                    && text.ends_with(
+                        "… and 10 more bad lines (`sodeda-era5 validate` lists them all)"
+                    ),
                 "{text}"
             );
             assert_eq!(text.lines().count(), 1 + LISTED + 1, "{text}");
@@ -195,6 +222,22 @@ mod tests {
         };
         let empty = strict.admit(catalog(0, 0)).unwrap();
         assert!(empty.entries.is_empty());
+    }
+
+    #[test]
+    fn a_refusal_of_many_long_bad_lines_is_bounded() {
+        let mut c = catalog(0, 0);
+        c.errors = (0..500)
+            .map(|i| DeskriptorError::new(i + 1, "variable", "\"x\"", "é".repeat(5000)))
+            .collect();
+        let text = Policy::default().admit(c).unwrap_err().to_string();
+        assert!(text.len() < LISTED_BYTES + 1024, "{} bytes", text.len());
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[1].starts_with("line 1, field `variable`") && lines[1].ends_with('…'));
+        let shown = lines.len() - 2;
+        assert!((1..LISTED).contains(&shown), "{shown} lines shown");
+        let more = format!("… and {} more bad lines", 500 - shown);
+        assert!(lines.last().unwrap().starts_with(&more), "{text}");
     }
 
     #[test]

@@ -459,6 +459,28 @@ def test_a_reload_of_an_emptied_file_keeps_the_current_files(replica, mount_fact
     assert p.returncode == 0 and "ok: 2 files (0 added, 1 removed)" in p.stdout, p
 
 
+def test_a_failed_reload_with_a_long_message_does_not_break_the_next(replica, mount_factory,
+                                                                    tmp_path):
+    """Reload: a refused file whose message is long (many long bad lines, a JSON array pasted
+    instead of JSON lines) exits 1 with a readable, bounded message; the next reload works."""
+    desk = tmp_path / "desk.jsonl"
+    desk.write_text("\n".join(LINES[:2]) + "\n")
+    m = mount_factory(desk, replica)
+    bad = json.dumps({"name": "x" * 3000, "variable": "no_such_variable_" + "y" * 3000,
+                      "time": "2023-01-01T00"})
+    desk.write_text("\n".join([bad] * 40) + "\n")
+    p = _reload(m.mountpoint)
+    assert p.returncode == 1, (p.stdout, p.stderr)
+    assert "no valid deskriptor" in p.stderr and "more bad lines" in p.stderr, p.stderr[-2000:]
+    assert 4096 < len(p.stderr) < 64 << 10, len(p.stderr)
+    desk.write_text("[" + ",\n".join(LINES[:3]) + "]\n")
+    p = _reload(m.mountpoint)
+    assert p.returncode == 1 and "Numerical result" not in p.stderr, p.stderr[-2000:]
+    desk.write_text("\n".join(LINES[:3]) + "\n")
+    p = _reload(m.mountpoint)
+    assert p.returncode == 0 and "ok: 3 files (1 added, 0 removed)" in p.stdout, p
+
+
 def _ls_sizes(directory):
     """{name: size} from `ls -l` of a directory."""
     out = subprocess.run(["ls", "-l", str(directory)], capture_output=True, text=True,
