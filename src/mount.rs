@@ -288,11 +288,21 @@ pub async fn serve(
         ) else {
             return;
         };
-        // Never when not asked for (a day-long sleep that the select! drops and renews).
-        let every = source_check
-            .as_ref()
-            .map_or(Duration::from_secs(86_400), |c| c.every);
-        let mut checks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        // Never when not asked for (a day-long sleep that the select! drops and renews), nor
+        // when the interval is beyond the clock (the command line takes at most a year).
+        let mut source_check = source_check;
+        let mut every = Duration::from_secs(86_400);
+        let mut first = tokio::time::Instant::now() + every;
+        if let Some(c) = &source_check {
+            match tokio::time::Instant::now().checked_add(c.every) {
+                Some(at) => (every, first) = (c.every, at),
+                None => {
+                    tracing::warn!("a source check every {:?} is never: no checks", c.every);
+                    source_check = None;
+                }
+            }
+        }
+        let mut checks = tokio::time::interval_at(first, every);
         checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {

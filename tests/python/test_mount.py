@@ -379,6 +379,30 @@ def test_mount_failures_exit_nonzero_with_a_clear_message(replica, mount_factory
     assert mounted_at(tmp_path / "empty") is None
 
 
+def test_durations_beyond_a_year_are_refused_before_mounting(replica, tmp_path):
+    """Lifecycle: a duration option beyond one year (`--source-check-interval
+    18446744073709551615`, which once panicked the signal thread) exits 2 naming the option,
+    the value and the range, and mounts nothing."""
+    mnt = tmp_path / "long"
+    mnt.mkdir()
+    for option, value in [("--source-check-interval", "18446744073709551615"),
+                          ("--source-timeout", "1e15")]:
+        p = run_mount("--deskriptors", TEST_SET, "--source", replica, "--cache",
+                      tmp_path / "c", option, value, mnt)
+        try:
+            assert p.returncode == 2, (p.returncode, p.stderr)
+            for part in (option, value, "one year"):
+                assert part in p.stderr, (part, p.stderr)
+            assert mounted_at(mnt) is None
+        finally:
+            if mounted_at(mnt):
+                subprocess.run(["umount", "-l", str(mnt)])
+            if "(pid " in p.stderr:
+                pid = int(p.stderr.split("(pid ")[1].split(")")[0])
+                if os.path.exists(f"/proc/{pid}"):
+                    os.kill(pid, signal.SIGKILL)
+
+
 def test_a_stale_mount_of_a_killed_process_is_replaced(replica, mount_factory, tmp_path):
     """Lifecycle: after kill -9 of a mount, a new mount on the same point starts cleanly."""
     m = mount_factory(TEST_SET, replica, name="stale")
