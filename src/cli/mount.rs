@@ -22,6 +22,15 @@ pub(super) async fn mount(
     argv: &[OsString],
 ) -> Result<ExitCode> {
     let mountpoint = crate::mount::prepare_mountpoint(&args.mountpoint)?;
+    let mut needed: Vec<(&'static str, &std::path::Path)> = vec![
+        ("cache directory", &config.cache_dir),
+        ("deskriptors file", &config.deskriptors),
+    ];
+    if let Some(log) = &args.log_file {
+        needed.push(("log file", log));
+    }
+    let cache_tree = crate::cache::LocalCache::root_of(&config.cache_dir);
+    crate::mount::check_setup(&mountpoint, &needed, &cache_tree)?;
     if !args.foreground {
         let log = match &args.log_file {
             Some(l) => std::path::absolute(l)?,

@@ -403,6 +403,49 @@ def test_durations_beyond_a_year_are_refused_before_mounting(replica, tmp_path):
                     os.kill(pid, signal.SIGKILL)
 
 
+def test_a_mount_over_its_own_cache_log_or_deskriptors_is_refused(replica, tmp_path):
+    """Lifecycle: the cache directory, the log file or the deskriptors file at or under the
+    mount point (through a link too, and before the cache exists), or the mount point in the
+    cache's own tree, exits 1 naming both paths, and mounts nothing."""
+    mnt = tmp_path / "selfmnt"
+    mnt.mkdir()
+    (tmp_path / "link").symlink_to(mnt)
+    shutil.copy(TEST_SET, mnt / "desk.jsonl")
+    (tmp_path / "c").mkdir()
+    subprocess.run([str(binary()), "--cache", str(tmp_path / "c"), "--source", str(replica),
+                    "--deskriptors", str(TEST_SET), "list"], check=True, capture_output=True,
+                   env=clean_env(), timeout=60)
+    trees = [d for d in (tmp_path / "c").iterdir() if d.name.startswith("v")]
+    assert len(trees) == 1, trees
+    cache_tree = trees[0] / "tmp"
+    assert cache_tree.is_dir()
+    cases = [
+        (mnt, ["--cache", mnt], "the cache directory"),
+        (mnt, ["--cache", tmp_path / "link" / "not" / "yet"], "the cache directory"),
+        (mnt, ["--cache", tmp_path / "c", "--log-file", mnt / "m.log"], "the log file"),
+        (mnt, ["--cache", tmp_path / "c", "--deskriptors", mnt / "desk.jsonl"],
+         "the deskriptors file"),
+        (cache_tree, ["--cache", tmp_path / "c"], "the cache's own tree"),
+    ]
+    for point, extra, what in cases:
+        if "--deskriptors" not in extra:
+            extra = ["--deskriptors", TEST_SET, *extra]
+        p = run_mount("--source", replica, *extra, point)
+        try:
+            assert p.returncode == 1, (extra, p.returncode, p.stderr)
+            assert what in p.stderr and str(point.resolve()) in p.stderr, (extra, p.stderr)
+            assert "mount elsewhere" in p.stderr, p.stderr
+            assert mounted_at(point) is None
+        finally:
+            if mounted_at(point):
+                subprocess.run(["umount", "-l", str(point)])
+            if "(pid " in p.stderr:
+                pid = int(p.stderr.split("(pid ")[1].split(")")[0])
+                if os.path.exists(f"/proc/{pid}"):
+                    os.kill(pid, signal.SIGKILL)
+    assert not (tmp_path / "link" / "not").exists(), "nothing is created under the mount point"
+
+
 def test_a_stale_mount_of_a_killed_process_is_replaced(replica, mount_factory, tmp_path):
     """Lifecycle: after kill -9 of a mount, a new mount on the same point starts cleanly."""
     m = mount_factory(TEST_SET, replica, name="stale")
