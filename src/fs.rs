@@ -67,6 +67,30 @@ fn seconds_to_time(seconds: i64) -> SystemTime {
     }
 }
 
+/// Bytes of a reload's result kept in [`XATTR_RELOAD`]: JSON escapes at most six bytes for
+/// one, so its value stays below [`XATTR_SIZE_MAX`], which Linux passes.
+pub const RELOAD_RESULT_MAX: usize = 8192;
+
+/// `result` cut to [`RELOAD_RESULT_MAX`] bytes (at a line's end when there is one, else at a
+/// character's), with a note saying how many lines were cut and where the rest is.
+fn bounded_result(mut result: String) -> String {
+    const NOTE: usize = 80;
+    if result.len() <= RELOAD_RESULT_MAX {
+        return result;
+    }
+    let mut cut = RELOAD_RESULT_MAX - NOTE;
+    while !result.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    if let Some(end) = result[..cut].rfind('\n') {
+        cut = end;
+    }
+    let more = result[cut..].lines().filter(|l| !l.is_empty()).count();
+    result.truncate(cut);
+    result.push_str(&format!("\n… (cut here, {more} more lines; see the log)"));
+    result
+}
+
 /// The value of [`XATTR_DESKRIPTOR`]: the line as written, or, for a line too long for an
 /// extended attribute, a short JSON note saying where the whole line is.
 fn deskriptor_xattr(entry: &Entry) -> String {
@@ -520,8 +544,10 @@ impl DatasetFs {
         self
     }
 
-    /// Records the outcome of a reload request (shown in `user.sodeda.reload`).
+    /// Records the outcome of a reload request (shown in `user.sodeda.reload`), cut to
+    /// [`RELOAD_RESULT_MAX`] bytes (the log has it whole).
     pub fn record_reload(&self, result: String) {
+        let result = bounded_result(result);
         let mut r = self.reloads.lock().expect("poisoned");
         r.0 += 1;
         r.1 = result;
@@ -1151,5 +1177,29 @@ impl DatasetFs {
             .iter()
             .map(|f| f.entry.size)
             .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_reload_result_is_cut_below_what_linux_passes() {
+        assert_eq!(bounded_result("ok: 3 files".into()), "ok: 3 files");
+        let long: String = (0..1000)
+            .map(|i| format!("line {i}: \u{1}\"é\" unknown variable\n"))
+            .collect();
+        let cut = bounded_result(long.clone());
+        assert!(cut.len() <= RELOAD_RESULT_MAX, "{}", cut.len());
+        let shown = cut.lines().count() - 1;
+        let note = format!("… (cut here, {} more lines; see the log)", 1000 - shown);
+        assert!(cut.ends_with(&note), "{}", &cut[cut.len() - 100..]);
+        assert!(long.starts_with(&cut[..cut.len() - note.len() - 1]));
+        let json = serde_json::json!({"reloads": u64::MAX, "last": cut}).to_string();
+        assert!(json.len() < XATTR_SIZE_MAX, "{}", json.len());
+        // One line longer than the limit: cut inside it, at a character's boundary.
+        let cut = bounded_result("é".repeat(RELOAD_RESULT_MAX));
+        assert!(cut.len() <= RELOAD_RESULT_MAX && cut.ends_with("1 more lines; see the log)"));
     }
 }

@@ -141,6 +141,109 @@ pub fn prepare_mountpoint(path: &Path) -> Result<PathBuf> {
     }
 }
 
+/// A set-up that cannot work, refused before mounting.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// A path the mount needs is the mount point or under it: once mounted, the mount hides
+    /// it (and the mount is read-only), so every read that needs it fails.
+    #[error(
+        "the {what} {} is the mount point {} or under it: the mount would hide it, and every \
+         read would fail; put the {what} outside the mount point, or mount elsewhere",
+        .path.display(),
+        .mountpoint.display()
+    )]
+    InsideMount {
+        /// What the path is (`cache directory`, `log file`, `deskriptors file`).
+        what: &'static str,
+        /// The path, resolved.
+        path: PathBuf,
+        /// The mount point, resolved.
+        mountpoint: PathBuf,
+    },
+    /// The mount point is in the tree the cache writes to: new entries would go to the
+    /// read-only mount.
+    #[error(
+        "the mount point {} is in the cache's own tree {}: the cache would write into the \
+         read-only mount; mount elsewhere (outside {}), or use another --cache",
+        .mountpoint.display(),
+        .tree.display(),
+        .tree.display()
+    )]
+    MountInCache {
+        /// The mount point, resolved.
+        mountpoint: PathBuf,
+        /// The cache's tree ([`crate::cache::LocalCache::root_of`]), resolved.
+        tree: PathBuf,
+    },
+    /// A path could not be made absolute (the current directory is gone).
+    #[error("the {what} {}: {cause}", .path.display())]
+    Path {
+        /// What the path is.
+        what: &'static str,
+        /// The path as given.
+        path: PathBuf,
+        /// The cause.
+        cause: std::io::Error,
+    },
+}
+
+/// `path` as the file system resolves it, whether or not it exists yet: its nearest existing
+/// ancestor canonicalized (links followed), then the rest, which does not exist and so holds
+/// no link, with `.` and `..` applied.
+pub fn resolved(path: &Path) -> std::io::Result<PathBuf> {
+    let abs = std::path::absolute(path)?;
+    for ancestor in abs.ancestors() {
+        let Ok(mut out) = std::fs::canonicalize(ancestor) else {
+            continue;
+        };
+        let rest = abs.strip_prefix(ancestor).unwrap_or(Path::new(""));
+        for part in rest.components() {
+            match part {
+                std::path::Component::ParentDir => {
+                    out.pop();
+                }
+                std::path::Component::Normal(name) => out.push(name),
+                _ => {}
+            }
+        }
+        return Ok(out);
+    }
+    Ok(abs)
+}
+
+/// Refuses a set-up that cannot work: one of `paths` (what each is, and the path) at or under
+/// `mountpoint`, or `mountpoint` at or under `cache_tree`. Paths are compared resolved
+/// ([`resolved`]): through links, and whether or not they exist yet.
+pub fn check_setup(
+    mountpoint: &Path,
+    paths: &[(&'static str, &Path)],
+    cache_tree: &Path,
+) -> Result<(), SetupError> {
+    let resolve = |what: &'static str, path: &Path| {
+        resolved(path).map_err(|cause| SetupError::Path {
+            what,
+            path: path.to_path_buf(),
+            cause,
+        })
+    };
+    let mountpoint = resolve("mount point", mountpoint)?;
+    for (what, path) in paths {
+        let path = resolve(what, path)?;
+        if path.starts_with(&mountpoint) {
+            return Err(SetupError::InsideMount {
+                what,
+                path,
+                mountpoint,
+            });
+        }
+    }
+    let tree = resolve("cache directory", cache_tree)?;
+    if mountpoint.starts_with(&tree) {
+        return Err(SetupError::MountInCache { mountpoint, tree });
+    }
+    Ok(())
+}
+
 /// How the mount process's line saying it is live begins (`sodeda-mount: serving N files at
 /// DIR from SOURCE (pid P)`).
 pub const SERVING: &str = "sodeda-mount: serving ";
@@ -288,11 +391,21 @@ pub async fn serve(
         ) else {
             return;
         };
-        // Never when not asked for (a day-long sleep that the select! drops and renews).
-        let every = source_check
-            .as_ref()
-            .map_or(Duration::from_secs(86_400), |c| c.every);
-        let mut checks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        // Never when not asked for (a day-long sleep that the select! drops and renews), nor
+        // when the interval is beyond the clock (the command line takes at most a year).
+        let mut source_check = source_check;
+        let mut every = Duration::from_secs(86_400);
+        let mut first = tokio::time::Instant::now() + every;
+        if let Some(c) = &source_check {
+            match tokio::time::Instant::now().checked_add(c.every) {
+                Some(at) => (every, first) = (c.every, at),
+                None => {
+                    tracing::warn!("a source check every {:?} is never: no checks", c.every);
+                    source_check = None;
+                }
+            }
+        }
+        let mut checks = tokio::time::interval_at(first, every);
         checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
@@ -462,20 +575,41 @@ pub fn spawn_background(
     }
 }
 
-/// The value of extended attribute `name` of `path` (at most 4 KiB).
+/// The value of extended attribute `name` of `path`, whatever its size: the size is asked
+/// first (a size-0 call), and asked again when the value grew in between (ERANGE), a few
+/// times at most.
 pub(crate) fn get_xattr(path: &Path, name: &str) -> std::io::Result<Vec<u8>> {
     let p = CString::new(path.as_os_str().as_bytes())
         .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
     let n = CString::new(name).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
-    let mut buf = vec![0u8; 4096];
-    // SAFETY: both strings are NUL-terminated and live across the call; `buf` has the length
-    // given, and getxattr writes at most that many bytes.
-    let len = unsafe { libc::getxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-    if len < 0 {
-        return Err(std::io::Error::last_os_error());
+    let get = |buf: &mut [u8]| -> std::io::Result<usize> {
+        // SAFETY: both strings are NUL-terminated and live across the call; `buf` has the
+        // length given (a null pointer with length 0 asks for the size only), and getxattr
+        // writes at most that many bytes.
+        let len = unsafe {
+            let ptr = if buf.is_empty() {
+                std::ptr::null_mut()
+            } else {
+                buf.as_mut_ptr().cast()
+            };
+            libc::getxattr(p.as_ptr(), n.as_ptr(), ptr, buf.len())
+        };
+        usize::try_from(len).map_err(|_| std::io::Error::last_os_error())
+    };
+    let mut last = std::io::Error::from_raw_os_error(libc::ERANGE);
+    for _ in 0..4 {
+        // Room for a value that grows a little between the two calls.
+        let mut buf = vec![0u8; get(&mut [])? + 1024];
+        match get(&mut buf) {
+            Ok(len) => {
+                buf.truncate(len);
+                return Ok(buf);
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ERANGE) => last = e,
+            Err(e) => return Err(e),
+        }
     }
-    buf.truncate(len as usize);
-    Ok(buf)
+    Err(last)
 }
 
 /// Asks the mount at `path` to re-read its deskriptors file (SIGHUP to its process) and
@@ -601,6 +735,52 @@ mod tests {
             "{e}"
         );
         assert!(e.contains("\nhint: mounting needs permission"), "{e}");
+    }
+
+    #[test]
+    fn paths_at_or_under_the_mount_point_are_refused_through_links_and_before_they_exist() {
+        let d = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(d.path()).unwrap();
+        let mnt = root.join("mnt");
+        std::fs::create_dir(&mnt).unwrap();
+        std::os::unix::fs::symlink(&mnt, root.join("link")).unwrap();
+        let tree = |cache: &Path| crate::cache::LocalCache::root_of(cache);
+        let check = |what: &'static str, path: &Path| {
+            check_setup(&mnt, &[(what, path)], &tree(&root.join("elsewhere")))
+        };
+        for path in [
+            mnt.clone(),
+            mnt.join("cache"),
+            mnt.join("not/yet/there"),
+            root.join("link"),
+            root.join("link/cache"),
+            root.join("missing/../mnt/c"),
+            root.join("mnt/./x/.."),
+        ] {
+            let e = check("cache directory", &path).unwrap_err();
+            assert!(matches!(e, SetupError::InsideMount { .. }), "{path:?}: {e}");
+            let text = e.to_string();
+            assert!(
+                text.starts_with("the cache directory ")
+                    && text.contains(&format!("the mount point {}", mnt.display()))
+                    && text.contains("mount elsewhere"),
+                "{text}"
+            );
+        }
+        for path in [root.join("cache"), root.join("mntx"), root.join("mnt/../c")] {
+            assert!(check("log file", &path).is_ok(), "{path:?}");
+        }
+        // The mount point in the cache's own tree (where it writes) is refused; elsewhere
+        // under the cache directory it is harmless.
+        let cache = root.join("c");
+        let inside = tree(&cache).join("tmp");
+        std::fs::create_dir_all(&inside).unwrap();
+        let e = check_setup(&inside, &[], &tree(&cache)).unwrap_err();
+        assert!(matches!(e, SetupError::MountInCache { .. }), "{e}");
+        assert!(e.to_string().contains("use another --cache"), "{e}");
+        let beside = cache.join("mnt");
+        std::fs::create_dir_all(&beside).unwrap();
+        assert!(check_setup(&beside, &[], &tree(&cache)).is_ok());
     }
 
     #[test]

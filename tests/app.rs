@@ -85,7 +85,10 @@ async fn the_catalog_policy_skips_refuses_and_names_the_file() {
     assert_eq!((catalog.entries.len(), catalog.errors.len()), (2, 1));
     assert_eq!(catalog.errors[0].line, 3);
 
-    let strict = config.catalog_file(Policy { strict: true });
+    let strict = config.catalog_file(Policy {
+        strict: true,
+        ..Policy::default()
+    });
     let e = strict.read(&stack.source).unwrap_err();
     let text = e.to_string();
     let matched =

@@ -376,7 +376,7 @@ impl Checked {
 /// A cache directory on local disk.
 #[derive(Clone)]
 pub struct LocalCache {
-    /// `<dir>/v<FORMAT_VERSION>`.
+    /// `<dir>/v<FORMAT_VERSION>` ([`LocalCache::root_of`]).
     root: PathBuf,
     max_size: Option<u64>,
     usage: Arc<Mutex<Usage>>,
@@ -420,11 +420,17 @@ impl Drop for Pin {
 }
 
 impl LocalCache {
+    /// The tree a cache in `dir` writes to (its entries, temporary files and catalog
+    /// indexes): `<dir>/v<FORMAT_VERSION>`. Nothing is created.
+    pub fn root_of(dir: &Path) -> PathBuf {
+        dir.join(format!("v{FORMAT_VERSION}"))
+    }
+
     /// Opens (creating if needed) the cache under `dir`. Warns when `dir` or its version
     /// directory can be written by every user (anyone could then plant files; they are not
     /// served, see the module docs, but they cost rebuilds).
     pub fn open(dir: &Path) -> Result<Self, CacheError> {
-        let root = dir.join(format!("v{FORMAT_VERSION}"));
+        let root = Self::root_of(dir);
         let tmp = root.join("tmp");
         create_dirs(&tmp).map_err(|cause| CacheError {
             path: tmp.display().to_string(),

@@ -12,6 +12,55 @@ use crate::plan::DEFAULT_MAX_FILE_SIZE;
 use crate::preload::Shard;
 use crate::source::DEFAULT_SOURCE;
 
+/// The longest duration any option takes, in seconds: one year. A longer one is a typo (or a
+/// way to say "never", which these options say with 0 where they can), and would overflow
+/// the clocks it is added to.
+pub const MAX_SECONDS: u64 = 365 * 86_400;
+
+/// Why a number of seconds given to an option was refused (clap names the option and the
+/// value before it).
+#[derive(Debug, thiserror::Error)]
+pub enum SecondsError {
+    /// Not a number.
+    #[error("not a number of seconds")]
+    NotANumber,
+    /// A fraction where the option takes whole seconds.
+    #[error("must be a whole number of seconds")]
+    NotWhole,
+    /// Outside the range the option takes.
+    #[error("must be from {min} to {MAX_SECONDS} seconds (one year)")]
+    OutOfRange {
+        /// The least value taken (0, or a positive number).
+        min: &'static str,
+    },
+}
+
+/// A whole number of seconds from 0 to [`MAX_SECONDS`].
+fn whole_seconds(s: &str) -> Result<u64, SecondsError> {
+    let v = seconds(s)?;
+    if v.fract() != 0.0 {
+        return Err(SecondsError::NotWhole);
+    }
+    Ok(v as u64)
+}
+
+/// A number of seconds (fractions too) from 0 to [`MAX_SECONDS`].
+fn seconds(s: &str) -> Result<f64, SecondsError> {
+    let v: f64 = s.trim().parse().map_err(|_| SecondsError::NotANumber)?;
+    if !(0.0..=MAX_SECONDS as f64).contains(&v) {
+        return Err(SecondsError::OutOfRange { min: "0" });
+    }
+    Ok(v)
+}
+
+/// A number of seconds (fractions too) above 0, up to [`MAX_SECONDS`].
+fn positive_seconds(s: &str) -> Result<f64, SecondsError> {
+    match seconds(s)? {
+        v if v > 0.0 => Ok(v),
+        _ => Err(SecondsError::OutOfRange { min: "more than 0" }),
+    }
+}
+
 /// Command-line arguments of `sodeda-era5`.
 #[derive(Debug, Parser)]
 #[command(
@@ -81,11 +130,12 @@ pub struct Common {
         global = true
     )]
     pub(super) source_retries: usize,
-    /// Time limit of one source request, in seconds.
+    /// Time limit of one source request, in seconds (more than 0, at most a year).
     #[arg(
         long,
         env = "SODEDA_SOURCE_TIMEOUT",
         default_value_t = 30.0,
+        value_parser = positive_seconds,
         global = true
     )]
     pub(super) source_timeout: f64,
@@ -187,8 +237,8 @@ pub(super) enum Command {
         /// Files kept built ahead of the reader.
         #[arg(long, default_value_t = 8)]
         window: usize,
-        /// Stop when the reader has not moved for this many seconds.
-        #[arg(long, default_value_t = 600)]
+        /// Stop when the reader has not moved for this many seconds (at most a year).
+        #[arg(long, default_value_t = 600, value_parser = whole_seconds)]
         idle: u64,
     },
     /// Make a mount re-read its deskriptors file (same as SIGHUP to the mount process).
@@ -226,8 +276,9 @@ pub(super) enum Command {
         /// Ad-hoc previews built at once (0: build none, only the listed files).
         #[arg(long, env = "SODEDA_PREVIEW_CONCURRENCY", default_value_t = 2)]
         preview_concurrency: usize,
-        /// Seconds a request waits for an ad-hoc build slot before it gets 503 (busy).
-        #[arg(long, env = "SODEDA_PREVIEW_WAIT", default_value_t = 30.0)]
+        /// Seconds a request waits for an ad-hoc build slot before it gets 503 (busy; at most
+        /// a year).
+        #[arg(long, env = "SODEDA_PREVIEW_WAIT", default_value_t = 30.0, value_parser = seconds)]
         preview_wait: f64,
         /// Where to log (default: standard error).
         #[arg(long, env = "SODEDA_LOG_FILE")]
@@ -261,8 +312,13 @@ pub struct MountArgs {
     pub(super) strict: bool,
     /// Seconds between two reads of the store's version (its `last_updated`); when it
     /// changed, files over preliminary ERA5T hours become new files and are rebuilt at their
-    /// next open. 0: never (a `reload` also reads it).
-    #[arg(long, env = "SODEDA_SOURCE_CHECK_INTERVAL", default_value_t = 3600)]
+    /// next open. 0: never (a `reload` also reads it). At most a year.
+    #[arg(
+        long,
+        env = "SODEDA_SOURCE_CHECK_INTERVAL",
+        default_value_t = 3600,
+        value_parser = whole_seconds
+    )]
     pub(super) source_check_interval: u64,
     /// The directory to mount on.
     pub(super) mountpoint: PathBuf,
@@ -283,4 +339,84 @@ pub struct MountCli {
     pub(super) common: Common,
     #[command(flatten)]
     pub(super) mount: MountArgs,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_beyond_a_year_are_refused_at_parsing_naming_the_option() {
+        assert_eq!(whole_seconds("3600").unwrap(), 3600);
+        assert_eq!(whole_seconds("0").unwrap(), 0);
+        assert_eq!(
+            whole_seconds(&MAX_SECONDS.to_string()).unwrap(),
+            MAX_SECONDS
+        );
+        for bad in [
+            "31536001",
+            "18446744073709551615",
+            "99999999999999999999999",
+        ] {
+            assert!(
+                matches!(whole_seconds(bad), Err(SecondsError::OutOfRange { .. })),
+                "{bad}"
+            );
+        }
+        assert!(matches!(
+            whole_seconds("-1"),
+            Err(SecondsError::OutOfRange { .. })
+        ));
+        assert!(matches!(whole_seconds("1.5"), Err(SecondsError::NotWhole)));
+        assert!(matches!(whole_seconds("1h"), Err(SecondsError::NotANumber)));
+        assert_eq!(seconds("0.5").unwrap(), 0.5);
+        assert_eq!(seconds("0").unwrap(), 0.0);
+        for bad in ["1e300", "inf", "NaN", "-1", "31536000.5"] {
+            assert!(seconds(bad).is_err(), "{bad}");
+        }
+        assert!(positive_seconds("0").is_err() && positive_seconds("0.1").is_ok());
+
+        let e = MountCli::try_parse_from([
+            "sodeda-mount",
+            "--source-check-interval",
+            "18446744073709551615",
+            "/mnt",
+        ])
+        .unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        let text = e.to_string();
+        for part in [
+            "--source-check-interval",
+            "18446744073709551615",
+            "from 0 to 31536000 seconds (one year)",
+        ] {
+            assert!(text.contains(part), "{part:?} missing from {text}");
+        }
+        for (option, value) in [
+            ("--source-timeout", "1e20"),
+            ("--source-timeout", "0"),
+            ("--preview-wait", "1e20"),
+        ] {
+            let argv = ["sodeda-era5", option, value, "dashboard"];
+            let argv: Vec<&str> = if option == "--preview-wait" {
+                vec!["sodeda-era5", "dashboard", option, value]
+            } else {
+                argv.to_vec()
+            };
+            let e = Cli::try_parse_from(argv).unwrap_err();
+            let text = e.to_string();
+            assert!(text.contains(option) && text.contains(value), "{text}");
+        }
+        let e = Cli::try_parse_from([
+            "sodeda-era5",
+            "prefetch",
+            "/mnt",
+            "--order",
+            "o",
+            "--idle",
+            "99999999999",
+        ])
+        .unwrap_err();
+        assert!(e.to_string().contains("--idle"), "{e}");
+    }
 }

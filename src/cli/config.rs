@@ -132,7 +132,9 @@ mod tests {
             format!("{e:#}").starts_with("--build-memory: size \"lots\""),
             "{e:#}"
         );
-        let e = parse(&["--source-timeout=-1"]).unwrap_err();
+        let e =
+            super::super::args::Cli::try_parse_from(["sodeda-era5", "--source-timeout=-1", "list"])
+                .unwrap_err();
         assert!(e.to_string().contains("--source-timeout"), "{e}");
     }
 }

@@ -22,6 +22,15 @@ pub(super) async fn mount(
     argv: &[OsString],
 ) -> Result<ExitCode> {
     let mountpoint = crate::mount::prepare_mountpoint(&args.mountpoint)?;
+    let mut needed: Vec<(&'static str, &std::path::Path)> = vec![
+        ("cache directory", &config.cache_dir),
+        ("deskriptors file", &config.deskriptors),
+    ];
+    if let Some(log) = &args.log_file {
+        needed.push(("log file", log));
+    }
+    let cache_tree = crate::cache::LocalCache::root_of(&config.cache_dir);
+    crate::mount::check_setup(&mountpoint, &needed, &cache_tree)?;
     if !args.foreground {
         let log = match &args.log_file {
             Some(l) => std::path::absolute(l)?,
@@ -50,8 +59,9 @@ pub(super) async fn mount(
     }
     let started = std::time::Instant::now();
     let source = config.open_source().await?;
-    let catalog_file = config.catalog_file(Policy {
+    let mut catalog_file = config.catalog_file(Policy {
         strict: args.strict,
+        refuse_empty: false,
     });
     let catalog = catalog_file.read(&source)?;
     let planned = started.elapsed();
@@ -93,6 +103,8 @@ pub(super) async fn mount(
         every: std::time::Duration::from_secs(args.source_check_interval),
         check: check.clone(),
     });
+    // A reload refuses an empty file: it would empty the live mount (see the policy's doc).
+    catalog_file.policy.refuse_empty = true;
     let reload: crate::mount::Reloader = Arc::new(move || {
         let (file, source, check) = (catalog_file.clone(), source.clone(), check.clone());
         Box::pin(async move {

@@ -50,7 +50,15 @@ impl SourceOptions {
                 base: 2.0,
             },
             max_retries: self.retries,
-            retry_timeout: self.timeout * (self.retries as u32 + 1) + Duration::from_secs(5),
+            // Saturating: both are the user's (a timeout and a count of retries).
+            retry_timeout: self
+                .timeout
+                .saturating_mul(
+                    u32::try_from(self.retries)
+                        .unwrap_or(u32::MAX)
+                        .saturating_add(1),
+                )
+                .saturating_add(Duration::from_secs(5)),
         }
     }
 

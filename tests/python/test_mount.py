@@ -379,6 +379,73 @@ def test_mount_failures_exit_nonzero_with_a_clear_message(replica, mount_factory
     assert mounted_at(tmp_path / "empty") is None
 
 
+def test_durations_beyond_a_year_are_refused_before_mounting(replica, tmp_path):
+    """Lifecycle: a duration option beyond one year (`--source-check-interval
+    18446744073709551615`, which once panicked the signal thread) exits 2 naming the option,
+    the value and the range, and mounts nothing."""
+    mnt = tmp_path / "long"
+    mnt.mkdir()
+    for option, value in [("--source-check-interval", "18446744073709551615"),
+                          ("--source-timeout", "1e15")]:
+        p = run_mount("--deskriptors", TEST_SET, "--source", replica, "--cache",
+                      tmp_path / "c", option, value, mnt)
+        try:
+            assert p.returncode == 2, (p.returncode, p.stderr)
+            for part in (option, value, "one year"):
+                assert part in p.stderr, (part, p.stderr)
+            assert mounted_at(mnt) is None
+        finally:
+            if mounted_at(mnt):
+                subprocess.run(["umount", "-l", str(mnt)])
+            if "(pid " in p.stderr:
+                pid = int(p.stderr.split("(pid ")[1].split(")")[0])
+                if os.path.exists(f"/proc/{pid}"):
+                    os.kill(pid, signal.SIGKILL)
+
+
+def test_a_mount_over_its_own_cache_log_or_deskriptors_is_refused(replica, tmp_path):
+    """Lifecycle: the cache directory, the log file or the deskriptors file at or under the
+    mount point (through a link too, and before the cache exists), or the mount point in the
+    cache's own tree, exits 1 naming both paths, and mounts nothing."""
+    mnt = tmp_path / "selfmnt"
+    mnt.mkdir()
+    (tmp_path / "link").symlink_to(mnt)
+    shutil.copy(TEST_SET, mnt / "desk.jsonl")
+    (tmp_path / "c").mkdir()
+    subprocess.run([str(binary()), "--cache", str(tmp_path / "c"), "--source", str(replica),
+                    "--deskriptors", str(TEST_SET), "list"], check=True, capture_output=True,
+                   env=clean_env(), timeout=60)
+    trees = [d for d in (tmp_path / "c").iterdir() if d.name.startswith("v")]
+    assert len(trees) == 1, trees
+    cache_tree = trees[0] / "tmp"
+    assert cache_tree.is_dir()
+    cases = [
+        (mnt, ["--cache", mnt], "the cache directory"),
+        (mnt, ["--cache", tmp_path / "link" / "not" / "yet"], "the cache directory"),
+        (mnt, ["--cache", tmp_path / "c", "--log-file", mnt / "m.log"], "the log file"),
+        (mnt, ["--cache", tmp_path / "c", "--deskriptors", mnt / "desk.jsonl"],
+         "the deskriptors file"),
+        (cache_tree, ["--cache", tmp_path / "c"], "the cache's own tree"),
+    ]
+    for point, extra, what in cases:
+        if "--deskriptors" not in extra:
+            extra = ["--deskriptors", TEST_SET, *extra]
+        p = run_mount("--source", replica, *extra, point)
+        try:
+            assert p.returncode == 1, (extra, p.returncode, p.stderr)
+            assert what in p.stderr and str(point.resolve()) in p.stderr, (extra, p.stderr)
+            assert "mount elsewhere" in p.stderr, p.stderr
+            assert mounted_at(point) is None
+        finally:
+            if mounted_at(point):
+                subprocess.run(["umount", "-l", str(point)])
+            if "(pid " in p.stderr:
+                pid = int(p.stderr.split("(pid ")[1].split(")")[0])
+                if os.path.exists(f"/proc/{pid}"):
+                    os.kill(pid, signal.SIGKILL)
+    assert not (tmp_path / "link" / "not").exists(), "nothing is created under the mount point"
+
+
 def test_a_stale_mount_of_a_killed_process_is_replaced(replica, mount_factory, tmp_path):
     """Lifecycle: after kill -9 of a mount, a new mount on the same point starts cleanly."""
     m = mount_factory(TEST_SET, replica, name="stale")
@@ -430,6 +497,55 @@ def test_reload_while_mounted(replica, mount_factory, tmp_path):
     while len(os.listdir(m.mountpoint)) != 2 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert len(os.listdir(m.mountpoint)) == 2
+
+
+def _reload(mountpoint):
+    era5 = str(ROOT / "target" / "debug" / "sodeda-era5")
+    return subprocess.run([era5, "reload", str(mountpoint)], capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_a_reload_of_an_emptied_file_keeps_the_current_files(replica, mount_factory, tmp_path):
+    """Reload: a file with no line at all (emptied, or only blank lines) keeps the current
+    files and `reload` exits 1 saying so; a good file reloads again."""
+    desk = tmp_path / "desk.jsonl"
+    desk.write_text("\n".join(LINES[:3]) + "\n")
+    m = mount_factory(desk, replica)
+    names = sorted(os.listdir(m.mountpoint))
+    assert len(names) == 3
+    for emptied in ("", "\n  \n\t\n"):
+        desk.write_text(emptied)
+        p = _reload(m.mountpoint)
+        assert p.returncode == 1, (p.stdout, p.stderr)
+        assert "empty" in p.stderr and "current files are kept" in p.stderr, p.stderr
+        assert sorted(os.listdir(m.mountpoint)) == names
+        assert len((m.mountpoint / names[0]).read_bytes()) == os.stat(
+            m.mountpoint / names[0]).st_size
+    desk.write_text("\n".join(LINES[:2]) + "\n")
+    p = _reload(m.mountpoint)
+    assert p.returncode == 0 and "ok: 2 files (0 added, 1 removed)" in p.stdout, p
+
+
+def test_a_failed_reload_with_a_long_message_does_not_break_the_next(replica, mount_factory,
+                                                                    tmp_path):
+    """Reload: a refused file whose message is long (many long bad lines, a JSON array pasted
+    instead of JSON lines) exits 1 with a readable, bounded message; the next reload works."""
+    desk = tmp_path / "desk.jsonl"
+    desk.write_text("\n".join(LINES[:2]) + "\n")
+    m = mount_factory(desk, replica)
+    bad = json.dumps({"name": "x" * 3000, "variable": "no_such_variable_" + "y" * 3000,
+                      "time": "2023-01-01T00"})
+    desk.write_text("\n".join([bad] * 40) + "\n")
+    p = _reload(m.mountpoint)
+    assert p.returncode == 1, (p.stdout, p.stderr)
+    assert "no valid deskriptor" in p.stderr and "more bad lines" in p.stderr, p.stderr[-2000:]
+    assert 4096 < len(p.stderr) < 64 << 10, len(p.stderr)
+    desk.write_text("[" + ",\n".join(LINES[:3]) + "]\n")
+    p = _reload(m.mountpoint)
+    assert p.returncode == 1 and "Numerical result" not in p.stderr, p.stderr[-2000:]
+    desk.write_text("\n".join(LINES[:3]) + "\n")
+    p = _reload(m.mountpoint)
+    assert p.returncode == 0 and "ok: 3 files (1 added, 0 removed)" in p.stdout, p
 
 
 def _ls_sizes(directory):
