@@ -246,6 +246,9 @@ pub struct FsMetrics {
 
 struct FileNode {
     ino: u64,
+    /// Its place in directory listings (see [`listing_cookie`]): kept with the node across
+    /// reloads, as its inode is.
+    seq: u64,
     entry: Entry,
     /// Its positions in the current table, line order in the high 32 bits and name order in
     /// the low (set when a table is made; readahead reads them).
@@ -260,11 +263,34 @@ impl FileNode {
     }
 }
 
+/// The cookie (directory offset) of the entry of sequence number `seq`: `.` and `..` are 1
+/// and 2, then each entry's `seq` + 3.
+///
+/// Every entry of a directory (file or sub-directory) has a sequence number that it keeps
+/// across reloads (as it keeps its inode), and a directory lists its entries by it: a listing
+/// resumed at a cookie after a reload goes on after that entry, so an entry present during
+/// the whole listing is listed exactly once, whatever the reload removed or added before it.
+/// Files take theirs from one counter as they first appear (at the first load in line order,
+/// so a first listing follows the deskriptors file); a directory takes the number of the
+/// first file that made it, which lies below it, so no other entry of its parent has it.
+const fn listing_cookie(seq: u64) -> u64 {
+    seq + 3
+}
+
+/// The first sequence number of the entries a listing resumed at cookie `offset` gives.
+const fn first_seq_after(offset: u64) -> u64 {
+    offset.saturating_sub(2)
+}
+
 /// The files of one version of the deskriptors file.
 #[derive(Default)]
 struct Table {
-    /// Listing order (the file's line order).
+    /// The file's line order (readahead follows it).
     order: Vec<Arc<FileNode>>,
+    /// The root's files in listing order (by sequence number) as positions in `order`, when
+    /// that differs from line order (a reload added lines before kept ones, or moved lines);
+    /// `None`: `order` is the listing order. Only for a flat set (`root` is `None`).
+    listing: Option<Vec<u32>>,
     /// Name order.
     /// Sorted when first needed (readahead in name order): at a million files the sort took
     /// a second of the mount's start.
@@ -277,7 +303,8 @@ struct Table {
     dirs: HashMap<u64, Dir>,
     /// Directory inodes by path.
     dir_by_path: HashMap<String, u64>,
-    /// The root's entries when some name holds a `/`; otherwise the root lists `order`.
+    /// The root's entries when some name holds a `/`, by sequence number; otherwise the root
+    /// lists `order` (or `listing`).
     root: Option<Vec<Child>>,
 }
 
@@ -287,8 +314,17 @@ struct Dir {
     path: String,
     /// The inode of the directory holding it.
     parent: u64,
-    /// Its entries, in the order their first file comes in the deskriptors file.
+    /// Its sequence number in its parent's listing (kept with its inode).
+    seq: u64,
+    /// Its entries, by sequence number.
     children: Vec<Child>,
+}
+
+/// The inode and sequence number a directory path keeps across reloads.
+#[derive(Debug, Clone, Copy)]
+struct DirId {
+    ino: u64,
+    seq: u64,
 }
 
 /// An entry of a directory.
@@ -327,10 +363,30 @@ impl Table {
         })
     }
 
+    /// The sequence number of `child`.
+    fn seq(&self, child: &Child) -> u64 {
+        match child {
+            Child::File(node) => node.seq,
+            Child::Dir(ino) => self.dirs[ino].seq,
+        }
+    }
+
+    /// Orders the root's files by sequence number, where line order is not that order.
+    fn make_listing(&mut self) {
+        if self.order.is_sorted_by_key(|n| n.seq) {
+            return;
+        }
+        let mut listing: Vec<u32> = (0..self.order.len() as u32).collect();
+        listing.sort_unstable_by_key(|&p| self.order[p as usize].seq);
+        self.listing = Some(listing);
+    }
+
     /// Builds the directories of the names that hold a `/`, giving each directory path the
-    /// inode `inos` keeps for it (a new one the first time).
-    fn make_dirs(&mut self, inos: &mut HashMap<String, u64>, next_ino: &AtomicU64) {
+    /// inode and sequence number `inos` keeps for it (at the first time, a new inode and the
+    /// number of the file that makes it), each directory's entries by sequence number.
+    fn make_dirs(&mut self, inos: &mut HashMap<String, DirId>, next_ino: &AtomicU64) {
         if !self.order.iter().any(|n| n.entry.file_name().contains('/')) {
+            self.make_listing();
             return;
         }
         let mut root = Vec::new();
@@ -342,13 +398,16 @@ impl Table {
                 let ino = match self.dir_by_path.get(path) {
                     Some(&ino) => ino,
                     None => {
-                        let ino = *inos
-                            .entry(path.to_string())
-                            .or_insert_with(|| next_ino.fetch_add(1, Ordering::Relaxed));
+                        let id = *inos.entry(path.to_string()).or_insert_with(|| DirId {
+                            ino: next_ino.fetch_add(1, Ordering::Relaxed),
+                            seq: node.seq,
+                        });
+                        let ino = id.ino;
                         self.dir_by_path.insert(path.to_string(), ino);
                         let dir = Dir {
                             path: path.to_string(),
                             parent,
+                            seq: id.seq,
                             children: Vec::new(),
                         };
                         self.dirs.insert(ino, dir);
@@ -364,6 +423,23 @@ impl Table {
             match self.dirs.get_mut(&parent) {
                 Some(p) => p.children.push(Child::File(node.clone())),
                 None => root.push(Child::File(node.clone())),
+            }
+        }
+        // Built in line order, which is the order of sequence numbers unless a reload added
+        // lines before kept ones (or moved lines): sorted only then.
+        let seqs: HashMap<u64, u64> = self.dirs.iter().map(|(&i, d)| (i, d.seq)).collect();
+        let seq = |c: &Child| match c {
+            Child::File(node) => node.seq,
+            Child::Dir(ino) => seqs[ino],
+        };
+        for children in self
+            .dirs
+            .values_mut()
+            .map(|d| &mut d.children)
+            .chain([&mut root])
+        {
+            if !children.is_sorted_by_key(seq) {
+                children.sort_unstable_by_key(seq);
             }
         }
         self.root = Some(root);
@@ -475,9 +551,11 @@ pub struct DatasetFs {
     table: RwLock<Table>,
     /// The last failure of each file whose last build failed (its `user.sodeda.error`).
     failures: Mutex<HashMap<u64, String>>,
-    /// Inode of each directory path ever served, kept across reloads too.
-    dir_inos: Mutex<HashMap<String, u64>>,
+    /// Inode and sequence number of each directory path ever served, kept across reloads too.
+    dir_inos: Mutex<HashMap<String, DirId>>,
     next_ino: AtomicU64,
+    /// The sequence number the next new file gets (see [`listing_cookie`]).
+    next_seq: AtomicU64,
     flow: Flow,
     options: PlanOptions,
     handles: Mutex<HashMap<u64, Arc<Handle>>>,
@@ -522,6 +600,7 @@ impl DatasetFs {
             failures: Mutex::new(HashMap::new()),
             dir_inos: Mutex::new(HashMap::new()),
             next_ino: AtomicU64::new(ROOT_INO + 1),
+            next_seq: AtomicU64::new(0),
             flow,
             options,
             handles: Mutex::new(HashMap::new()),
@@ -615,6 +694,7 @@ impl DatasetFs {
             next.order.push(kept.unwrap_or_else(|| {
                 Arc::new(FileNode {
                     ino,
+                    seq: self.next_seq.fetch_add(1, Ordering::Relaxed),
                     entry,
                     positions: AtomicU64::new(0),
                 })
@@ -719,7 +799,7 @@ impl DatasetFs {
         for (at, _) in path.match_indices('/') {
             out.push((parent, path[start..at].to_string()));
             match inos.get(&path[..at]) {
-                Some(&ino) => parent = ino,
+                Some(id) => parent = id.ino,
                 None => return out,
             }
             start = at + 1;
@@ -787,11 +867,14 @@ impl DatasetFs {
         Ok(out)
     }
 
-    /// Lists directory `ino` from position `offset` (0 for the start; each entry's cookie,
-    /// passed to `add` with it, is its position + 1, where the next page starts), until `add`
-    /// returns `true` (the kernel's buffer is full). The cost is proportional to the entries
-    /// given, not to the directory's size: a listing in pages is linear, not quadratic. Names
-    /// are borrowed, not copied.
+    /// Lists directory `ino` from cookie `offset` (0 for the start), until `add` returns
+    /// `true` (the kernel's buffer is full). Each entry is passed to `add` with its cookie,
+    /// where the next page starts: `.` and `..` are 1 and 2, an entry's cookie is stable
+    /// across reloads ([`listing_cookie`]), so a listing that a reload interrupts gives every
+    /// entry present throughout exactly once (entries added or removed meanwhile may or may
+    /// not appear, as POSIX allows). The cost is proportional to the entries given (a binary
+    /// search finds the first), not to the directory's size: a listing in pages is linear,
+    /// not quadratic. Names are borrowed, not copied.
     pub fn readdir_from(
         &self,
         ino: u64,
@@ -805,38 +888,44 @@ impl DatasetFs {
             None if table.by_ino.contains_key(&ino) => return Err(FsError::NotADirectory),
             None => return Err(FsError::NotFound),
         };
-        let mut at = offset;
-        for (name, dot) in [(".", ino), ("..", parent)].iter().skip(offset as usize) {
-            at += 1;
+        for (cookie, (name, dot)) in (1..).zip([(".", ino), ("..", parent)]) {
+            if cookie <= offset {
+                continue;
+            }
             let listed = Listed {
-                ino: *dot,
+                ino: dot,
                 name,
-                attr: self.dir_attr(*dot),
+                attr: self.dir_attr(dot),
             };
-            if add(at, listed) {
+            if add(cookie, listed) {
                 return Ok(());
             }
         }
-        let first = (at as usize).saturating_sub(2);
-        match children {
-            Some(children) => {
-                for child in children.iter().skip(first) {
-                    at += 1;
-                    if add(at, self.listed(&table, child)) {
+        let from = first_seq_after(offset);
+        match (children, &table.listing) {
+            (Some(children), _) => {
+                let first = children.partition_point(|c| table.seq(c) < from);
+                for child in &children[first..] {
+                    let cookie = listing_cookie(table.seq(child));
+                    if add(cookie, self.listed(&table, child)) {
                         break;
                     }
                 }
             }
-            // A flat set: the root lists the files in line order.
-            None => {
-                for node in table.order.iter().skip(first) {
-                    at += 1;
-                    let listed = Listed {
-                        ino: node.ino,
-                        name: node.entry.file_name(),
-                        attr: self.file_attr(node),
-                    };
-                    if add(at, listed) {
+            // A flat set: the root lists the files in line order, or by `listing`.
+            (None, None) => {
+                let first = table.order.partition_point(|n| n.seq < from);
+                for node in &table.order[first..] {
+                    if add(listing_cookie(node.seq), self.listed_file(node)) {
+                        break;
+                    }
+                }
+            }
+            (None, Some(listing)) => {
+                let first = listing.partition_point(|&p| table.order[p as usize].seq < from);
+                for &p in &listing[first..] {
+                    let node = &table.order[p as usize];
+                    if add(listing_cookie(node.seq), self.listed_file(node)) {
                         break;
                     }
                 }
@@ -845,13 +934,21 @@ impl DatasetFs {
         Ok(())
     }
 
+    /// How the root of a flat set lists `node`: its name, borrowed from the node.
+    fn listed_file<'t>(&self, node: &'t FileNode) -> Listed<'t> {
+        Listed {
+            ino: node.ino,
+            name: node.entry.file_name(),
+            attr: self.file_attr(node),
+        }
+    }
+
     /// How a directory lists `child`: its last path segment, borrowed from `table`.
     fn listed<'t>(&self, table: &'t Table, child: &'t Child) -> Listed<'t> {
         match child {
             Child::File(node) => Listed {
-                ino: node.ino,
                 name: leaf(node.entry.file_name()),
-                attr: self.file_attr(node),
+                ..self.listed_file(node)
             },
             Child::Dir(d) => Listed {
                 ino: *d,

@@ -713,6 +713,116 @@ async fn a_listing_in_pages_gives_every_entry_once_from_any_cookie() {
     );
 }
 
+/// Lists directory `ino` in pages of `page` entries, as the kernel does (each page from the
+/// cookie the previous one ended with), calling `between` after each page: the names listed.
+fn list_in_pages(
+    fs: &DatasetFs,
+    ino: u64,
+    page: usize,
+    mut between: impl FnMut(usize),
+) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut offset = 0;
+    for pages in 0.. {
+        let mut got = Vec::new();
+        fs.readdir_from(ino, offset, |cookie, e| {
+            got.push((cookie, e.name.to_string()));
+            got.len() == page
+        })
+        .unwrap();
+        let Some(&(last, _)) = got.last() else {
+            break;
+        };
+        assert!(last > offset, "cookies grow: {last} after {offset}");
+        offset = last;
+        names.extend(got.into_iter().map(|(_, n)| n));
+        between(pages);
+    }
+    names
+}
+
+/// Offsets stay valid across a reload: a directory listed in pages while reloads remove and
+/// restore a block of other lines between the pages lists every file present in both
+/// versions exactly once, in the root (a flat set) and in a directory made by names with `/`;
+/// the lines of a block restored in the middle of the file come after the others (a listing
+/// follows the order files first appeared in).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listing_in_pages_across_reloads_gives_each_unchanged_file_once() {
+    let source = Arc::new(
+        Source::open_store("memory://synthetic", common::synthetic_store().await)
+            .await
+            .unwrap(),
+    );
+    for prefix in ["", "d/"] {
+        let line = |n: usize| {
+            format!(
+                r#"{{"name": "{prefix}f{n:04}", "time": "2023-01-01T{:02}:00", "latitude": 0, "longitude": 0, "variable": "2m_temperature"}}"#,
+                n % 24
+            )
+        };
+        let (files, block) = (300, 100..160);
+        let all: Vec<String> = (0..files).map(line).collect();
+        let without: Vec<String> = (0..files)
+            .filter(|n| !block.contains(n))
+            .map(line)
+            .collect();
+        let entries = |lines: &[String]| {
+            let catalog =
+                Catalog::from_text(&lines.join("\n"), &source.scope, PlanOptions::default())
+                    .unwrap();
+            assert!(catalog.errors.is_empty(), "{:?}", catalog.errors);
+            catalog.entries
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let flow = Flow::new(
+            source.clone(),
+            LocalCache::open(dir.path()).unwrap(),
+            FetchOptions::default(),
+        );
+        let fs = DatasetFs::new(entries(&all), flow, PlanOptions::default());
+        let ino = match prefix {
+            "" => ROOT_INO,
+            _ => fs.lookup(ROOT_INO, OsStr::new("d")).unwrap().ino,
+        };
+        let kept: Vec<String> = (0..files)
+            .filter(|n| !block.contains(n))
+            .map(|n| format!("f{n:04}.nc"))
+            .collect();
+        // Pages of 7; after every other page the block goes or comes back.
+        for start in [0, 1] {
+            let names = list_in_pages(&fs, ino, 7, |page| {
+                if page % 2 == start {
+                    let removed = fs.len() == files;
+                    fs.reload(entries(if removed { &without } else { &all }));
+                }
+            });
+            for name in &kept {
+                let times = names.iter().filter(|n| *n == name).count();
+                assert_eq!(
+                    times, 1,
+                    "{prefix}{name} listed {times} times (start {start})"
+                );
+            }
+            assert_eq!(
+                names.len(),
+                names.iter().collect::<std::collections::HashSet<_>>().len()
+            );
+        }
+        // Back to every line: the block restored last lists after the others.
+        if fs.len() != files {
+            fs.reload(entries(&all));
+        }
+        let now: Vec<String> = fs
+            .readdir(ino)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
+        assert_eq!(now.len(), files + 2);
+        assert_eq!(now[2..2 + kept.len()], kept[..], "{prefix}");
+    }
+}
+
 /// Names with `/` place files in directories: the root lists the first segments, each
 /// directory its entries (in line order), `..` leads back, lookups walk the tree, a directory
 /// cannot be opened, and a reload keeps every directory's inode while it removes the

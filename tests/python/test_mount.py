@@ -629,6 +629,103 @@ def test_reload_is_seen_at_once_despite_the_kernel_caches(replica, mount_factory
     assert os.stat(mnt / "multi_variable.nc").st_size > 0
 
 
+def _list_in_small_reads(directory, between, size=1024):
+    """The names of `directory` read by getdents64 calls of `size` bytes, each from where the
+    last ended, calling `between(calls)` after each call."""
+    import ctypes
+    import struct
+
+    getdents64 = ctypes.CDLL(None, use_errno=True).getdents64
+    getdents64.restype = ctypes.c_ssize_t
+    buf = ctypes.create_string_buffer(size)
+    names, calls = [], 0
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        while True:
+            got = getdents64(fd, buf, size)
+            assert got >= 0, os.strerror(ctypes.get_errno())
+            if got == 0:
+                return [n for n in names if n not in (".", "..")]
+            at = 0
+            while at < got:
+                reclen = struct.unpack_from("H", buf.raw, at + 16)[0]
+                names.append(buf.raw[at + 19:at + reclen].split(b"\0")[0].decode())
+                at += reclen
+            calls += 1
+            between(calls)
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.parametrize("prefix", ["", "d/"])
+def test_a_listing_interrupted_by_reloads_gives_each_unchanged_file_once(replica, mount_factory,
+                                                                         tmp_path, prefix):
+    """Reload: directory offsets stay valid across a reload, so a listing that reloads
+    interrupt lists every file present in both versions exactly once (files added or removed
+    meanwhile may or may not appear), in the root and in a directory made by names with `/`.
+    First deterministic (a reload between the kernel's pages of one listing, removing or
+    restoring a block of other lines), then os.listdir in a loop while reloads run."""
+    point = '"time": "2023-01-01T{h:02}:00", "latitude": 48, "longitude": 8, ' \
+            '"variable": "2m_temperature"'
+
+    def line(name, n):
+        return '{"name": "%s%s", %s}' % (prefix, name, point.format(h=n % 24))
+
+    block = [line(f"b{n:03}", n) for n in range(20)]
+    kept = [line(f"f{n:04}", n) for n in range(1000)]
+    kept_names = [f"f{n:04}.nc" for n in range(1000)]
+    desk = tmp_path / "desk.jsonl"
+    desk.write_text("\n".join(block + kept) + "\n")
+    m = mount_factory(desk, replica)
+    listed = m.mountpoint / prefix
+    state = {"with_block": True}
+
+    def reload():
+        state["with_block"] = not state["with_block"]
+        text = "\n".join((block if state["with_block"] else []) + kept) + "\n"
+        (tmp_path / "next.jsonl").write_text(text)
+        os.replace(tmp_path / "next.jsonl", desk)
+        p = subprocess.run([str(binary()), "reload", str(m.mountpoint)], capture_output=True,
+                           text=True, timeout=60, env=clean_env())
+        assert p.returncode == 0, p.stderr
+
+    def check(names, when):
+        counts = {}
+        for n in names:
+            counts[n] = counts.get(n, 0) + 1
+        missed = [n for n in kept_names if n not in counts]
+        twice = [n for n in kept_names if counts.get(n, 0) > 1]
+        assert not missed and not twice, \
+            f"{when}: {len(missed)} missed ({missed[:3]}), {len(twice)} twice ({twice[:3]})"
+
+    # getdents64 with a buffer of 1 KiB (some 30 entries): each call asks the mount from the
+    # offset the previous call ended at; a reload between the first calls.
+    names = _list_in_small_reads(listed, lambda calls: calls <= 4 and reload())
+    check(names, "one listing across 4 reloads")
+
+    # The probe's way: listings in a loop in one thread, reloads in another.
+    done = threading.Event()
+    listings = []
+
+    def lister():
+        while not done.is_set():
+            listings.append(os.listdir(listed))
+
+    thread = threading.Thread(target=lister)
+    thread.start()
+    try:
+        for _ in range(4):
+            reload()
+            time.sleep(0.05)
+    finally:
+        done.set()
+        thread.join(timeout=30)
+    assert not thread.is_alive()
+    assert listings
+    for k, names in enumerate(listings):
+        check(names, f"listing {k} of {len(listings)}")
+
+
 def test_the_deskriptor_xattr_of_a_line_over_64_kib_is_a_note_not_e2big(replica, mount_factory,
                                                                       tmp_path):
     """Linux passes no xattr value over 64 KiB (E2BIG whatever the buffer): a longer line's
