@@ -130,6 +130,102 @@ pub fn attributes_from_json(map: &Map<String, Value>) -> Vec<(String, AttrValue)
         .collect()
 }
 
+/// The attributes a file writes on coordinate variable `dimension`: the store's `stored` ones
+/// (converted, in the store's order), then what CF expects on an axis where the store does not
+/// say it (cdo, Panoply, cf-xarray key on `standard_name` and `axis`).
+pub fn coordinate_attributes(
+    dimension: &str,
+    stored: &Map<String, Value>,
+) -> Vec<(String, AttrValue)> {
+    let mut attributes = attributes_from_json(stored);
+    for (k, v) in cf_axis_attributes(dimension) {
+        if !attributes.iter().any(|(have, _)| have == k) {
+            attributes.push((k.to_string(), AttrValue::Text(v.to_string())));
+        }
+    }
+    attributes
+}
+
+/// The attributes a file writes on a data variable: `_FillValue` from the array's fill value
+/// (`fill_value`), then the store's `stored` ones but their own `_FillValue` and
+/// `missing_value`.
+pub fn variable_attributes(
+    fill_value: Option<f32>,
+    stored: &Map<String, Value>,
+) -> Vec<(String, AttrValue)> {
+    let mut attributes = Vec::new();
+    if let Some(fill) = fill_value {
+        attributes.push(("_FillValue".to_string(), AttrValue::Floats(vec![fill])));
+    }
+    attributes.extend(
+        attributes_from_json(stored)
+            .into_iter()
+            .filter(|(k, _)| k != "_FillValue" && k != "missing_value"),
+    );
+    attributes
+}
+
+/// A SHA-256 digest of attributes as written: every name, type and value (floats by their
+/// bits), each length-prefixed, so two lists digest alike only when they are equal.
+pub fn attributes_digest(attributes: &[(String, AttrValue)]) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    let len = |h: &mut Sha256, n: usize| h.update((n as u64).to_le_bytes());
+    len(&mut h, attributes.len());
+    for (name, value) in attributes {
+        len(&mut h, name.len());
+        h.update(name.as_bytes());
+        match value {
+            AttrValue::Text(t) => {
+                h.update(b"t");
+                len(&mut h, t.len());
+                h.update(t.as_bytes());
+            }
+            AttrValue::Ints(v) => {
+                h.update(b"i");
+                len(&mut h, v.len());
+                v.iter().for_each(|x| h.update(x.to_le_bytes()));
+            }
+            AttrValue::Floats(v) => {
+                h.update(b"f");
+                len(&mut h, v.len());
+                v.iter().for_each(|x| h.update(x.to_bits().to_le_bytes()));
+            }
+            AttrValue::Doubles(v) => {
+                h.update(b"d");
+                len(&mut h, v.len());
+                v.iter().for_each(|x| h.update(x.to_bits().to_le_bytes()));
+            }
+        }
+    }
+    h.finalize().into()
+}
+
+/// What CF expects on a coordinate that tools recognise as an axis; added where the store
+/// does not say it. ERA5's levels are pressure levels in hPa, counted downwards.
+fn cf_axis_attributes(dimension: &str) -> &'static [(&'static str, &'static str)] {
+    match dimension {
+        "time" => &[("standard_name", "time"), ("axis", "T")],
+        "latitude" => &[
+            ("standard_name", "latitude"),
+            ("units", "degrees_north"),
+            ("axis", "Y"),
+        ],
+        "longitude" => &[
+            ("standard_name", "longitude"),
+            ("units", "degrees_east"),
+            ("axis", "X"),
+        ],
+        "level" => &[
+            ("standard_name", "air_pressure"),
+            ("units", "hPa"),
+            ("positive", "down"),
+            ("axis", "Z"),
+        ],
+        _ => &[],
+    }
+}
+
 /// Values of a coordinate variable, as written.
 #[derive(Debug, Clone, PartialEq)]
 pub enum CoordValues {

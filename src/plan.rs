@@ -15,7 +15,8 @@ use sha2::{Digest, Sha256};
 use crate::deskriptor::{check_file_name, Deskriptor, DeskriptorError};
 use crate::encode;
 use crate::layout::{
-    attributes_from_json, AttrValue, CoordValues, Format, Layout, NcType, NcVariable,
+    attributes_digest, coordinate_attributes, variable_attributes, AttrValue, CoordValues, Format,
+    Layout, NcType, NcVariable,
 };
 use crate::naming::NameLayout;
 use crate::provenance::Provenance;
@@ -366,6 +367,7 @@ fn resolve(
         name: deskriptor.name.as_deref(),
         variables: &deskriptor.variables,
     };
+    let attributes = attributes_part(scope, &file_dims, &variables);
     finish(
         line,
         names,
@@ -374,6 +376,7 @@ fn resolve(
         variables,
         file_dims,
         deskriptor.canonical_json(),
+        &attributes,
         Provenance::of(scope, selections.get("time")),
         selections,
     )
@@ -438,6 +441,36 @@ fn add_whole_axes(
     Ok(())
 }
 
+/// The part of a file's identity that the attributes it copies from the store make: 32 hex
+/// digits of SHA-256 over the attributes written on each of its coordinates (`file_dims`) and
+/// data `variables`, exactly as the file holds them ([`coordinate_attributes`],
+/// [`variable_attributes`]). A store that rewords an attribute (a `long_name`, `units`) makes
+/// its files new ones; the text depends only on the variables (they fix the dimensions), so a
+/// catalog computes it once per list of variables.
+fn attributes_part(scope: &Scope, file_dims: &[String], variables: &[PlannedVariable]) -> String {
+    let mut h = Sha256::new();
+    let mut array = |kind: &[u8], name: &str, digest: [u8; 32]| {
+        h.update(kind);
+        h.update((name.len() as u64).to_le_bytes());
+        h.update(name.as_bytes());
+        h.update(digest);
+    };
+    for d in file_dims {
+        let c = &scope.coordinates[d];
+        array(
+            b"c",
+            d,
+            attributes_digest(&coordinate_attributes(d, &c.attributes)),
+        );
+    }
+    for v in variables {
+        let var = &scope.variables[&v.name];
+        let written = variable_attributes(var.fill_value, &var.attributes);
+        array(b"v", &v.name, attributes_digest(&written));
+    }
+    hex::encode(&h.finalize()[..16])
+}
+
 /// What of a deskriptor names its file: its `name` and its variables.
 #[derive(Clone, Copy)]
 struct Names<'a> {
@@ -456,6 +489,7 @@ fn finish(
     variables: Vec<PlannedVariable>,
     file_dims: Vec<String>,
     canonical: String,
+    attributes: &str,
     provenance: Provenance,
     selections: BTreeMap<String, Resolved>,
 ) -> Result<Resolution, DeskriptorError> {
@@ -463,17 +497,16 @@ fn finish(
         options.format,
         &scope.url,
         &canonical,
+        Some(attributes),
         provenance.identity_part().as_deref(),
     );
-    // A default name comes from the identity without the store's version, so that a
-    // provisional file keeps its name when the store replaces its data.
+    // A default name comes from the identity of the selection alone, without the store's
+    // attributes and version: a file keeps its name when the store replaces its data or
+    // rewords an attribute.
     let file_name = match names.name {
         Some(n) => format!("{n}.nc"),
         None => {
-            let stable = match provenance.identity_part() {
-                Some(_) => identity_of(options.format, &scope.url, &canonical, None),
-                None => identity.clone(),
-            };
+            let stable = identity_of(options.format, &scope.url, &canonical, None, None);
             let vars = variable_part(names.variables);
             let name = file_name_of(&vars, scope, &selections, &stable);
             match options.layout {
@@ -514,18 +547,22 @@ pub fn with_absent_chunks(layout: &Layout, absent: u64) -> Layout {
 }
 
 /// The identity of a file: SHA-256 over the format version, the format, the scope URL, the
-/// canonical selection and, for a provisional file, the store's version
-/// ([`Provenance::identity_part`]), as 32 hex digits. Equal identities mean byte-identical
-/// files (but for chunks the store did not have when one was built).
+/// canonical selection, the digest of the attributes it copies from the store
+/// (`attributes`, see `attributes_part`) and the store's version facts it writes
+/// (`store`, [`Provenance::identity_part`]), as 32 hex digits. Equal identities mean
+/// byte-identical files (but for chunks the store did not have when one was built). Without
+/// `attributes` and `store`, the identity of the selection alone, which default file names use.
 pub fn identity_of(
     format: Format,
     source_url: &str,
     canonical: &str,
+    attributes: Option<&str>,
     store: Option<&str>,
 ) -> String {
     let mut h = Sha256::new();
     // The pieces of "sodeda-era5\nversion {v}\nformat {f}\nsource {url}\nselection {c}\n"
-    // (and "{store}\n"), hashed one by one: no string is made per line of a catalog.
+    // (then "attributes {a}\n" and "{store}\n"), hashed one by one: no string is made per line
+    // of a catalog.
     for piece in [
         "sodeda-era5\nversion ",
         FORMAT_VERSION_TEXT,
@@ -538,6 +575,11 @@ pub fn identity_of(
         "\n",
     ] {
         h.update(piece);
+    }
+    if let Some(attributes) = attributes {
+        h.update("attributes ");
+        h.update(attributes);
+        h.update("\n");
     }
     if let Some(store) = store {
         h.update(store);
@@ -687,32 +729,6 @@ fn int_labels(d: &str, labels: &[f64]) -> Result<Vec<i32>, String> {
         .collect()
 }
 
-/// What CF expects on a coordinate that tools recognise as an axis (cdo, Panoply,
-/// cf-xarray key on `standard_name` and `axis`); added where the store does not say it.
-/// ERA5's levels are pressure levels in hPa, counted downwards.
-fn cf_axis_attributes(dimension: &str) -> &'static [(&'static str, &'static str)] {
-    match dimension {
-        "time" => &[("standard_name", "time"), ("axis", "T")],
-        "latitude" => &[
-            ("standard_name", "latitude"),
-            ("units", "degrees_north"),
-            ("axis", "Y"),
-        ],
-        "longitude" => &[
-            ("standard_name", "longitude"),
-            ("units", "degrees_east"),
-            ("axis", "X"),
-        ],
-        "level" => &[
-            ("standard_name", "air_pressure"),
-            ("units", "hPa"),
-            ("positive", "down"),
-            ("axis", "Z"),
-        ],
-        _ => &[],
-    }
-}
-
 /// What the data is, by the store it comes from.
 fn origin(url: &str) -> &'static str {
     match url {
@@ -747,12 +763,7 @@ fn build_layout(
                 CoordValues::Floats(sel.labels.iter().map(|&v| v as f32).collect()),
             )
         };
-        let mut attributes = attributes_from_json(&coord.attributes);
-        for (k, v) in cf_axis_attributes(d) {
-            if !attributes.iter().any(|(have, _)| have == k) {
-                attributes.push((k.to_string(), AttrValue::Text(v.to_string())));
-            }
-        }
+        let attributes = coordinate_attributes(d, &coord.attributes);
         layout.variables.push(NcVariable {
             name: d.clone(),
             dims: vec![layout.dims.len() - 1],
@@ -763,15 +774,7 @@ fn build_layout(
     }
     for v in variables {
         let var = &scope.variables[&v.name];
-        let mut attributes = Vec::new();
-        if let Some(fill) = var.fill_value {
-            attributes.push(("_FillValue".to_string(), AttrValue::Floats(vec![fill])));
-        }
-        attributes.extend(
-            attributes_from_json(&var.attributes)
-                .into_iter()
-                .filter(|(k, _)| k != "_FillValue" && k != "missing_value"),
-        );
+        let attributes = variable_attributes(var.fill_value, &var.attributes);
         layout.variables.push(NcVariable {
             name: v.name.clone(),
             dims: v
@@ -917,15 +920,23 @@ mod tests {
     }
 
     /// Identities are hashed piece by piece; they must stay those of the whole text (every
-    /// cache entry and S3 object is named by them).
+    /// cache entry and S3 object is named by them). Without attributes and store, the text
+    /// is the one identities hashed before attributes joined them (default names keep it).
     #[test]
     fn identities_hash_the_text_they_always_hashed() {
-        let whole = |format: Format, url: &str, canonical: &str, store: Option<&str>| {
+        let whole = |format: Format,
+                     url: &str,
+                     canonical: &str,
+                     attributes: Option<&str>,
+                     store: Option<&str>| {
             let mut h = Sha256::new();
             h.update(format!(
                 "sodeda-era5\nversion {FORMAT_VERSION}\nformat {}\nsource {url}\nselection {canonical}\n",
                 format.as_str()
             ));
+            if let Some(attributes) = attributes {
+                h.update(format!("attributes {attributes}\n"));
+            }
             if let Some(store) = store {
                 h.update(format!("{store}\n"));
             }
@@ -933,14 +944,73 @@ mod tests {
         };
         assert_eq!(FORMAT_VERSION_TEXT, FORMAT_VERSION.to_string());
         for format in [Format::Classic64, Format::Netcdf4] {
-            for store in [None, Some("store last_updated 2026-11-30 01:02:03+00:00")] {
-                let (url, canonical) = ("gs://b/x.zarr", r#"{"variable":["t"]}"#);
-                assert_eq!(
-                    identity_of(format, url, canonical, store),
-                    whole(format, url, canonical, store)
-                );
+            for attributes in [None, Some("0123456789abcdef0123456789abcdef")] {
+                for store in [
+                    None,
+                    Some("store last_updated 2026-11-30 01:02:03+00:00 valid_time_stop 2026-08-31"),
+                ] {
+                    let (url, canonical) = ("gs://b/x.zarr", r#"{"variable":["t"]}"#);
+                    assert_eq!(
+                        identity_of(format, url, canonical, attributes, store),
+                        whole(format, url, canonical, attributes, store)
+                    );
+                }
             }
         }
+    }
+
+    /// A file copies its variables' and coordinates' attributes from the store: when the
+    /// store changes one of them, the file (its bytes) is another, and so is its identity;
+    /// its default name stays. Attributes of arrays the file does not hold change nothing.
+    #[test]
+    fn the_attributes_a_file_copies_are_part_of_its_identity() {
+        let line = r#"{"time": "2023-01-01T02", "variable": "2m_temperature"}"#;
+        let with = |change: &dyn Fn(&mut Scope)| {
+            let mut scope = small_scope();
+            change(&mut scope);
+            let p = plan(&scope, line).unwrap();
+            let bytes = encode::classic::header(&p.layout);
+            (p.identity, p.file_name, bytes)
+        };
+        let set = |array: &'static str, key: &'static str, value: &'static str| {
+            move |scope: &mut Scope| {
+                let value = serde_json::Value::from(value);
+                match scope.variables.get_mut(array) {
+                    Some(v) => v.attributes.insert(key.into(), value),
+                    None => scope
+                        .coordinates
+                        .get_mut(array)
+                        .unwrap()
+                        .attributes
+                        .insert(key.into(), value),
+                };
+            }
+        };
+        let (identity, name, header) = with(&|_| {});
+        assert_eq!(
+            with(&|_| {}).0,
+            identity,
+            "the same scope, the same identity"
+        );
+        for (array, key, value) in [
+            ("2m_temperature", "long_name", "2 metre Temperature"),
+            ("2m_temperature", "comment", "new"),
+            ("latitude", "units", "degrees"),
+            ("time", "long_name", "time"),
+        ] {
+            let (other, other_name, other_header) = with(&set(array, key, value));
+            assert_ne!(other_header, header, "{array}.{key}: the file changes");
+            assert_ne!(other, identity, "{array}.{key}: so must its identity");
+            assert_eq!(other_name, name, "{array}.{key}: the name stays");
+        }
+        // Not in the file: no other identity.
+        assert_eq!(with(&set("temperature", "long_name", "T")).0, identity);
+        assert_eq!(with(&set("level", "units", "Pa")).0, identity);
+        // A fill value is written as `_FillValue`.
+        let (other, ..) = with(&|s: &mut Scope| {
+            s.variables.get_mut("2m_temperature").unwrap().fill_value = Some(-1.0)
+        });
+        assert_ne!(other, identity);
     }
 
     #[test]

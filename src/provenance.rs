@@ -180,15 +180,23 @@ impl Provenance {
         self.era5t.is_some()
     }
 
-    /// What the identity of the file adds to its selection: the store's `last_updated` for a
-    /// provisional file (its bytes are those of that store version), nothing for a final one.
+    /// What the identity of the file adds to its selection of the store's version facts it
+    /// writes ([`Provenance::attributes`]): the store's `last_updated` and `valid_time_stop`
+    /// for a provisional file (its bytes are those of that store version), that the store
+    /// gives no `valid_time_stop` for a file of unknown status, nothing for a final one (its
+    /// bytes do not depend on the store's version).
     pub fn identity_part(&self) -> Option<String> {
-        self.provisional().then(|| {
-            format!(
-                "store last_updated {}",
-                self.store.last_updated.as_deref().unwrap_or("unknown")
-            )
-        })
+        let stop = self.store.valid_time_stop;
+        if self.provisional() {
+            Some(format!(
+                "store last_updated {} valid_time_stop {}",
+                self.store.last_updated.as_deref().unwrap_or("unknown"),
+                stop.map_or("unknown".into(), |d| d.to_string())
+            ))
+        } else {
+            stop.is_none()
+                .then(|| "store valid_time_stop unknown".to_string())
+        }
     }
 
     /// The file's time, seconds since the epoch: the valid time of its last hour, or the store's

@@ -22,7 +22,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use axum::extract::{Query, State};
 use axum::http::{header, StatusCode};
@@ -99,9 +99,9 @@ pub struct Dashboard {
     /// Permits to build an ad-hoc selection (`preview_concurrency`).
     preview_builds: tokio::sync::Semaphore,
     options: DashboardOptions,
-    /// The catalog (or why it was refused) and the deskriptors file's modification time it
-    /// was read at.
-    catalog: Mutex<(Option<SystemTime>, CatalogRead)>,
+    /// The catalog (or why it was refused) and the stamp of the deskriptors file it was read
+    /// from.
+    catalog: Mutex<(Option<FileStamp>, CatalogRead)>,
     started: Instant,
     /// Permits to build a file that is not cached (see [`MAX_BUILDS`]).
     builds: tokio::sync::Semaphore,
@@ -163,6 +163,31 @@ pub(crate) fn query_value<'a>(pairs: &'a [(String, String)], key: &str) -> Optio
         .map(|(_, v)| v.as_str())
 }
 
+/// What tells one state of the deskriptors file from another: its device, inode, size, and
+/// modification and change times to the nanosecond. The mtime alone is not enough: a file
+/// put in place with the old one's mtime (`touch -r` and `mv`, `rsync -a`, `cp -p`) keeps it,
+/// but comes as another inode, and its ctime (which no one can set) is that of the change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileStamp {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    /// mtime and ctime, seconds and nanoseconds.
+    times: [i64; 4],
+}
+
+impl FileStamp {
+    fn of(m: &std::fs::Metadata) -> Self {
+        use std::os::unix::fs::MetadataExt;
+        FileStamp {
+            dev: m.dev(),
+            ino: m.ino(),
+            len: m.len(),
+            times: [m.mtime(), m.mtime_nsec(), m.ctime(), m.ctime_nsec()],
+        }
+    }
+}
+
 impl Dashboard {
     /// A dashboard over `flow`, with its ad-hoc preview area opened (created if needed) in
     /// `options.cache_dir`/previews and trimmed to `options.preview_cache_size`.
@@ -194,8 +219,8 @@ impl Dashboard {
     /// admitted by the same policy as a mount's.
     pub fn catalog(&self) -> CatalogRead {
         let file = &self.options.catalog;
-        let mtime = std::fs::metadata(&file.path)
-            .and_then(|m| m.modified())
+        let stamp = std::fs::metadata(&file.path)
+            .map(|m| FileStamp::of(&m))
             .map_err(|cause| {
                 Arc::new(ReadError::Io {
                     path: file.path.clone(),
@@ -203,15 +228,15 @@ impl Dashboard {
                 })
             })?;
         let mut guard = self.catalog.lock().expect("catalog lock poisoned");
-        if guard.0 != Some(mtime) {
+        if guard.0 != Some(stamp) {
             let catalog = file.read(self.source()).map(Arc::new).map_err(Arc::new);
             // A refusal stands until the file changes; a failure to read it (EMFILE, EIO, a
-            // permission fixed with chmod, which keeps the mtime) is tried again next time.
+            // permission fixed with chmod) is tried again next time.
             let stands = !matches!(
                 catalog.as_ref().map_err(|e| e.as_ref()),
                 Err(ReadError::Io { .. })
             );
-            *guard = (stands.then_some(mtime), catalog);
+            *guard = (stands.then_some(stamp), catalog);
         }
         guard.1.clone()
     }

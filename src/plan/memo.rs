@@ -21,7 +21,8 @@ use serde_json::value::RawValue;
 use serde_json::Value;
 
 use super::{
-    add_whole_axes, entry_of, file_dims, finish, planned_variables, provenance_key, Names,
+    add_whole_axes, attributes_part, entry_of, file_dims, finish, planned_variables,
+    provenance_key, Names,
 };
 use super::{PlanOptions, PlannedVariable};
 use crate::catalog::Entry;
@@ -76,14 +77,15 @@ struct SelectorPart {
     provenance: Option<(Provenance, String)>,
 }
 
-/// One `variable` value as written: the names, the planned variables and the file's
-/// dimensions.
+/// One `variable` value as written: the names, the planned variables, the file's dimensions
+/// and the identity's part of the attributes these copy from the store.
 struct VariablePart {
     names: Vec<String>,
     /// `"variable":[...]`.
     member: String,
     planned: Vec<PlannedVariable>,
     file_dims: Vec<String>,
+    attributes: String,
 }
 
 impl PlanMemo {
@@ -134,8 +136,10 @@ impl PlanMemo {
         let value: Value = serde_json::from_str(text).ok()?;
         let names = parse_variables(line, &value).ok()?;
         let planned = planned_variables(line, &names, scope).ok()?;
+        let file_dims = file_dims(&planned);
         let part = Rc::new(VariablePart {
-            file_dims: file_dims(&planned),
+            attributes: attributes_part(scope, &file_dims, &planned),
+            file_dims,
             member: canonical_variables(&names),
             names,
             planned,
@@ -211,6 +215,7 @@ pub(super) fn entry(
         variables.planned.clone(),
         variables.file_dims.clone(),
         canonical,
+        &variables.attributes,
         provenance,
         selections,
     )

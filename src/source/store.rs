@@ -6,19 +6,19 @@
 
 use std::fmt;
 use std::ops::Range;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures::stream::BoxStream;
+use futures::stream::{BoxStream, StreamExt};
 use zarrs_object_store::object_store::{
     self, aws::AmazonS3Builder, http::HttpBuilder, local::LocalFileSystem, path::Path,
-    prefix::PrefixStore, BackoffConfig, ClientOptions, CopyOptions, GetOptions, GetResult,
-    ListResult, MultipartUpload, ObjectMeta, ObjectStore, PutMultipartOptions, PutOptions,
-    PutPayload, PutResult, RetryConfig,
+    prefix::PrefixStore, BackoffConfig, ClientOptions, CopyOptions, GetOptions, GetRange,
+    GetResult, GetResultPayload, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
+    PutMultipartOptions, PutOptions, PutPayload, PutResult, RetryConfig,
 };
 
 /// How a remote source is retried: each request gets `timeout`; failures that may be
@@ -173,18 +173,104 @@ impl SourceMetrics {
     }
 }
 
-/// An `ObjectStore` wrapper that counts GETs and bytes into [`SourceMetrics`].
+/// An `ObjectStore` wrapper that counts GETs and bytes into [`SourceMetrics`], and reads
+/// ranges of a store that ignores them as whole objects.
+///
+/// An HTTP server may answer a range request with the whole object (200, as RFC 9110 allows:
+/// `python3 -m http.server` does); object_store then refuses the answer ("Range request not
+/// supported"). Once a store did so, every ranged read here fetches the whole object and
+/// returns the bytes asked for (one warning says so): slower, but the same bytes.
 #[derive(Debug)]
 pub struct MeteredStore {
     inner: Arc<dyn ObjectStore>,
     metrics: Arc<SourceMetrics>,
+    /// Set once the store answered a range request with the whole object.
+    ranges_ignored: AtomicBool,
 }
 
 impl MeteredStore {
     /// Wraps `inner`; counts go to `metrics`.
     pub fn new(inner: Arc<dyn ObjectStore>, metrics: Arc<SourceMetrics>) -> Self {
-        Self { inner, metrics }
+        Self {
+            inner,
+            metrics,
+            ranges_ignored: AtomicBool::new(false),
+        }
     }
+
+    /// Whether the store was seen to ignore range requests (its ranges are read whole).
+    pub fn ignores_ranges(&self) -> bool {
+        self.ranges_ignored.load(Ordering::Relaxed)
+    }
+
+    /// Records that the store ignored a range request on `location`; warns the first time.
+    fn notice_ignored_ranges(&self, location: &Path) {
+        if !self.ranges_ignored.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                "the source {} ignores range requests (it answered one for {location} with \
+                 the whole object): every ranged read now fetches the whole object and keeps \
+                 the bytes it needs",
+                self.inner
+            );
+        }
+    }
+
+    /// A GET of `inner`, counted.
+    async fn counted_get(
+        &self,
+        location: &Path,
+        options: GetOptions,
+    ) -> object_store::Result<GetResult> {
+        self.metrics.requests.fetch_add(1, Ordering::Relaxed);
+        let result = self.inner.get_opts(location, options).await?;
+        self.metrics
+            .bytes
+            .fetch_add(result.range.end - result.range.start, Ordering::Relaxed);
+        Ok(result)
+    }
+
+    /// The bytes `range` of the object `location` (with the conditions of `options`), read
+    /// whole and sliced; the answer says the whole object's metadata.
+    async fn sliced(
+        &self,
+        location: &Path,
+        options: GetOptions,
+        range: GetRange,
+    ) -> object_store::Result<GetResult> {
+        let whole = GetOptions {
+            range: None,
+            ..options
+        };
+        let result = self.counted_get(location, whole).await?;
+        let (meta, attributes) = (result.meta.clone(), result.attributes.clone());
+        let bytes = result.bytes().await?;
+        let r = slice_range(&range, bytes.len())?;
+        let part = bytes.slice(r.start as usize..r.end as usize);
+        Ok(GetResult {
+            payload: GetResultPayload::Stream(futures::stream::once(async { Ok(part) }).boxed()),
+            meta,
+            range: r,
+            attributes,
+            extensions: Default::default(),
+        })
+    }
+}
+
+/// Whether `e` is object_store's refusal of a whole object answering a range request.
+fn is_range_ignored(e: &object_store::Error) -> bool {
+    matches!(e, object_store::Error::NotSupported { source }
+        if source.to_string().starts_with("Range request not supported"))
+}
+
+/// The bytes `range` asks of an object of `len` bytes, as the store would have answered it
+/// (an end past the object is cut; a start at or past it is an error).
+fn slice_range(range: &GetRange, len: usize) -> object_store::Result<Range<u64>> {
+    range
+        .as_range(len as u64)
+        .map_err(|e| object_store::Error::Generic {
+            store: "source",
+            source: Box::new(e),
+        })
 }
 
 impl fmt::Display for MeteredStore {
@@ -217,12 +303,17 @@ impl ObjectStore for MeteredStore {
         location: &Path,
         options: GetOptions,
     ) -> object_store::Result<GetResult> {
-        self.metrics.requests.fetch_add(1, Ordering::Relaxed);
-        let result = self.inner.get_opts(location, options).await?;
-        self.metrics
-            .bytes
-            .fetch_add(result.range.end - result.range.start, Ordering::Relaxed);
-        Ok(result)
+        let range = match &options.range {
+            Some(range) if !options.head => range.clone(),
+            _ => return self.counted_get(location, options).await,
+        };
+        if !self.ignores_ranges() {
+            match self.counted_get(location, options.clone()).await {
+                Err(e) if is_range_ignored(&e) => self.notice_ignored_ranges(location),
+                answer => return answer,
+            }
+        }
+        self.sliced(location, options, range).await
     }
 
     async fn get_ranges(
@@ -230,13 +321,32 @@ impl ObjectStore for MeteredStore {
         location: &Path,
         ranges: &[Range<u64>],
     ) -> object_store::Result<Vec<Bytes>> {
-        self.metrics
-            .requests
-            .fetch_add(ranges.len() as u64, Ordering::Relaxed);
-        let parts = self.inner.get_ranges(location, ranges).await?;
-        let n: u64 = parts.iter().map(|b| b.len() as u64).sum();
-        self.metrics.bytes.fetch_add(n, Ordering::Relaxed);
-        Ok(parts)
+        if !self.ignores_ranges() {
+            self.metrics
+                .requests
+                .fetch_add(ranges.len() as u64, Ordering::Relaxed);
+            match self.inner.get_ranges(location, ranges).await {
+                Err(e) if is_range_ignored(&e) => self.notice_ignored_ranges(location),
+                answer => {
+                    let parts = answer?;
+                    let n: u64 = parts.iter().map(|b| b.len() as u64).sum();
+                    self.metrics.bytes.fetch_add(n, Ordering::Relaxed);
+                    return Ok(parts);
+                }
+            }
+        }
+        let bytes = self
+            .counted_get(location, GetOptions::default())
+            .await?
+            .bytes()
+            .await?;
+        ranges
+            .iter()
+            .map(|r| {
+                let r = slice_range(&GetRange::Bounded(r.clone()), bytes.len())?;
+                Ok(bytes.slice(r.start as usize..r.end as usize))
+            })
+            .collect()
     }
 
     fn delete_stream(

@@ -6,6 +6,7 @@ built at once (a request that finds no free slot within `--preview-wait` gets 50
 Every dashboard is stopped by its PID at the end, also when a test fails."""
 
 import json
+import os
 from pathlib import Path
 import time
 import urllib.error
@@ -186,3 +187,33 @@ def test_the_file_list_pages_and_finds_without_listing_every_file(dashboards, re
     assert [f["name"] for f in page["files"]] == ["f1200.nc", "f1201.nc"] and page["total"] == 3
     page = json.loads(d.get("/api/files")[1])
     assert len(page["files"]) == 1000 and page["total"] == 1203 and page["error_count"] == 0
+
+
+def test_a_deskriptors_file_replaced_with_the_same_mtime_is_read_again(dashboards, replica,
+                                                                       tmp_path):
+    """`rsync -a`, `cp -p` and `touch -r` + `mv` put a new deskriptors file in place with the
+    old one's mtime: the dashboard sees the change all the same (another inode, another
+    ctime), so a removed file is no longer listed nor downloadable."""
+    line = ('{{"name": "{}", "time": "2023-01-01T00:00", "latitude": 47, "longitude": 8, '
+            '"variable": "2m_temperature"}}\n')
+    desk = tmp_path / "d.jsonl"
+    desk.write_text(line.format("kept") + line.format("removed"))
+    d = dashboards(replica, tmp_path / "cache", desk, tmp_path / "dashboard.log")
+
+    def names():
+        status, body, _ = d.get("/api/files")
+        assert status == 200, body
+        return [f["name"] for f in json.loads(body)["files"]]
+
+    assert names() == ["kept.nc", "removed.nc"]
+    assert d.get("/download?file=removed.nc")[0] == 200
+    old = desk.stat()
+    new = tmp_path / "d.jsonl.new"
+    new.write_text(line.format("kept") + line.format("added"))
+    os.utime(new, ns=(old.st_atime_ns, old.st_mtime_ns))
+    os.replace(new, desk)
+    assert desk.stat().st_mtime_ns == old.st_mtime_ns
+    assert names() == ["kept.nc", "added.nc"]
+    status, body, _ = d.get("/download?file=removed.nc")
+    assert status == 400 and b'no file named "removed.nc"' in body, (status, body)
+    assert d.get("/download?file=added.nc")[0] == 200

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+import xarray as xr
 
 from conftest import clean_env, DATA, Runner, binary, chunk_gets, mounted_at, read_lines
 
@@ -254,3 +255,58 @@ def test_many_readers_over_many_files_mixed_cold_and_warm(replica, mount_factory
     assert rss[0] < 600, f"RSS {rss[0]} MB"
     assert m.stats()["read_errors"] == 0
     print(f"load: {reads[0]} reads in {seconds} s, peak RSS {rss[0]} MB")
+
+
+def test_a_server_without_range_support_gives_the_same_files(replica, tmp_path):
+    """`python3 -m http.server` answers a range request with the whole object (200, as RFC
+    9110 allows): the reads fetch whole objects then, say so once, and give the same bytes
+    as the replica read directly (block reads included), but for the source URL they name."""
+    import sys
+    import urllib.request
+
+    from conftest import free_port
+
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", "--directory",
+         str(replica), str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(url + "/.zgroup", timeout=5) as r:
+                    r.read()
+                    break
+            except OSError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise AssertionError("python3 -m http.server did not answer")
+                time.sleep(0.1)
+        with urllib.request.urlopen(urllib.request.Request(
+                url + "/.zgroup", headers={"Range": "bytes=0-1"}), timeout=5) as r:
+            assert r.status == 200, "the server was expected to ignore ranges"
+
+        remote = Runner(url, tmp_path / "remote-cache", tmp_path)
+        local = Runner(replica, tmp_path / "local-cache", tmp_path)
+        for line in (1, 3, 4, 5):
+            p = remote("get", "--deskriptors", TEST_SET, "--line", line,
+                       "-o", tmp_path / f"remote{line}.nc")
+            assert p.stderr.count("ignores range requests") == 1, p.stderr
+            local("get", "--deskriptors", TEST_SET, "--line", line,
+                  "-o", tmp_path / f"local{line}.nc")
+            # The same file but for the source's URL, which it names (and so its length).
+            with xr.open_dataset(tmp_path / f"remote{line}.nc") as a, \
+                    xr.open_dataset(tmp_path / f"local{line}.nc") as b:
+                assert a.attrs.pop("source_url") == url
+                assert b.attrs.pop("source_url") == str(replica)
+                assert a.identical(b), line
+                for name in a.variables:
+                    assert a[name].values.tobytes() == b[name].values.tobytes(), (line, name)
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait(timeout=10)

@@ -117,15 +117,22 @@ def test_values_differ_cell_by_cell_so_off_by_one_shows(built):
 
 
 def test_default_names_are_readable_and_deterministic(built):
-    listing, _ = built["cdf2"]
+    listing, base = built["cdf2"]
     unnamed = [e["name"] for e in listing if not json.loads(LINES[e["line"] - 1]).get("name")]
     assert unnamed[0].startswith("2m_temperature_20230101T11_") and unnamed[0].endswith(".nc")
     assert unnamed[1].startswith("2m_temperature_20230101T12_")
     assert unnamed[2].startswith("surface_pressure_20230102T00_20230102T23_")
-    # 64 bits of the identity (32 gave collisions in a million files).
+    # 64 bits of the identity of the selection (32 gave collisions in a million files): the
+    # file's identity without the store's attributes and version, so that a file keeps its
+    # name when the store changes them (docs/DESKRIPTORS.md).
     for e in listing:
         if not json.loads(LINES[e["line"] - 1]).get("name"):
-            assert e["name"].rsplit("_", 1)[1] == e["identity"][:16] + ".nc", e
+            with xr.open_dataset(base / e["name"]) as ds:
+                version, url = ds.attrs["sodeda_era5_format_version"], ds.attrs["source_url"]
+            text = (f"sodeda-era5\nversion {version}\nformat cdf2\nsource {url}\n"
+                    f"selection {e['deskriptor']}\n")
+            selection = hashlib.sha256(text.encode()).hexdigest()
+            assert e["name"].rsplit("_", 1)[1] == selection[:16] + ".nc", e
 
 
 @pytest.mark.parametrize("fmt", ["cdf2", "netcdf4"])

@@ -159,3 +159,51 @@ def test_a_pinned_dataset_keeps_its_files_and_refuses_a_provisional_one_it_does_
         assert e.errno == 5, e  # EIO
     error = xattr(m.mountpoint / "later.nc", "user.sodeda.error")
     assert "pinned" in error and NEW in error, error
+
+
+def reword_long_name(root, variable, long_name, last_updated):
+    """The store after an update that rewords `variable`'s long_name: its own .zattrs and the
+    consolidated .zmetadata say it, and last_updated moves (the file stays final)."""
+    real = root / variable
+    if real.is_symlink():
+        source = real.resolve()
+        real.unlink()
+        real.mkdir()
+        for entry in source.iterdir():
+            (real / entry.name).symlink_to(entry)
+    zattrs = json.loads((real / ".zattrs").read_text())
+    zattrs["long_name"] = long_name
+    (real / ".zattrs").unlink()
+    (real / ".zattrs").write_text(json.dumps(zattrs))
+    meta = json.loads((root / ".zmetadata").read_text())
+    meta["metadata"][f"{variable}/.zattrs"]["long_name"] = long_name
+    meta["metadata"][".zattrs"]["last_updated"] = last_updated
+    tmp = root / ".zmetadata.tmp"
+    tmp.write_text(json.dumps(meta))
+    os.replace(tmp, root / ".zmetadata")
+
+
+def test_a_reworded_attribute_makes_a_new_file_not_the_cached_one(replica, tmp_path):
+    """What a file copies from the store's attributes is part of its identity: after the store
+    rewords a variable's long_name, the same deskriptor (final hours) is a new file, built with
+    the new words, never the cached bytes of the old ones."""
+    store = store_view(replica, tmp_path / "store", OLD)
+    desk = write_deskriptors(tmp_path / "d.jsonl", FINAL)
+    run = Runner(store, tmp_path / "cache", tmp_path)
+    [before] = run.list(desk)
+    run("get", "--deskriptors", desk, "--line", 1, "-o", tmp_path / "before.nc")
+    with xr.open_dataset(tmp_path / "before.nc") as ds:
+        assert ds["2m_temperature"].attrs["long_name"] == "2 metre temperature"
+
+    reword_long_name(store, "2m_temperature", "2 metre Temperature", NEW)
+    [after] = run.list(desk)
+    assert after["identity"] != before["identity"], (before, after)
+    assert after["name"] == before["name"]
+    run("get", "--deskriptors", desk, "--line", 1, "-o", tmp_path / "after.nc")
+    with xr.open_dataset(tmp_path / "after.nc") as ds:
+        assert ds["2m_temperature"].attrs["long_name"] == "2 metre Temperature"
+    # The same data, from the same cache: the old entry stays under its own identity.
+    with xr.open_dataset(tmp_path / "before.nc") as a, xr.open_dataset(tmp_path / "after.nc") as b:
+        assert (a["2m_temperature"].values == b["2m_temperature"].values).all()
+    entries = {p.stem for p in (tmp_path / "cache").rglob("*.nc")}
+    assert {before["identity"], after["identity"]} <= entries, entries
