@@ -7,9 +7,12 @@
 //! read as the source's fill value (NaN), as in xarray. Invariant: memory in flight is bounded
 //! by [`FetchOptions::memory_budget`] whatever the plan's size.
 //!
-//! A fetch is a list of chunk tasks (`chunk_tasks`), run concurrently within a memory budget
-//! (`bounded_reads`); each task reads its chunk by one of three strategies (only the needed
-//! Blosc blocks, the whole chunk decoded here, the whole chunk through zarrs). Failures are
+//! A fetch is a sequence of chunk tasks (`ChunkTasks`), made one at a time as reads finish
+//! and run concurrently within a memory budget (`BoundedReads`): beyond its output, a fetch
+//! holds its reads in flight, never a list of its chunks (a plan may need a million). Each
+//! task reads its chunk by one of three strategies (only the needed Blosc blocks, the whole
+//! chunk decoded here, the whole chunk through zarrs); an absent chunk gives only its selected
+//! points as the fill value, never a whole chunk of it. Failures are
 //! typed by kind ([`ChunkError`]) and carry their chunk ([`FetchError`]).
 //!
 //! With a [`ChunkCache`], decoded chunks are kept (least recently used out, bounded in bytes)
@@ -112,11 +115,24 @@ pub type ChunkKey = (String, Vec<u64>);
 type Decoded = Arc<Chunk>;
 type SharedDecode = Shared<BoxFuture<'static, Result<Decoded, ChunkError>>>;
 
-/// A decoded chunk, and whether it came from an absent object (the fill value).
+/// A decoded chunk, or an absent one (it reads as the fill value, which is never made into
+/// a whole chunk: only the selected points are, by [`fill_block`]).
 #[derive(Debug)]
-struct Chunk {
-    data: ArrayD<f32>,
-    absent: bool,
+enum Chunk {
+    /// The chunk's values.
+    Data(ArrayD<f32>),
+    /// The chunk's object is absent from a store that still answers for its array.
+    Absent,
+}
+
+impl Chunk {
+    /// Bytes of decoded values held.
+    fn bytes(&self) -> u64 {
+        match self {
+            Chunk::Data(data) => data.len() as u64 * 4,
+            Chunk::Absent => 0,
+        }
+    }
 }
 
 /// Decoded chunks, least recently used out, bounded in bytes; with single flight per chunk.
@@ -192,16 +208,20 @@ impl ChunkCache {
                         // An absent chunk is not kept: it costs nothing to make again, and it
                         // must be confirmed again for the next file (the store may have
                         // vanished, or written the hour, meanwhile).
-                        if let Some(a) = result.as_ref().ok().filter(|a| !a.absent) {
-                            let size = a.data.len() as u64 * 4;
+                        if let Some(a) = result
+                            .as_ref()
+                            .ok()
+                            .filter(|a| matches!(***a, Chunk::Data(_)))
+                        {
+                            let size = a.bytes();
                             if size <= cache.limit {
                                 st.bytes += size;
                                 if let Some(old) = st.lru.put(k, a.clone()) {
-                                    st.bytes -= old.data.len() as u64 * 4;
+                                    st.bytes -= old.bytes();
                                 }
                                 while st.bytes > cache.limit {
                                     match st.lru.pop_lru() {
-                                        Some((_, old)) => st.bytes -= old.data.len() as u64 * 4,
+                                        Some((_, old)) => st.bytes -= old.bytes(),
                                         None => break,
                                     }
                                 }
@@ -254,7 +274,7 @@ pub fn chunk_demand(plan: &Plan, source: &Source) -> Vec<(ChunkKey, f64)> {
         };
         let groups = chunk_groups(plan, &pv.dims, &var.chunks);
         let total_rows = rows_per_chunk(&var.chunks).max(1) as f64;
-        for combo in cartesian(&groups) {
+        for combo in Combos::new(groups) {
             let chunk: Vec<u64> = combo.iter().map(|(c, _)| *c).collect();
             let rows = needed_rows(&combo, &var.chunks).len() as f64;
             out.push((
@@ -286,7 +306,7 @@ pub fn chunk_needs(
         };
         let groups = chunk_groups(plan, &pv.dims, &var.chunks);
         let shape: Vec<usize> = var.chunks.iter().map(|&c| c as usize).collect();
-        for combo in cartesian(&groups) {
+        for combo in Combos::new(groups) {
             let chunk: Vec<u64> = combo.iter().map(|(c, _)| *c).collect();
             let rows = block_rows(options, &pv.name, &chunk, &combo, &var.chunks);
             out.push((
@@ -363,11 +383,9 @@ pub async fn fetch(
             ArrayD::<f32>::from_elem(IxDyn(&shape), f32::NAN)
         })
         .collect();
-    let reads = bounded_reads(
-        chunk_tasks(plan, source, options),
-        options,
-        &source.scope.url,
-    );
+    // Tasks are made as the reads in flight make room for them: what a fetch holds beyond its
+    // output grows with the reads in flight, not with the chunks the plan needs.
+    let reads = BoundedReads::new(ChunkTasks::new(plan, source, options), options, source);
     let results = stream::iter(reads).buffer_unordered(options.concurrency.max(1));
 
     let mut results = std::pin::pin!(results);
@@ -400,51 +418,107 @@ pub async fn fetch(
     })
 }
 
-/// One task per chunk `plan` needs, for each of its variables in file order.
-fn chunk_tasks(plan: &Plan, source: &Source, options: &FetchOptions) -> Vec<ChunkTask> {
-    let mut tasks = Vec::new();
-    for (vi, pv) in plan.variables.iter().enumerate() {
-        let var = &source.scope.variables[&pv.name];
-        let array = source
-            .array(&pv.name)
-            .expect("every variable of a scope has its array");
-        // One existence check of the array per fetch, shared by its absent chunks.
-        let array_check = Arc::new(ArrayCheck::default());
-        for combo in cartesian(&chunk_groups(plan, &pv.dims, &var.chunks)) {
+/// The tasks of every chunk `plan` needs, for each of its variables in file order, made one
+/// at a time.
+struct ChunkTasks<'a> {
+    plan: &'a Plan,
+    source: &'a Source,
+    options: &'a FetchOptions,
+    /// The variable whose chunks come next.
+    variable: usize,
+    /// That variable's chunks still to come, and its one existence check of the array per
+    /// fetch, shared by its absent chunks.
+    current: Option<(Combos, Arc<ArrayCheck>)>,
+}
+
+impl<'a> ChunkTasks<'a> {
+    fn new(plan: &'a Plan, source: &'a Source, options: &'a FetchOptions) -> Self {
+        Self {
+            plan,
+            source,
+            options,
+            variable: 0,
+            current: None,
+        }
+    }
+}
+
+impl Iterator for ChunkTasks<'_> {
+    type Item = ChunkTask;
+
+    fn next(&mut self) -> Option<ChunkTask> {
+        loop {
+            let pv = self.plan.variables.get(self.variable)?;
+            let var = &self.source.scope.variables[&pv.name];
+            let (combos, array_check) = self.current.get_or_insert_with(|| {
+                let groups = chunk_groups(self.plan, &pv.dims, &var.chunks);
+                (Combos::new(groups), Arc::new(ArrayCheck::default()))
+            });
+            let Some(combo) = combos.next() else {
+                self.variable += 1;
+                self.current = None;
+                continue;
+            };
+            let array = self
+                .source
+                .array(&pv.name)
+                .expect("every variable of a scope has its array");
             let chunk: Vec<u64> = combo.iter().map(|(c, _)| *c).collect();
-            tasks.push(ChunkTask {
-                variable: vi,
+            return Some(ChunkTask {
+                variable: self.variable,
                 array: array.clone(),
                 name: pv.name.clone(),
                 shape: var.chunks.clone(),
-                rows: block_rows(options, &pv.name, &chunk, &combo, &var.chunks),
+                rows: block_rows(self.options, &pv.name, &chunk, &combo, &var.chunks),
                 combo,
-                store: source.store.clone(),
+                store: self.source.store.clone(),
                 key: var.chunk_key(&chunk),
                 blosc: var.blosc_blocks,
                 fill: var.fill_value.unwrap_or(f32::NAN),
                 array_check: array_check.clone(),
-                tables: options.block_tables.clone(),
-                ahead: options.prefetched.clone(),
+                tables: self.options.block_tables.clone(),
+                ahead: self.options.prefetched.clone(),
             });
         }
     }
-    tasks
 }
 
-/// The reads of `tasks`, each a task on the runtime holding its chunk's decoded size of the
-/// memory budget while it runs (a chunk larger than the budget runs alone).
-fn bounded_reads(tasks: Vec<ChunkTask>, options: &FetchOptions, url: &str) -> Vec<ChunkRead> {
-    let budget_mib = options.memory_budget.div_ceil(1 << 20).max(1) as u32;
-    let permits = Arc::new(Semaphore::new(budget_mib as usize));
-    // Boxed futures built in a loop (not a closure passed to `map`) keep the whole flow future
-    // `Send` for every lifetime, which the single-flight `Shared` future needs.
-    let mut reads: Vec<ChunkRead> = Vec::with_capacity(tasks.len());
-    for task in tasks {
-        let permits = permits.clone();
-        let url = url.to_string();
-        let chunk_cache = options.chunk_cache.clone();
-        reads.push(Box::pin(async move {
+/// The reads of chunk tasks, made one at a time: each a task on the runtime holding its
+/// chunk's decoded size of the memory budget while it runs (a chunk larger than the budget
+/// runs alone).
+struct BoundedReads<I> {
+    tasks: I,
+    budget_mib: u32,
+    permits: Arc<Semaphore>,
+    url: String,
+    chunk_cache: Option<Arc<ChunkCache>>,
+}
+
+impl<I: Iterator<Item = ChunkTask>> BoundedReads<I> {
+    fn new(tasks: I, options: &FetchOptions, source: &Source) -> Self {
+        let budget_mib = options.memory_budget.div_ceil(1 << 20).max(1) as u32;
+        Self {
+            tasks,
+            budget_mib,
+            permits: Arc::new(Semaphore::new(budget_mib as usize)),
+            url: source.scope.url.clone(),
+            chunk_cache: options.chunk_cache.clone(),
+        }
+    }
+}
+
+impl<I: Iterator<Item = ChunkTask>> Iterator for BoundedReads<I> {
+    type Item = ChunkRead;
+
+    /// The next read, boxed here (not by a closure passed to `map`): that keeps the whole
+    /// flow future `Send` for every lifetime, which the single-flight `Shared` future needs.
+    fn next(&mut self) -> Option<ChunkRead> {
+        let task = self.tasks.next()?;
+        let permits = self.permits.clone();
+        let url = self.url.clone();
+        let chunk_cache = self.chunk_cache.clone();
+        let budget_mib = self.budget_mib;
+        Some(Box::pin(async move {
             let chunk: Vec<u64> = task.combo.iter().map(|(c, _)| *c).collect();
             let (vi, name) = (task.variable, task.name.clone());
             let bytes = task.shape.iter().product::<u64>() * 4;
@@ -464,9 +538,8 @@ fn bounded_reads(tasks: Vec<ChunkTask>, options: &FetchOptions, url: &str) -> Ve
                     cause,
                 })?;
             Ok((vi, gathered, absent))
-        }));
+        }))
     }
-    reads
 }
 
 /// The answer of the store to "does this array still exist?", asked once per fetch and
@@ -544,18 +617,24 @@ impl ChunkTask {
         let chunk: Vec<u64> = self.combo.iter().map(|(c, _)| *c).collect();
         let origin: Vec<u64> = chunk.iter().zip(&self.shape).map(|(c, n)| c * n).collect();
         if let (true, Some(rows)) = (self.blosc, self.rows.clone()) {
-            if let Some((part, absent)) = self.read_blocks(rows).await? {
-                return Ok((gather(part.view(), &origin, &self.combo), absent));
+            if let Some(part) = self.read_blocks(rows).await? {
+                return Ok(match part {
+                    Chunk::Data(part) => (gather(part.view(), &origin, &self.combo), false),
+                    Chunk::Absent => (fill_block(&self.combo, self.fill), true),
+                });
             }
         }
-        let combo = self.combo.clone();
+        let (combo, fill) = (self.combo.clone(), self.fill);
         let key = (self.name.clone(), chunk);
         let decode = self.read_whole().boxed();
         let decoded = match chunk_cache {
             Some(cache) => cache.get_or_decode(key, decode).await?,
             None => Arc::new(decode.await?),
         };
-        Ok((gather(decoded.data.view(), &origin, &combo), decoded.absent))
+        Ok(match &*decoded {
+            Chunk::Data(data) => (gather(data.view(), &origin, &combo), false),
+            Chunk::Absent => (fill_block(&combo, fill), true),
+        })
     }
 
     /// The chunk's shape as array dimensions.
@@ -563,24 +642,21 @@ impl ChunkTask {
         self.shape.iter().map(|&c| c as usize).collect()
     }
 
-    /// The chunk as its fill value, once the store confirmed the chunk is absent and not the
-    /// source gone.
-    async fn absent(&self) -> Result<ArrayD<f32>, ChunkError> {
+    /// The chunk as absent, once the store confirmed the chunk is absent and not the source
+    /// gone.
+    async fn absent(&self) -> Result<Chunk, ChunkError> {
         confirm_absent(&self.array_check, self.store.as_ref(), &self.name).await?;
-        Ok(ArrayD::from_elem(IxDyn(&self.dims()), self.fill))
+        Ok(Chunk::Absent)
     }
 
     /// Strategy 1: the blocks holding `rows` (the rest of the chunk reads as the fill value
     /// and is not gathered); `None` when the chunk turns out not to be plain Blosc.
-    async fn read_blocks(
-        &self,
-        rows: std::ops::Range<usize>,
-    ) -> Result<Option<(ArrayD<f32>, bool)>, ChunkError> {
+    async fn read_blocks(&self, rows: std::ops::Range<usize>) -> Result<Option<Chunk>, ChunkError> {
         let tables = self.tables.as_deref();
         let shape = self.dims();
         match blocks::read_rows(self.reader(), &self.key, &shape, rows, tables).await? {
-            blocks::Partial::Rows(part) => Ok(Some((part, false))),
-            blocks::Partial::Absent => Ok(Some((self.absent().await?, true))),
+            blocks::Partial::Rows(part) => Ok(Some(Chunk::Data(part))),
+            blocks::Partial::Absent => Ok(Some(self.absent().await?)),
             blocks::Partial::Unsupported => Ok(None),
         }
     }
@@ -609,14 +685,8 @@ impl ChunkTask {
     async fn whole_blosc(&self) -> Result<Option<Chunk>, ChunkError> {
         Ok(
             match blocks::read_whole(self.reader(), &self.key, &self.dims()).await? {
-                blocks::Partial::Rows(data) => Some(Chunk {
-                    data,
-                    absent: false,
-                }),
-                blocks::Partial::Absent => Some(Chunk {
-                    data: self.absent().await?,
-                    absent: true,
-                }),
+                blocks::Partial::Rows(data) => Some(Chunk::Data(data)),
+                blocks::Partial::Absent => Some(self.absent().await?),
                 blocks::Partial::Unsupported => None,
             },
         )
@@ -640,15 +710,12 @@ impl ChunkTask {
                 Ok(_) => {}
                 Err(object_store::Error::NotFound { .. }) => {
                     confirm_absent(&self.array_check, self.store.as_ref(), &self.name).await?;
-                    return Ok(Chunk { data, absent: true });
+                    return Ok(Chunk::Absent);
                 }
                 Err(e) => return Err(ChunkError::store(&e)),
             }
         }
-        Ok(Chunk {
-            data,
-            absent: false,
-        })
+        Ok(Chunk::Data(data))
     }
 }
 
@@ -702,21 +769,61 @@ fn group_by_chunk(indices: &[usize], chunk_len: u64) -> Vec<Group> {
     groups
 }
 
-/// Every combination of one group per dimension.
-fn cartesian(groups: &[Vec<Group>]) -> Vec<Vec<Group>> {
-    let mut combos: Vec<Vec<Group>> = vec![Vec::new()];
-    for dim in groups {
-        let mut next = Vec::with_capacity(combos.len() * dim.len());
-        for c in &combos {
-            for g in dim {
-                let mut c2 = c.clone();
-                c2.push(g.clone());
-                next.push(c2);
-            }
-        }
-        combos = next;
+/// Every combination of one group per dimension, the last dimension fastest, made one at a
+/// time (a plan over a million hours has a million).
+struct Combos {
+    groups: Vec<Vec<Group>>,
+    /// The group of each dimension in the next combination; `None` once all were made.
+    at: Option<Vec<usize>>,
+}
+
+impl Combos {
+    fn new(groups: Vec<Vec<Group>>) -> Self {
+        let at = groups
+            .iter()
+            .all(|g| !g.is_empty())
+            .then(|| vec![0; groups.len()]);
+        Self { groups, at }
     }
-    combos
+}
+
+impl Iterator for Combos {
+    type Item = Vec<Group>;
+
+    fn next(&mut self) -> Option<Vec<Group>> {
+        let at = self.at.as_mut()?;
+        let combo = at
+            .iter()
+            .zip(&self.groups)
+            .map(|(&i, g)| g[i].clone())
+            .collect();
+        // The next combination: the last dimension that can move on does, those after it
+        // start again.
+        let mut axis = at.len();
+        loop {
+            if axis == 0 {
+                self.at = None;
+                break;
+            }
+            axis -= 1;
+            at[axis] += 1;
+            if at[axis] < self.groups[axis].len() {
+                break;
+            }
+            at[axis] = 0;
+        }
+        Some(combo)
+    }
+}
+
+/// The selected points of an absent chunk, all the fill value, placed like a gathered block.
+fn fill_block(combo: &[Group], fill: f32) -> Placed {
+    let out_positions: Vec<Vec<usize>> = combo
+        .iter()
+        .map(|(_, positions)| positions.iter().map(|&(out, _)| out).collect())
+        .collect();
+    let shape: Vec<usize> = out_positions.iter().map(Vec::len).collect();
+    (out_positions, ArrayD::from_elem(IxDyn(&shape), fill))
 }
 
 /// Output placement of a gathered block: per dimension, the output positions in block order.
@@ -825,6 +932,45 @@ mod tests {
                 (0, vec![(3, 3)])
             ]
         );
+    }
+
+    /// Combinations are made one at a time, the last dimension fastest (the order the reads
+    /// were always made in), and none when a dimension has no group.
+    #[test]
+    fn combinations_come_one_at_a_time_last_dimension_fastest() {
+        let dim = |chunks: &[u64]| -> Vec<Group> {
+            chunks.iter().map(|&c| (c, vec![(c as usize, 0)])).collect()
+        };
+        let chunks = |combo: Vec<Group>| combo.iter().map(|(c, _)| *c).collect::<Vec<_>>();
+        let all: Vec<Vec<u64>> = Combos::new(vec![dim(&[0, 1]), dim(&[5]), dim(&[7, 8, 9])])
+            .map(chunks)
+            .collect();
+        assert_eq!(
+            all,
+            [
+                [0, 5, 7],
+                [0, 5, 8],
+                [0, 5, 9],
+                [1, 5, 7],
+                [1, 5, 8],
+                [1, 5, 9]
+            ]
+        );
+        assert_eq!(Combos::new(vec![dim(&[0, 1]), dim(&[])]).count(), 0);
+        assert_eq!(
+            Combos::new(vec![dim(&[3])]).map(chunks).collect::<Vec<_>>(),
+            [[3]]
+        );
+    }
+
+    /// An absent chunk gives only its selected points, as the fill value, where they go.
+    #[test]
+    fn an_absent_chunk_fills_only_its_selected_points() {
+        let combo = vec![(2, vec![(0, 40), (1, 41)]), (0, vec![(3, 5)])];
+        let (positions, block) = fill_block(&combo, -1.0);
+        assert_eq!(positions, [vec![0, 1], vec![3]]);
+        assert_eq!(block.shape(), [2, 1]);
+        assert!(block.iter().all(|&v| v == -1.0));
     }
 
     #[test]

@@ -33,6 +33,13 @@ const FORMAT_VERSION_TEXT: &str = "2";
 /// Default refusal limit for one file's size (see `--max-file-size`).
 pub const DEFAULT_MAX_FILE_SIZE: u64 = 2 << 30;
 
+/// Default refusal limit for the source chunks one file reads (see `--max-chunks`): about
+/// 11 years of one hourly variable of ARCO-ERA5 (one chunk per hour and variable), or a year
+/// of 11 variables. A guard against a forgotten `time` (the whole axis, 1.3 million hours of
+/// one variable), not a bound on real requests: past it a file takes minutes of source reads
+/// to build, and several smaller files (one per year) serve better.
+pub const DEFAULT_MAX_CHUNKS: u64 = 100_000;
+
 /// Options that change what a plan produces.
 #[derive(Debug, Clone, Copy)]
 pub struct PlanOptions {
@@ -40,6 +47,8 @@ pub struct PlanOptions {
     pub format: Format,
     /// Largest file a deskriptor may produce, in bytes.
     pub max_file_size: u64,
+    /// Most source chunks a deskriptor's file may read (one read each).
+    pub max_chunks: u64,
     /// Directories of the files of deskriptors without `name` (`--layout`); the layout lives
     /// as long as the process.
     pub layout: Option<&'static NameLayout>,
@@ -50,6 +59,7 @@ impl Default for PlanOptions {
         Self {
             format: Format::Classic64,
             max_file_size: DEFAULT_MAX_FILE_SIZE,
+            max_chunks: DEFAULT_MAX_CHUNKS,
             layout: None,
         }
     }
@@ -184,6 +194,7 @@ impl Plan {
         let r = resolve(deskriptor, scope, options)?;
         let (layout, size) = layout_and_size(line, scope, &r, options.format)?;
         check_size(line, size, options)?;
+        check_chunks(line, scope, &r, options)?;
         Ok(Plan {
             deskriptor: deskriptor.clone(),
             file_name: r.file_name,
@@ -274,6 +285,7 @@ fn entry_of(
         }
     };
     check_size(line, size, options)?;
+    check_chunks(line, scope, &r, options)?;
     Ok(crate::catalog::Entry::new(
         line,
         raw,
@@ -320,6 +332,108 @@ fn check_size(line: usize, size: u64, options: PlanOptions) -> Result<(), Deskri
         ));
     }
     Ok(())
+}
+
+/// Refuses a file that reads more source chunks than the limit, naming how many each
+/// variable needs.
+fn check_chunks(
+    line: usize,
+    scope: &Scope,
+    r: &Resolution,
+    options: PlanOptions,
+) -> Result<(), DeskriptorError> {
+    let counts: Vec<(&str, u64)> = r
+        .variables
+        .iter()
+        .map(|v| {
+            let chunks = &scope.variables[&v.name].chunks;
+            (
+                v.name.as_str(),
+                variable_chunks(&v.dims, chunks, &r.selections),
+            )
+        })
+        .collect();
+    let total = counts
+        .iter()
+        .fold(0u64, |sum, (_, n)| sum.saturating_add(*n));
+    if total <= options.max_chunks {
+        return Ok(());
+    }
+    let each = counts
+        .iter()
+        .map(|(name, n)| format!("{name} {n}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    Err(DeskriptorError::new(
+        line,
+        "",
+        "",
+        format!(
+            "the selection reads {total} source chunks ({each}), more than the limit of {} \
+             (--max-chunks); narrow its time range, split it into several deskriptors (one \
+             per year, say) or raise --max-chunks",
+            options.max_chunks
+        ),
+    ))
+}
+
+/// The source chunks a file reads: for each of its variables, the product over the
+/// variable's dimensions of the distinct chunks its selected positions fall in (the fetch
+/// reads each of those combinations once).
+pub fn chunk_count(
+    scope: &Scope,
+    variables: &[PlannedVariable],
+    selections: &BTreeMap<String, Resolved>,
+) -> u64 {
+    variables.iter().fold(0u64, |sum, v| {
+        let chunks = &scope.variables[&v.name].chunks;
+        sum.saturating_add(variable_chunks(&v.dims, chunks, selections))
+    })
+}
+
+/// The chunks one variable (`dims`, chunked by `chunks`) reads of `selections`.
+fn variable_chunks(
+    dims: &[String],
+    chunks: &[u64],
+    selections: &BTreeMap<String, Resolved>,
+) -> u64 {
+    dims.iter().zip(chunks).fold(1u64, |product, (d, &len)| {
+        product.saturating_mul(distinct_chunks(&selections[d].indices, len))
+    })
+}
+
+/// How many distinct chunks of length `chunk_len` hold `indices`: one pass when their chunks
+/// run in one direction (time, latitude, longitude, or a wrap of it onto one chunk), a sort
+/// otherwise (a list of levels in any order).
+fn distinct_chunks(indices: &[usize], chunk_len: u64) -> u64 {
+    let len = chunk_len.max(1) as usize;
+    let (mut up, mut down) = (false, false);
+    let mut changes = 0u64;
+    let mut previous = None;
+    for &i in indices {
+        let c = i / len;
+        if let Some(p) = previous {
+            if c != p {
+                changes += 1;
+                if c > p {
+                    up = true;
+                } else {
+                    down = true;
+                }
+            }
+        }
+        previous = Some(c);
+    }
+    if previous.is_none() {
+        return 0;
+    }
+    if !(up && down) {
+        return changes + 1;
+    }
+    let mut all: Vec<usize> = indices.iter().map(|&i| i / len).collect();
+    all.sort_unstable();
+    all.dedup();
+    all.len() as u64
 }
 
 /// The layout of a resolved deskriptor, provenance attributes included.
@@ -1011,6 +1125,53 @@ mod tests {
             s.variables.get_mut("2m_temperature").unwrap().fill_value = Some(-1.0)
         });
         assert_ne!(other, identity);
+    }
+
+    /// A file that reads more chunks than `--max-chunks` is refused at planning, naming the
+    /// count of each variable, the limit and what to do; at the limit it plans.
+    #[test]
+    fn a_file_over_the_chunk_limit_is_refused_naming_the_count_and_the_option() {
+        let scope = small_scope();
+        // 100 hours, one chunk per hour and variable: 200 chunks.
+        let d = Deskriptor::parse(
+            7,
+            r#"{"latitude": 1, "longitude": 45, "variable": ["2m_temperature", "temperature"]}"#,
+        )
+        .unwrap();
+        let options = |max_chunks| PlanOptions {
+            max_chunks,
+            ..PlanOptions::default()
+        };
+        let e = Plan::new(&d, &scope, options(199)).unwrap_err();
+        let e = e.deskriptor().expect("the line's fault").to_string();
+        for needle in [
+            "line 7: ",
+            "reads 200 source chunks (2m_temperature 100, temperature 100)",
+            "more than the limit of 199 (--max-chunks)",
+            "narrow its time range",
+            "raise --max-chunks",
+        ] {
+            assert!(e.contains(needle), "{needle:?} not in {e}");
+        }
+        let p = Plan::new(&d, &scope, options(200)).unwrap();
+        assert_eq!(chunk_count(&scope, &p.variables, &p.selections), 200);
+        // The catalog's way gives the same refusal.
+        let mut memo = PlanMemo::default();
+        let e = Plan::entry(&d, &scope, options(199), &mut memo).unwrap_err();
+        assert!(e.to_string().contains("reads 200 source chunks"), "{e}");
+    }
+
+    #[test]
+    fn distinct_chunks_are_counted_in_any_order() {
+        assert_eq!(distinct_chunks(&[], 4), 0);
+        assert_eq!(distinct_chunks(&[0, 1, 2, 3], 4), 1);
+        assert_eq!(distinct_chunks(&[3, 4, 5, 9], 4), 3);
+        assert_eq!(distinct_chunks(&[9, 5, 4, 3], 4), 3);
+        // A wrapped longitude onto one chunk, and back and forth over two.
+        assert_eq!(distinct_chunks(&[14, 15, 0, 1], 16), 1);
+        assert_eq!(distinct_chunks(&[0, 2, 1, 3], 2), 2);
+        assert_eq!(distinct_chunks(&[5, 0, 5, 0], 1), 2);
+        assert_eq!(distinct_chunks(&[7, 7, 7], 0), 1);
     }
 
     #[test]

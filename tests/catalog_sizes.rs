@@ -142,3 +142,38 @@ fn line_error(e: sodeda_era5::plan::PlanError) -> sodeda_era5::deskriptor::Deskr
         .cloned()
         .expect("the size template could be written")
 }
+
+/// Lines over more chunks than `--max-chunks` are refused the same way by memoized and full
+/// plans (the memo's shortcut never lets one through), and the lines under it plan.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_chunk_limit_refuses_the_same_lines_memoized_or_not() {
+    let source = Source::open_store("memory://synthetic", common::synthetic_store().await)
+        .await
+        .unwrap();
+    // One chunk per hour and variable: 4 hours of one variable is 4 chunks.
+    let options = PlanOptions {
+        max_chunks: 4,
+        ..PlanOptions::default()
+    };
+    let mut memo = PlanMemo::default();
+    let (mut refused, mut good) = (0, 0);
+    for pass in 0..2 {
+        for (i, line) in varied_lines().iter().enumerate() {
+            let full = Deskriptor::parse(i + 1, line)
+                .and_then(|d| Plan::new(&d, &source.scope, options).map_err(line_error))
+                .map(|p| Entry::of(&p));
+            let fast = Plan::entry_of_line(i + 1, line, &source.scope, options, &mut memo)
+                .map_err(line_error);
+            assert_eq!(fast, full, "pass {pass}: {line}");
+            match &full {
+                Ok(_) => good += 1,
+                Err(e) if e.message.contains("(--max-chunks)") => refused += 1,
+                Err(_) => {}
+            }
+        }
+    }
+    assert!(
+        refused >= 2 * 6 && good >= 2 * 12,
+        "{refused} refused, {good} good: the test lost its subject"
+    );
+}

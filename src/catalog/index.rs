@@ -37,9 +37,10 @@ pub fn key(bytes: &[u8], scope: &Scope, options: PlanOptions) -> String {
     h.update(Sha256::digest(bytes));
     h.update(fingerprint(scope));
     h.update(format!(
-        "{}|{}|{:?}\n",
+        "{}|{}|{}|{:?}\n",
         options.format.as_str(),
         options.max_file_size,
+        options.max_chunks,
         options.layout
     ));
     if let Some(m) = std::env::current_exe()

@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::cache::DEFAULT_CACHE_DIR;
 use crate::fetch::{FetchOptions, ReadPath};
 use crate::layout::Format;
-use crate::plan::DEFAULT_MAX_FILE_SIZE;
+use crate::plan::{DEFAULT_MAX_CHUNKS, DEFAULT_MAX_FILE_SIZE};
 use crate::preload::Shard;
 use crate::source::DEFAULT_SOURCE;
 
@@ -103,6 +103,11 @@ pub struct Common {
     /// Refuse deskriptors whose file would be larger than this (bytes; K, M, G suffixes).
     #[arg(long, env = "SODEDA_MAX_FILE_SIZE", default_value_t = DEFAULT_MAX_FILE_SIZE.to_string(), global = true)]
     pub(super) max_file_size: String,
+    /// Refuse deskriptors whose file would read more source chunks than this (ARCO-ERA5: one
+    /// chunk per hour and variable, so the default is about 11 years of one variable).
+    #[arg(long, env = "SODEDA_MAX_CHUNKS", default_value_t = DEFAULT_MAX_CHUNKS,
+          value_parser = clap::value_parser!(u64).range(1..), global = true)]
+    pub(super) max_chunks: u64,
     /// Memory for decoded source chunks kept for reuse across files (bytes; K, M, G suffixes).
     /// Files over the same hours run together, so a few hours' chunks suffice; a larger
     /// cache costs more in fresh pages than it saves (see docs/PERFORMANCE.md).

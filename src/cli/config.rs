@@ -91,6 +91,7 @@ impl Common {
         Ok(PlanOptions {
             format: self.format,
             max_file_size: parse_size(&self.max_file_size).context("--max-file-size")?,
+            max_chunks: self.max_chunks,
             layout,
         })
     }

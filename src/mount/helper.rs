@@ -22,6 +22,7 @@ const VALUE_OPTIONS: &[&str] = &[
     "cache_max_size",
     "format",
     "max_file_size",
+    "max_chunks",
     "memory_limit",
     "build_memory",
     "read_path",
