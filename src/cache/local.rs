@@ -251,20 +251,29 @@ fn remove_entry(path: &Path) -> io::Result<()> {
     }
 }
 
-/// Flags of a temporary file while its build runs: an exclusive `flock`, which goes with the
-/// process, so that a temporary file nobody holds is known to be left by a killed build.
+/// Marks a temporary file while its build runs: a write lock over the whole file, of the
+/// open-file-description kind (`F_OFD_SETLK`), which goes with the process, so that a
+/// temporary file nobody holds is known to be left by a killed build. Not `flock`: libnetcdf's
+/// HDF5 takes a `flock` of the file it writes (NetCDF-4), and the two kinds do not meet.
 fn lock_building(file: &File) -> io::Result<()> {
-    // SAFETY: an open descriptor; flock has no memory preconditions.
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+    ofd_lock(file, libc::F_WRLCK as libc::c_short)
+}
+
+fn unlock(file: &File) {
+    let _ = ofd_lock(file, libc::F_UNLCK as libc::c_short);
+}
+
+fn ofd_lock(file: &File, kind: libc::c_short) -> io::Result<()> {
+    // SAFETY: a zeroed flock is a valid value of the plain C struct.
+    let mut lock: libc::flock = unsafe { std::mem::zeroed() };
+    lock.l_type = kind;
+    lock.l_whence = libc::SEEK_SET as libc::c_short;
+    // SAFETY: an open descriptor and a pointer to a flock struct that lives across the call.
+    if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &lock) } == 0 {
         Ok(())
     } else {
         Err(io::Error::last_os_error())
     }
-}
-
-fn unlock(file: &File) {
-    // SAFETY: as in `lock_building`.
-    unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_UN) };
 }
 
 /// Deletes the temporary files in `tmp` left by builds that were killed (files named like
@@ -290,7 +299,8 @@ fn remove_abandoned_temporaries(tmp: &Path) -> u64 {
             continue;
         };
         let Ok(meta) = file.metadata() else { continue };
-        if !meta.is_file() || lock_building(&file).is_err() {
+        // A read lock (the file is open for reading) conflicts with a build's write lock.
+        if !meta.is_file() || ofd_lock(&file, libc::F_RDLCK as libc::c_short).is_err() {
             continue; // a build in progress (or not ours to judge)
         }
         if std::fs::symlink_metadata(&path).is_ok_and(|m| m.ino() == meta.ino()) {
@@ -1042,11 +1052,15 @@ mod tests {
             tmp.join("foreign.txt").exists(),
             "other files are left alone"
         );
-        // Once persisted, the entry is no longer locked (a seal can take it).
+        // Once persisted, the entry is no longer marked as building.
         let entry = cache.persist(live, "ab77").unwrap();
+        let again = File::open(&entry.path).unwrap();
+        assert!(ofd_lock(&again, libc::F_RDLCK as libc::c_short).is_ok());
+        // The mark is not a flock: libnetcdf's HDF5 flocks the files it writes.
+        let t = cache.temp_file().unwrap();
         // SAFETY: an open descriptor; flock has no memory preconditions.
-        let rc = unsafe { libc::flock(entry.file.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) };
-        assert_eq!(rc, 0);
+        let rc = unsafe { libc::flock(t.as_file().as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        assert_eq!(rc, 0, "a flock of a building file is free");
     }
 
     #[test]
