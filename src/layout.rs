@@ -493,4 +493,44 @@ mod tests {
         assert_eq!(layout.classic_header_size(), 4 + 4 + 20 + 8 + 48);
         assert_eq!(layout.classic_size(), 84 + 12);
     }
+
+    #[test]
+    fn record_variables_are_laid_out_after_the_fixed_ones_one_record_per_time_step() {
+        let var = |name: &str, dims: Vec<usize>, values| NcVariable {
+            name: name.into(),
+            dims,
+            nc_type: NcType::Int,
+            attributes: vec![],
+            values,
+        };
+        // time(2) is the record dimension; t(time) and v(time, x) are record variables.
+        let layout = Layout {
+            dims: vec![("time".into(), 2), ("x".into(), 3)],
+            variables: vec![
+                var("time", vec![0], Some(CoordValues::Ints(vec![5, 6]))),
+                var("x", vec![1], Some(CoordValues::Ints(vec![1, 2, 3]))),
+                var("v", vec![0, 1], None),
+            ],
+            attributes: vec![],
+        };
+        let h = layout.classic_header_size();
+        let p = layout.classic_placement();
+        let at = |record, vsize, begin| Placement {
+            record,
+            vsize,
+            begin,
+        };
+        assert_eq!(
+            p.variables,
+            [at(true, 4, h + 12), at(false, 12, h), at(true, 12, h + 16)]
+        );
+        assert_eq!((p.begin_records, p.record_size, p.records), (h + 12, 16, 2));
+        assert_eq!(layout.classic_size(), h + 12 + 2 * 16);
+        // Time anywhere but first in a variable: no record dimension, all fixed.
+        let mut fixed = layout.clone();
+        fixed.variables[2].dims = vec![1, 0];
+        assert_eq!(fixed.record_dim(), None);
+        assert_eq!(fixed.classic_placement().records, 0);
+        assert_eq!(fixed.classic_size(), h + 8 + 12 + 24);
+    }
 }
