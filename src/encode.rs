@@ -20,7 +20,7 @@ use crate::layout::{AttrValue, CoordValues, Format, Layout, NcType};
 
 /// Version of the file format this program writes. Part of every identity and cache key:
 /// bump it whenever the bytes of a file for the same deskriptor would change.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 
 /// Why a file could not be written.
 #[derive(Debug, thiserror::Error)]
@@ -42,14 +42,14 @@ pub enum EncodeError {
         planned: u64,
     },
     /// The data does not fit the layout.
-    #[error("data for {variable} has {got} values, the layout wants {want}")]
+    #[error("data for {variable} has shape {got:?}, the layout wants {want:?}")]
     Shape {
         /// Variable name.
         variable: String,
-        /// Values given.
-        got: usize,
-        /// Values expected.
-        want: u64,
+        /// Shape given (empty when the array is missing).
+        got: Vec<usize>,
+        /// Shape expected.
+        want: Vec<usize>,
     },
     /// Local I/O failed (temporary files, metadata).
     #[error("{context}: {cause}")]
@@ -89,12 +89,8 @@ pub fn write(
                 context: format!("writing {}", path.display()),
                 cause,
             };
-            if let Some((v, got, want)) = shape_mismatch(layout, data) {
-                return Err(EncodeError::Shape {
-                    variable: v,
-                    got,
-                    want,
-                });
+            if let Some(e) = shape_mismatch(layout, data) {
+                return Err(e);
             }
             let file = std::fs::File::create(path).map_err(io)?;
             let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
@@ -118,19 +114,34 @@ pub fn write(
     Ok(())
 }
 
-fn shape_mismatch(layout: &Layout, data: &[ArrayD<f32>]) -> Option<(String, usize, u64)> {
+/// The shape variable `v` has in `layout`.
+fn shape_of(layout: &Layout, v: &crate::layout::NcVariable) -> Vec<usize> {
+    v.dims.iter().map(|&d| layout.dims[d].1).collect()
+}
+
+/// The first data array whose shape is not its variable's (records are cut along the first
+/// axis, so the shape must match, not only the number of values).
+fn shape_mismatch(layout: &Layout, data: &[ArrayD<f32>]) -> Option<EncodeError> {
     let vars: Vec<_> = layout
         .variables
         .iter()
         .filter(|v| v.values.is_none())
         .collect();
     if vars.len() != data.len() {
-        let name = vars.get(data.len()).map_or("?".into(), |v| v.name.clone());
-        return Some((name, 0, 0));
+        let v = vars.get(data.len());
+        return Some(EncodeError::Shape {
+            variable: v.map_or("?".into(), |v| v.name.clone()),
+            got: Vec::new(),
+            want: v.map_or(Vec::new(), |v| shape_of(layout, v)),
+        });
     }
     vars.iter().zip(data).find_map(|(v, a)| {
-        let want = layout.elements(v);
-        (a.len() as u64 != want).then(|| (v.name.clone(), a.len(), want))
+        let want = shape_of(layout, v);
+        (a.shape() != want.as_slice()).then(|| EncodeError::Shape {
+            variable: v.name.clone(),
+            got: a.shape().to_vec(),
+            want,
+        })
     })
 }
 
@@ -165,9 +176,19 @@ fn write_inner(
     };
     let mut file =
         netcdf::create_with(path, options).map_err(nc(format!("creating {}", path.display())))?;
-    for (name, len) in &layout.dims {
-        file.add_dimension(name, *len)
-            .map_err(nc(format!("dimension {name}")))?;
+    // Classic files have the record dimension UNLIMITED; NetCDF-4 files keep it fixed (HDF5
+    // would chunk an unlimited dimension, and the size template relies on contiguous data).
+    let record_dim = match format {
+        Format::Classic64 => layout.record_dim(),
+        Format::Netcdf4 => None,
+    };
+    for (d, (name, len)) in layout.dims.iter().enumerate() {
+        if Some(d) == record_dim {
+            file.add_unlimited_dimension(name)
+        } else {
+            file.add_dimension(name, *len)
+        }
+        .map_err(nc(format!("dimension {name}")))?;
     }
     for (name, value) in &layout.attributes {
         put_global(&mut file, name, value)?;
@@ -204,16 +225,19 @@ fn write_inner(
     for v in &layout.variables {
         let mut var = file.variable_mut(&v.name).expect("variable defined above");
         let context = format!("writing {}", v.name);
+        // Explicit extents: an unlimited dimension has no length before it is written.
+        let extents: Vec<std::ops::Range<usize>> =
+            v.dims.iter().map(|&d| 0..layout.dims[d].1).collect();
         match (&v.values, &data) {
-            (Some(CoordValues::Ints(x)), _) => var.put_values(x, ..),
-            (Some(CoordValues::Floats(x)), _) => var.put_values(x, ..),
+            (Some(CoordValues::Ints(x)), _) => var.put_values(x, extents),
+            (Some(CoordValues::Floats(x)), _) => var.put_values(x, extents),
             (None, Data::Full(arrays)) => {
                 let array = &arrays[data_index];
-                let want = layout.elements(v);
-                if array.len() as u64 != want {
+                let want = shape_of(layout, v);
+                if array.shape() != want.as_slice() {
                     return Err(EncodeError::Shape {
                         variable: v.name.clone(),
-                        got: array.len(),
+                        got: array.shape().to_vec(),
                         want,
                     });
                 }
@@ -225,7 +249,7 @@ fn write_inner(
                         &contiguous
                     }
                 };
-                var.put_values(slice, ..)
+                var.put_values(slice, extents)
             }
             (None, Data::Template) => {
                 let origin = vec![0usize; v.dims.len()];
@@ -349,13 +373,23 @@ mod tests {
         }
     }
 
-    /// Layouts of several shapes: one and several variables, with and without levels.
+    /// Layouts of several shapes: one and several variables, with and without levels, one
+    /// time step and many; one with `time` its only record variable; one without a record
+    /// dimension (its time axis is called otherwise).
     fn samples() -> Vec<Layout> {
+        let mut fixed = sample(3, 2, 5, 2, Some(2));
+        fixed.dims[0].0 = "step".into();
+        fixed.variables[0].name = "step".into();
         vec![
             sample(1, 5, 5, 1, None),
             sample(3, 21, 41, 2, None),
             sample(2, 3, 7, 2, Some(4)),
             sample(1, 1, 1, 3, Some(1)),
+            sample(24, 3, 5, 1, None),
+            sample(5, 2, 3, 3, Some(3)),
+            sample(7, 3, 3, 1, Some(2)),
+            sample(4, 2, 2, 0, Some(2)),
+            fixed,
         ]
     }
 
@@ -438,7 +472,58 @@ mod tests {
                 std::fs::read(&reference).unwrap(),
                 "layout {i}"
             );
+            // Time is the record dimension where there is one, and the values read back.
+            let f = netcdf::open(&ours).unwrap();
+            let has_time = layout.dims.iter().any(|(name, _)| name == "time");
+            for (name, len) in &layout.dims {
+                let dim = f.dimension(name).unwrap();
+                assert_eq!(dim.len(), *len, "layout {i}: {name}");
+                assert_eq!(dim.is_unlimited(), name == "time", "layout {i}: {name}");
+            }
+            assert_eq!(layout.record_dim().is_some(), has_time, "layout {i}");
+            let data_vars = layout.variables.iter().filter(|v| v.values.is_none());
+            for (v, array) in data_vars.zip(&data) {
+                let back: Vec<f32> = f.variable(&v.name).unwrap().get_values(..).unwrap();
+                assert_eq!(
+                    back,
+                    array.iter().copied().collect::<Vec<_>>(),
+                    "layout {i}"
+                );
+            }
         }
+    }
+
+    /// NetCDF-4 files keep `time` a fixed dimension (contiguous, size by template).
+    #[test]
+    fn netcdf4_files_keep_time_fixed() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = sample(3, 2, 2, 1, None);
+        let path = dir.path().join("n.nc");
+        let size = netcdf4_size(&layout).unwrap();
+        write(&layout, &data_for(&layout), Format::Netcdf4, &path, size).unwrap();
+        let f = netcdf::open(&path).unwrap();
+        assert!(!f.dimension("time").unwrap().is_unlimited());
+    }
+
+    /// Records are cut along the first axis: an array of the right number of values but
+    /// another shape is refused, not laid out wrongly.
+    #[test]
+    fn data_of_another_shape_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = sample(2, 3, 4, 1, None);
+        let data = vec![ArrayD::from_shape_vec(IxDyn(&[3, 2, 4]), vec![0f32; 24]).unwrap()];
+        let err = write(
+            &layout,
+            &data,
+            Format::Classic64,
+            &dir.path().join("x.nc"),
+            layout.classic_size(),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&err, EncodeError::Shape { got, want, .. } if got == &[3, 2, 4] && want == &[2, 3, 4]),
+            "{err}"
+        );
     }
 
     #[test]

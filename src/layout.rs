@@ -6,8 +6,13 @@
 //! and the format version; it carries no wall-clock time, so equal inputs give equal bytes.
 //!
 //! The size of a classic (CDF-2, 64-bit offset) file follows from the schema alone:
-//! header + Σ padded variable sizes. [`Layout::classic_size`] computes it; a test checks it
-//! against what libnetcdf writes.
+//! header + Σ padded sizes of the non-record variables + time steps × record size.
+//! [`Layout::classic_size`] computes it; a test checks it against what libnetcdf writes.
+//!
+//! In classic files `time` is the record (UNLIMITED) dimension, as in CDS's files: every
+//! variable with `time` first is a record variable, and the data section is the non-record
+//! variables, then one record per time step holding each record variable's slice for that
+//! step, in definition order ([`Layout::classic_placement`]). NetCDF-4 files keep `time` fixed.
 
 use serde_json::{Map, Value};
 
@@ -295,7 +300,118 @@ fn attr_list_size(attrs: &[(String, AttrValue)]) -> u64 {
         .sum::<u64>()
 }
 
+/// The name of the dimension that is the record (UNLIMITED) dimension of classic files.
+pub const RECORD_DIMENSION: &str = "time";
+
+/// Where a variable's bytes are in a classic file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Placement {
+    /// True for a record variable (its first dimension is the record dimension).
+    pub record: bool,
+    /// The `vsize` of the header: the variable's bytes padded to 4 (for a record variable,
+    /// those of one record's slice).
+    pub vsize: u64,
+    /// The `begin` of the header: the offset of the variable's bytes (for a record variable,
+    /// of its slice in the first record).
+    pub begin: u64,
+}
+
+/// The byte layout of a classic file's data section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClassicPlacement {
+    /// One placement per variable, in definition order.
+    pub variables: Vec<Placement>,
+    /// Offset of the first record (the end of the non-record variables).
+    pub begin_records: u64,
+    /// Bytes per record: the sum of the record variables' `vsize`, but unpadded when there is
+    /// exactly one record variable (the CDF-1/2 specification's special case, as libnetcdf).
+    pub record_size: u64,
+    /// Number of records (`numrecs` of the header): the record dimension's length, 0 without
+    /// a record variable.
+    pub records: u64,
+}
+
 impl Layout {
+    /// The record dimension of the classic file: the dimension [`RECORD_DIMENSION`], if every
+    /// variable that uses it has it first (classic NetCDF allows a record dimension only
+    /// there); `None` otherwise, and the file is then all fixed-size.
+    pub fn record_dim(&self) -> Option<usize> {
+        let d = self
+            .dims
+            .iter()
+            .position(|(name, _)| name == RECORD_DIMENSION)?;
+        self.variables
+            .iter()
+            .all(|v| !v.dims.contains(&d) || v.dims.first() == Some(&d))
+            .then_some(d)
+    }
+
+    /// Where every variable's bytes are in the classic file, as libnetcdf places them: the
+    /// non-record variables one after the other from the end of the header, in definition
+    /// order, then the records, each holding the record variables' slices in definition order.
+    pub fn classic_placement(&self) -> ClassicPlacement {
+        let record_dim = self.record_dim();
+        let is_record =
+            |v: &NcVariable| record_dim.is_some() && v.dims.first() == record_dim.as_ref();
+        let slice_bytes = |v: &NcVariable| {
+            let skip = usize::from(is_record(v));
+            v.dims[skip.min(v.dims.len())..]
+                .iter()
+                .map(|&d| self.dims[d].1 as u64)
+                .product::<u64>()
+                * v.nc_type.size()
+        };
+        let mut variables = vec![
+            Placement {
+                record: false,
+                vsize: 0,
+                begin: 0
+            };
+            self.variables.len()
+        ];
+        let mut offset = self.classic_header_size();
+        for (v, p) in self.variables.iter().zip(&mut variables) {
+            if !is_record(v) {
+                *p = Placement {
+                    record: false,
+                    vsize: pad4(slice_bytes(v)),
+                    begin: offset,
+                };
+                offset += p.vsize;
+            }
+        }
+        let begin_records = offset;
+        let mut record_size = 0;
+        let mut record_vars = 0;
+        let mut last_unpadded = 0;
+        for (v, p) in self.variables.iter().zip(&mut variables) {
+            if is_record(v) {
+                last_unpadded = slice_bytes(v);
+                *p = Placement {
+                    record: true,
+                    vsize: pad4(last_unpadded),
+                    begin: offset,
+                };
+                offset += p.vsize;
+                record_size += p.vsize;
+                record_vars += 1;
+            }
+        }
+        if record_vars == 1 {
+            record_size = last_unpadded;
+        }
+        ClassicPlacement {
+            variables,
+            begin_records,
+            record_size,
+            // libnetcdf counts records as they are written: none without a record variable.
+            records: match record_dim {
+                Some(d) if record_vars > 0 => self.dims[d].1 as u64,
+                _ => 0,
+            },
+        }
+    }
+
     /// Elements in variable `v`.
     pub fn elements(&self, v: &NcVariable) -> u64 {
         v.dims.iter().map(|&d| self.dims[d].1 as u64).product()
@@ -325,14 +441,11 @@ impl Layout {
         4 + 4 + dims + attr_list_size(&self.attributes) + vars
     }
 
-    /// Exact size of the CDF-2 file: header plus every variable padded to 4 bytes.
+    /// Exact size of the CDF-2 file: header, the non-record variables padded to 4 bytes,
+    /// then one record per time step ([`Layout::classic_placement`]).
     pub fn classic_size(&self) -> u64 {
-        self.classic_header_size()
-            + self
-                .variables
-                .iter()
-                .map(|v| pad4(self.elements(v) * v.nc_type.size()))
-                .sum::<u64>()
+        let p = self.classic_placement();
+        p.begin_records + p.records * p.record_size
     }
 }
 
@@ -379,5 +492,45 @@ mod tests {
         // + vars (8 + name 8 + ndims 4 + dimid 4 + vatts 8 + type 4 + vsize 4 + begin 8)
         assert_eq!(layout.classic_header_size(), 4 + 4 + 20 + 8 + 48);
         assert_eq!(layout.classic_size(), 84 + 12);
+    }
+
+    #[test]
+    fn record_variables_are_laid_out_after_the_fixed_ones_one_record_per_time_step() {
+        let var = |name: &str, dims: Vec<usize>, values| NcVariable {
+            name: name.into(),
+            dims,
+            nc_type: NcType::Int,
+            attributes: vec![],
+            values,
+        };
+        // time(2) is the record dimension; t(time) and v(time, x) are record variables.
+        let layout = Layout {
+            dims: vec![("time".into(), 2), ("x".into(), 3)],
+            variables: vec![
+                var("time", vec![0], Some(CoordValues::Ints(vec![5, 6]))),
+                var("x", vec![1], Some(CoordValues::Ints(vec![1, 2, 3]))),
+                var("v", vec![0, 1], None),
+            ],
+            attributes: vec![],
+        };
+        let h = layout.classic_header_size();
+        let p = layout.classic_placement();
+        let at = |record, vsize, begin| Placement {
+            record,
+            vsize,
+            begin,
+        };
+        assert_eq!(
+            p.variables,
+            [at(true, 4, h + 12), at(false, 12, h), at(true, 12, h + 16)]
+        );
+        assert_eq!((p.begin_records, p.record_size, p.records), (h + 12, 16, 2));
+        assert_eq!(layout.classic_size(), h + 12 + 2 * 16);
+        // Time anywhere but first in a variable: no record dimension, all fixed.
+        let mut fixed = layout.clone();
+        fixed.variables[2].dims = vec![1, 0];
+        assert_eq!(fixed.record_dim(), None);
+        assert_eq!(fixed.classic_placement().records, 0);
+        assert_eq!(fixed.classic_size(), h + 8 + 12 + 24);
     }
 }

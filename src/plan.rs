@@ -28,7 +28,7 @@ pub use memo::PlanMemo;
 
 pub use crate::encode::FORMAT_VERSION;
 /// [`FORMAT_VERSION`] as written into identities.
-const FORMAT_VERSION_TEXT: &str = "2";
+const FORMAT_VERSION_TEXT: &str = "3";
 
 /// Default refusal limit for one file's size (see `--max-file-size`).
 pub const DEFAULT_MAX_FILE_SIZE: u64 = 2 << 30;

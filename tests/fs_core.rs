@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use sodeda_era5::cache::LocalCache;
 use sodeda_era5::catalog::Catalog;
+use sodeda_era5::encode::FORMAT_VERSION;
 use sodeda_era5::fetch::ChunkError;
 use sodeda_era5::fetch::FetchOptions;
 use sodeda_era5::flow::Flow;
@@ -291,7 +292,7 @@ async fn absent_chunks_of_an_existing_array_read_as_missing_and_the_entry_says_s
     }
     let path = dir
         .path()
-        .join("v2")
+        .join(format!("v{FORMAT_VERSION}"))
         .join(&identity[..2])
         .join(format!("{identity}.nc"));
     let (p, n) = (
@@ -314,7 +315,7 @@ async fn an_entry_evicted_by_another_process_is_made_again_never_an_error() {
         String::from_utf8(fs.getxattr(i, OsStr::new("user.sodeda.identity")).unwrap()).unwrap();
     let path = dir
         .path()
-        .join("v2")
+        .join(format!("v{FORMAT_VERSION}"))
         .join(&identity[..2])
         .join(format!("{identity}.nc"));
     // Another process evicting the entry again and again while this one serves it.
@@ -368,7 +369,7 @@ async fn an_entry_changed_in_place_under_an_open_handle_is_an_error_never_its_by
         String::from_utf8(fs.getxattr(i, OsStr::new("user.sodeda.identity")).unwrap()).unwrap();
     let path = dir
         .path()
-        .join("v2")
+        .join(format!("v{FORMAT_VERSION}"))
         .join(&identity[..2])
         .join(format!("{identity}.nc"));
     let fh = fs.open(i, false).unwrap();
@@ -395,9 +396,9 @@ async fn an_entry_changed_in_place_under_an_open_handle_is_an_error_never_its_by
     assert_eq!(read_all(&fs, i, 1 << 20).await, good);
 }
 
-/// Entries in a cache directory (files named `*.nc` under `v2/<2 hex>/`).
+/// Entries in a cache directory (files named `*.nc` under `v<FORMAT_VERSION>/<2 hex>/`).
 fn cache_entries(dir: &std::path::Path) -> usize {
-    std::fs::read_dir(dir.join("v2"))
+    std::fs::read_dir(dir.join(format!("v{FORMAT_VERSION}")))
         .unwrap()
         .flatten()
         .filter(|d| d.file_name() != "tmp")

@@ -15,6 +15,7 @@ use bytes::Bytes;
 use common::FaultyStore;
 use sodeda_era5::cache::s3::{RemoteCache, RemoteError};
 use sodeda_era5::cache::{CachedFile, Key, LocalCache, Lookup, Tier, Uploaded};
+use sodeda_era5::encode::FORMAT_VERSION;
 use zarrs_object_store::object_store::{
     self, memory::InMemory, Attribute, Attributes, ObjectStoreExt, PutOptions, PutPayload,
 };
@@ -104,7 +105,10 @@ async fn an_upload_is_a_conditional_create_and_copies_back_exactly() {
     let id = identity(1);
     let bytes = content(1, 10_000);
     let entry = built(&s.local, &id, &bytes);
-    assert_eq!(s.tier.key(&id).as_ref(), format!("team/era5/v2/{id}.nc"));
+    assert_eq!(
+        s.tier.key(&id).as_ref(),
+        format!("team/era5/v{FORMAT_VERSION}/{id}.nc")
+    );
     assert_eq!(
         put(&s, &id, &entry, false).await.unwrap(),
         Uploaded::Created

@@ -1035,7 +1035,7 @@ mod tests {
     fn temporary_files_of_killed_builds_are_removed_and_live_ones_kept() {
         let dir = tempfile::tempdir().unwrap();
         let cache = LocalCache::open(dir.path()).unwrap();
-        let tmp = dir.path().join("v2").join("tmp");
+        let tmp = dir.path().join(format!("v{FORMAT_VERSION}")).join("tmp");
         // A killed build: its temporary file is there, nobody holds it.
         std::fs::write(tmp.join(".building-abc.nc"), vec![1u8; 5000]).unwrap();
         // A build running in this process (another, in effect: its lock is its own).
@@ -1114,7 +1114,7 @@ mod tests {
     }
 
     fn entry_path(dir: &Path, identity: &str) -> PathBuf {
-        dir.join("v2")
+        dir.join(format!("v{FORMAT_VERSION}"))
             .join(&identity[..2])
             .join(format!("{identity}.nc"))
     }
@@ -1185,7 +1185,11 @@ mod tests {
         let path = add(&cache, "ab13", 1000);
         assert!(cache.open_entry("ab13", 1000).is_some());
         // Another file (a new inode) with the old checksum copied over: its bytes differ.
-        let tmp = dir.path().join("v2").join("tmp").join("x");
+        let tmp = dir
+            .path()
+            .join(format!("v{FORMAT_VERSION}"))
+            .join("tmp")
+            .join("x");
         std::fs::write(&tmp, vec![9u8; 1000]).unwrap();
         let crc = get_checksum(&path).unwrap();
         set_xattr(
@@ -1243,20 +1247,20 @@ mod tests {
     #[test]
     fn foreign_files_in_the_cache_crash_nothing_and_are_never_evicted() {
         let dir = tempfile::tempdir().unwrap();
-        let v1 = dir.path().join("v2");
+        let root = dir.path().join(format!("v{FORMAT_VERSION}"));
         let foreign = [
-            v1.join("zz").join("a.nc"),
-            v1.join("ab").join("é.nc"),
-            v1.join("ab").join("x.nc"),
-            v1.join("ab").join("notes.txt"),
-            v1.join("a").join("a.nc"),
-            v1.join("README"),
+            root.join("zz").join("a.nc"),
+            root.join("ab").join("é.nc"),
+            root.join("ab").join("x.nc"),
+            root.join("ab").join("notes.txt"),
+            root.join("a").join("a.nc"),
+            root.join("README"),
         ];
         for f in &foreign {
             std::fs::create_dir_all(f.parent().unwrap()).unwrap();
             std::fs::write(f, vec![1u8; 500]).unwrap();
         }
-        std::os::unix::fs::symlink("/etc/passwd", v1.join("ab").join("abff.nc")).unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", root.join("ab").join("abff.nc")).unwrap();
         let cache = LocalCache::open(dir.path()).unwrap().with_max_size(0);
         assert_eq!(cache.size(), 0, "foreign files are not entries");
         add(&cache, "ab0001", 100); // evicts down to the limit: only itself would go

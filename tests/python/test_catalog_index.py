@@ -5,13 +5,13 @@ of the same size and mtime), a damaged index and a symlinked index directory are
 import json
 import os
 
-from conftest import DATA, read_lines
+from conftest import DATA, FORMAT_DIR, read_lines
 
 LINES = read_lines(DATA / "test-set.jsonl")
 
 
 def indexes(cache):
-    d = cache / "v2" / "catalogs"
+    d = cache / FORMAT_DIR / "catalogs"
     return sorted(p.name for p in d.glob("*.idx")) if d.is_dir() else []
 
 
@@ -50,7 +50,7 @@ def test_an_unchanged_file_is_read_back_and_a_changed_one_never(replica, mount_f
 
     # A damaged index is ignored (the catalog is planned again) and replaced.
     for name in indexes(cache):
-        p = cache / "v2" / "catalogs" / name
+        p = cache / FORMAT_DIR / "catalogs" / name
         data = bytearray(p.read_bytes())
         data[len(data) // 2] ^= 0xFF
         p.write_bytes(bytes(data))
@@ -68,7 +68,7 @@ def test_a_symlinked_index_directory_is_not_followed(replica, mount_factory, tmp
     m.stop()
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    catalogs = cache / "v2" / "catalogs"
+    catalogs = cache / FORMAT_DIR / "catalogs"
     for p in catalogs.iterdir():
         p.unlink()
     catalogs.rmdir()

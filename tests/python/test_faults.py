@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import xarray as xr
 
-from conftest import clean_env, DATA, Runner, binary, chunk_gets, mounted_at, read_lines
+from conftest import clean_env, DATA, FORMAT_DIR, Runner, binary, chunk_gets, mounted_at, read_lines
 
 TEST_SET = DATA / "test-set.jsonl"
 LINES = read_lines(TEST_SET)
@@ -163,7 +163,7 @@ def test_an_open_file_is_never_evicted(replica, mount_factory, tmp_path):
                      "latitude_ascending.nc"]:
             assert len((m.mountpoint / name).read_bytes()) == os.stat(m.mountpoint / name).st_size
         assert identity in entries(cache), "the open file's entry was evicted"
-        assert head + f.read() == (cache / "v2" / identity[:2] / f"{identity}.nc").read_bytes()
+        assert head + f.read() == (cache / FORMAT_DIR / identity[:2] / f"{identity}.nc").read_bytes()
     assert sum(entries(cache).values()) <= 30000 + os.stat(m.mountpoint / "multi_hour.nc").st_size
 
 
@@ -216,7 +216,7 @@ def test_many_readers_over_many_files_mixed_cold_and_warm(replica, mount_factory
     ref("preload", "--deskriptors", desk, "--jobs", "4")
     expected = {}
     for e in ref.list(desk):
-        path = tmp_path / "ref" / "v2" / e["identity"][:2] / f"{e['identity']}.nc"
+        path = tmp_path / "ref" / FORMAT_DIR / e["identity"][:2] / f"{e['identity']}.nc"
         expected[e["name"]] = hashlib.sha256(path.read_bytes()).hexdigest()
     m = mount_factory(desk, replica, cache=tmp_path / "cache")
     names = sorted(expected)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import DATA, Runner
+from conftest import DATA, FORMAT_DIR, Runner
 
 TEST_SET = DATA / "test-set.jsonl"
 FS_IOC_GETFLAGS = 0x80086601
@@ -40,7 +40,7 @@ def unseal_all(cache):
 
 def entry_of(mountpoint, name, cache):
     identity = os.getxattr(mountpoint / name, "user.sodeda.identity").decode()
-    return Path(cache) / "v2" / identity[:2] / f"{identity}.nc"
+    return Path(cache) / FORMAT_DIR / identity[:2] / f"{identity}.nc"
 
 
 def open_in_passthrough(m, path):

@@ -8,7 +8,7 @@ stack agree."""
 import configparser
 import os
 
-from conftest import chunk_gets, DATA, Runner, free_port
+from conftest import chunk_gets, DATA, FORMAT_DIR, Runner, free_port
 
 TEST_SET = DATA / "test-set.jsonl"
 
@@ -39,9 +39,9 @@ def test_the_s3_tier_end_to_end(http_source, s3, mount_factory, tmp_path):
     a = mount_factory(TEST_SET, http_source.url, cache=tmp_path / "cache-a", name="a", env=good)
     data_a = (a.mountpoint / "multi_hour.nc").read_bytes()
     identity = os.getxattr(a.mountpoint / "multi_hour.nc", "user.sodeda.identity").decode()
-    assert s3.objects() == {f"team/era5/v2/{identity}.nc": len(data_a)}
+    assert s3.objects() == {f"team/era5/{FORMAT_DIR}/{identity}.nc": len(data_a)}
     assert a.stats()["uploads"] == 1
-    head = s3.client().head_object(Bucket=s3.bucket, Key=f"team/era5/v2/{identity}.nc")
+    head = s3.client().head_object(Bucket=s3.bucket, Key=f"team/era5/{FORMAT_DIR}/{identity}.nc")
     assert "crc32c" in head["Metadata"], "objects carry their checksum"
 
     rows = {r["name"]: r for r in run.list(TEST_SET, env=good)}

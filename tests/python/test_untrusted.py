@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Runner
+from conftest import FORMAT_DIR, Runner
 
 # One small file (level_slice of tests/data/test-set.jsonl: two hours, two levels).
 LINE = {"name": "slice", "time": {"start": "2023-01-01T11:00", "end": "2023-01-01T12:00"},
@@ -83,7 +83,7 @@ def test_an_http_source_answering_404_for_everything_is_eio(
 def planted_path(run, one_line):
     (entry,) = run.list(one_line)
     identity = entry["identity"]
-    return Path(run.cache) / "v2" / identity[:2] / f"{identity}.nc", entry["size"]
+    return Path(run.cache) / FORMAT_DIR / identity[:2] / f"{identity}.nc", entry["size"]
 
 
 def test_a_symlink_planted_at_an_entry_is_never_served(
@@ -129,8 +129,8 @@ def test_an_entry_copied_without_its_checksum_and_damaged_is_rebuilt(
 def test_stray_files_in_the_cache_crash_nothing_and_are_left_alone(
         replica, one_line, reference, mount_factory, tmp_path):
     cache = tmp_path / "cache"
-    stray = [cache / "v2" / "zz" / "a.nc", cache / "v2" / "ab" / "é.nc",
-             cache / "v2" / "a.nc", cache / "v2" / "x" / "y" / "z.nc", cache / "notes.txt"]
+    stray = [cache / FORMAT_DIR / "zz" / "a.nc", cache / FORMAT_DIR / "ab" / "é.nc",
+             cache / FORMAT_DIR / "a.nc", cache / FORMAT_DIR / "x" / "y" / "z.nc", cache / "notes.txt"]
     for f in stray:
         f.parent.mkdir(parents=True, exist_ok=True)
         f.write_bytes(b"x" * 4096)
