@@ -79,6 +79,13 @@ struct Usage {
 struct FileStamp(u64, u64, u64, [i64; 4]);
 
 impl FileStamp {
+    /// Whether `other` is the same file with the same size and modification time: what a
+    /// change of its flags or attributes alone leaves.
+    fn same_bytes(&self, other: &FileStamp) -> bool {
+        (self.0, self.1, self.2, self.3[0], self.3[1])
+            == (other.0, other.1, other.2, other.3[0], other.3[1])
+    }
+
     /// Device, inode, size, modification and change times (a rewrite in place followed by
     /// `touch -r` still changes the change time).
     fn of(m: &std::fs::Metadata) -> Self {
@@ -648,14 +655,41 @@ impl LocalCache {
     /// its checksum is checked, for the kernel to read it itself. `Ok(None)` when there is no
     /// trusted entry; an error when it cannot be sealed (the caller then serves the file
     /// without passthrough).
+    ///
+    /// Sealing and lifting a seal change only the entry's change time; a check made before
+    /// is carried over both, when the entry's size and modification time did not move
+    /// meanwhile (a write moves them), so that a warm open does not read the file again.
     pub fn open_sealed(&self, identity: &str, size: u64) -> io::Result<Option<Seal>> {
         let mut seal = None;
         let found = self.open_trusted(identity, size, |f| {
-            let file = Arc::new(f.try_clone()?);
-            seal = Some(Seal::new(file)?);
+            let before = FileStamp::of(&f.metadata()?);
+            let mut sealed = Seal::new(Arc::new(f.try_clone()?))?;
+            let after = FileStamp::of(&sealed.file().metadata()?);
+            self.carry_check(identity, before, after);
+            let (cache, identity) = (self.clone(), identity.to_string());
+            sealed.on_lift(Box::new(move |lifted: &File| {
+                if let Ok(m) = lifted.metadata() {
+                    cache.carry_check(&identity, after, FileStamp::of(&m));
+                }
+            }));
+            seal = Some(sealed);
             Ok(())
         })?;
         Ok(found.and(seal))
+    }
+
+    /// Moves the record of a check from `before` to `after` when the two differ by the change
+    /// time only (the inode's flag was changed, not its bytes).
+    fn carry_check(&self, identity: &str, before: FileStamp, after: FileStamp) {
+        if !before.same_bytes(&after) {
+            return;
+        }
+        let mut u = self.usage.lock().expect("poisoned");
+        if let Some(entry) = u.verified.get_mut(identity) {
+            if entry.0 == before {
+                entry.0 = after;
+            }
+        }
     }
 
     /// Whether the entry of `identity` is present with `size` bytes: a regular file, not a
@@ -1088,6 +1122,27 @@ mod tests {
             !a.exists(),
             "an abandoned seal is lifted and the entry evicted"
         );
+    }
+
+    #[test]
+    fn a_check_carried_over_a_seal_still_catches_a_change_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = LocalCache::open(dir.path()).unwrap();
+        let path = add(&cache, "ab21", 1000);
+        for _ in 0..2 {
+            match cache.open_sealed("ab21", 1000) {
+                Ok(Some(seal)) => drop(seal),
+                _ => {
+                    eprintln!("skipped: entries cannot be sealed here");
+                    return;
+                }
+            }
+        }
+        assert!(!seal::is_sealed(&path));
+        let w = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        w.write_all_at(&[8], 10).unwrap();
+        assert!(cache.get("ab21", 1000).is_none(), "the change is found");
+        assert!(cache.open_sealed("ab21", 1000).unwrap().is_none());
     }
 
     #[test]

@@ -30,12 +30,22 @@ use std::sync::Arc;
 const IMMUTABLE: libc::c_int = 0x10;
 
 /// An entry made immutable for as long as this lives.
-#[derive(Debug)]
 pub struct Seal {
     file: Arc<File>,
     /// The change time right after sealing: any later change to the inode (a cleared flag,
     /// a write) moves it.
     ctime: (i64, i64),
+    /// Run on the file once this seal lifted the flag of an entry still intact.
+    on_lift: Option<Box<dyn FnOnce(&File) + Send + Sync>>,
+}
+
+impl std::fmt::Debug for Seal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Seal")
+            .field("file", &self.file)
+            .field("ctime", &self.ctime)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Seal {
@@ -51,7 +61,14 @@ impl Seal {
         Ok(Self {
             ctime: (m.ctime(), m.ctime_nsec()),
             file,
+            on_lift: None,
         })
+    }
+
+    /// Runs `hook` on the file when this seal is the one to lift the flag and the entry was
+    /// intact until then (nothing changed it under the seal).
+    pub fn on_lift(&mut self, hook: Box<dyn FnOnce(&File) + Send + Sync>) {
+        self.on_lift = Some(hook);
     }
 
     /// The sealed entry.
@@ -71,11 +88,18 @@ impl Seal {
 
 impl Drop for Seal {
     fn drop(&mut self) {
+        let intact = self.intact();
         let _ = lock(&self.file, libc::LOCK_UN);
         // The last holder (no other process keeps a shared lock) lifts the seal.
         if lock(&self.file, libc::LOCK_EX | libc::LOCK_NB).is_ok() {
-            if let Err(e) = set_immutable(&self.file, false) {
-                tracing::warn!("cannot lift the seal of a cache entry: {e}");
+            match set_immutable(&self.file, false) {
+                Ok(()) if intact => {
+                    if let Some(hook) = self.on_lift.take() {
+                        hook(&self.file);
+                    }
+                }
+                Ok(()) => {}
+                Err(e) => tracing::warn!("cannot lift the seal of a cache entry: {e}"),
             }
             let _ = lock(&self.file, libc::LOCK_UN);
         }
