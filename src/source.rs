@@ -8,6 +8,7 @@
 
 pub mod scope;
 pub mod store;
+pub mod version;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -17,11 +18,10 @@ use zarrs::array::{Array, ArrayMetadata, ArrayMetadataV2, ArraySubset};
 use zarrs_object_store::object_store::{path::Path, ObjectStore, ObjectStoreExt};
 use zarrs_object_store::AsyncObjectStore;
 
-use crate::provenance::StoreVersion;
-
 pub use scope::{Coordinate, Scope, ScopeError, TimeEncoding, Variable};
 use store::{open_url, MeteredStore};
 pub use store::{SourceMetrics, SourceOptions};
+pub use version::{Freshness, StoreVersion};
 
 /// The public ARCO-ERA5 store (Zarr v2 despite the `-v3` in its name).
 pub const DEFAULT_SOURCE: &str =

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use chrono::{NaiveDate, NaiveDateTime, TimeDelta};
 use serde_json::{Map, Value};
 
-use crate::provenance::{Freshness, StoreVersion};
+use super::version::{Freshness, StoreVersion};
 
 /// How a time coordinate's integers map to instants (CF `units` + `calendar`).
 #[derive(Debug, Clone, PartialEq)]
