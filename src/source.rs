@@ -174,10 +174,10 @@ pub enum LayoutProblem {
 pub enum ArrayProblem {
     /// zarrs refused the array's metadata (in the message, not also a `source()`).
     #[error("{0}")]
-    Open(zarrs::array::ArrayCreateError),
+    Open(Box<zarrs::array::ArrayCreateError>),
     /// zarrs could not read the coordinate's values (in the message, not also a `source()`).
     #[error("{0}")]
-    Read(zarrs::array::ArrayError),
+    Read(Box<zarrs::array::ArrayError>),
     /// A coordinate of a data type other than float32/64 and int32/64 (as `.zarray` writes it).
     #[error("unsupported coordinate dtype {0}")]
     Dtype(String),
@@ -424,7 +424,7 @@ fn open_arrays(
         .map_err(|e| SourceError::Array {
             url: url.to_string(),
             array: name.to_string(),
-            why: ArrayProblem::Open(e),
+            why: ArrayProblem::Open(Box::new(e)),
         })?;
         if entry.is_coordinate() {
             opened.coordinates.push(CoordinateArray {
@@ -538,7 +538,7 @@ async fn read_coordinate(
         "<f4" => (
             all_values::<f32>(array, &opts)
                 .await
-                .map_err(|e| err(ArrayProblem::Read(e)))?
+                .map_err(|e| err(ArrayProblem::Read(Box::new(e))))?
                 .into_iter()
                 .map(f64::from)
                 .collect(),
@@ -547,13 +547,13 @@ async fn read_coordinate(
         "<f8" => (
             all_values::<f64>(array, &opts)
                 .await
-                .map_err(|e| err(ArrayProblem::Read(e)))?,
+                .map_err(|e| err(ArrayProblem::Read(Box::new(e))))?,
             false,
         ),
         "<i8" => (
             all_values::<i64>(array, &opts)
                 .await
-                .map_err(|e| err(ArrayProblem::Read(e)))?
+                .map_err(|e| err(ArrayProblem::Read(Box::new(e))))?
                 .into_iter()
                 .map(|x| x as f64)
                 .collect(),
@@ -562,7 +562,7 @@ async fn read_coordinate(
         "<i4" => (
             all_values::<i32>(array, &opts)
                 .await
-                .map_err(|e| err(ArrayProblem::Read(e)))?
+                .map_err(|e| err(ArrayProblem::Read(Box::new(e))))?
                 .into_iter()
                 .map(f64::from)
                 .collect(),
