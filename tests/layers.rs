@@ -434,6 +434,34 @@ fn no_file_imports_from_a_file_that_imports_from_it() {
 }
 
 #[test]
+fn the_catalog_reads_no_source_and_the_tiers_nothing_of_the_plan() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let krate = Crate::read(&src);
+    let under = |m: &Module, top: &str| m.first().is_some_and(|f| f == top);
+    for (a, targets) in &krate.edges() {
+        for b in targets {
+            // source.rs is the reader (Source, its arrays); the Scope is source/scope.rs.
+            assert!(
+                !(under(a, "catalog") && b.as_slice() == ["source"]),
+                "{} imports from source.rs (the reader): the catalog needs the Scope only",
+                name(a)
+            );
+        }
+    }
+    // As written, not through re-exports: `plan::FORMAT_VERSION` is the encoder's.
+    for (a, paths) in &krate.imports {
+        for p in paths {
+            assert!(
+                !(under(a, "cache") && under(p, "plan")),
+                "{} imports {}: a tier knows a file by its Key only",
+                name(a),
+                name(p)
+            );
+        }
+    }
+}
+
+#[test]
 fn a_circle_is_found() {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path();
