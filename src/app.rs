@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 
-use crate::cache::s3::{RemoteCache, RemoteError, S3Config};
-use crate::cache::{LocalCache, Tier, DEFAULT_CACHE_DIR};
+use crate::cache::s3::{RemoteCache, S3Config};
+use crate::cache::{LocalCache, RemoteError, Tier, DEFAULT_CACHE_DIR};
 use crate::catalog::policy::{CatalogFile, Policy};
 use crate::fetch::{BlockTables, ChunkCache, FetchOptions, ReadPath};
 use crate::flow::Flow;

@@ -27,5 +27,5 @@ pub use local::{
     is_identity, owned_privately, CacheError, CachedFile, LocalCache, Pin, ABSENT_XATTR,
     CHECKSUM_XATTR, DEFAULT_CACHE_DIR,
 };
-pub use tier::{Key, Lookup, Tier, Uploaded};
+pub use tier::{Key, Lookup, RemoteError, Tier, Uploaded};
 pub use tiered::{ReadThrough, TierMetrics, Tiered};

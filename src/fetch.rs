@@ -39,6 +39,7 @@ use crate::source::store::describe_error;
 use crate::source::Source;
 
 mod blocks;
+mod blosc;
 mod error;
 pub mod link;
 mod prefetched;

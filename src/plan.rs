@@ -23,7 +23,9 @@ use crate::provenance::Provenance;
 use crate::select::{self, Resolved};
 use crate::source::Scope;
 
+mod entry;
 mod memo;
+pub use entry::{first_time, Entry};
 pub use memo::PlanMemo;
 
 pub use crate::encode::FORMAT_VERSION;
@@ -213,13 +215,13 @@ impl Plan {
     /// the size taken from `memo` when a file of the same shape was planned before (the layout
     /// is then not built; it is when the file is).
     ///
-    /// [`Entry::of`]: crate::catalog::Entry::of
+    /// [`Entry::of`]: Entry::of
     pub fn entry(
         deskriptor: &Deskriptor,
         scope: &Scope,
         options: PlanOptions,
         memo: &mut PlanMemo,
-    ) -> Result<crate::catalog::Entry, PlanError> {
+    ) -> Result<Entry, PlanError> {
         let r = resolve(deskriptor, scope, options)?;
         let provenance_key = provenance_key(&r.provenance);
         entry_of(
@@ -244,7 +246,7 @@ impl Plan {
         scope: &Scope,
         options: PlanOptions,
         memo: &mut PlanMemo,
-    ) -> Result<crate::catalog::Entry, PlanError> {
+    ) -> Result<Entry, PlanError> {
         if let Some(entry) = memo::entry(line, text, scope, options, memo) {
             return Ok(entry);
         }
@@ -262,7 +264,7 @@ fn entry_of(
     scope: &Scope,
     options: PlanOptions,
     memo: &mut PlanMemo,
-) -> Result<crate::catalog::Entry, PlanError> {
+) -> Result<Entry, PlanError> {
     let mut key = std::mem::take(&mut memo.size_key);
     size_key(&mut key, options.format, &r, provenance_key);
     let known = memo.sizes.get(key.as_str()).copied();
@@ -286,13 +288,13 @@ fn entry_of(
     };
     check_size(line, size, options)?;
     check_chunks(line, scope, &r, options)?;
-    Ok(crate::catalog::Entry::new(
+    Ok(Entry::new(
         line,
         raw,
         &r.file_name,
         &r.identity,
         size,
-        crate::catalog::first_time(&r.selections),
+        first_time(&r.selections),
         r.provenance.mtime(),
         r.provenance.provisional(),
     ))

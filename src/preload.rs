@@ -25,8 +25,8 @@ use std::collections::{HashMap, HashSet};
 use crate::cache::Key;
 use crate::catalog::Entry;
 use crate::fetch::{chunk_demand, chunk_needs, ChunkKey, ChunkNeed, Prefetched};
-use crate::flow::{error_chain, Flow, Origin};
-use crate::plan::PlanOptions;
+use crate::flow::{error_chain, Flow, FlowError, Origin};
+use crate::plan::{PlanError, PlanOptions};
 
 /// `K/N`: this machine takes the files whose identity falls in part K of N.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,7 +84,19 @@ pub struct Failure {
     /// Its file name.
     pub name: String,
     /// Why.
-    pub cause: String,
+    pub cause: FailureCause,
+}
+
+/// Why a file of a preload could not be built.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum FailureCause {
+    /// Its line no longer plans over the source, or its size could not be computed.
+    #[error("{0}")]
+    Plan(PlanError),
+    /// The flow failed: the source, the encoder or the cache (all its causes in the message,
+    /// none also a `source()`).
+    #[error("{}", error_chain(.0.as_ref()))]
+    Flow(Arc<FlowError>),
 }
 
 /// What a preload did.
@@ -342,7 +354,7 @@ async fn one(flow: &Flow, entry: &Entry, options: PlanOptions) -> Outcome {
             .await;
         return Outcome::Cached;
     }
-    let failed = |cause: String| {
+    let failed = |cause: FailureCause| {
         Outcome::Failed(Failure {
             line: entry.line,
             name: entry.file_name().to_string(),
@@ -351,13 +363,13 @@ async fn one(flow: &Flow, entry: &Entry, options: PlanOptions) -> Outcome {
     };
     let plan = match entry.plan(&flow.source().scope, options) {
         Ok(p) => p,
-        Err(e) => return failed(e.to_string()),
+        Err(e) => return failed(FailureCause::Plan(e)),
     };
     match flow.materialize(&plan).await {
         Ok((_, Origin::Built)) => Outcome::Built,
         Ok((_, Origin::Remote)) => Outcome::Copied,
         Ok((_, Origin::Cache)) => Outcome::Cached,
-        Err(e) => failed(error_chain(&e)),
+        Err(e) => failed(FailureCause::Flow(Arc::new(e))),
     }
 }
 

@@ -8,6 +8,7 @@
 
 pub mod scope;
 pub mod store;
+pub mod version;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -17,11 +18,12 @@ use zarrs::array::{Array, ArrayMetadata, ArrayMetadataV2, ArraySubset};
 use zarrs_object_store::object_store::{path::Path, ObjectStore, ObjectStoreExt};
 use zarrs_object_store::AsyncObjectStore;
 
-use crate::provenance::StoreVersion;
-
-pub use scope::{Coordinate, Scope, ScopeError, TimeEncoding, Variable};
+pub use scope::{
+    Coordinate, Scope, ScopeError, ScopeProblem, TimeEncoding, TimeUnitsError, Variable,
+};
 use store::{open_url, MeteredStore};
 pub use store::{SourceMetrics, SourceOptions};
+pub use version::{Freshness, StoreVersion};
 
 /// The public ARCO-ERA5 store (Zarr v2 despite the `-v3` in its name).
 pub const DEFAULT_SOURCE: &str =
@@ -75,7 +77,7 @@ pub enum SourceError {
         /// The URL as given.
         url: String,
         /// What is wrong with it.
-        why: String,
+        why: UrlProblem,
     },
     /// A metadata object could not be fetched. Said with the store's innermost cause once
     /// ([`store::describe_error`]), so the store's error is not also this error's `source()`:
@@ -97,7 +99,7 @@ pub enum SourceError {
         /// The object or array at fault.
         key: String,
         /// What was expected.
-        why: String,
+        why: LayoutProblem,
     },
     /// zarrs refused an array or could not read a coordinate.
     #[error("source {url}: array {array}: {why}")]
@@ -106,9 +108,94 @@ pub enum SourceError {
         url: String,
         /// The array name.
         array: String,
-        /// zarrs' message.
-        why: String,
+        /// What is wrong with it.
+        why: ArrayProblem,
     },
+}
+
+/// Why a source URL names no store this program opens.
+#[derive(Debug, thiserror::Error)]
+pub enum UrlProblem {
+    /// `s3://` without a bucket.
+    #[error("no bucket name after s3://")]
+    NoBucket,
+    /// A scheme other than gs, s3, http(s) and file.
+    #[error("unsupported scheme; use gs://, s3://, http(s)://, file:// or a path")]
+    Scheme,
+    /// A local path that does not exist.
+    #[error("no such directory")]
+    NoSuchDirectory,
+    /// A local path that is not a directory.
+    #[error("not a directory")]
+    NotADirectory,
+    /// A local path through a file.
+    #[error("not a directory: a component of the path is a file")]
+    ThroughAFile,
+    /// A local path this user may not reach.
+    #[error("permission denied (a directory on the way to it may not be searched by this user)")]
+    PermissionDenied,
+    /// Another error of the local path (in the message, not also a `source()`).
+    #[error("{0}")]
+    Io(std::io::Error),
+    /// The store's client refused the URL or its settings (in the message, not also a
+    /// `source()`).
+    #[error("{0}")]
+    Store(zarrs_object_store::object_store::Error),
+}
+
+/// Why a store's metadata is not what this program reads.
+#[derive(Debug, thiserror::Error)]
+pub enum LayoutProblem {
+    /// `.zmetadata` is not JSON (the parser's error in the message, not also a `source()`).
+    #[error("not JSON: {0}")]
+    NotJson(serde_json::Error),
+    /// `.zmetadata` has no `metadata` object.
+    #[error("no `metadata` object (not consolidated Zarr v2)")]
+    NotConsolidated,
+    /// An array's `.zattrs` has no `_ARRAY_DIMENSIONS`.
+    #[error("no _ARRAY_DIMENSIONS attribute")]
+    NoDimensions,
+    /// Its `_ARRAY_DIMENSIONS` is not a list of names.
+    #[error("_ARRAY_DIMENSIONS is not a list of names")]
+    DimensionsNotNames,
+    /// An array's `.zarray` is not Zarr v2 array metadata (in the message, not a `source()`).
+    #[error("not Zarr v2 array metadata: {0}")]
+    NotZarrV2(serde_json::Error),
+    /// A data variable is not float32 (its dtype as `.zarray` writes it).
+    #[error("data variables must be float32 (<f4), found {0}")]
+    NotFloat32(String),
+    /// The arrays do not make a scope.
+    #[error("{0}")]
+    Scope(ScopeProblem),
+}
+
+/// Why an array could not be opened or a coordinate read.
+#[derive(Debug, thiserror::Error)]
+pub enum ArrayProblem {
+    /// zarrs refused the array's metadata (in the message, not also a `source()`).
+    #[error("{0}")]
+    Open(Box<zarrs::array::ArrayCreateError>),
+    /// zarrs could not read the coordinate's values (in the message, not also a `source()`).
+    #[error("{0}")]
+    Read(Box<zarrs::array::ArrayError>),
+    /// A coordinate of a data type other than float32/64 and int32/64 (as `.zarray` writes it).
+    #[error("unsupported coordinate dtype {0}")]
+    Dtype(String),
+    /// A coordinate value is NaN.
+    #[error("coordinate holds NaN (an absent chunk?)")]
+    NaN,
+    /// The values neither only increase nor only decrease.
+    #[error("coordinate values are not strictly monotonic")]
+    NotMonotonic,
+    /// `time` is not increasing integers.
+    #[error("time must be increasing integers")]
+    TimeNotIncreasingIntegers,
+    /// `time` has no `units` attribute.
+    #[error("time has no units attribute")]
+    NoTimeUnits,
+    /// `time`'s units or calendar are not read here.
+    #[error("{0}")]
+    TimeUnits(TimeUnitsError),
 }
 
 fn read_message(url: &str, key: &str, error: &zarrs_object_store::object_store::Error) -> String {
@@ -162,7 +249,7 @@ impl ArrayEntry {
         name: &str,
         zarray: &Value,
         entries: &Map<String, Value>,
-    ) -> Result<ArrayEntry, String> {
+    ) -> Result<ArrayEntry, LayoutProblem> {
         let mut attributes = entries
             .get(&format!("{name}/.zattrs"))
             .and_then(Value::as_object)
@@ -173,11 +260,11 @@ impl ArrayEntry {
                 .iter()
                 .map(|x| x.as_str().map(str::to_string))
                 .collect::<Option<_>>()
-                .ok_or("_ARRAY_DIMENSIONS is not a list of names")?,
-            _ => return Err("no _ARRAY_DIMENSIONS attribute".into()),
+                .ok_or(LayoutProblem::DimensionsNotNames)?,
+            _ => return Err(LayoutProblem::NoDimensions),
         };
-        let meta: ArrayMetadataV2 = serde_json::from_value(zarray.clone())
-            .map_err(|e| format!("not Zarr v2 array metadata: {e}"))?;
+        let meta: ArrayMetadataV2 =
+            serde_json::from_value(zarray.clone()).map_err(LayoutProblem::NotZarrV2)?;
         let text = |key: &str| zarray.get(key).and_then(Value::as_str);
         let blosc_blocks = zarray
             .get("compressor")
@@ -234,7 +321,7 @@ impl Source {
     /// four steps: the consolidated metadata, its arrays, the coordinates' values, the scope
     /// checked.
     pub async fn open_store(url: &str, inner: Arc<dyn ObjectStore>) -> Result<Source, SourceError> {
-        let layout = |key: &str, why: String| SourceError::Layout {
+        let layout = |key: &str, why: LayoutProblem| SourceError::Layout {
             url: url.to_string(),
             key: key.to_string(),
             why,
@@ -245,12 +332,7 @@ impl Source {
         let entries = consolidated
             .get("metadata")
             .and_then(Value::as_object)
-            .ok_or_else(|| {
-                layout(
-                    ".zmetadata",
-                    "no `metadata` object (not consolidated Zarr v2)".into(),
-                )
-            })?;
+            .ok_or_else(|| layout(".zmetadata", LayoutProblem::NotConsolidated))?;
         let attributes = entries
             .get(".zattrs")
             .and_then(Value::as_object)
@@ -261,7 +343,7 @@ impl Source {
         let (variables, arrays) = (opened.variables, opened.arrays);
         let coordinates = read_coordinates(url, opened.coordinates).await?;
         let scope = Scope::new(url, attributes, coordinates, variables)
-            .map_err(|e| layout(&e.array, e.why))?;
+            .map_err(|e| layout(&e.array, LayoutProblem::Scope(e.why)))?;
         Ok(Source {
             scope,
             arrays,
@@ -317,7 +399,7 @@ fn open_arrays(
     entries: &Map<String, Value>,
     zarr: &Arc<ZarrStore>,
 ) -> Result<OpenedArrays, SourceError> {
-    let layout = |key: &str, why: String| SourceError::Layout {
+    let layout = |key: &str, why: LayoutProblem| SourceError::Layout {
         url: url.to_string(),
         key: key.to_string(),
         why,
@@ -342,7 +424,7 @@ fn open_arrays(
         .map_err(|e| SourceError::Array {
             url: url.to_string(),
             array: name.to_string(),
-            why: e.to_string(),
+            why: ArrayProblem::Open(Box::new(e)),
         })?;
         if entry.is_coordinate() {
             opened.coordinates.push(CoordinateArray {
@@ -354,8 +436,7 @@ fn open_arrays(
             continue;
         }
         if dtype != "<f4" {
-            let why = format!("data variables must be float32 (<f4), found {dtype}");
-            return Err(layout(name, why));
+            return Err(layout(name, LayoutProblem::NotFloat32(dtype)));
         }
         let variable = Variable {
             name: entry.name,
@@ -401,7 +482,7 @@ async fn read_zmetadata(store: &dyn ObjectStore, url: &str) -> Result<Value, Sou
     serde_json::from_slice(&bytes).map_err(|e| SourceError::Layout {
         url: url.to_string(),
         key: key.to_string(),
-        why: format!("not JSON: {e}"),
+        why: LayoutProblem::NotJson(e),
     })
 }
 
@@ -446,7 +527,7 @@ async fn read_coordinate(
     mut attributes: Map<String, Value>,
     array: &ZarrArray,
 ) -> Result<Coordinate, SourceError> {
-    let err = |why: String| SourceError::Array {
+    let err = |why: ArrayProblem| SourceError::Array {
         url: url.to_string(),
         array: name.to_string(),
         why,
@@ -457,7 +538,7 @@ async fn read_coordinate(
         "<f4" => (
             all_values::<f32>(array, &opts)
                 .await
-                .map_err(|e| err(e.to_string()))?
+                .map_err(|e| err(ArrayProblem::Read(Box::new(e))))?
                 .into_iter()
                 .map(f64::from)
                 .collect(),
@@ -466,13 +547,13 @@ async fn read_coordinate(
         "<f8" => (
             all_values::<f64>(array, &opts)
                 .await
-                .map_err(|e| err(e.to_string()))?,
+                .map_err(|e| err(ArrayProblem::Read(Box::new(e))))?,
             false,
         ),
         "<i8" => (
             all_values::<i64>(array, &opts)
                 .await
-                .map_err(|e| err(e.to_string()))?
+                .map_err(|e| err(ArrayProblem::Read(Box::new(e))))?
                 .into_iter()
                 .map(|x| x as f64)
                 .collect(),
@@ -481,32 +562,32 @@ async fn read_coordinate(
         "<i4" => (
             all_values::<i32>(array, &opts)
                 .await
-                .map_err(|e| err(e.to_string()))?
+                .map_err(|e| err(ArrayProblem::Read(Box::new(e))))?
                 .into_iter()
                 .map(f64::from)
                 .collect(),
             true,
         ),
-        other => return Err(err(format!("unsupported coordinate dtype {other}"))),
+        other => return Err(err(ArrayProblem::Dtype(other.to_string()))),
     };
     if values.iter().any(|v| v.is_nan()) {
-        return Err(err("coordinate holds NaN (an absent chunk?)".into()));
+        return Err(err(ArrayProblem::NaN));
     }
     let increasing = values.windows(2).all(|w| w[0] < w[1]);
     let decreasing = values.windows(2).all(|w| w[0] > w[1]);
     if !increasing && !decreasing {
-        return Err(err("coordinate values are not strictly monotonic".into()));
+        return Err(err(ArrayProblem::NotMonotonic));
     }
     let time = if name == "time" {
         if !integer || !increasing {
-            return Err(err("time must be increasing integers".into()));
+            return Err(err(ArrayProblem::TimeNotIncreasingIntegers));
         }
         let units = attributes
             .get("units")
             .and_then(Value::as_str)
-            .ok_or_else(|| err("time has no units attribute".into()))?;
+            .ok_or_else(|| err(ArrayProblem::NoTimeUnits))?;
         let calendar = attributes.get("calendar").and_then(Value::as_str);
-        Some(TimeEncoding::parse(units, calendar).map_err(err)?)
+        Some(TimeEncoding::parse(units, calendar).map_err(|e| err(ArrayProblem::TimeUnits(e)))?)
     } else {
         None
     };

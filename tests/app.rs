@@ -55,7 +55,7 @@ async fn a_config_opens_the_stack_and_builds_then_serves_from_the_cache() {
     let stack = config.open().await.unwrap();
     let catalog = config
         .catalog_file(Policy::default())
-        .read(&stack.source)
+        .read(&stack.source.scope)
         .unwrap();
     assert_eq!(catalog.entries.len(), 2);
     let entry = &catalog.entries[1];
@@ -69,7 +69,7 @@ async fn a_config_opens_the_stack_and_builds_then_serves_from_the_cache() {
     // The catalog's index was kept beside the cache's entries and is read back the same.
     let again = config
         .catalog_file(Policy::default())
-        .read(&stack.source)
+        .read(&stack.source.scope)
         .unwrap();
     assert_eq!(again.entries, catalog.entries);
 }
@@ -81,7 +81,7 @@ async fn the_catalog_policy_skips_refuses_and_names_the_file() {
     let config = config(dir.path(), &source, &format!("{GOOD}{BAD}"));
     let stack = config.open().await.unwrap();
     let lenient = config.catalog_file(Policy::default());
-    let catalog = lenient.read(&stack.source).unwrap();
+    let catalog = lenient.read(&stack.source.scope).unwrap();
     assert_eq!((catalog.entries.len(), catalog.errors.len()), (2, 1));
     assert_eq!(catalog.errors[0].line, 3);
 
@@ -89,7 +89,7 @@ async fn the_catalog_policy_skips_refuses_and_names_the_file() {
         strict: true,
         ..Policy::default()
     });
-    let e = strict.read(&stack.source).unwrap_err();
+    let e = strict.read(&stack.source.scope).unwrap_err();
     let text = e.to_string();
     let matched =
         matches!(&e, ReadError::Refused { refused: Refused::Strict(v), .. } if v.len() == 1);
@@ -103,11 +103,11 @@ async fn the_catalog_policy_skips_refuses_and_names_the_file() {
         "{text}"
     );
     // A file read without the policy keeps every line (preload reports them all).
-    let all = strict.read_unchecked(&stack.source).unwrap();
+    let all = strict.read_unchecked(&stack.source.scope).unwrap();
     assert_eq!((all.entries.len(), all.errors.len()), (2, 1));
 
     std::fs::write(&config.deskriptors, BAD).unwrap();
-    let e = lenient.read(&stack.source).unwrap_err();
+    let e = lenient.read(&stack.source.scope).unwrap_err();
     assert!(matches!(
         e,
         ReadError::Refused {
@@ -116,7 +116,7 @@ async fn the_catalog_policy_skips_refuses_and_names_the_file() {
         }
     ));
     std::fs::remove_file(&config.deskriptors).unwrap();
-    let e = lenient.read(&stack.source).unwrap_err();
+    let e = lenient.read(&stack.source.scope).unwrap_err();
     assert!(matches!(e, ReadError::Io { .. }), "{e}");
     assert!(e.to_string().starts_with("cannot read "), "{e}");
 }

@@ -13,8 +13,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use common::FaultyStore;
-use sodeda_era5::cache::s3::{RemoteCache, RemoteError};
-use sodeda_era5::cache::{CachedFile, Key, LocalCache, Lookup, Tier, Uploaded};
+use sodeda_era5::cache::s3::RemoteCache;
+use sodeda_era5::cache::{CachedFile, Key, LocalCache, Lookup, RemoteError, Tier, Uploaded};
 use sodeda_era5::encode::FORMAT_VERSION;
 use zarrs_object_store::object_store::{
     self, memory::InMemory, Attribute, Attributes, ObjectStoreExt, PutOptions, PutPayload,

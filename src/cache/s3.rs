@@ -29,9 +29,8 @@ use zarrs_object_store::object_store::{
 /// checked on every copy into the local cache.
 const CHECKSUM_META: &str = "crc32c";
 
-use super::tier::{Key, Lookup, Tier, Uploaded};
+use super::tier::{Key, Lookup, RemoteError, Tier, Uploaded};
 use crate::cache::{CachedFile, LocalCache};
-use crate::plan::FORMAT_VERSION;
 
 /// Default key prefix (the prototype's).
 pub const DEFAULT_PREFIX: &str = "sodeda-era5";
@@ -48,52 +47,6 @@ pub struct S3Config {
     /// A profile of the shared credentials file (`AWS_SHARED_CREDENTIALS_FILE` or
     /// `~/.aws/credentials`); without it the usual `AWS_*` variables are used.
     pub profile: Option<String>,
-}
-
-/// An S3 operation failed.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum RemoteError {
-    /// The configuration is unusable (unknown profile, malformed credentials file).
-    #[error("S3 cache: {0}")]
-    Config(String),
-    /// The bucket refused the credentials (403, invalid key, bad signature).
-    #[error("S3 cache {target}: access denied with {credentials}: {error}")]
-    Denied {
-        /// `s3://bucket/prefix` and the endpoint.
-        target: String,
-        /// Which credentials were used (a profile name, never a secret).
-        credentials: String,
-        /// The store's error (in the message, not also a `source()`).
-        error: Arc<object_store::Error>,
-    },
-    /// The bucket could not be reached or answered with an error.
-    #[error("S3 cache {target}: {error}")]
-    Unavailable {
-        /// `s3://bucket/prefix` and the endpoint.
-        target: String,
-        /// The store's error (in the message, not also a `source()`).
-        error: Arc<object_store::Error>,
-    },
-    /// An object's bytes ended before the size it announced (a connection cut mid-answer).
-    #[error("S3 cache {target}: object {key} ended after {written} of {size} bytes")]
-    Truncated {
-        /// `s3://bucket/prefix` and the endpoint.
-        target: String,
-        /// The object's key.
-        key: String,
-        /// Bytes received.
-        written: u64,
-        /// Bytes announced.
-        size: u64,
-    },
-    /// Local I/O while copying an object into the local cache or reading a file to upload.
-    #[error("S3 cache: local copy of {identity}: {error}")]
-    Local {
-        /// The identity being copied.
-        identity: String,
-        /// The error (in the message, not also a `source()`).
-        error: Arc<dyn std::error::Error + Send + Sync>,
-    },
 }
 
 /// Access key, secret and optional token/region read from a credentials-file profile.
@@ -264,7 +217,11 @@ impl RemoteCache {
 
     /// The object key of an identity.
     pub fn key(&self, identity: &str) -> Path {
-        Path::from(format!("{}/v{FORMAT_VERSION}/{identity}.nc", self.prefix))
+        Path::from(format!(
+            "{}/v{}/{identity}.nc",
+            self.prefix,
+            Key::FORMAT_VERSION
+        ))
     }
 
     fn classify(&self, e: object_store::Error) -> RemoteError {
@@ -301,7 +258,7 @@ impl RemoteCache {
     /// Checks that the bucket answers and accepts the credentials (one HEAD of a key that
     /// need not exist).
     pub async fn probe(&self) -> Result<(), RemoteError> {
-        let key = Path::from(format!("{}/v{FORMAT_VERSION}/.probe", self.prefix));
+        let key = Path::from(format!("{}/v{}/.probe", self.prefix, Key::FORMAT_VERSION));
         match self.store.head(&key).await {
             Ok(_) | Err(object_store::Error::NotFound { .. }) => {
                 self.mark_up();

@@ -29,6 +29,9 @@ use std::sync::Arc;
 /// The inode flag of an immutable file (`FS_IMMUTABLE_FL` of `linux/fs.h`).
 const IMMUTABLE: libc::c_int = 0x10;
 
+/// What runs on an entry's file once its seal is lifted ([`Seal::on_lift`]).
+pub type LiftHook = Box<dyn FnOnce(&File) + Send + Sync>;
+
 /// An entry made immutable for as long as this lives.
 pub struct Seal {
     file: Arc<File>,
@@ -36,7 +39,7 @@ pub struct Seal {
     /// a write) moves it.
     ctime: (i64, i64),
     /// Run on the file once this seal lifted the flag of an entry still intact.
-    on_lift: Option<Box<dyn FnOnce(&File) + Send + Sync>>,
+    on_lift: Option<LiftHook>,
 }
 
 impl std::fmt::Debug for Seal {
@@ -67,7 +70,7 @@ impl Seal {
 
     /// Runs `hook` on the file when this seal is the one to lift the flag and the entry was
     /// intact until then (nothing changed it under the seal).
-    pub fn on_lift(&mut self, hook: Box<dyn FnOnce(&File) + Send + Sync>) {
+    pub fn on_lift(&mut self, hook: LiftHook) {
         self.on_lift = Some(hook);
     }
 

@@ -3,9 +3,11 @@
 //! entries ([`Tier::put`]). The S3 bucket ([`super::s3::RemoteCache`]) is one; tests can make
 //! others.
 
-use async_trait::async_trait;
+use std::sync::Arc;
 
-use super::s3::RemoteError;
+use async_trait::async_trait;
+use zarrs_object_store::object_store;
+
 use super::{CachedFile, LocalCache};
 
 /// What every tier knows a finished file by: its identity (the hash of what defines its
@@ -19,10 +21,61 @@ pub struct Key<'a> {
 }
 
 impl<'a> Key<'a> {
+    /// The version of the file format every key's file is written in: each tier keeps its
+    /// files under it (`v<FORMAT_VERSION>`), so a new version leaves older files unused.
+    pub const FORMAT_VERSION: u32 = crate::encode::FORMAT_VERSION;
+
     /// The key of `identity` at `size` bytes.
     pub fn new(identity: &'a str, size: u64) -> Self {
         Key { identity, size }
     }
+}
+
+/// An operation of a tier behind the local cache failed (the S3 tier's words: every such
+/// tier is a bucket).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RemoteError {
+    /// The configuration is unusable (unknown profile, malformed credentials file).
+    #[error("S3 cache: {0}")]
+    Config(String),
+    /// The bucket refused the credentials (403, invalid key, bad signature).
+    #[error("S3 cache {target}: access denied with {credentials}: {error}")]
+    Denied {
+        /// `s3://bucket/prefix` and the endpoint.
+        target: String,
+        /// Which credentials were used (a profile name, never a secret).
+        credentials: String,
+        /// The store's error (in the message, not also a `source()`).
+        error: Arc<object_store::Error>,
+    },
+    /// The bucket could not be reached or answered with an error.
+    #[error("S3 cache {target}: {error}")]
+    Unavailable {
+        /// `s3://bucket/prefix` and the endpoint.
+        target: String,
+        /// The store's error (in the message, not also a `source()`).
+        error: Arc<object_store::Error>,
+    },
+    /// An object's bytes ended before the size it announced (a connection cut mid-answer).
+    #[error("S3 cache {target}: object {key} ended after {written} of {size} bytes")]
+    Truncated {
+        /// `s3://bucket/prefix` and the endpoint.
+        target: String,
+        /// The object's key.
+        key: String,
+        /// Bytes received.
+        written: u64,
+        /// Bytes announced.
+        size: u64,
+    },
+    /// Local I/O while copying an object into the local cache or reading a file to upload.
+    #[error("S3 cache: local copy of {identity}: {error}")]
+    Local {
+        /// The identity being copied.
+        identity: String,
+        /// The error (in the message, not also a `source()`).
+        error: Arc<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 /// Outcome of a copy from a tier.

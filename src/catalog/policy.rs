@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use super::Catalog;
 use crate::deskriptor::DeskriptorError;
 use crate::plan::PlanOptions;
-use crate::source::Source;
+use crate::source::Scope;
 
 /// Bad lines listed at most in a refusal's message (`validate` lists them all).
 const LISTED: usize = 20;
@@ -135,9 +135,9 @@ pub struct CatalogFile {
 }
 
 impl CatalogFile {
-    /// Reads and plans the file (or reads its index back) and applies the policy.
-    pub fn read(&self, source: &Source) -> Result<Catalog, ReadError> {
-        let catalog = self.read_unchecked(source)?;
+    /// Reads and plans the file over `scope` (or reads its index back) and applies the policy.
+    pub fn read(&self, scope: &Scope) -> Result<Catalog, ReadError> {
+        let catalog = self.read_unchecked(scope)?;
         self.policy
             .admit(catalog)
             .map_err(|refused| ReadError::Refused {
@@ -147,17 +147,13 @@ impl CatalogFile {
     }
 
     /// Reads and plans the file without the policy (for `preload`, which reports every line).
-    pub fn read_unchecked(&self, source: &Source) -> Result<Catalog, ReadError> {
-        Catalog::load_indexed(
-            &self.path,
-            &source.scope,
-            self.options,
-            self.index_dir.as_deref(),
+    pub fn read_unchecked(&self, scope: &Scope) -> Result<Catalog, ReadError> {
+        Catalog::load_indexed(&self.path, scope, self.options, self.index_dir.as_deref()).map_err(
+            |e| ReadError::Io {
+                path: self.path.clone(),
+                cause: e,
+            },
         )
-        .map_err(|e| ReadError::Io {
-            path: self.path.clone(),
-            cause: e,
-        })
     }
 }
 

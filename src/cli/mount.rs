@@ -63,7 +63,7 @@ pub(super) async fn mount(
         strict: args.strict,
         refuse_empty: false,
     });
-    let catalog = catalog_file.read(&source)?;
+    let catalog = catalog_file.read(&source.scope)?;
     let planned = started.elapsed();
     for e in &catalog.errors {
         eprintln!("warning: skipping {e}");
@@ -113,7 +113,7 @@ pub(super) async fn mount(
                 tracing::warn!("reload: reading the store's version: {e:#}");
             }
             // Refused by the policy: the files served so far stay.
-            let catalog = tokio::task::spawn_blocking(move || file.read(&source)).await??;
+            let catalog = tokio::task::spawn_blocking(move || file.read(&source.scope)).await??;
             for e in &catalog.errors {
                 tracing::warn!("skipping {e}");
             }

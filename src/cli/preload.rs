@@ -20,7 +20,7 @@ pub(super) async fn preload(
     let source = config.open_source().await?;
     let catalog = config
         .catalog_file(Policy::default())
-        .read_unchecked(&source)?;
+        .read_unchecked(&source.scope)?;
     // Chunks that many files need together are read whole and shared; the others block by
     // block (preload decides per chunk; `--read-path full` reads every chunk whole).
     let flow = config.open_flow(source.clone()).await?;

@@ -229,7 +229,10 @@ impl Dashboard {
             })?;
         let mut guard = self.catalog.lock().expect("catalog lock poisoned");
         if guard.0 != Some(stamp) {
-            let catalog = file.read(self.source()).map(Arc::new).map_err(Arc::new);
+            let catalog = file
+                .read(&self.source().scope)
+                .map(Arc::new)
+                .map_err(Arc::new);
             // A refusal stands until the file changes; a failure to read it (EMFILE, EIO, a
             // permission fixed with chmod) is tried again next time.
             let stands = !matches!(

@@ -14,24 +14,17 @@ use std::ops::Range;
 
 use ndarray::{ArrayD, IxDyn};
 
+use super::blosc::{
+    block_span, head_range, range, u32_at, whole, Answer, Header, HEADER, MEMCPYED,
+};
 use super::error::ChunkError;
 use super::link::LinkMeter;
-use super::prefetched::{Answer, Prefetched};
+use super::prefetched::Prefetched;
 use super::tables::{BlockTables, Table, Version};
-use zarrs_object_store::object_store::{
-    self, path::Path, GetOptions, GetRange, ObjectStore, ObjectStoreExt,
-};
+use zarrs_object_store::object_store::{path::Path, ObjectStore};
 
-/// Blosc header length.
-const HEADER: usize = 16;
-/// Block offsets fetched with the header (one request covers chunks of up to this many
-/// blocks; ARCO-ERA5 surface chunks have 8).
-const TABLE_GUESS: usize = 64;
 /// Bytes added to a guessed end of blocks (see [`one_request_end`]).
 const GUESS_MARGIN: u64 = 16 << 10;
-/// The Blosc flag for chunks stored uncompressed.
-const MEMCPYED: u8 = 0x02;
-
 /// The result of a block read.
 pub(crate) enum Partial {
     /// A chunk-shaped array whose requested rows (all rows for [`read_whole`]) are decoded;
@@ -41,49 +34,6 @@ pub(crate) enum Partial {
     Absent,
     /// Not plain Blosc over float32 as expected: decode the whole chunk instead.
     Unsupported,
-}
-
-/// The version of an object as the store reports it with an answer.
-fn version_of(meta: &object_store::ObjectMeta) -> Version {
-    Version {
-        size: meta.size,
-        e_tag: meta.e_tag.clone(),
-        modified: meta.last_modified.timestamp_nanos_opt().unwrap_or(0),
-    }
-}
-
-/// The bytes `r` of object `key` and the object's version; `None` if the object does not exist.
-pub(crate) async fn range(
-    store: &dyn ObjectStore,
-    key: &Path,
-    r: Range<u64>,
-) -> Result<Option<(bytes::Bytes, Version)>, ChunkError> {
-    let opts = GetOptions {
-        range: Some(GetRange::Bounded(r)),
-        ..GetOptions::default()
-    };
-    match store.get_opts(key, opts).await {
-        Ok(res) => {
-            let version = version_of(&res.meta);
-            let bytes = res.bytes().await.map_err(|e| ChunkError::store(&e))?;
-            Ok(Some((bytes, version)))
-        }
-        Err(object_store::Error::NotFound { .. }) => Ok(None),
-        Err(e) => Err(ChunkError::store(&e)),
-    }
-}
-
-/// The whole object `key` and its version; `None` if it does not exist.
-pub(crate) async fn whole(store: &dyn ObjectStore, key: &Path) -> Result<Answer, ChunkError> {
-    match store.get(key).await {
-        Ok(res) => {
-            let version = version_of(&res.meta);
-            let bytes = res.bytes().await.map_err(|e| ChunkError::store(&e))?;
-            Ok(Some((bytes, version)))
-        }
-        Err(object_store::Error::NotFound { .. }) => Ok(None),
-        Err(e) => Err(ChunkError::store(&e)),
-    }
 }
 
 /// Where a read gets its bytes: the store, after what was read ahead for it.
@@ -119,86 +69,6 @@ impl Reader<'_> {
             }
         }
         whole(self.store, key).await
-    }
-}
-
-/// The range a block read asks first: the header and the block table of a chunk of up to
-/// [`TABLE_GUESS`] blocks.
-pub(crate) fn head_range() -> Range<u64> {
-    0..(HEADER + 4 * TABLE_GUESS) as u64
-}
-
-/// The header and block table at the start of `head` (the answer to [`head_range`]) of a
-/// chunk of `total` float32 values, if it is Blosc this reader decodes block by block and the
-/// table fits in `head`.
-pub(crate) fn table_of(head: &bytes::Bytes, total: usize) -> Option<bytes::Bytes> {
-    let header = Header::parse(head, total)?;
-    let end = header.table_end();
-    (header.flags & MEMCPYED == 0 && end <= head.len()).then(|| head.slice(..end))
-}
-
-/// The compressed bytes of the blocks holding rows `rows` of a chunk of shape `shape`, as its
-/// block table `table` places them; `None` when the table is not one this reader decodes.
-pub(crate) fn block_span(table: &[u8], shape: &[usize], rows: Range<usize>) -> Option<Range<u64>> {
-    let row_len = *shape.last().unwrap_or(&1);
-    let total: usize = shape.iter().product();
-    let header = Header::parse(table, total)?;
-    let (nblocks, table_end, cbytes) = (header.nblocks(), header.table_end(), header.cbytes);
-    if rows.is_empty()
-        || rows.end * row_len > total
-        || table.len() != table_end
-        || header.flags & MEMCPYED != 0
-    {
-        return None;
-    }
-    let (start_byte, end_byte) = (rows.start * row_len * 4, rows.end * row_len * 4);
-    let bstart = |b: usize| u32_at(table, HEADER + 4 * b);
-    let (b0, b1) = (
-        start_byte / header.blocksize,
-        (end_byte - 1) / header.blocksize,
-    );
-    let from = bstart(b0);
-    let to = if b1 + 1 < nblocks {
-        bstart(b1 + 1)
-    } else {
-        cbytes
-    };
-    (from >= table_end && to <= cbytes && from < to).then_some(from as u64..to as u64)
-}
-
-fn u32_at(b: &[u8], at: usize) -> usize {
-    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]) as usize
-}
-
-/// The fields of a Blosc header this reader needs.
-struct Header {
-    flags: u8,
-    nbytes: usize,
-    blocksize: usize,
-    cbytes: usize,
-}
-
-impl Header {
-    /// The header of a chunk of `total` float32 values, if it is one this reader decodes.
-    fn parse(head: &[u8], total: usize) -> Option<Header> {
-        if head.len() < HEADER || head[3] != 4 {
-            return None;
-        }
-        let h = Header {
-            flags: head[2],
-            nbytes: u32_at(head, 4),
-            blocksize: u32_at(head, 8),
-            cbytes: u32_at(head, 12),
-        };
-        (h.nbytes == total * 4 && h.blocksize != 0).then_some(h)
-    }
-
-    fn nblocks(&self) -> usize {
-        self.nbytes.div_ceil(self.blocksize)
-    }
-
-    fn table_end(&self) -> usize {
-        HEADER + 4 * self.nblocks()
     }
 }
 
@@ -453,7 +323,7 @@ pub(crate) async fn read_whole(
 mod tests {
     use super::*;
     use crate::fetch::link::{Link, LinkMeter};
-    use zarrs_object_store::object_store::{memory::InMemory, PutPayload};
+    use zarrs_object_store::object_store::{memory::InMemory, ObjectStoreExt, PutPayload};
 
     /// Blosc lz4 of `values` in blocks of 16 KiB.
     fn compress(values: &[f32]) -> Vec<u8> {

@@ -20,18 +20,14 @@ use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use bytes::Bytes;
 use futures::future::{BoxFuture, FutureExt, Shared};
 use tokio::sync::Semaphore;
 use zarrs_object_store::object_store::{path::Path, ObjectStore};
 
-use super::blocks;
+use super::blosc::{self, Answer};
 use super::error::ChunkError;
-use super::tables::{BlockTables, Table, Version};
+use super::tables::{BlockTables, Table};
 
-/// What one request answered: the bytes from the start of its range (or the whole object) and
-/// the object's version; `None` when the object does not exist.
-pub(crate) type Answer = Option<(Bytes, Version)>;
 type SharedAnswer = Shared<BoxFuture<'static, Result<Answer, ChunkError>>>;
 type SharedPlan = Shared<BoxFuture<'static, ()>>;
 
@@ -127,14 +123,14 @@ impl Prefetched {
         let k = key.to_string();
         let head = known
             .is_none()
-            .then(|| self.start(key, Some(blocks::head_range()), window));
+            .then(|| self.start(key, Some(blosc::head_range()), window));
         let plan = async move {
             let table = match (known, head) {
                 (Some(t), _) => Some((*t).clone()),
                 (None, Some(head)) => match head.await {
                     Ok(Some((bytes, version))) => {
                         let total = need.shape.iter().product();
-                        blocks::table_of(&bytes, total).map(|bytes| Table { bytes, version })
+                        blosc::table_of(&bytes, total).map(|bytes| Table { bytes, version })
                     }
                     _ => None,
                 },
@@ -147,7 +143,7 @@ impl Prefetched {
                 let mut spans: Vec<Range<u64>> = need
                     .rows
                     .iter()
-                    .filter_map(|r| blocks::block_span(&table.bytes, &need.shape, r.clone()))
+                    .filter_map(|r| blosc::block_span(&table.bytes, &need.shape, r.clone()))
                     .collect();
                 for span in merge(&mut spans) {
                     drop(this.start(&k, Some(span), window));
@@ -184,8 +180,8 @@ impl Prefetched {
                 .map_err(|e| ChunkError::Task(e.to_string()))?;
             this.sent.fetch_add(1, Ordering::Relaxed);
             match r {
-                Some(r) => blocks::range(store.as_ref(), &path, r).await,
-                None => blocks::whole(store.as_ref(), &path).await,
+                Some(r) => blosc::range(store.as_ref(), &path, r).await,
+                None => blosc::whole(store.as_ref(), &path).await,
             }
         }
         .boxed()

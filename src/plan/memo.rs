@@ -24,8 +24,7 @@ use super::{
     add_whole_axes, attributes_part, entry_of, file_dims, finish, planned_variables,
     provenance_key, Names,
 };
-use super::{PlanOptions, PlannedVariable};
-use crate::catalog::Entry;
+use super::{Entry, PlanOptions, PlannedVariable};
 use crate::deskriptor::{
     canonical_member, canonical_of_members, canonical_variables, parse_name, parse_selector,
     parse_variables,

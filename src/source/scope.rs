@@ -9,7 +9,24 @@ use std::collections::BTreeMap;
 use chrono::{NaiveDate, NaiveDateTime, TimeDelta};
 use serde_json::{Map, Value};
 
-use crate::provenance::{Freshness, StoreVersion};
+use super::version::{Freshness, StoreVersion};
+
+/// Why a time coordinate's `units` and `calendar` are not ones this program reads.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TimeUnitsError {
+    /// The units are not `<unit> since <date>` (the units as stored).
+    #[error("time units {0:?} are not `<unit> since <date>`")]
+    NotSince(String),
+    /// The unit is not seconds, minutes, hours or days.
+    #[error("unsupported time unit {0:?}")]
+    Unit(String),
+    /// The reference date does not parse (the units as stored).
+    #[error("cannot parse the reference date in {0:?}")]
+    ReferenceDate(String),
+    /// The calendar is not the proleptic Gregorian one.
+    #[error("unsupported calendar {0:?}")]
+    Calendar(String),
+}
 
 /// How a time coordinate's integers map to instants (CF `units` + `calendar`).
 #[derive(Debug, Clone, PartialEq)]
@@ -26,16 +43,16 @@ pub struct TimeEncoding {
 
 impl TimeEncoding {
     /// Parses CF units like `hours since 1900-01-01 00:00:00` or `hours since 1900-01-01`.
-    pub fn parse(units: &str, calendar: Option<&str>) -> Result<Self, String> {
+    pub fn parse(units: &str, calendar: Option<&str>) -> Result<Self, TimeUnitsError> {
         let (unit, since) = units
             .split_once(" since ")
-            .ok_or_else(|| format!("time units {units:?} are not `<unit> since <date>`"))?;
+            .ok_or_else(|| TimeUnitsError::NotSince(units.to_string()))?;
         let unit_seconds = match unit.trim() {
             "seconds" | "second" | "s" => 1,
             "minutes" | "minute" | "min" => 60,
             "hours" | "hour" | "h" => 3600,
             "days" | "day" | "d" => 86400,
-            other => return Err(format!("unsupported time unit {other:?}")),
+            other => return Err(TimeUnitsError::Unit(other.to_string())),
         };
         let since = since.trim().trim_end_matches('Z');
         let epoch = ["%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M"]
@@ -46,13 +63,13 @@ impl TimeEncoding {
                     .ok()
                     .and_then(|d| d.and_hms_opt(0, 0, 0))
             })
-            .ok_or_else(|| format!("cannot parse the reference date in {units:?}"))?;
+            .ok_or_else(|| TimeUnitsError::ReferenceDate(units.to_string()))?;
         let calendar = calendar.unwrap_or("proleptic_gregorian").to_string();
         if !matches!(
             calendar.as_str(),
             "proleptic_gregorian" | "gregorian" | "standard"
         ) {
-            return Err(format!("unsupported calendar {calendar:?}"));
+            return Err(TimeUnitsError::Calendar(calendar));
         }
         Ok(Self {
             epoch,
@@ -121,7 +138,28 @@ pub struct ScopeError {
     /// The array (or coordinate) at fault.
     pub array: String,
     /// What is wrong.
-    pub why: String,
+    pub why: ScopeProblem,
+}
+
+/// What is wrong with the parts of a scope.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ScopeProblem {
+    /// A variable's dimensions, shape and chunks have different lengths.
+    #[error("{dims} dimensions, shape {shape:?} and chunks {chunks:?} disagree")]
+    Disagree {
+        /// Its number of dimensions.
+        dims: usize,
+        /// Its shape.
+        shape: Vec<u64>,
+        /// Its chunk shape.
+        chunks: Vec<u64>,
+    },
+    /// A dimension of a variable has no coordinate array (the dimension).
+    #[error("dimension {0} has no coordinate array")]
+    NoCoordinate(String),
+    /// No `time` coordinate, or one without CF units.
+    #[error("no time coordinate with CF units")]
+    NoTime,
 }
 
 /// The metadata of a source.
@@ -152,19 +190,18 @@ impl Scope {
     ) -> Result<Scope, ScopeError> {
         for v in variables.values() {
             if v.dims.len() != v.shape.len() || v.chunks.len() != v.shape.len() {
-                let why = format!(
-                    "{} dimensions, shape {:?} and chunks {:?} disagree",
-                    v.dims.len(),
-                    v.shape,
-                    v.chunks
-                );
+                let why = ScopeProblem::Disagree {
+                    dims: v.dims.len(),
+                    shape: v.shape.clone(),
+                    chunks: v.chunks.clone(),
+                };
                 return Err(ScopeError {
                     array: v.name.clone(),
                     why,
                 });
             }
             if let Some(d) = v.dims.iter().find(|d| !coordinates.contains_key(*d)) {
-                let why = format!("dimension {d} has no coordinate array");
+                let why = ScopeProblem::NoCoordinate(d.clone());
                 return Err(ScopeError {
                     array: v.name.clone(),
                     why,
@@ -174,7 +211,7 @@ impl Scope {
         if coordinates.get("time").is_none_or(|c| c.time.is_none()) {
             return Err(ScopeError {
                 array: "time".into(),
-                why: "no time coordinate with CF units".into(),
+                why: ScopeProblem::NoTime,
             });
         }
         Ok(Scope {
@@ -293,7 +330,7 @@ mod tests {
         coordinates.remove("level");
         let e = Scope::new("x", Map::new(), coordinates.clone(), variables.clone()).unwrap_err();
         assert_eq!(e.array, "temperature");
-        assert_eq!(e.why, "dimension level has no coordinate array");
+        assert_eq!(e.why.to_string(), "dimension level has no coordinate array");
         variables.remove("temperature");
         let mut bad = variables.clone();
         bad.get_mut("2m_temperature").unwrap().chunks.pop();

@@ -70,11 +70,11 @@ impl SourceOptions {
     }
 }
 
-use super::SourceError;
+use super::{SourceError, UrlProblem};
 
 /// Opens the object store that holds the Zarr root at `url`.
 pub fn open_url(url: &str, options: SourceOptions) -> Result<Arc<dyn ObjectStore>, SourceError> {
-    let bad = |why: String| SourceError::Url {
+    let bad = |why: UrlProblem| SourceError::Url {
         url: url.to_string(),
         why,
     };
@@ -89,7 +89,7 @@ pub fn open_url(url: &str, options: SourceOptions) -> Result<Arc<dyn ObjectStore
     if let Some(rest) = url.strip_prefix("s3://") {
         let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
         if bucket.is_empty() {
-            return Err(bad("no bucket name after s3://".into()));
+            return Err(bad(UrlProblem::NoBucket));
         }
         let mut builder = AmazonS3Builder::from_env()
             .with_bucket_name(bucket)
@@ -103,7 +103,7 @@ pub fn open_url(url: &str, options: SourceOptions) -> Result<Arc<dyn ObjectStore
             builder = builder.with_endpoint(endpoint);
         }
         builder = builder.with_client_options(options.client(allow_http));
-        let store = builder.build().map_err(|e| bad(e.to_string()))?;
+        let store = builder.build().map_err(|e| bad(UrlProblem::Store(e)))?;
         let prefix = prefix.trim_end_matches('/');
         return Ok(if prefix.is_empty() {
             Arc::new(store)
@@ -114,43 +114,37 @@ pub fn open_url(url: &str, options: SourceOptions) -> Result<Arc<dyn ObjectStore
     let path = if let Some(rest) = url.strip_prefix("file://") {
         std::path::PathBuf::from(rest)
     } else if url.contains("://") {
-        return Err(bad(
-            "unsupported scheme; use gs://, s3://, http(s)://, file:// or a path".into(),
-        ));
+        return Err(bad(UrlProblem::Scheme));
     } else {
         std::path::PathBuf::from(url)
     };
     check_directory(&path).map_err(bad)?;
-    let store = LocalFileSystem::new_with_prefix(&path).map_err(|e| bad(e.to_string()))?;
+    let store = LocalFileSystem::new_with_prefix(&path).map_err(|e| bad(UrlProblem::Store(e)))?;
     Ok(Arc::new(store))
 }
 
 /// Why `path` cannot serve as a local source directory, if it cannot: missing, not a
 /// directory, or out of reach (a parent directory the user may not search), each said so.
-fn check_directory(path: &std::path::Path) -> Result<(), String> {
+fn check_directory(path: &std::path::Path) -> Result<(), UrlProblem> {
     match std::fs::metadata(path) {
         Ok(m) if m.is_dir() => Ok(()),
-        Ok(_) => Err("not a directory".into()),
+        Ok(_) => Err(UrlProblem::NotADirectory),
         Err(e) => Err(match (e.kind(), e.raw_os_error()) {
-            (std::io::ErrorKind::NotFound, _) => "no such directory".into(),
-            (std::io::ErrorKind::PermissionDenied, _) => {
-                "permission denied (a directory on the way to it may not be searched by this \
-                 user)"
-                    .into()
-            }
-            (_, Some(libc::ENOTDIR)) => "not a directory: a component of the path is a file".into(),
-            _ => e.to_string(),
+            (std::io::ErrorKind::NotFound, _) => UrlProblem::NoSuchDirectory,
+            (std::io::ErrorKind::PermissionDenied, _) => UrlProblem::PermissionDenied,
+            (_, Some(libc::ENOTDIR)) => UrlProblem::ThroughAFile,
+            _ => UrlProblem::Io(e),
         }),
     }
 }
 
-fn http_store(url: &str, options: SourceOptions) -> Result<Arc<dyn ObjectStore>, String> {
+fn http_store(url: &str, options: SourceOptions) -> Result<Arc<dyn ObjectStore>, UrlProblem> {
     let store = HttpBuilder::new()
         .with_url(url.trim_end_matches('/'))
         .with_client_options(options.client(url.starts_with("http://")))
         .with_retry(options.retry())
         .build()
-        .map_err(|e| e.to_string())?;
+        .map_err(UrlProblem::Store)?;
     Ok(Arc::new(store))
 }
 
@@ -625,7 +619,7 @@ mod tests {
         std::fs::write(&file, b"").unwrap();
         let why =
             |p: &std::path::Path| match open_url(p.to_str().unwrap(), SourceOptions::default()) {
-                Err(SourceError::Url { why, .. }) => why,
+                Err(SourceError::Url { why, .. }) => why.to_string(),
                 other => panic!("{other:?}"),
             };
         assert_eq!(why(&dir.path().join("missing")), "no such directory");
