@@ -306,18 +306,21 @@ async fn absent_chunks_of_an_existing_array_read_as_missing_and_the_entry_says_s
     assert_eq!(&buf[..len as usize], b"3");
 }
 
+/// The cache entry of file `i` under the cache directory `dir`.
+fn entry_path(fs: &DatasetFs, i: u64, dir: &std::path::Path) -> std::path::PathBuf {
+    let identity =
+        String::from_utf8(fs.getxattr(i, OsStr::new("user.sodeda.identity")).unwrap()).unwrap();
+    dir.join(format!("v{FORMAT_VERSION}"))
+        .join(&identity[..2])
+        .join(format!("{identity}.nc"))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_entry_evicted_by_another_process_is_made_again_never_an_error() {
     let (fs, dir) = setup(common::synthetic_store().await).await;
     let i = ino(&fs, "a.nc");
     let good = read_all(&fs, i, 1 << 20).await;
-    let identity =
-        String::from_utf8(fs.getxattr(i, OsStr::new("user.sodeda.identity")).unwrap()).unwrap();
-    let path = dir
-        .path()
-        .join(format!("v{FORMAT_VERSION}"))
-        .join(&identity[..2])
-        .join(format!("{identity}.nc"));
+    let path = entry_path(&fs, i, dir.path());
     // Another process evicting the entry again and again while this one serves it.
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let evicted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -365,13 +368,7 @@ async fn an_entry_changed_in_place_under_an_open_handle_is_an_error_never_its_by
     let (fs, dir) = setup(common::synthetic_store().await).await;
     let i = ino(&fs, "a.nc");
     let good = read_all(&fs, i, 1 << 20).await;
-    let identity =
-        String::from_utf8(fs.getxattr(i, OsStr::new("user.sodeda.identity")).unwrap()).unwrap();
-    let path = dir
-        .path()
-        .join(format!("v{FORMAT_VERSION}"))
-        .join(&identity[..2])
-        .join(format!("{identity}.nc"));
+    let path = entry_path(&fs, i, dir.path());
     let fh = fs.open(i, false).unwrap();
     assert_eq!(fs.read(fh, 0, 1 << 20).await.unwrap(), good);
     // Another process writes a byte into the entry, in place, while the handle is open.
