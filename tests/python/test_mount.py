@@ -379,6 +379,17 @@ def test_mount_failures_exit_nonzero_with_a_clear_message(replica, mount_factory
     assert mounted_at(tmp_path / "empty") is None
 
 
+def undo_a_mount(point, p):
+    """After a mount that should have been refused: detaches whatever it mounted at `point`
+    and kills the process it said it started (`(pid N)` in its output)."""
+    if mounted_at(point):
+        subprocess.run(["umount", "-l", str(point)])
+    if "(pid " in p.stderr:
+        pid = int(p.stderr.split("(pid ")[1].split(")")[0])
+        if os.path.exists(f"/proc/{pid}"):
+            os.kill(pid, signal.SIGKILL)
+
+
 def test_durations_beyond_a_year_are_refused_before_mounting(replica, tmp_path):
     """Lifecycle: a duration option beyond one year (`--source-check-interval
     18446744073709551615`, which once panicked the signal thread) exits 2 naming the option,
@@ -395,12 +406,7 @@ def test_durations_beyond_a_year_are_refused_before_mounting(replica, tmp_path):
                 assert part in p.stderr, (part, p.stderr)
             assert mounted_at(mnt) is None
         finally:
-            if mounted_at(mnt):
-                subprocess.run(["umount", "-l", str(mnt)])
-            if "(pid " in p.stderr:
-                pid = int(p.stderr.split("(pid ")[1].split(")")[0])
-                if os.path.exists(f"/proc/{pid}"):
-                    os.kill(pid, signal.SIGKILL)
+            undo_a_mount(mnt, p)
 
 
 def test_a_mount_over_its_own_cache_log_or_deskriptors_is_refused(replica, tmp_path):
@@ -437,12 +443,7 @@ def test_a_mount_over_its_own_cache_log_or_deskriptors_is_refused(replica, tmp_p
             assert "mount elsewhere" in p.stderr, p.stderr
             assert mounted_at(point) is None
         finally:
-            if mounted_at(point):
-                subprocess.run(["umount", "-l", str(point)])
-            if "(pid " in p.stderr:
-                pid = int(p.stderr.split("(pid ")[1].split(")")[0])
-                if os.path.exists(f"/proc/{pid}"):
-                    os.kill(pid, signal.SIGKILL)
+            undo_a_mount(point, p)
     assert not (tmp_path / "link" / "not").exists(), "nothing is created under the mount point"
 
 
