@@ -870,7 +870,7 @@ impl DatasetFs {
     /// Lists directory `ino` from cookie `offset` (0 for the start), until `add` returns
     /// `true` (the kernel's buffer is full). Each entry is passed to `add` with its cookie,
     /// where the next page starts: `.` and `..` are 1 and 2, an entry's cookie is stable
-    /// across reloads ([`listing_cookie`]), so a listing that a reload interrupts gives every
+    /// across reloads (its sequence number + 3), so a listing that a reload interrupts gives every
     /// entry present throughout exactly once (entries added or removed meanwhile may or may
     /// not appear, as POSIX allows). The cost is proportional to the entries given (a binary
     /// search finds the first), not to the directory's size: a listing in pages is linear,
