@@ -15,6 +15,7 @@ use std::path::Path;
 use ndarray::ArrayD;
 
 pub mod classic;
+pub mod regions;
 
 use crate::layout::{AttrValue, CoordValues, Format, Layout, NcType};
 
@@ -291,7 +292,13 @@ mod tests {
     use ndarray::IxDyn;
 
     /// A layout shaped like a real file: time/lat/lon coordinates, `n_vars` data variables.
-    fn sample(nt: usize, ny: usize, nx: usize, n_vars: usize, level: Option<usize>) -> Layout {
+    pub(crate) fn sample(
+        nt: usize,
+        ny: usize,
+        nx: usize,
+        n_vars: usize,
+        level: Option<usize>,
+    ) -> Layout {
         let mut dims = vec![("time".to_string(), nt)];
         if let Some(nl) = level {
             dims.push(("level".into(), nl));

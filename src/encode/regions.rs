@@ -1,0 +1,346 @@
+//! A classic file as regions: what its bytes are made of, before any of them is built.
+//!
+//! Input: a [`Layout`]. Output: the file's byte ranges in order, each either *known* — the
+//! header, the coordinate variables, each record's `time` value, padding: bytes that follow
+//! from the layout alone, given by [`Regions::known_bytes`] — or a *slab*: one record's slice
+//! of one data variable (one time step of one variable), whose bytes [`slab_bytes`] encodes
+//! from that slice of data. The regions tile the file exactly, so a read of any range is
+//! answered by the known bytes under it and the slabs it touches; equal, byte for byte, to
+//! the whole file [`super::classic::write`] gives. This is the ground of building a file by
+//! the parts a reader reads (docs/ARCHITECTURE.md, "Plan: files that cost what is read").
+
+use std::ops::Range;
+
+use ndarray::ArrayViewD;
+
+use crate::layout::{CoordValues, Layout};
+
+/// What one range of a classic file holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Region {
+    /// Bytes that follow from the layout alone.
+    Known(Range<u64>),
+    /// One record's slice of one data variable: `variable` is its index in the layout's
+    /// variables, `record` the time step (0 for a variable without the record dimension,
+    /// whose slab is then the whole variable).
+    Slab {
+        /// The byte range in the file, padding included.
+        range: Range<u64>,
+        /// Index of the data variable in [`Layout::variables`].
+        variable: usize,
+        /// The record (time step) it belongs to.
+        record: u64,
+    },
+}
+
+impl Region {
+    /// The byte range of the region in the file.
+    pub fn range(&self) -> &Range<u64> {
+        match self {
+            Region::Known(r) | Region::Slab { range: r, .. } => r,
+        }
+    }
+}
+
+/// The regions of one classic file, computed once from its layout.
+#[derive(Debug, Clone)]
+pub struct Regions {
+    header: Vec<u8>,
+    /// Non-record variables: (variable index, begin, vsize).
+    fixed: Vec<(usize, u64, u64)>,
+    /// Record variables: (variable index, offset in a record, bytes in a record).
+    record_vars: Vec<(usize, u64, u64)>,
+    begin_records: u64,
+    record_size: u64,
+    records: u64,
+    size: u64,
+}
+
+impl Regions {
+    /// The regions of `layout`'s classic file.
+    pub fn of(layout: &Layout) -> Self {
+        let placement = layout.classic_placement();
+        let single = placement.variables.iter().filter(|p| p.record).count() == 1;
+        let mut fixed = Vec::new();
+        let mut record_vars = Vec::new();
+        for (i, p) in placement.variables.iter().enumerate() {
+            if p.record {
+                let len = if single {
+                    placement.record_size
+                } else {
+                    p.vsize
+                };
+                record_vars.push((i, p.begin - placement.begin_records, len));
+            } else {
+                fixed.push((i, p.begin, p.vsize));
+            }
+        }
+        Self {
+            header: super::classic::header(layout),
+            fixed,
+            record_vars,
+            begin_records: placement.begin_records,
+            record_size: placement.record_size,
+            records: placement.records,
+            size: placement.begin_records + placement.records * placement.record_size,
+        }
+    }
+
+    /// The size of the file.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// The regions that overlap `range`, in order (clipped to the file, not to `range`).
+    pub fn under(&self, layout: &Layout, range: Range<u64>) -> Vec<Region> {
+        let end = range.end.min(self.size);
+        let mut out = Vec::new();
+        if range.start >= end {
+            return out;
+        }
+        let overlaps = |r: &Range<u64>| r.start < end && range.start < r.end;
+        let mut push = |region: Region| {
+            if overlaps(region.range()) {
+                out.push(region);
+            }
+        };
+        push(Region::Known(0..self.header.len() as u64));
+        for &(v, begin, vsize) in &self.fixed {
+            let r = begin..begin + vsize;
+            if layout.variables[v].values.is_some() {
+                push(Region::Known(r));
+            } else {
+                push(Region::Slab {
+                    range: r,
+                    variable: v,
+                    record: 0,
+                });
+            }
+        }
+        if self.record_size == 0 {
+            return out;
+        }
+        let first = range.start.saturating_sub(self.begin_records) / self.record_size;
+        let last = (end - 1).saturating_sub(self.begin_records) / self.record_size;
+        for record in first..=last.min(self.records.saturating_sub(1)) {
+            let at = self.begin_records + record * self.record_size;
+            for &(v, offset, len) in &self.record_vars {
+                let r = at + offset..at + offset + len;
+                if layout.variables[v].values.is_some() {
+                    push(Region::Known(r));
+                } else {
+                    push(Region::Slab {
+                        range: r,
+                        variable: v,
+                        record,
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    /// The bytes of `range`, which must lie within known regions of `layout`'s file (`None`
+    /// when part of it is a slab or past the end).
+    pub fn known_bytes(&self, layout: &Layout, range: Range<u64>) -> Option<Vec<u8>> {
+        if range.end > self.size {
+            return None;
+        }
+        let mut out = Vec::with_capacity((range.end - range.start) as usize);
+        for region in self.under(layout, range.clone()) {
+            let Region::Known(r) = region else {
+                return None;
+            };
+            let bytes = self.known_region(layout, &r);
+            let from = range.start.max(r.start);
+            let to = range.end.min(r.end);
+            out.extend_from_slice(&bytes[(from - r.start) as usize..(to - r.start) as usize]);
+        }
+        (out.len() as u64 == range.end - range.start).then_some(out)
+    }
+
+    /// The bytes of one whole known region.
+    fn known_region(&self, layout: &Layout, r: &Range<u64>) -> Vec<u8> {
+        if r.start == 0 {
+            return self.header.clone();
+        }
+        let len = (r.end - r.start) as usize;
+        if let Some(&(v, _, _)) = self.fixed.iter().find(|(_, b, _)| *b == r.start) {
+            let values = layout.variables[v].values.as_ref().expect("known");
+            return padded(be_bytes(values, None), len);
+        }
+        let record = (r.start - self.begin_records) / self.record_size;
+        let offset = (r.start - self.begin_records) % self.record_size;
+        let &(v, _, _) = self
+            .record_vars
+            .iter()
+            .find(|(_, o, _)| *o == offset)
+            .expect("a known region starts a variable");
+        let values = layout.variables[v].values.as_ref().expect("known");
+        padded(be_bytes(values, Some(record as usize)), len)
+    }
+}
+
+/// The bytes of one slab: `data` (the slab's values in C order) big-endian, padded to
+/// `len` bytes (the slab region's length).
+pub fn slab_bytes(data: ArrayViewD<'_, f32>, len: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len as usize);
+    for x in data.iter() {
+        out.extend_from_slice(&x.to_be_bytes());
+    }
+    padded(out, len as usize)
+}
+
+fn be_bytes(values: &CoordValues, one: Option<usize>) -> Vec<u8> {
+    match values {
+        CoordValues::Ints(x) => {
+            let x = one.map_or(&x[..], |r| &x[r..=r]);
+            x.iter().flat_map(|e| e.to_be_bytes()).collect()
+        }
+        CoordValues::Floats(x) => {
+            let x = one.map_or(&x[..], |r| &x[r..=r]);
+            x.iter().flat_map(|e| e.to_be_bytes()).collect()
+        }
+    }
+}
+
+fn padded(mut bytes: Vec<u8>, len: usize) -> Vec<u8> {
+    bytes.resize(len, 0);
+    bytes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::encode::tests::sample;
+    use ndarray::{ArrayD, Axis, IxDyn};
+
+    /// Data for every data variable of `layout`, different in every cell.
+    fn data_for(layout: &Layout) -> Vec<ArrayD<f32>> {
+        let mut k = 0.0f32;
+        layout
+            .variables
+            .iter()
+            .filter(|v| v.values.is_none())
+            .map(|v| {
+                let shape: Vec<usize> = v.dims.iter().map(|&d| layout.dims[d].1).collect();
+                ArrayD::from_shape_fn(IxDyn(&shape), |_| {
+                    k += 1.25;
+                    k
+                })
+            })
+            .collect()
+    }
+
+    /// The file's bytes for `range`, assembled from the regions alone.
+    fn assembled(layout: &Layout, data: &[ArrayD<f32>], range: Range<u64>) -> Vec<u8> {
+        let regions = Regions::of(layout);
+        let data_index: Vec<Option<usize>> = {
+            let mut n = 0;
+            layout
+                .variables
+                .iter()
+                .map(|v| {
+                    v.values.is_none().then(|| {
+                        n += 1;
+                        n - 1
+                    })
+                })
+                .collect()
+        };
+        let mut out = Vec::new();
+        for region in regions.under(layout, range.clone()) {
+            let r = region.range().clone();
+            let bytes = match region {
+                Region::Known(_) => regions.known_bytes(layout, r.clone()).unwrap(),
+                Region::Slab {
+                    variable, record, ..
+                } => {
+                    let a = &data[data_index[variable].unwrap()];
+                    let slice = if layout.record_dim().is_some() {
+                        a.index_axis(Axis(0), record as usize)
+                    } else {
+                        a.view()
+                    };
+                    slab_bytes(slice, r.end - r.start)
+                }
+            };
+            let from = range.start.max(r.start) - r.start;
+            let to = range.end.min(r.end) - r.start;
+            out.extend_from_slice(&bytes[from as usize..to as usize]);
+        }
+        out
+    }
+
+    #[test]
+    fn regions_tile_the_file_and_assemble_to_the_written_bytes() {
+        for layout in [
+            sample(1, 3, 4, 1, None),
+            sample(5, 3, 5, 2, None),
+            sample(4, 2, 3, 3, Some(2)),
+            sample(7, 1, 1, 1, Some(3)),
+        ] {
+            let data = data_for(&layout);
+            let mut file = Vec::new();
+            crate::encode::classic::write(&layout, &data, &mut file).unwrap();
+            let regions = Regions::of(&layout);
+            assert_eq!(regions.size(), file.len() as u64);
+            assert_eq!(regions.size(), layout.classic_size());
+            // Contiguous, from 0 to the end, no gap and no overlap.
+            let all = regions.under(&layout, 0..u64::MAX);
+            let mut at = 0;
+            for r in &all {
+                assert_eq!(r.range().start, at, "{all:?}");
+                at = r.range().end;
+            }
+            assert_eq!(at, file.len() as u64);
+            let slabs = all
+                .iter()
+                .filter(|r| matches!(r, Region::Slab { .. }))
+                .count();
+            let steps = layout.dims[0].1;
+            let n_data = layout
+                .variables
+                .iter()
+                .filter(|v| v.values.is_none())
+                .count();
+            assert_eq!(slabs, steps * n_data, "one slab per time step and variable");
+            assert_eq!(assembled(&layout, &data, 0..file.len() as u64), file);
+            // Ranges of every start and length (small files: all of them).
+            let n = file.len() as u64;
+            for start in (0..n).step_by(3) {
+                for len in [1u64, 2, 5, 17, 64, 333] {
+                    let end = (start + len).min(n);
+                    assert_eq!(
+                        assembled(&layout, &data, start..end),
+                        file[start as usize..end as usize],
+                        "range {start}..{end}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_header_and_coordinates_are_known_and_data_is_not() {
+        let layout = sample(3, 2, 2, 1, None);
+        let regions = Regions::of(&layout);
+        let header = crate::encode::classic::header(&layout);
+        assert_eq!(
+            regions
+                .known_bytes(&layout, 0..header.len() as u64)
+                .unwrap(),
+            header
+        );
+        let first_slab = regions
+            .under(&layout, 0..regions.size())
+            .into_iter()
+            .find(|r| matches!(r, Region::Slab { .. }))
+            .unwrap();
+        let r = first_slab.range().clone();
+        assert!(regions.known_bytes(&layout, r.start..r.start + 1).is_none());
+        assert!(regions
+            .known_bytes(&layout, 0..regions.size() + 1)
+            .is_none());
+    }
+}
