@@ -9,6 +9,8 @@
 //!
 //! - [`sums`]: a checksum per 64 KiB block of an entry, recorded when it is checked, so that
 //!   every read served from it is checked too ([`sums::BlockSums`]).
+//! - [`partial`]: files built slab by slab, their slabs checked and kept across restarts
+//!   until complete ([`partial::PartialEntry`]).
 //! - [`seal`]: entries made immutable while the kernel reads them itself (passthrough), and
 //!   seals left by a killed process lifted ([`seal::Seal`]).
 //! - [`tier`]: what a tier behind the local one offers ([`Tier`]), and the [`Key`] every
@@ -17,6 +19,7 @@
 //!   shared → build, write through, share what is cached here, the counters.
 
 pub mod local;
+pub mod partial;
 pub mod s3;
 pub mod seal;
 pub mod sums;

@@ -243,6 +243,21 @@ fn remove_if_same(path: &Path, file: &File) {
     }
 }
 
+/// Computes the checksums of a finished file and records the whole-file one with it (its
+/// [`CHECKSUM_XATTR`]); the block checksums, or `None` where the file system keeps no xattrs.
+fn record_checksums(file: &File, identity: &str, path: &Path) -> Option<Arc<BlockSums>> {
+    let recorded = BlockSums::of_file(file).and_then(|(crc, sums)| {
+        set_xattr(file, CHECKSUM_XATTR, &checksum_value(crc, identity)).map(|()| sums)
+    });
+    match recorded {
+        Ok(sums) => Some(Arc::new(sums)),
+        Err(e) => {
+            tracing::debug!("no checksum for {}: {e}", path.display());
+            None
+        }
+    }
+}
+
 /// Deletes the entry at `path`; one sealed by a process that is gone is unsealed first (one
 /// sealed by a live process stays: its removal is refused with `EPERM`).
 fn remove_entry(path: &Path) -> io::Result<()> {
@@ -943,25 +958,7 @@ impl LocalCache {
         // process; after a power loss an entry is still checked by size before use. An fsync
         // per file cost more than the whole build of a small file (see PERFORMANCE.md).
         let size = file.as_file().metadata().map(|m| m.len()).unwrap_or(0);
-        let sums = match BlockSums::of_file(file.as_file()) {
-            Ok((crc, sums)) => {
-                match set_xattr(
-                    file.as_file(),
-                    CHECKSUM_XATTR,
-                    &checksum_value(crc, identity),
-                ) {
-                    Ok(()) => Some(Arc::new(sums)),
-                    Err(e) => {
-                        tracing::debug!("no checksum for {}: {e}", path.display());
-                        None
-                    }
-                }
-            }
-            Err(e) => {
-                tracing::debug!("no checksum for {}: {e}", path.display());
-                None
-            }
-        };
+        let sums = record_checksums(file.as_file(), identity, &path);
         if absent_chunks > 0 {
             let version = self.store_version.read().expect("poisoned").clone();
             let mark = format!("{absent_chunks} {}", version.as_deref().unwrap_or(""));
@@ -1007,6 +1004,44 @@ impl LocalCache {
         };
         unlock(&file);
         // Verified as written (its checksum was just computed from these bytes).
+        if let (Ok(m), Some(sums)) = (file.metadata(), &sums) {
+            self.usage
+                .lock()
+                .expect("poisoned")
+                .verified
+                .insert(identity.to_string(), (FileStamp::of(&m), sums.clone()));
+        }
+        self.touch(identity, size);
+        self.evict(Some(identity));
+        Ok(CachedFile {
+            path,
+            file: Arc::new(file),
+            sums,
+        })
+    }
+
+    /// Makes the finished file at `from` (in this cache's file system, a partial entry) the
+    /// entry of `identity`: its checksums recorded, renamed into place, counted.
+    pub fn adopt(&self, from: &Path, identity: &str) -> Result<CachedFile, CacheError> {
+        let fail = |context, cause| CacheError {
+            path: from.display().to_string(),
+            context,
+            cause,
+        };
+        let path = self.path_for(identity).ok_or_else(|| {
+            fail(
+                "naming an entry",
+                io::Error::new(io::ErrorKind::InvalidInput, "not a hex identity"),
+            )
+        })?;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(from)
+            .map_err(|e| fail("opening a finished file", e))?;
+        let sums = record_checksums(&file, identity, &path);
+        std::fs::rename(from, &path).map_err(|e| fail("renaming a finished file into place", e))?;
+        let size = file.metadata().map(|m| m.len()).unwrap_or(0);
         if let (Ok(m), Some(sums)) = (file.metadata(), &sums) {
             self.usage
                 .lock()
