@@ -1,11 +1,13 @@
 # sodeda-era5 in a container: the dashboard by default, `sodeda-mount` when asked.
 #   docker build -t sodeda-era5 .
 #   docker run --rm -p 7860:7860 -v era5-cache:/var/cache/sodeda sodeda-era5
-#   docker run --rm --device /dev/fuse --cap-add SYS_ADMIN sodeda-era5 sodeda-mount --foreground /mnt/era5
+#   docker run --rm --device /dev/fuse --cap-add SYS_ADMIN --security-opt apparmor=unconfined sodeda-era5 sodeda-mount --foreground /mnt/era5
 # scripts/check-dockerfile runs the build steps outside Docker and checks the runtime libraries.
 
+# Base images by fully qualified name: podman (Debian's registries settings) refuses short names.
+
 # --- build: the Rust toolchain this project is tested with, and the NetCDF headers
-FROM rust:1.95-bookworm AS build
+FROM docker.io/library/rust:1.95-bookworm AS build
 RUN apt-get update \
  && apt-get install -y --no-install-recommends libnetcdf-dev pkg-config \
  && rm -rf /var/lib/apt/lists/*
@@ -14,7 +16,7 @@ COPY . .
 RUN cargo build --release --locked --bins
 
 # --- runtime: Debian 12 slim, the NetCDF runtime library, CA certificates for https/gs sources
-FROM debian:bookworm-slim
+FROM docker.io/library/debian:bookworm-slim
 RUN apt-get update \
  && apt-get install -y --no-install-recommends libnetcdf19 ca-certificates \
  && rm -rf /var/lib/apt/lists/*

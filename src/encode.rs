@@ -21,7 +21,7 @@ use crate::layout::{AttrValue, CoordValues, Format, Layout, NcType};
 
 /// Version of the file format this program writes. Part of every identity and cache key:
 /// bump it whenever the bytes of a file for the same deskriptor would change.
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;
 
 /// Why a file could not be written.
 #[derive(Debug, thiserror::Error)]

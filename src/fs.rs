@@ -1148,7 +1148,10 @@ impl DatasetFs {
         }
     }
 
-    /// The names of the extended attributes of a node.
+    /// The names of the extended attributes of a node. A file lists only its stable facts
+    /// (deskriptor, identity, provenance), which stay true of a copy; its state
+    /// (`user.sodeda.cached`, `user.sodeda.error`) is readable by name but not listed, so
+    /// `cp -a` and `rsync -aX` do not carry it onto copies.
     pub fn listxattr(&self, ino: u64) -> Result<Vec<String>, FsError> {
         if ino == ROOT_INO {
             let mut names = vec![
@@ -1161,24 +1164,14 @@ impl DatasetFs {
             }
             return Ok(names);
         }
-        let Some(node) = self.file_node(ino)? else {
+        if self.file_node(ino)?.is_none() {
             return Ok(Vec::new());
-        };
-        let mut names = vec![
+        }
+        Ok(vec![
             XATTR_DESKRIPTOR.to_string(),
             XATTR_IDENTITY.to_string(),
-            XATTR_CACHED.to_string(),
             XATTR_PROVENANCE.to_string(),
-        ];
-        if self
-            .failures
-            .lock()
-            .expect("poisoned")
-            .contains_key(&node.ino)
-        {
-            names.push(XATTR_ERROR.to_string());
-        }
-        Ok(names)
+        ])
     }
 
     /// The value of an extended attribute.

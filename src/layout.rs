@@ -128,10 +128,42 @@ impl AttrValue {
     }
 }
 
-/// Converts a Zarr attribute map to NetCDF attributes, in the source's order.
+/// Source `units` strings that UDUNITS (the library CF tools read units with) cannot parse or
+/// reads as something else, and their UDUNITS spelling. ARCO-ERA5's level carries
+/// `Hectopascal(hPa)`, which UDUNITS reads as hPa × hPa; ERA5's fractions and counts carry
+/// `(0 - 1)`, `~` or `Proportion`.
+pub const UNIT_SPELLINGS: &[(&str, &str)] = &[
+    ("Hectopascal(hPa)", "hPa"),
+    ("(0 - 1)", "1"),
+    ("~", "1"),
+    ("Proportion", "1"),
+    ("dimensionless", "1"),
+    ("m of water equivalent", "m"),
+    ("gpm", "m"),
+];
+
+/// The UDUNITS spelling of a source `units` string ([`UNIT_SPELLINGS`]); other strings as
+/// they are.
+pub fn udunits_spelling(units: &str) -> &str {
+    UNIT_SPELLINGS
+        .iter()
+        .find(|(source, _)| *source == units)
+        .map_or(units, |(_, spelling)| spelling)
+}
+
+/// Converts a Zarr attribute map to NetCDF attributes, in the source's order; a `units`
+/// text in its UDUNITS spelling ([`udunits_spelling`]).
 pub fn attributes_from_json(map: &Map<String, Value>) -> Vec<(String, AttrValue)> {
     map.iter()
-        .filter_map(|(k, v)| AttrValue::from_json(v).map(|a| (k.clone(), a)))
+        .filter_map(|(k, v)| {
+            let value = match AttrValue::from_json(v)? {
+                AttrValue::Text(units) if k == "units" => {
+                    AttrValue::Text(udunits_spelling(&units).to_string())
+                }
+                other => other,
+            };
+            Some((k.clone(), value))
+        })
         .collect()
 }
 
@@ -452,6 +484,25 @@ impl Layout {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn units_udunits_cannot_parse_are_written_in_its_spelling() {
+        let stored: Map<String, Value> =
+            serde_json::from_str(r#"{"units": "Hectopascal(hPa)", "long_name": "pressure level"}"#)
+                .unwrap();
+        let written = coordinate_attributes("level", &stored);
+        assert_eq!(written[0], ("units".into(), AttrValue::Text("hPa".into())));
+        assert_eq!(
+            written[1],
+            ("long_name".into(), AttrValue::Text("pressure level".into()))
+        );
+        let stored: Map<String, Value> =
+            serde_json::from_str(r#"{"units": "(0 - 1)", "note": "~"}"#).unwrap();
+        let written = variable_attributes(None, &stored);
+        assert_eq!(written[0], ("units".into(), AttrValue::Text("1".into())));
+        assert_eq!(written[1], ("note".into(), AttrValue::Text("~".into())));
+        assert_eq!(udunits_spelling("m s**-1"), "m s**-1");
+    }
 
     #[test]
     fn attributes_map_to_classic_types() {

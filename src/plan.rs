@@ -30,7 +30,7 @@ pub use memo::PlanMemo;
 
 pub use crate::encode::FORMAT_VERSION;
 /// [`FORMAT_VERSION`] as written into identities.
-const FORMAT_VERSION_TEXT: &str = "3";
+const FORMAT_VERSION_TEXT: &str = "4";
 
 /// Default refusal limit for one file's size (see `--max-file-size`).
 pub const DEFAULT_MAX_FILE_SIZE: u64 = 2 << 30;
@@ -113,16 +113,14 @@ struct Resolution {
 }
 
 /// What a file's size depends on, beside the fixed attributes of its source: the format, its
-/// dimensions and their lengths, its variables, the length of its canonical form (written as
-/// an attribute; in CDF-2 padded to 4 bytes) and its provenance attributes. Coordinate values
-/// and the canonical form's text do not change the size.
+/// dimensions and their lengths, its variables, the length of its canonical form (written in
+/// the `deskriptor` and `history` attributes; in CDF-2 each padded to 4 bytes, so the exact
+/// length counts) and its provenance attributes. Coordinate values and the canonical form's
+/// text do not change the size.
 fn size_key(key: &mut String, format: Format, r: &Resolution, provenance_key: &str) {
     use std::fmt::Write;
     key.clear();
-    let canonical_len = match format {
-        Format::Classic64 => r.canonical.len().div_ceil(4) * 4,
-        Format::Netcdf4 => r.canonical.len(),
-    };
+    let canonical_len = r.canonical.len();
     let number = |key: &mut String, n: usize| {
         let _ = write!(key, "{n}");
     };
@@ -908,8 +906,20 @@ fn build_layout(
             values: None,
         });
     }
+    let names: Vec<&str> = variables.iter().map(|v| v.name.as_str()).collect();
     layout.attributes = vec![
         ("Conventions".into(), AttrValue::Text("CF-1.8".into())),
+        (
+            "title".into(),
+            AttrValue::Text(format!("ERA5 subset: {}", names.join(", "))),
+        ),
+        (
+            "history".into(),
+            AttrValue::Text(format!(
+                "sodeda-era5 (file format {FORMAT_VERSION}): subset of {} selected by {canonical}",
+                scope.url
+            )),
+        ),
         (
             "source".into(),
             AttrValue::Text(format!("{}, subset by sodeda-era5", origin(&scope.url))),

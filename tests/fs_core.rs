@@ -237,6 +237,13 @@ async fn a_failed_flow_is_eio_with_its_cause_and_a_new_open_retries() {
         .unwrap()
         .unwrap();
     assert!(cause.contains("2m_temperature") && cause.contains("injected fault"));
+    assert!(
+        !fs.listxattr(i)
+            .unwrap()
+            .iter()
+            .any(|n| n == "user.sodeda.error"),
+        "state is readable by name, not listed"
+    );
     // The same open file keeps its failure: no new flow for the kernel's follow-up requests.
     assert_eq!(fs.read(fh, 4096, 100).await.unwrap_err().errno(), libc::EIO);
     assert_eq!(fs.flow().metrics().failures.load(Ordering::Relaxed), 1);
@@ -421,9 +428,9 @@ async fn extended_attributes() {
         vec![
             "user.sodeda.deskriptor",
             "user.sodeda.identity",
-            "user.sodeda.cached",
             "user.sodeda.provenance"
-        ]
+        ],
+        "only stable facts are listed: a copy (cp -a, rsync -aX) carries no state"
     );
     let provenance =
         |name: &str| -> serde_json::Value { serde_json::from_str(&get(name).unwrap()).unwrap() };
@@ -433,6 +440,10 @@ async fn extended_attributes() {
     assert!(p["absent_chunks"].is_null(), "not built yet: {p}");
     read_all(&fs, i, 1 << 20).await;
     assert_eq!(get("user.sodeda.cached").unwrap(), "yes");
+    assert!(!fs
+        .listxattr(i)
+        .unwrap()
+        .contains(&"user.sodeda.cached".to_string()));
     assert_eq!(provenance("user.sodeda.provenance")["absent_chunks"], 0);
     let stats: serde_json::Value = serde_json::from_slice(
         &fs.getxattr(ROOT_INO, OsStr::new("user.sodeda.stats"))

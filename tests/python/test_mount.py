@@ -244,8 +244,10 @@ def test_unknown_names_are_enoent(replica, mount_factory):
         open(m.mountpoint, "rb").read()
 
 
-def test_extended_attributes_explain_a_file(replica, mount_factory):
-    """xattrs: user.sodeda.deskriptor is the line, user.sodeda.cached says yes/no."""
+def test_extended_attributes_explain_a_file(replica, mount_factory, tmp_path):
+    """xattrs: user.sodeda.deskriptor is the line, user.sodeda.cached says yes/no. Only the
+    stable facts (deskriptor, identity, provenance) are listed, so `cp -a` and `rsync -aX`
+    copy those and no state: a copy never says it is cached."""
     m = mount_factory(TEST_SET, replica)
     p = m.mountpoint / "steps.nc"
     line = next(l for l in LINES if '"steps"' in l)
@@ -253,10 +255,20 @@ def test_extended_attributes_explain_a_file(replica, mount_factory):
     assert os.getxattr(p, "user.sodeda.cached") == b"no"
     p.read_bytes()
     assert os.getxattr(p, "user.sodeda.cached") == b"yes"
-    assert "user.sodeda.error" not in os.listxattr(p)
+    stable = ["user.sodeda.deskriptor", "user.sodeda.identity", "user.sodeda.provenance"]
+    assert sorted(os.listxattr(p)) == stable
+    with pytest.raises(OSError) as e:
+        os.getxattr(p, "user.sodeda.error")
+    assert e.value.errno == errno.ENODATA
     out = subprocess.run(["getfattr", "-d", p], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
-    assert 'user.sodeda.cached="yes"' in out.stdout and "user.sodeda.deskriptor=" in out.stdout
+    assert "user.sodeda.deskriptor=" in out.stdout and "user.sodeda.cached" not in out.stdout
+    for tool in (["cp", "-a"], ["rsync", "-aX"]):
+        copy = tmp_path / f"{tool[0]}.nc"
+        out = subprocess.run([*tool, p, copy], capture_output=True, text=True)
+        assert out.returncode == 0, (tool, out.stderr)
+        assert sorted(os.listxattr(copy)) == stable, tool
+        assert os.getxattr(copy, "user.sodeda.deskriptor").decode() == line, tool
 
 
 def test_selinux_labels_and_acls_are_not_supported_so_ls_asks_once(replica, mount_factory,
@@ -308,7 +320,9 @@ def test_a_failed_flow_is_eio_with_the_cause_and_the_next_read_retries(
     http_source.fail = {}
     data = p.read_bytes()
     assert len(data) == os.stat(p).st_size
-    assert "user.sodeda.error" not in os.listxattr(p)
+    with pytest.raises(OSError) as info:
+        os.getxattr(p, "user.sodeda.error")
+    assert info.value.errno == errno.ENODATA
 
 
 def test_background_mode_returns_once_live_and_unmount_ends_it(replica, tmp_path):
