@@ -56,8 +56,12 @@ pub enum ReadPath {
     /// when many files read the same chunks, as in a preload.
     Full,
     /// Fetch and decode only the Blosc blocks holding the needed rows when they are at most a
-    /// quarter of the chunk (a small sample of a whole-globe chunk); whole chunks otherwise.
+    /// quarter of the chunk (a small sample of a whole-globe chunk; in compressed bytes when
+    /// the chunk's block table is known, else in rows); whole chunks otherwise.
     Auto,
+    /// Fetch and decode only the needed Blosc blocks of every plain-Blosc chunk, however large
+    /// a part of it they are (except chunks a preload reads whole for many files).
+    Blocks,
 }
 
 impl std::str::FromStr for ReadPath {
@@ -65,8 +69,11 @@ impl std::str::FromStr for ReadPath {
     fn from_str(s: &str) -> Result<Self, String> {
         match s {
             "full" => Ok(ReadPath::Full),
-            "auto" | "blocks" => Ok(ReadPath::Auto),
-            _ => Err(format!("unknown read path {s:?}; allowed: auto, full")),
+            "auto" => Ok(ReadPath::Auto),
+            "blocks" => Ok(ReadPath::Blocks),
+            _ => Err(format!(
+                "unknown read path {s:?}; allowed: auto, blocks, full"
+            )),
         }
     }
 }
@@ -277,7 +284,7 @@ pub fn chunk_demand(plan: &Plan, source: &Source) -> Vec<(ChunkKey, f64)> {
         let total_rows = rows_per_chunk(&var.chunks).max(1) as f64;
         for combo in Combos::new(groups) {
             let chunk: Vec<u64> = combo.iter().map(|(c, _)| *c).collect();
-            let rows = needed_rows(&combo, &var.chunks).len() as f64;
+            let rows = row_count(&needed_rows(&combo, &var.chunks)) as f64;
             out.push((
                 (pv.name.clone(), chunk),
                 (rows / total_rows).max(BLOCK_GRAIN),
@@ -309,13 +316,14 @@ pub fn chunk_needs(
         let shape: Vec<usize> = var.chunks.iter().map(|&c| c as usize).collect();
         for combo in Combos::new(groups) {
             let chunk: Vec<u64> = combo.iter().map(|(c, _)| *c).collect();
-            let rows = block_rows(options, &pv.name, &chunk, &combo, &var.chunks);
+            let key = var.chunk_key(&chunk);
+            let rows = block_rows(options, &pv.name, &key, &chunk, &combo, &var.chunks);
             out.push((
-                var.chunk_key(&chunk),
+                key,
                 ChunkNeed {
                     shape: shape.clone(),
                     whole: rows.is_none(),
-                    rows: rows.into_iter().collect(),
+                    rows: rows.unwrap_or_default(),
                 },
             ));
         }
@@ -323,26 +331,48 @@ pub fn chunk_needs(
     out
 }
 
-/// The rows of a chunk to read block by block, or `None` to read it whole: block by block
-/// where the read path allows it, the chunk is not one a preload reads whole, and the rows
-/// are at most [`BLOCK_FRACTION`] of it.
+/// The rows of a chunk (store key `key`) to read block by block, or `None` to read it whole:
+/// block by block where the read path allows it, the chunk is not one a preload reads whole,
+/// and the block read is a small part of the chunk: with the chunk's block table known (read
+/// before), the needed blocks' compressed bytes are at most [`BLOCK_FRACTION`] of the
+/// chunk's; without it (or in a preload, whose reads ahead were planned by rows), the needed
+/// rows are at most that fraction of its rows.
 fn block_rows(
     options: &FetchOptions,
     name: &str,
+    key: &str,
     chunk: &[u64],
     combo: &[Group],
     chunk_shape: &[u64],
-) -> Option<std::ops::Range<usize>> {
-    let rows = needed_rows(combo, chunk_shape);
-    let total_rows = rows_per_chunk(chunk_shape);
+) -> Option<Vec<std::ops::Range<usize>>> {
     let shared = options
         .whole_chunks
         .as_ref()
         .is_some_and(|w| w.contains(&(name.to_string(), chunk.to_vec())));
-    (options.read_path == ReadPath::Auto
-        && !shared
-        && (rows.len() as f64) <= BLOCK_FRACTION * total_rows as f64)
-        .then_some(rows)
+    if options.read_path == ReadPath::Full || shared {
+        return None;
+    }
+    let rows = needed_rows(combo, chunk_shape);
+    if options.read_path == ReadPath::Blocks {
+        return Some(rows);
+    }
+    let shape: Vec<usize> = chunk_shape.iter().map(|&c| c as usize).collect();
+    // A preload's reads ahead were planned by rows (before the tables were known): its files
+    // keep that choice, so that they find what was read ahead for them.
+    let tables = options
+        .block_tables
+        .as_ref()
+        .filter(|_| options.prefetched.is_none());
+    let by_bytes = tables.and_then(|t| {
+        let table = t.get(key)?;
+        let needed = blosc::needed_block_bytes(&table.bytes, &shape, &rows)?;
+        let cbytes = blosc::u32_at(&table.bytes, 12) as f64;
+        Some(needed as f64 <= BLOCK_FRACTION * cbytes)
+    });
+    let small = by_bytes.unwrap_or_else(|| {
+        row_count(&rows) as f64 <= BLOCK_FRACTION * rows_per_chunk(chunk_shape) as f64
+    });
+    small.then_some(rows)
 }
 
 /// One chunk read in flight: the variable's index, the gathered points, whether the chunk was
@@ -465,15 +495,17 @@ impl Iterator for ChunkTasks<'_> {
                 .array(&pv.name)
                 .expect("every variable of a scope has its array");
             let chunk: Vec<u64> = combo.iter().map(|(c, _)| *c).collect();
+            let key = var.chunk_key(&chunk);
+            let rows = block_rows(self.options, &pv.name, &key, &chunk, &combo, &var.chunks);
             return Some(ChunkTask {
                 variable: self.variable,
                 array: array.clone(),
                 name: pv.name.clone(),
                 shape: var.chunks.clone(),
-                rows: block_rows(self.options, &pv.name, &chunk, &combo, &var.chunks),
+                rows,
                 combo,
                 store: self.source.store.clone(),
-                key: var.chunk_key(&chunk),
+                key,
                 blosc: var.blosc_blocks,
                 fill: var.fill_value.unwrap_or(f32::NAN),
                 array_check: array_check.clone(),
@@ -596,8 +628,8 @@ struct ChunkTask {
     key: String,
     /// Plain Blosc over float32: read directly ([`blocks`]) rather than through zarrs.
     blosc: bool,
-    /// Only these rows (a small part of the chunk), when reading block by block.
-    rows: Option<std::ops::Range<usize>>,
+    /// Only these runs of rows (a small part of the chunk), when reading block by block.
+    rows: Option<Vec<std::ops::Range<usize>>>,
     fill: f32,
     array_check: Arc<ArrayCheck>,
     tables: Option<Arc<BlockTables>>,
@@ -652,10 +684,13 @@ impl ChunkTask {
 
     /// Strategy 1: the blocks holding `rows` (the rest of the chunk reads as the fill value
     /// and is not gathered); `None` when the chunk turns out not to be plain Blosc.
-    async fn read_blocks(&self, rows: std::ops::Range<usize>) -> Result<Option<Chunk>, ChunkError> {
+    async fn read_blocks(
+        &self,
+        rows: Vec<std::ops::Range<usize>>,
+    ) -> Result<Option<Chunk>, ChunkError> {
         let tables = self.tables.as_deref();
         let shape = self.dims();
-        match blocks::read_rows(self.reader(), &self.key, &shape, rows, tables).await? {
+        match blocks::read_rows(self.reader(), &self.key, &shape, &rows, tables).await? {
             blocks::Partial::Rows(part) => Ok(Some(Chunk::Data(part))),
             blocks::Partial::Absent => Ok(Some(self.absent().await?)),
             blocks::Partial::Unsupported => Ok(None),
@@ -720,20 +755,55 @@ impl ChunkTask {
     }
 }
 
-/// The flat range of rows (all dimensions but the last, C order) of a chunk that holds the
-/// selected positions of `combo`.
-fn needed_rows(combo: &[Group], chunk_shape: &[u64]) -> std::ops::Range<usize> {
+/// The rows (all dimensions but the last, C order, flat) of a chunk that hold the selected
+/// positions of `combo`, as sorted runs: for every selected position of the leading
+/// dimensions but the last (e.g. each selected level of a pressure-level chunk), the run from
+/// the first to the last selected position of the last leading one (latitude). Runs that
+/// touch are joined.
+fn needed_rows(combo: &[Group], chunk_shape: &[u64]) -> Vec<std::ops::Range<usize>> {
     let lead = combo.len().saturating_sub(1);
-    let (mut lo, mut hi) = (0usize, 0usize);
-    for (axis, (c, positions)) in combo[..lead].iter().enumerate() {
-        let n = chunk_shape[axis] as usize;
-        let start = (*c * chunk_shape[axis]) as usize;
-        let min = positions.iter().map(|p| p.1 - start).min().unwrap_or(0);
-        let max = positions.iter().map(|p| p.1 - start).max().unwrap_or(0);
-        lo = lo * n + min;
-        hi = hi * n + max;
+    if lead == 0 {
+        return std::iter::once(0..1).collect();
     }
-    lo..hi + 1
+    let local = |axis: usize| -> Vec<usize> {
+        let start = (combo[axis].0 * chunk_shape[axis]) as usize;
+        let mut p: Vec<usize> = combo[axis].1.iter().map(|p| p.1 - start).collect();
+        p.sort_unstable();
+        p.dedup();
+        p
+    };
+    // Flat row index of the start of each run over the outer leading dimensions.
+    let mut bases = vec![0usize];
+    for axis in 0..lead - 1 {
+        let n = chunk_shape[axis + 1] as usize;
+        let positions = local(axis);
+        bases = bases
+            .iter()
+            .flat_map(|b| positions.iter().map(move |p| b + p))
+            .collect();
+        for b in &mut bases {
+            *b *= n;
+        }
+    }
+    let last = local(lead - 1);
+    let (lo, hi) = (
+        last.first().copied().unwrap_or(0),
+        last.last().copied().unwrap_or(0),
+    );
+    let mut runs: Vec<std::ops::Range<usize>> = Vec::with_capacity(bases.len());
+    for b in bases {
+        let r = b + lo..b + hi + 1;
+        match runs.last_mut() {
+            Some(prev) if r.start <= prev.end => prev.end = prev.end.max(r.end),
+            _ => runs.push(r),
+        }
+    }
+    runs
+}
+
+/// Rows in `runs`.
+fn row_count(runs: &[std::ops::Range<usize>]) -> usize {
+    runs.iter().map(|r| r.len()).sum()
 }
 
 /// Per dimension of a variable (`dims`, chunked by `chunks`), its selected positions grouped

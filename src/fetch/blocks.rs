@@ -15,11 +15,11 @@ use std::ops::Range;
 use ndarray::{ArrayD, IxDyn};
 
 use super::blosc::{
-    block_span, head_range, range, u32_at, whole, Answer, Header, HEADER, MEMCPYED,
+    block_ranges, head_range, range, u32_at, whole, Answer, Header, HEADER, MEMCPYED,
 };
 use super::error::ChunkError;
 use super::link::LinkMeter;
-use super::prefetched::Prefetched;
+use super::prefetched::{Prefetched, MERGE_GAP};
 use super::tables::{BlockTables, Table, Version};
 use zarrs_object_store::object_store::{path::Path, ObjectStore};
 
@@ -61,6 +61,72 @@ impl Reader<'_> {
         Ok(answer)
     }
 
+    /// The bytes of each range of `ranges` (in order, from one object version), from what was
+    /// read ahead where it covers them; the rest from the store, concurrently, neighbours
+    /// merged only where the gap between them costs less than a round trip (see
+    /// [`merge_by_link`]). `None` when the object is absent or versions differ between answers
+    /// (the object changed between requests).
+    async fn ranges(
+        &self,
+        key: &Path,
+        ranges: &[Range<u64>],
+    ) -> Result<Option<(Vec<bytes::Bytes>, Version)>, ChunkError> {
+        let mut got: Vec<Option<(bytes::Bytes, Version)>> = vec![None; ranges.len()];
+        if let Some(ahead) = self.ahead {
+            for (slot, r) in got.iter_mut().zip(ranges) {
+                match ahead.get(key.as_ref(), Some(r.clone())).await {
+                    Some(Some(answer)) => *slot = Some(answer),
+                    Some(None) => return Ok(None),
+                    None => {}
+                }
+            }
+        }
+        let missing: Vec<Range<u64>> = ranges
+            .iter()
+            .zip(&got)
+            .filter(|(_, g)| g.is_none())
+            .map(|(r, _)| r.clone())
+            .collect();
+        let requests = merge_by_link(&missing, self.link);
+        let answers =
+            futures::future::try_join_all(requests.iter().map(|r| self.range(key, r.clone())))
+                .await?;
+        let mut answered = Vec::with_capacity(answers.len());
+        for (r, answer) in requests.iter().zip(answers) {
+            let Some(answer) = answer else {
+                return Ok(None);
+            };
+            answered.push((r.clone(), answer));
+        }
+        for (slot, r) in got.iter_mut().zip(ranges) {
+            if slot.is_some() {
+                continue;
+            }
+            let (req, (bytes, version)) = answered
+                .iter()
+                .find(|(req, _)| req.start <= r.start && r.end <= req.end)
+                .expect("every missing range is in one request");
+            let (from, to) = ((r.start - req.start) as usize, (r.end - req.start) as usize);
+            if to > bytes.len() {
+                // Cut short: the caller finds the length wrong.
+                *slot = Some((bytes.slice(from.min(bytes.len())..), version.clone()));
+            } else {
+                *slot = Some((bytes.slice(from..to), version.clone()));
+            }
+        }
+        let mut parts = Vec::with_capacity(got.len());
+        let mut first: Option<Version> = None;
+        for (bytes, version) in got.into_iter().flatten() {
+            match &first {
+                Some(v) if *v != version => return Ok(None),
+                Some(_) => {}
+                None => first = Some(version),
+            }
+            parts.push(bytes);
+        }
+        Ok(first.map(|v| (parts, v)))
+    }
+
     /// The whole object `key` (see [`whole`]), from what was read ahead when it is there.
     async fn whole(&self, key: &Path) -> Result<Answer, ChunkError> {
         if let Some(answer) = self.ahead.map(|a| a.get(key.as_ref(), None)) {
@@ -79,44 +145,56 @@ enum WithTable {
     Stale,
 }
 
-/// Reads rows `rows` (flat indices over all but the last chunk dimension) of the chunk at
-/// `key`, whose shape is `shape`. With `tables`, a chunk's block table read before (of the
-/// same object version) saves the first of the two requests.
+/// The requests that fetch `ranges` (sorted, not overlapping): neighbours merged where the gap
+/// between them costs less than a second round trip at the measured link (the bandwidth-delay
+/// rule, [`super::link::Link::one_request_cheaper`]); with the link not yet measured, where
+/// the gap is at most [`MERGE_GAP`] (cheaper than a round trip on any remote link).
+fn merge_by_link(ranges: &[Range<u64>], link: Option<&LinkMeter>) -> Vec<Range<u64>> {
+    let estimate = link.and_then(LinkMeter::estimate);
+    let cheaper = |gap: u64| match estimate {
+        Some(l) => gap == 0 || l.one_request_cheaper(gap),
+        None => gap <= MERGE_GAP,
+    };
+    let mut out: Vec<Range<u64>> = Vec::with_capacity(ranges.len());
+    for r in ranges {
+        match out.last_mut() {
+            Some(last) if r.start >= last.end && cheaper(r.start - last.end) => last.end = r.end,
+            _ => out.push(r.clone()),
+        }
+    }
+    out
+}
+
+/// Reads rows `rows` (runs of flat indices over all but the last chunk dimension, e.g. one
+/// run of latitudes per needed level of a pressure-level chunk) of the chunk at `key`, whose
+/// shape is `shape`: the blocks holding them, as separate ranges (see [`merge_by_link`]).
+/// With `tables`, a chunk's block table read before (of the same object version) saves the
+/// first of the two requests.
 pub(crate) async fn read_rows(
     reader: Reader<'_>,
     key: &str,
     shape: &[usize],
-    rows: Range<usize>,
+    rows: &[Range<usize>],
     tables: Option<&BlockTables>,
 ) -> Result<Partial, ChunkError> {
     let path = Path::from(key);
     let row_len = *shape.last().unwrap_or(&1);
     let total: usize = shape.iter().product();
-    if rows.end * row_len > total {
+    if rows.is_empty() || rows.iter().any(|r| r.is_empty() || r.end * row_len > total) {
         return Ok(Partial::Unsupported);
     }
     if let Some(table) = tables.and_then(|t| t.get(key)) {
         let known = Some(&table.version);
         let none = bytes::Bytes::new();
-        match decode_rows(
-            reader,
-            &path,
-            shape,
-            rows.clone(),
-            &table.bytes,
-            known,
-            &none,
-        )
-        .await?
-        {
+        match decode_rows(reader, &path, shape, rows, &table.bytes, known, &none).await? {
             WithTable::Done(p) => return Ok(p),
             WithTable::Stale => tables.expect("a table came from it").forget(key),
         }
     }
     // No table of this chunk yet: ask for its header and table, or, where the link makes one
     // larger request cheaper than two (see [`super::link`]), for everything up to the end of
-    // its needed blocks.
-    let guided = tables.and_then(|t| one_request_end(t, key, shape, rows.clone()));
+    // its first needed blocks.
+    let guided = tables.and_then(|t| one_request_end(t, key, shape, rows));
     let first = guided.map_or_else(head_range, |end| 0..end);
     let Some((head, version)) = reader.range(&path, first).await? else {
         return Ok(Partial::Absent);
@@ -126,26 +204,23 @@ pub(crate) async fn read_rows(
     };
     if header.flags & MEMCPYED != 0 {
         // Stored raw after the header.
-        let (start_byte, end_byte) = (rows.start * row_len * 4, rows.end * row_len * 4);
+        let raw: Vec<Range<u64>> = rows
+            .iter()
+            .map(|r| (HEADER + r.start * row_len * 4) as u64..(HEADER + r.end * row_len * 4) as u64)
+            .collect();
         let mut values = vec![0f32; total];
-        let out = &mut values[rows.start * row_len..rows.end * row_len];
-        let raw = if guided.is_some() && HEADER + end_byte <= head.len() {
-            head.slice(HEADER + start_byte..HEADER + end_byte)
-        } else {
-            let (raw, _) = reader
-                .range(
-                    &path,
-                    (HEADER + start_byte) as u64..(HEADER + end_byte) as u64,
-                )
-                .await?
-                .ok_or(ChunkError::Changed)?;
-            raw
-        };
-        if raw.len() != end_byte - start_byte {
-            return Ok(Partial::Unsupported);
-        }
-        for (v, b) in out.iter_mut().zip(raw.chunks_exact(4)) {
-            *v = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+        let (parts, _) = reader
+            .ranges(&path, &raw)
+            .await?
+            .ok_or(ChunkError::Changed)?;
+        for (r, part) in rows.iter().zip(parts) {
+            if part.len() != r.len() * row_len * 4 {
+                return Ok(Partial::Unsupported);
+            }
+            let out = &mut values[r.start * row_len..r.end * row_len];
+            for (v, b) in out.iter_mut().zip(part.chunks_exact(4)) {
+                *v = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+            }
         }
         return Ok(Partial::Rows(to_array(shape, values)?));
     }
@@ -184,32 +259,40 @@ pub(crate) async fn read_rows(
     }
 }
 
-/// The end of one request that brings chunk `key`'s header, table and the blocks of `rows`,
-/// estimated from the table of another chunk of the same array (blocks of neighbouring steps
-/// compress alike; a margin covers the difference), when the measured link makes that request
-/// cheaper than two; `None` otherwise. A guess that falls short costs the second request.
+/// The end of one request that brings chunk `key`'s header, table and the first of the
+/// blocks of `rows` (as many of their ranges as the rule allows), estimated from the table of
+/// another chunk of the same array (blocks of neighbouring steps compress alike; a margin
+/// covers the difference), when the measured link makes that request cheaper than two;
+/// `None` otherwise. A guess that falls short costs the second request.
 fn one_request_end(
     tables: &BlockTables,
     key: &str,
     shape: &[usize],
-    rows: Range<usize>,
+    rows: &[Range<usize>],
 ) -> Option<u64> {
     let link = tables.link().estimate()?;
     let sibling = tables.sibling(key)?;
-    let span = block_span(&sibling.bytes, shape, rows)?;
-    let end = span.end + span.end / 8 + GUESS_MARGIN;
-    let needed = (span.end - span.start) + sibling.bytes.len() as u64;
-    link.one_request_cheaper(end - needed).then_some(end)
+    let ranges = block_ranges(&sibling.bytes, shape, rows)?;
+    let mut needed = sibling.bytes.len() as u64;
+    let mut best = None;
+    for r in &ranges {
+        needed += r.end - r.start;
+        let end = r.end + r.end / 8 + GUESS_MARGIN;
+        if link.one_request_cheaper(end.saturating_sub(needed)) {
+            best = Some(end);
+        }
+    }
+    best
 }
 
-/// Fetches the blocks of `rows` as the block table `table` places them (unless `have`, the
-/// chunk's first bytes, holds them) and decodes them; the answer must come from the object
-/// version `known` (else [`WithTable::Stale`]).
+/// Fetches the blocks of `rows` as the block table `table` places them (those not in `have`,
+/// the chunk's first bytes) and decodes them; the answers must come from the object version
+/// `known` (else [`WithTable::Stale`]).
 async fn decode_rows(
     reader: Reader<'_>,
     path: &Path,
     shape: &[usize],
-    rows: Range<usize>,
+    rows: &[Range<usize>],
     table: &[u8],
     known: Option<&Version>,
     have: &bytes::Bytes,
@@ -217,53 +300,63 @@ async fn decode_rows(
     let row_len = *shape.last().unwrap_or(&1);
     let total: usize = shape.iter().product();
     let unsupported = Ok(WithTable::Done(Partial::Unsupported));
-    let Some(span) = block_span(table, shape, rows.clone()) else {
+    let Some(ranges) = block_ranges(table, shape, rows) else {
         return unsupported;
     };
     let cbytes = u32_at(table, 12);
-    let (from, to) = (span.start as usize, span.end as usize);
-    let blocks = if to <= have.len() {
-        if known.is_some_and(|k| k.size != cbytes as u64) {
-            return Ok(WithTable::Stale);
-        }
-        have.slice(from..to)
-    } else {
-        let Some((blocks, version)) = reader.range(path, span).await? else {
-            return Ok(WithTable::Stale);
-        };
-        if known.is_some_and(|k| *k != version) || version.size != cbytes as u64 {
-            return Ok(WithTable::Stale);
-        }
-        blocks
-    };
-    if blocks.len() != to - from {
-        return unsupported;
+    if known.is_some_and(|k| k.size != cbytes as u64) {
+        return Ok(WithTable::Stale);
     }
     // A buffer laid out like the whole compressed chunk, holding only the fetched bytes:
     // blosc_getitem reads the header, the offsets and the blocks it decodes, nothing else.
     let mut buf = vec![0u8; cbytes];
     buf[..table.len()].copy_from_slice(table);
-    buf[from..to].copy_from_slice(&blocks);
-    let nitems = rows.len() * row_len;
-    let (Ok(start), Ok(n)) = (i32::try_from(rows.start * row_len), i32::try_from(nitems)) else {
-        return unsupported;
-    };
-    let mut values = vec![0f32; total];
-    let out = &mut values[rows.start * row_len..rows.end * row_len];
-    // SAFETY: `buf` is `cbytes` long as its header declares, with the header, the offset
-    // table and every block overlapping items start..start+n in place (`block_span` checked
-    // the table and the span); `out` has room for exactly n items of typesize 4.
-    // blosc_getitem reads only those parts and writes n*4 bytes.
-    let written =
-        unsafe { blosc_src::blosc_getitem(buf.as_ptr().cast(), start, n, out.as_mut_ptr().cast()) };
-    if written < 0 || written as usize != nitems * 4 {
-        return Err(ChunkError::Corrupt(format!(
-            "blosc_getitem failed ({written}) on {path}"
-        )));
+    let (held, fetch): (Vec<_>, Vec<_>) = ranges
+        .iter()
+        .cloned()
+        .partition(|r| r.end as usize <= have.len());
+    for r in held {
+        let (from, to) = (r.start as usize, r.end as usize);
+        buf[from..to].copy_from_slice(&have[from..to]);
     }
-    if cfg!(target_endian = "big") {
-        for v in out.iter_mut() {
-            *v = f32::from_bits(v.to_bits().swap_bytes());
+    if !fetch.is_empty() {
+        let Some((parts, version)) = reader.ranges(path, &fetch).await? else {
+            return Ok(WithTable::Stale);
+        };
+        if known.is_some_and(|k| *k != version) || version.size != cbytes as u64 {
+            return Ok(WithTable::Stale);
+        }
+        for (r, part) in fetch.iter().zip(parts) {
+            let (from, to) = (r.start as usize, r.end as usize);
+            if part.len() != to - from {
+                return unsupported;
+            }
+            buf[from..to].copy_from_slice(&part);
+        }
+    }
+    let mut values = vec![0f32; total];
+    for r in rows {
+        let nitems = r.len() * row_len;
+        let (Ok(start), Ok(n)) = (i32::try_from(r.start * row_len), i32::try_from(nitems)) else {
+            return unsupported;
+        };
+        let out = &mut values[r.start * row_len..r.end * row_len];
+        // SAFETY: `buf` is `cbytes` long as its header declares, with the header, the offset
+        // table and every block overlapping items start..start+n in place (`block_ranges`
+        // checked the table and placed every block of every run); `out` has room for exactly
+        // n items of typesize 4. blosc_getitem reads only those parts and writes n*4 bytes.
+        let written = unsafe {
+            blosc_src::blosc_getitem(buf.as_ptr().cast(), start, n, out.as_mut_ptr().cast())
+        };
+        if written < 0 || written as usize != nitems * 4 {
+            return Err(ChunkError::Corrupt(format!(
+                "blosc_getitem failed ({written}) on {path}"
+            )));
+        }
+        if cfg!(target_endian = "big") {
+            for v in out.iter_mut() {
+                *v = f32::from_bits(v.to_bits().swap_bytes());
+            }
         }
     }
     Ok(WithTable::Done(Partial::Rows(to_array(shape, values)?)))
@@ -371,9 +464,15 @@ mod tests {
             link: Some(tables.link()),
         };
         let shape = [256, 256];
-        match read_rows(reader, key, &shape, 100..140, Some(tables))
-            .await
-            .unwrap()
+        match read_rows(
+            reader,
+            key,
+            &shape,
+            std::slice::from_ref(&(100..140)),
+            Some(tables),
+        )
+        .await
+        .unwrap()
         {
             Partial::Rows(a) => a.as_slice().unwrap()[100 * 256..140 * 256].to_vec(),
             _ => panic!("not read by blocks"),
@@ -415,7 +514,13 @@ mod tests {
             smooth[100 * 256..140 * 256]
         );
         let rough_table = tables.get("a/1.0").unwrap();
-        let span = block_span(&rough_table.bytes, &[256, 256], 100..140).unwrap();
+        let span = block_ranges(
+            &rough_table.bytes,
+            &[256, 256],
+            std::slice::from_ref(&(100..140)),
+        )
+        .unwrap()[0]
+            .clone();
         assert!(
             span.end > 16 << 10,
             "the rough chunk's blocks lie beyond a short guess"

@@ -82,33 +82,73 @@ pub(crate) fn table_of(head: &Bytes, total: usize) -> Option<Bytes> {
     (header.flags & MEMCPYED == 0 && end <= head.len()).then(|| head.slice(..end))
 }
 
-/// The compressed bytes of the blocks holding rows `rows` of a chunk of shape `shape`, as its
-/// block table `table` places them; `None` when the table is not one this reader decodes.
-pub(crate) fn block_span(table: &[u8], shape: &[usize], rows: Range<usize>) -> Option<Range<u64>> {
+/// The compressed bytes of the blocks holding rows `rows` (runs of flat rows, in any order) of
+/// a chunk of shape `shape`, as its block table `table` places them: one range per run of
+/// consecutive needed blocks, in order, not merged across blocks that are not needed; `None`
+/// when the table is not one this reader decodes or a run lies outside the chunk.
+pub(crate) fn block_ranges(
+    table: &[u8],
+    shape: &[usize],
+    rows: &[Range<usize>],
+) -> Option<Vec<Range<u64>>> {
     let row_len = *shape.last().unwrap_or(&1);
     let total: usize = shape.iter().product();
     let header = Header::parse(table, total)?;
     let (nblocks, table_end, cbytes) = (header.nblocks(), header.table_end(), header.cbytes);
     if rows.is_empty()
-        || rows.end * row_len > total
+        || rows.iter().any(|r| r.is_empty() || r.end * row_len > total)
         || table.len() != table_end
         || header.flags & MEMCPYED != 0
     {
         return None;
     }
-    let (start_byte, end_byte) = (rows.start * row_len * 4, rows.end * row_len * 4);
-    let bstart = |b: usize| u32_at(table, HEADER + 4 * b);
-    let (b0, b1) = (
-        start_byte / header.blocksize,
-        (end_byte - 1) / header.blocksize,
-    );
-    let from = bstart(b0);
-    let to = if b1 + 1 < nblocks {
-        bstart(b1 + 1)
-    } else {
-        cbytes
+    let mut blocks: Vec<(usize, usize)> = rows
+        .iter()
+        .map(|r| {
+            let (start_byte, end_byte) = (r.start * row_len * 4, r.end * row_len * 4);
+            (
+                start_byte / header.blocksize,
+                (end_byte - 1) / header.blocksize,
+            )
+        })
+        .collect();
+    blocks.sort_unstable();
+    // Runs of consecutive blocks (first, last), overlapping or touching ones joined.
+    let mut runs: Vec<(usize, usize)> = Vec::with_capacity(blocks.len());
+    for (b0, b1) in blocks {
+        match runs.last_mut() {
+            Some(last) if b0 <= last.1 + 1 => last.1 = last.1.max(b1),
+            _ => runs.push((b0, b1)),
+        }
+    }
+    let bstart = |b: usize| {
+        if b < nblocks {
+            u32_at(table, HEADER + 4 * b)
+        } else {
+            cbytes
+        }
     };
-    (from >= table_end && to <= cbytes && from < to).then_some(from as u64..to as u64)
+    runs.into_iter()
+        .map(|(b0, b1)| {
+            let (from, to) = (bstart(b0), bstart(b1 + 1));
+            (from >= table_end && to <= cbytes && from < to).then_some(from as u64..to as u64)
+        })
+        .collect()
+}
+
+/// The compressed bytes a block read of `rows` fetches besides the header and table: the sum
+/// of the needed blocks' sizes (see [`block_ranges`]).
+pub(crate) fn needed_block_bytes(
+    table: &[u8],
+    shape: &[usize],
+    rows: &[Range<usize>],
+) -> Option<u64> {
+    Some(
+        block_ranges(table, shape, rows)?
+            .iter()
+            .map(|r| r.end - r.start)
+            .sum(),
+    )
 }
 
 pub(crate) fn u32_at(b: &[u8], at: usize) -> usize {

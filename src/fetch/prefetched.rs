@@ -140,11 +140,8 @@ impl Prefetched {
                 if let Some(tables) = &tables {
                     tables.put(&k, table.clone());
                 }
-                let mut spans: Vec<Range<u64>> = need
-                    .rows
-                    .iter()
-                    .filter_map(|r| blosc::block_span(&table.bytes, &need.shape, r.clone()))
-                    .collect();
+                let mut spans: Vec<Range<u64>> =
+                    blosc::block_ranges(&table.bytes, &need.shape, &need.rows).unwrap_or_default();
                 for span in merge(&mut spans) {
                     drop(this.start(&k, Some(span), window));
                 }
