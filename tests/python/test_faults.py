@@ -260,7 +260,8 @@ def test_many_readers_over_many_files_mixed_cold_and_warm(replica, mount_factory
 def test_a_server_without_range_support_gives_the_same_files(replica, tmp_path):
     """`python3 -m http.server` answers a range request with the whole object (200, as RFC
     9110 allows): the reads fetch whole objects then, say so once, and give the same bytes
-    as the replica read directly (block reads included), but for the source URL they name."""
+    as the replica read directly (block reads included), but for the source URL they name
+    (in `source_url` and `history`)."""
     import sys
     import urllib.request
 
@@ -300,6 +301,9 @@ def test_a_server_without_range_support_gives_the_same_files(replica, tmp_path):
                     xr.open_dataset(tmp_path / f"local{line}.nc") as b:
                 assert a.attrs.pop("source_url") == url
                 assert b.attrs.pop("source_url") == str(replica)
+                # `history` names the source too.
+                assert url in a.attrs.pop("history")
+                assert str(replica) in b.attrs.pop("history")
                 assert a.identical(b), line
                 for name in a.variables:
                     assert a[name].values.tobytes() == b[name].values.tobytes(), (line, name)
