@@ -1003,7 +1003,19 @@ impl LocalCache {
             }
         };
         unlock(&file);
-        // Verified as written (its checksum was just computed from these bytes).
+        Ok(self.admit(identity, path, file, sums, size))
+    }
+
+    /// Counts a file just renamed into place as the entry of `identity`: verified as written
+    /// (its checksums were just computed from these bytes), used, and the cache bounded.
+    fn admit(
+        &self,
+        identity: &str,
+        path: PathBuf,
+        file: File,
+        sums: Option<Arc<BlockSums>>,
+        size: u64,
+    ) -> CachedFile {
         if let (Ok(m), Some(sums)) = (file.metadata(), &sums) {
             self.usage
                 .lock()
@@ -1013,11 +1025,11 @@ impl LocalCache {
         }
         self.touch(identity, size);
         self.evict(Some(identity));
-        Ok(CachedFile {
+        CachedFile {
             path,
             file: Arc::new(file),
             sums,
-        })
+        }
     }
 
     /// Makes the finished file at `from` (in this cache's file system, a partial entry) the
@@ -1042,20 +1054,7 @@ impl LocalCache {
         let sums = record_checksums(&file, identity, &path);
         std::fs::rename(from, &path).map_err(|e| fail("renaming a finished file into place", e))?;
         let size = file.metadata().map(|m| m.len()).unwrap_or(0);
-        if let (Ok(m), Some(sums)) = (file.metadata(), &sums) {
-            self.usage
-                .lock()
-                .expect("poisoned")
-                .verified
-                .insert(identity.to_string(), (FileStamp::of(&m), sums.clone()));
-        }
-        self.touch(identity, size);
-        self.evict(Some(identity));
-        Ok(CachedFile {
-            path,
-            file: Arc::new(file),
-            sums,
-        })
+        Ok(self.admit(identity, path, file, sums, size))
     }
 
     fn persist_renamed(&self, file: NamedTempFile, path: &Path) -> Result<File, CacheError> {

@@ -106,16 +106,7 @@ impl Regions {
         };
         push(Region::Known(0..self.header.len() as u64));
         for &(v, begin, vsize) in &self.fixed {
-            let r = begin..begin + vsize;
-            if layout.variables[v].values.is_some() {
-                push(Region::Known(r));
-            } else {
-                push(Region::Slab {
-                    range: r,
-                    variable: v,
-                    record: 0,
-                });
-            }
+            push(region_of(layout, v, begin..begin + vsize, 0));
         }
         if self.record_size == 0 {
             return out;
@@ -125,16 +116,7 @@ impl Regions {
         for record in first..=last.min(self.records.saturating_sub(1)) {
             let at = self.begin_records + record * self.record_size;
             for &(v, offset, len) in &self.record_vars {
-                let r = at + offset..at + offset + len;
-                if layout.variables[v].values.is_some() {
-                    push(Region::Known(r));
-                } else {
-                    push(Region::Slab {
-                        range: r,
-                        variable: v,
-                        record,
-                    });
-                }
+                push(region_of(layout, v, at + offset..at + offset + len, record));
             }
         }
         out
@@ -178,6 +160,19 @@ impl Regions {
             .expect("a known region starts a variable");
         let values = layout.variables[v].values.as_ref().expect("known");
         padded(be_bytes(values, Some(record as usize)), len)
+    }
+}
+
+/// Variable `v`'s bytes at `range` (of `record`): known for a coordinate, a slab for data.
+fn region_of(layout: &Layout, v: usize, range: Range<u64>, record: u64) -> Region {
+    if layout.variables[v].values.is_some() {
+        Region::Known(range)
+    } else {
+        Region::Slab {
+            range,
+            variable: v,
+            record,
+        }
     }
 }
 
