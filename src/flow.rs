@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 use futures::future::{BoxFuture, FutureExt, Shared};
 
@@ -21,6 +21,10 @@ use crate::encode::{self, EncodeError};
 use crate::fetch::{self, FetchError, FetchOptions};
 use crate::plan::Plan;
 use crate::source::Source;
+
+pub mod parts;
+
+pub use parts::{by_parts, PartsFile};
 
 /// Why a file could not be produced.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +55,28 @@ pub enum FlowError {
         /// The store's `last_updated` now.
         actual: String,
     },
+    /// A file served by its parts met chunks the store does not have: its header, which
+    /// readers already hold, counts none, so its bytes cannot say so.
+    #[error(
+        "{file}: {absent} chunk(s) of this file do not exist in the source; a file served by \
+         its parts cannot count them in its header (readers already have it): build it whole \
+         with `sodeda-era5 get` or `preload`, which record them"
+    )]
+    AbsentInPart {
+        /// The file name.
+        file: String,
+        /// Chunks absent from the source in the failed build.
+        absent: u64,
+    },
+}
+
+/// How a file is served: whole from its cache entry, or by its parts as they are read.
+#[derive(Debug, Clone)]
+pub enum Served {
+    /// The complete file, open.
+    Whole(CachedFile),
+    /// A file whose reads build the slabs under them.
+    Parts(Arc<PartsFile>),
 }
 
 /// Where a materialized file came from.
@@ -69,8 +95,10 @@ pub enum Origin {
 pub struct FlowMetrics {
     /// Flow runs that built a file (cache misses).
     pub runs: AtomicU64,
-    /// Runs that failed.
+    /// Runs that failed (slab builds included).
     pub failures: AtomicU64,
+    /// Slab builds of files served by their parts (each one fetch of up to a few slabs).
+    pub slab_builds: AtomicU64,
     /// Hits and uploads of the cache tiers.
     pub tiers: Arc<TierMetrics>,
 }
@@ -189,6 +217,10 @@ pub struct Flow {
     /// The memory budget of builds.
     memory: Arc<BuildMemory>,
     inflight: Arc<InFlight>,
+    /// Files served by their parts, by identity: one per file in a process.
+    parts: Arc<Mutex<HashMap<String, Weak<PartsFile>>>>,
+    /// Files of at least this size are served by their parts ([`parts::PARTS_FROM`]).
+    parts_from: u64,
 }
 
 impl Flow {
@@ -202,7 +234,16 @@ impl Flow {
             metrics,
             memory: Arc::new(BuildMemory::new(BuildMemory::default_bytes())),
             inflight: Arc::default(),
+            parts: Arc::default(),
+            parts_from: parts::PARTS_FROM,
         }
+    }
+
+    /// Serves files of at least `bytes` by their parts (default [`parts::PARTS_FROM`]);
+    /// `u64::MAX`: every file is built whole at its first read.
+    pub fn with_parts_from(mut self, bytes: u64) -> Self {
+        self.parts_from = bytes;
+        self
     }
 
     /// Another flow over `cache`, sharing this one's source, fetch tuning, counters and
@@ -215,6 +256,8 @@ impl Flow {
             metrics: self.metrics.clone(),
             memory: self.memory.clone(),
             inflight: Arc::default(),
+            parts: Arc::default(),
+            parts_from: self.parts_from,
         }
     }
 
@@ -280,6 +323,7 @@ impl Flow {
                 "build_memory_in_use".to_string(),
                 self.memory.in_use().into(),
             ),
+            parts::counters(self),
             ("source_requests".to_string(), source.requests().into()),
             ("source_bytes".to_string(), source.bytes().into()),
         ])
@@ -289,6 +333,53 @@ impl Flow {
     pub fn with_remote(mut self, remote: Arc<RemoteCache>) -> Self {
         self.tiers = self.tiers.with_shared(remote);
         self
+    }
+
+    /// How to serve the file of `plan` to a reader: whole when it is cached (locally or in
+    /// the S3 tier, copied here) or small ([`by_parts`]: built whole now, as
+    /// [`Flow::materialize_shared`]); otherwise by its parts, one [`PartsFile`] per file.
+    pub async fn serve(&self, plan: &Plan) -> Result<Served, Arc<FlowError>> {
+        if let Some(hit) = self.tiers.hit(key_of(plan)) {
+            return Ok(Served::Whole(hit));
+        }
+        if !by_parts(plan, self.parts_from) {
+            return self
+                .materialize_shared(plan)
+                .await
+                .map(|(file, _)| Served::Whole(file));
+        }
+        match self.tiers.read_through(key_of(plan)).await {
+            ReadThrough::Local(hit) | ReadThrough::Shared(hit) => return Ok(Served::Whole(hit)),
+            ReadThrough::Missing { .. } => {}
+        }
+        let mut map = self.parts.lock().expect("parts map poisoned");
+        if let Some(file) = map.get(&plan.identity).and_then(Weak::upgrade) {
+            return Ok(Served::Parts(file));
+        }
+        let file = PartsFile::open(self.clone(), plan.clone()).inspect_err(|e| {
+            tracing::error!(file = %plan.file_name, "opening the partial entry: {}", error_chain(e.as_ref()));
+        })?;
+        map.retain(|_, f| f.strong_count() > 0);
+        map.insert(plan.identity.clone(), Arc::downgrade(&file));
+        Ok(Served::Parts(file))
+    }
+
+    /// Forgets the parts file of `identity` (it became a complete entry).
+    fn forget_parts(&self, identity: &str) {
+        self.parts
+            .lock()
+            .expect("parts map poisoned")
+            .remove(identity);
+    }
+
+    /// The error of `plan` when it holds preliminary hours of a pinned dataset whose store
+    /// moved on (see [`FlowError::Pinned`]).
+    fn pin_moved(&self, plan: &Plan) -> Option<FlowError> {
+        plan.provenance
+            .provisional()
+            .then(|| self.source.scope.freshness.moved_past_pin())
+            .flatten()
+            .map(|(pinned, actual)| FlowError::Pinned { pinned, actual })
     }
 
     /// Like [`Flow::materialize`], but concurrent calls for the same identity share one run.
@@ -350,13 +441,8 @@ impl Flow {
     }
 
     async fn build(&self, plan: &Plan) -> Result<CachedFile, FlowError> {
-        if let Some((pinned, actual)) = plan
-            .provenance
-            .provisional()
-            .then(|| self.source.scope.freshness.moved_past_pin())
-            .flatten()
-        {
-            return Err(FlowError::Pinned { pinned, actual });
+        if let Some(e) = self.pin_moved(plan) {
+            return Err(e);
         }
         let need = build_bytes(plan, &self.source, &self.fetch);
         let _memory = self.memory.reserve(need).await;

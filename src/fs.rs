@@ -22,7 +22,7 @@ use tokio::sync::OnceCell;
 use crate::cache::seal::Seal;
 use crate::cache::{CachedFile, Key};
 use crate::catalog::Entry;
-use crate::flow::{error_chain, Flow, FlowError};
+use crate::flow::{error_chain, Flow, FlowError, PartsFile, Served};
 use crate::plan::{PlanError, PlanOptions};
 
 pub mod readahead;
@@ -512,11 +512,28 @@ fn file_ino(name: &str, identity: &str) -> u64 {
 /// new flow after a failure. Opening the file again retries.
 struct Handle {
     node: Arc<FileNode>,
-    file: OnceCell<Result<CachedFile, FsError>>,
+    file: OnceCell<Result<Served, FsError>>,
+    /// Where a reader of a file served by its parts is going (see [`Stream`]).
+    stream: Mutex<Stream>,
     /// The file's cache entry is never evicted while a handle is open (nor while a read on a
     /// released handle still runs: the pin goes with the last reference).
     _pin: crate::cache::Pin,
 }
+
+/// A reader's progress through a file served by its parts: while its reads follow on, the
+/// slabs after them are built ahead, a window that doubles from 1 to
+/// [`crate::flow::parts::MAX_WINDOW`] slabs; a read elsewhere starts it again.
+#[derive(Debug, Default)]
+struct Stream {
+    /// The end of the last read.
+    next: u64,
+    /// Slabs built ahead of the reader (0: not streaming).
+    window: u64,
+}
+
+/// How far from the end of the last read a read still counts as following on: the kernel's
+/// own read-ahead sends a few reads at once, and they may arrive out of order.
+const STREAM_SLACK: u64 = 1 << 20;
 
 /// What a reload changed: what a cache of names and attributes (the kernel's) must forget.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -981,6 +998,7 @@ impl DatasetFs {
             Arc::new(Handle {
                 node,
                 file: OnceCell::new(),
+                stream: Mutex::new(Stream::default()),
                 _pin: pin,
             }),
         );
@@ -1017,17 +1035,57 @@ impl DatasetFs {
             if offset >= node.entry.size || size == 0 {
                 return Ok(Vec::new()); // nothing to build for
             }
-            let file = handle
+            let served = handle
                 .file
-                .get_or_init(|| self.open_cached(node))
+                .get_or_init(|| self.open_served(node))
                 .await
                 .clone()?;
-            // The first read may wait for a build; the pread itself is a page-cache copy.
-            Self::pread(node, &file, offset, size)
+            match served {
+                // The first read may wait for a build; the pread itself is a page-cache copy.
+                Served::Whole(file) => Self::pread(node, &file, offset, size),
+                Served::Parts(parts) => {
+                    let bytes = parts
+                        .read(offset, size)
+                        .await
+                        .map_err(|e| self.failed(node, BuildFailure::Flow(e)))?;
+                    self.stream_on(&handle, &parts, offset, bytes.len() as u64);
+                    Ok(bytes)
+                }
+            }
         }
         .await;
         self.count(&result);
         result
+    }
+
+    /// Notes a read of `len` bytes at `offset` of a file served by its parts and, while the
+    /// reader's reads follow on from each other through slabs, builds the slabs after it
+    /// ahead. Reads of the header and coordinates alone start nothing (`ncdump -h` fetches
+    /// no data).
+    fn stream_on(&self, handle: &Handle, parts: &Arc<PartsFile>, offset: u64, len: u64) {
+        let Some(runtime) = &self.runtime else {
+            return;
+        };
+        let data = len > 0 && parts.touches_slab(offset..offset + len);
+        let ahead = {
+            let mut s = handle.stream.lock().expect("poisoned");
+            let follows = data
+                && offset <= s.next.saturating_add(STREAM_SLACK)
+                && offset.saturating_add(STREAM_SLACK) >= s.next;
+            s.window = if follows {
+                (s.window * 2).clamp(1, crate::flow::parts::MAX_WINDOW)
+            } else {
+                0
+            };
+            s.next = s.next.max(offset + len);
+            if !follows {
+                s.next = offset + len;
+            }
+            s.window
+        };
+        if ahead > 0 {
+            parts.read_ahead(runtime, offset + len, ahead);
+        }
     }
 
     /// Answers a read at once when the handle's file is already open (the common case after
@@ -1036,7 +1094,16 @@ impl DatasetFs {
     pub fn read_ready(&self, fh: u64, offset: u64, size: u32) -> Option<Result<Vec<u8>, FsError>> {
         let handle = self.handle(fh)?;
         let result = match handle.file.get()? {
-            Ok(file) => Self::pread(&handle.node, file, offset, size),
+            Ok(Served::Whole(file)) => Self::pread(&handle.node, file, offset, size),
+            Ok(Served::Parts(parts)) => {
+                // Answered here only when the slabs under it are built and sound.
+                let bytes = parts.read_now(offset, size)?;
+                let bytes = bytes.map_err(|e| self.failed(&handle.node, BuildFailure::Flow(e)));
+                if let Ok(b) = &bytes {
+                    self.stream_on(&handle, parts, offset, b.len() as u64);
+                }
+                bytes
+            }
             Err(e) => Err(e.clone()),
         };
         self.count(&result);
@@ -1117,34 +1184,36 @@ impl DatasetFs {
         }
     }
 
-    async fn open_cached(&self, node: &FileNode) -> Result<CachedFile, FsError> {
+    /// Records `cause` as the last failure of `node` (its `user.sodeda.error`).
+    fn failed(&self, node: &FileNode, cause: BuildFailure) -> FsError {
+        let mut failures = self.failures.lock().expect("poisoned");
+        failures.insert(node.ino, cause.to_string());
+        FsError::Flow {
+            file: node.entry.file_name().to_string(),
+            cause,
+        }
+    }
+
+    async fn open_served(&self, node: &FileNode) -> Result<Served, FsError> {
         let entry = &node.entry;
-        let fail = |cause: BuildFailure| {
-            let mut failures = self.failures.lock().expect("poisoned");
-            failures.insert(node.ino, cause.to_string());
-            FsError::Flow {
-                file: entry.file_name().to_string(),
-                cause,
-            }
-        };
         if let Some(hit) = self
             .flow
             .tiers()
             .hit(Key::new(entry.identity(), entry.size))
         {
-            return Ok(hit);
+            return Ok(Served::Whole(hit));
         }
         let plan = entry
             .plan(&self.flow.source().scope, self.options)
-            .map_err(|e| fail(e.into()))?;
+            .map_err(|e| self.failed(node, e.into()))?;
         // The file as checked or written by the cache, never a path opened again: an entry
         // evicted meanwhile by another process stays readable.
-        match self.flow.materialize_shared(&plan).await {
-            Ok((cached, _)) => {
+        match self.flow.serve(&plan).await {
+            Ok(served) => {
                 self.failures.lock().expect("poisoned").remove(&node.ino);
-                Ok(cached)
+                Ok(served)
             }
-            Err(e) => Err(fail(BuildFailure::Flow(e))),
+            Err(e) => Err(self.failed(node, BuildFailure::Flow(e))),
         }
     }
 

@@ -32,8 +32,9 @@ pub use crate::encode::FORMAT_VERSION;
 /// [`FORMAT_VERSION`] as written into identities.
 const FORMAT_VERSION_TEXT: &str = "4";
 
-/// Default refusal limit for one file's size (see `--max-file-size`).
-pub const DEFAULT_MAX_FILE_SIZE: u64 = 2 << 30;
+/// Default refusal limit for one file's size (see `--max-file-size`): a guard against
+/// mistakes only (1 TiB), since a big file is served by its parts and costs what is read.
+pub const DEFAULT_MAX_FILE_SIZE: u64 = 1 << 40;
 
 /// Default refusal limit for the source chunks one file reads (see `--max-chunks`): about
 /// 11 years of one hourly variable of ARCO-ERA5 (one chunk per hour and variable), or a year

@@ -1023,6 +1023,11 @@ impl LocalCache {
                 .verified
                 .insert(identity.to_string(), (FileStamp::of(&m), sums.clone()));
         }
+        // A partial entry of the same file (its parts read through a mount) is no longer
+        // needed; a process serving it keeps reading its descriptor.
+        for stale in ["partial", "slabs"] {
+            let _ = std::fs::remove_file(path.with_extension(stale));
+        }
         self.touch(identity, size);
         self.evict(Some(identity));
         CachedFile {

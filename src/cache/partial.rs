@@ -10,8 +10,8 @@
 //! again, never served. Once every slab is present, [`PartialEntry::complete`] checks them
 //! all, and makes the file an ordinary entry (whole-file CRC, rename into place).
 //!
-//! Design: docs/ARCHITECTURE.md, "Plan: files that cost what is read". Not yet used by the
-//! mount; the slab builds that fill it are the next step.
+//! Design: docs/ARCHITECTURE.md, "Plan: files that cost what is read". Filled by
+//! `crate::flow::parts`, which builds the slabs a read touches.
 
 use std::fs::File;
 use std::io;
@@ -191,6 +191,25 @@ impl PartialEntry {
         self.table.write_all_at(&r, HEADER + slab * RECORD)
     }
 
+    /// The partial file, to read checked slabs from (see `BlockSums::read_checked_at`).
+    pub fn data_file(&self) -> &File {
+        &self.data
+    }
+
+    /// `len` bytes at `offset` as stored, unchecked (the caller checks them).
+    pub fn read_raw(&self, offset: u64, len: u64) -> io::Result<Vec<u8>> {
+        let mut buf = vec![0u8; len as usize];
+        self.data.read_exact_at(&mut buf, offset)?;
+        Ok(buf)
+    }
+
+    /// Marks slab `slab` absent (its bytes were found damaged): it is built again.
+    pub fn invalidate(&self, slab: u64) -> io::Result<()> {
+        self.check_index(slab)?;
+        self.table
+            .write_all_at(&[0u8; RECORD as usize], HEADER + slab * RECORD)
+    }
+
     /// Slab `slab` (`len` bytes at `offset`) as stored, if present and matching its CRC;
     /// `None` when absent or damaged (a damaged one is marked absent, to be built again).
     pub fn read_slab(&self, slab: u64, offset: u64, len: u64) -> io::Result<Option<Vec<u8>>> {
@@ -208,8 +227,7 @@ impl PartialEntry {
             "slab {slab} of {} is damaged; it will be built again",
             self.data_path.display()
         );
-        self.table
-            .write_all_at(&[0u8; RECORD as usize], HEADER + slab * RECORD)?;
+        self.invalidate(slab)?;
         Ok(None)
     }
 
@@ -229,7 +247,7 @@ impl PartialEntry {
     /// is marked absent and the entry stays partial: `Ok(None)`), then the file is persisted
     /// as [`LocalCache::persist`] does and its table removed.
     pub fn complete(
-        self,
+        &self,
         cache: &LocalCache,
         identity: &str,
         slab_at: impl Fn(u64) -> (u64, u64),

@@ -46,6 +46,26 @@ impl BlockSums {
         Ok((whole, BlockSums { crcs, len: at }))
     }
 
+    /// The sums of `bytes` (a slab just built): the CRC-32C of all of them and of each block.
+    pub fn of_bytes(bytes: &[u8]) -> (u32, BlockSums) {
+        let mut whole = 0u32;
+        let crcs = bytes
+            .chunks(BLOCK as usize)
+            .map(|block| {
+                let crc = crc32c::crc32c(block);
+                whole = crc32c::crc32c_combine(whole, crc, block.len());
+                crc
+            })
+            .collect();
+        (
+            whole,
+            BlockSums {
+                crcs,
+                len: bytes.len() as u64,
+            },
+        )
+    }
+
     /// The length of the file these sums are of.
     pub fn len(&self) -> u64 {
         self.len
@@ -60,6 +80,18 @@ impl BlockSums {
     /// whole blocks that hold them, each compared with its checksum. A block that differs, or
     /// a file now shorter than it was, is an `InvalidData` error naming the offset.
     pub fn read_checked(&self, file: &File, offset: u64, size: u64) -> io::Result<Vec<u8>> {
+        self.read_checked_at(file, 0, offset, size)
+    }
+
+    /// Like [`BlockSums::read_checked`] for sums of the bytes that start at `base` in `file`
+    /// (a slab of a partial entry); `offset` counts from `base`.
+    pub fn read_checked_at(
+        &self,
+        file: &File,
+        base: u64,
+        offset: u64,
+        size: u64,
+    ) -> io::Result<Vec<u8>> {
         if offset >= self.len || size == 0 {
             return Ok(Vec::new());
         }
@@ -69,11 +101,11 @@ impl BlockSums {
         let start = first * BLOCK;
         let stop = self.len.min((last + 1) * BLOCK);
         let mut buf = vec![0u8; (stop - start) as usize];
-        let n = read_full_at(file, &mut buf, start)?;
+        let n = read_full_at(file, &mut buf, base + start)?;
         if n < buf.len() {
             return Err(damaged(format!(
                 "the entry ends at byte {}, {} bytes short of its checked size",
-                start + n as u64,
+                base + start + n as u64,
                 stop - start - n as u64
             )));
         }
@@ -82,8 +114,8 @@ impl BlockSums {
             if crc32c::crc32c(block) != self.crcs[at as usize] {
                 return Err(damaged(format!(
                     "bytes {}..{} differ from when the entry was checked",
-                    at * BLOCK,
-                    at * BLOCK + block.len() as u64
+                    base + at * BLOCK,
+                    base + at * BLOCK + block.len() as u64
                 )));
             }
         }

@@ -54,6 +54,22 @@ pub struct Regions {
     record_size: u64,
     records: u64,
     size: u64,
+    /// Positions in `fixed` of the data variables (each one slab).
+    data_fixed: Vec<usize>,
+    /// Positions in `record_vars` of the data variables (one slab per record each).
+    data_record: Vec<usize>,
+}
+
+/// Where one slab lies and what it holds (see [`Regions::slab`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Slab {
+    /// The byte range in the file, padding included.
+    pub range: Range<u64>,
+    /// Index of the data variable in [`Layout::variables`].
+    pub variable: usize,
+    /// The record (time step) of a record variable; `None` for a variable without the
+    /// record dimension, whose slab is the whole variable.
+    pub record: Option<u64>,
 }
 
 impl Regions {
@@ -75,8 +91,15 @@ impl Regions {
                 fixed.push((i, p.begin, p.vsize));
             }
         }
+        let is_data = |v: usize| layout.variables[v].values.is_none();
+        let data_fixed = (0..fixed.len()).filter(|&i| is_data(fixed[i].0)).collect();
+        let data_record = (0..record_vars.len())
+            .filter(|&i| is_data(record_vars[i].0))
+            .collect();
         Self {
             header: super::classic::header(layout),
+            data_fixed,
+            data_record,
             fixed,
             record_vars,
             begin_records: placement.begin_records,
@@ -89,6 +112,57 @@ impl Regions {
     /// The size of the file.
     pub fn size(&self) -> u64 {
         self.size
+    }
+
+    /// The number of slabs: one per data variable without the record dimension, and one per
+    /// record and data variable with it. Slabs are numbered in file order.
+    pub fn slab_count(&self) -> u64 {
+        self.data_fixed.len() as u64 + self.records * self.data_record.len() as u64
+    }
+
+    /// Slab `index` (in file order), `None` past the last.
+    pub fn slab(&self, index: u64) -> Option<Slab> {
+        let fixed = self.data_fixed.len() as u64;
+        if index < fixed {
+            let (variable, begin, vsize) = self.fixed[self.data_fixed[index as usize]];
+            return Some(Slab {
+                range: begin..begin + vsize,
+                variable,
+                record: None,
+            });
+        }
+        let per = self.data_record.len() as u64;
+        let k = index - fixed;
+        if per == 0 || k >= self.records * per {
+            return None;
+        }
+        let (record, j) = (k / per, (k % per) as usize);
+        let (variable, offset, len) = self.record_vars[self.data_record[j]];
+        let at = self.begin_records + record * self.record_size + offset;
+        Some(Slab {
+            range: at..at + len,
+            variable,
+            record: Some(record),
+        })
+    }
+
+    /// The index of the slab of `variable` (a layout index) at `record` (ignored for a
+    /// variable without the record dimension); `None` when that is not a slab.
+    pub fn slab_index(&self, variable: usize, record: u64) -> Option<u64> {
+        if let Some(i) = self
+            .data_fixed
+            .iter()
+            .position(|&f| self.fixed[f].0 == variable)
+        {
+            return Some(i as u64);
+        }
+        let j = self
+            .data_record
+            .iter()
+            .position(|&r| self.record_vars[r].0 == variable)?;
+        (record < self.records).then(|| {
+            self.data_fixed.len() as u64 + record * self.data_record.len() as u64 + j as u64
+        })
     }
 
     /// The regions that overlap `range`, in order (clipped to the file, not to `range`).
@@ -300,6 +374,29 @@ mod tests {
                 .filter(|v| v.values.is_none())
                 .count();
             assert_eq!(slabs, steps * n_data, "one slab per time step and variable");
+            assert_eq!(regions.slab_count(), slabs as u64);
+            // Numbered in file order, each found again by its variable and record.
+            let listed: Vec<Slab> = all
+                .iter()
+                .filter_map(|r| match r {
+                    Region::Slab {
+                        range,
+                        variable,
+                        record,
+                    } => Some(Slab {
+                        range: range.clone(),
+                        variable: *variable,
+                        record: layout.record_dim().map(|_| *record),
+                    }),
+                    Region::Known(_) => None,
+                })
+                .collect();
+            for (i, slab) in listed.iter().enumerate() {
+                assert_eq!(regions.slab(i as u64).as_ref(), Some(slab));
+                let index = regions.slab_index(slab.variable, slab.record.unwrap_or(0));
+                assert_eq!(index, Some(i as u64));
+            }
+            assert_eq!(regions.slab(slabs as u64), None);
             assert_eq!(assembled(&layout, &data, 0..file.len() as u64), file);
             // Ranges of every start and length (small files: all of them).
             let n = file.len() as u64;

@@ -1,0 +1,565 @@
+//! Files served by their parts: a read builds only the slabs under it.
+//!
+//! Input: the plan of a classic file too large to build whole at its first read
+//! ([`by_parts`]). Output: any byte range of it, answered from the layout where the bytes
+//! follow from it (header, coordinates, padding: [`Regions::known_bytes`]) and from the
+//! file's partial entry for the slabs (one time step of one data variable,
+//! [`crate::encode::regions::Slab`]), each slab built at the first read that touches it.
+//!
+//! Invariants: a byte served is the byte the whole file has (a slab's bytes are encoded from
+//! the very data a whole build reads, by the same encoder); a slab is built once per process
+//! at a time (single flight per slab; two processes may build the same slab, which writes
+//! identical bytes), and never served unless it matches the checksums recorded when it was
+//! written (a damaged slab is built again); a slab written survives a restart (its record in
+//! the slab table follows its bytes). When every slab is present the partial entry becomes
+//! an ordinary complete entry (whole-file checksum, rename into place, the S3 tier). Design:
+//! docs/ARCHITECTURE.md, "Plan: files that cost what is read".
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Range;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
+use futures::future::{BoxFuture, FutureExt, Shared};
+use ndarray::Axis;
+
+use super::{build_bytes, key_of, Flow, FlowError};
+use crate::cache::partial::PartialEntry;
+use crate::cache::sums::BlockSums;
+use crate::cache::CacheError;
+use crate::encode::regions::{slab_bytes, Region, Regions};
+use crate::fetch;
+use crate::layout::Format;
+use crate::plan::Plan;
+
+/// Files of at least this size are served by their parts; smaller ones are built whole at
+/// their first read, as one flow run (cheaper than many for a file of a few hours).
+pub const PARTS_FROM: u64 = 16 << 20;
+
+/// Slabs one build reads together at most (one fetch: its chunk reads in flight at once).
+const RUN: usize = 8;
+
+/// The largest read-ahead window of a sequential reader, in slabs.
+pub const MAX_WINDOW: u64 = 64;
+
+/// Whether the file of `plan` is served by its parts: a classic file of more than one slab
+/// and at least `from` bytes ([`PARTS_FROM`] unless set otherwise). NetCDF-4 files (written
+/// by libnetcdf through HDF5, whose layout is known only once written) are always built
+/// whole.
+pub fn by_parts(plan: &Plan, from: u64) -> bool {
+    plan.format == Format::Classic64 && plan.size >= from && {
+        let regions = Regions::of(&plan.layout);
+        regions.slab_count() > 1
+    }
+}
+
+type SharedRun = Shared<BoxFuture<'static, Result<(), Arc<FlowError>>>>;
+
+/// What is known of the slabs in this process.
+#[derive(Default)]
+struct State {
+    /// Slabs checked sound (built here, or read back and compared with their record), with
+    /// the checksums of their blocks: every read of them is compared with these.
+    sound: HashMap<u64, Arc<BlockSums>>,
+    /// Builds in flight, by slab.
+    building: HashMap<u64, SharedRun>,
+    /// Completion has started (or is done).
+    completing: bool,
+}
+
+/// One file served by its parts (shared by every handle of the file in a process).
+pub struct PartsFile {
+    flow: Flow,
+    plan: Plan,
+    regions: Regions,
+    entry: PartialEntry,
+    /// For each variable of the layout, its place among the plan's data variables.
+    data_index: Vec<Option<usize>>,
+    state: Mutex<State>,
+}
+
+impl std::fmt::Debug for PartsFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PartsFile")
+            .field("file", &self.plan.file_name)
+            .field("slabs", &self.regions.slab_count())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a read of checked slab bytes failed.
+enum SlabRead {
+    /// The slab is not (or no longer) known sound: build or check it first.
+    Unknown,
+    /// Its bytes on disk differ from its checksums: it must be built again.
+    Damaged(u64, std::io::Error),
+}
+
+impl PartsFile {
+    /// The file of `plan` served by its parts: its partial entry opened (the one on disk
+    /// reused) and its known regions written into it.
+    pub(super) fn open(flow: Flow, plan: Plan) -> Result<Arc<Self>, Arc<FlowError>> {
+        let regions = Regions::of(&plan.layout);
+        let entry = flow
+            .tiers
+            .local()
+            .open_partial(&plan.identity, plan.size, regions.slab_count())
+            .map_err(|e| Arc::new(e.into()))?;
+        let mut n = 0;
+        let data_index = plan
+            .layout
+            .variables
+            .iter()
+            .map(|v| {
+                v.values.is_none().then(|| {
+                    n += 1;
+                    n - 1
+                })
+            })
+            .collect();
+        let file = Arc::new(Self {
+            flow,
+            plan,
+            regions,
+            entry,
+            data_index,
+            state: Mutex::new(State::default()),
+        });
+        file.write_known()?;
+        Ok(file)
+    }
+
+    /// Writes every known region into the partial file (idempotent: the same bytes).
+    fn write_known(&self) -> Result<(), Arc<FlowError>> {
+        let layout = &self.plan.layout;
+        for region in self.regions.under(layout, 0..self.regions.size()) {
+            if let Region::Known(r) = region {
+                let bytes = self
+                    .regions
+                    .known_bytes(layout, r.clone())
+                    .expect("a known region");
+                self.entry
+                    .write_known(r.start, &bytes)
+                    .map_err(|e| Arc::new(self.cache_error("writing known bytes", e)))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn cache_error(&self, context: &'static str, cause: std::io::Error) -> FlowError {
+        FlowError::Cache(CacheError {
+            path: format!("{} (partial entry)", self.plan.identity),
+            context,
+            cause,
+        })
+    }
+
+    /// The file's plan.
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
+    /// The size of the whole file.
+    pub fn size(&self) -> u64 {
+        self.regions.size()
+    }
+
+    /// The number of slabs, and how many are known sound in this process.
+    pub fn progress(&self) -> (u64, u64) {
+        let sound = self.state.lock().expect("poisoned").sound.len() as u64;
+        (self.regions.slab_count(), sound)
+    }
+
+    /// The slabs that overlap `range`.
+    fn slabs_under(&self, range: Range<u64>) -> Vec<u64> {
+        let layout = &self.plan.layout;
+        self.regions
+            .under(layout, range)
+            .into_iter()
+            .filter_map(|r| match r {
+                Region::Slab {
+                    variable, record, ..
+                } => self.regions.slab_index(variable, record),
+                Region::Known(_) => None,
+            })
+            .collect()
+    }
+
+    /// Whether `range` holds bytes of a slab (not only known bytes).
+    pub fn touches_slab(&self, range: Range<u64>) -> bool {
+        !self.slabs_under(range).is_empty()
+    }
+
+    /// The `n` slabs after byte `at` (those that end after it), in file order.
+    pub fn slabs_after(&self, at: u64, n: u64) -> Vec<u64> {
+        let count = self.regions.slab_count();
+        // Slab ranges grow with their index: the first that ends after `at`.
+        let (mut lo, mut hi) = (0u64, count);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let end = self.regions.slab(mid).map_or(u64::MAX, |s| s.range.end);
+            if end <= at {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        (lo..count.min(lo.saturating_add(n))).collect()
+    }
+
+    /// Up to `size` bytes at `offset`, at once, if every slab under them is known sound;
+    /// `None` when one must first be built or checked (then use [`PartsFile::read`]).
+    pub fn read_now(&self, offset: u64, size: u32) -> Option<Result<Vec<u8>, Arc<FlowError>>> {
+        match self.assemble(offset, size) {
+            Ok(bytes) => Some(Ok(bytes)),
+            Err(SlabRead::Unknown) => None,
+            Err(SlabRead::Damaged(slab, e)) => {
+                self.forget_damaged(slab, &e);
+                None
+            }
+        }
+    }
+
+    /// Up to `size` bytes at `offset` (none at or past the end): the slabs under them built
+    /// or checked first.
+    pub async fn read(self: &Arc<Self>, offset: u64, size: u32) -> Result<Vec<u8>, Arc<FlowError>> {
+        let end = self.size().min(offset.saturating_add(u64::from(size)));
+        if offset >= end {
+            return Ok(Vec::new());
+        }
+        let mut last = None;
+        // A slab damaged between its check and the read is built again; twice in a row is
+        // an error (a disk that does not keep what is written), never its bytes.
+        for _ in 0..3 {
+            self.ensure(self.slabs_under(offset..end)).await?;
+            match self.assemble(offset, size) {
+                Ok(bytes) => return Ok(bytes),
+                Err(SlabRead::Unknown) => {}
+                Err(SlabRead::Damaged(slab, e)) => {
+                    self.forget_damaged(slab, &e);
+                    last = Some(e);
+                }
+            }
+        }
+        Err(Arc::new(self.cache_error(
+            "reading slabs that keep changing on disk",
+            last.unwrap_or_else(|| std::io::Error::other("slabs not kept")),
+        )))
+    }
+
+    fn forget_damaged(&self, slab: u64, e: &std::io::Error) {
+        tracing::warn!(
+            file = %self.plan.file_name,
+            "slab {slab}: {e}; it will be built again"
+        );
+        self.state.lock().expect("poisoned").sound.remove(&slab);
+        let _ = self.entry.invalidate(slab);
+    }
+
+    /// The bytes of `[offset, offset + size)` from the layout and the sound slabs.
+    fn assemble(&self, offset: u64, size: u32) -> Result<Vec<u8>, SlabRead> {
+        let end = self.size().min(offset.saturating_add(u64::from(size)));
+        if offset >= end {
+            return Ok(Vec::new());
+        }
+        let layout = &self.plan.layout;
+        let regions = self.regions.under(layout, offset..end);
+        let sums: Vec<Option<Arc<BlockSums>>> = {
+            let state = self.state.lock().expect("poisoned");
+            regions
+                .iter()
+                .map(|r| match r {
+                    Region::Slab {
+                        variable, record, ..
+                    } => self
+                        .regions
+                        .slab_index(*variable, *record)
+                        .and_then(|i| state.sound.get(&i).cloned())
+                        .ok_or(SlabRead::Unknown)
+                        .map(Some),
+                    Region::Known(_) => Ok(None),
+                })
+                .collect::<Result<_, _>>()?
+        };
+        let mut out = Vec::with_capacity((end - offset) as usize);
+        for (region, sums) in regions.iter().zip(sums) {
+            let r = region.range();
+            let (from, to) = (offset.max(r.start), end.min(r.end));
+            match (region, sums) {
+                (Region::Known(_), _) => out.extend_from_slice(
+                    &self
+                        .regions
+                        .known_bytes(layout, from..to)
+                        .expect("a known region"),
+                ),
+                (
+                    Region::Slab {
+                        variable, record, ..
+                    },
+                    Some(sums),
+                ) => {
+                    let bytes = sums
+                        .read_checked_at(self.entry.data_file(), r.start, from - r.start, to - from)
+                        .map_err(|e| {
+                            let slab = self.regions.slab_index(*variable, *record);
+                            SlabRead::Damaged(slab.unwrap_or(0), e)
+                        })?;
+                    out.extend_from_slice(&bytes);
+                }
+                (Region::Slab { .. }, None) => return Err(SlabRead::Unknown),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Makes `slabs` sound: checks those present on disk, builds the others (or waits for
+    /// their builds in flight).
+    pub async fn ensure(self: &Arc<Self>, slabs: Vec<u64>) -> Result<(), Arc<FlowError>> {
+        let mut waits = Vec::new();
+        let mut unknown = Vec::new();
+        {
+            let state = self.state.lock().expect("poisoned");
+            for s in slabs {
+                if state.sound.contains_key(&s) {
+                    continue;
+                }
+                match state.building.get(&s) {
+                    Some(run) => waits.push(run.clone()),
+                    None => unknown.push(s),
+                }
+            }
+        }
+        // Present on disk (an earlier process, another handle): checked once, not rebuilt.
+        let mut absent = Vec::new();
+        for s in unknown {
+            let slab = self.regions.slab(s).expect("a slab index");
+            let len = slab.range.end - slab.range.start;
+            match self.entry.read_slab(s, slab.range.start, len) {
+                Ok(Some(bytes)) => {
+                    let (_, sums) = BlockSums::of_bytes(&bytes);
+                    let mut state = self.state.lock().expect("poisoned");
+                    state.sound.insert(s, Arc::new(sums));
+                }
+                Ok(None) => absent.push(s),
+                Err(e) => return Err(Arc::new(self.cache_error("reading a slab", e))),
+            }
+        }
+        // The absent ones, by variable, in runs of at most RUN slabs.
+        let mut by_variable: BTreeMap<usize, Vec<(u64, Option<u64>)>> = BTreeMap::new();
+        for s in absent {
+            let slab = self.regions.slab(s).expect("a slab index");
+            by_variable
+                .entry(slab.variable)
+                .or_default()
+                .push((s, slab.record));
+        }
+        {
+            let mut state = self.state.lock().expect("poisoned");
+            for (variable, slabs) in by_variable {
+                for run in slabs.chunks(RUN) {
+                    // Started meanwhile by another reader: wait for that one instead.
+                    let mut mine = Vec::new();
+                    for &(s, record) in run {
+                        if state.sound.contains_key(&s) {
+                            continue;
+                        }
+                        match state.building.get(&s) {
+                            Some(other) => waits.push(other.clone()),
+                            None => mine.push((s, record)),
+                        }
+                    }
+                    if mine.is_empty() {
+                        continue;
+                    }
+                    let this = self.clone();
+                    let slabs = mine.clone();
+                    let build = async move { this.build_run(variable, slabs).await }
+                        .boxed()
+                        .shared();
+                    for &(s, _) in &mine {
+                        state.building.insert(s, build.clone());
+                    }
+                    waits.push(build);
+                }
+            }
+        }
+        futures::future::try_join_all(waits).await?;
+        Ok(())
+    }
+
+    /// Starts building the `n` slabs after byte `at` in the background (a sequential
+    /// reader's read-ahead); failures are left to the reads that need those slabs.
+    pub fn read_ahead(self: &Arc<Self>, runtime: &tokio::runtime::Handle, at: u64, n: u64) {
+        let slabs = self.slabs_after(at, n);
+        if slabs.is_empty() {
+            return;
+        }
+        let this = self.clone();
+        runtime.spawn(async move {
+            if let Err(e) = this.ensure(slabs).await {
+                tracing::debug!(file = %this.plan.file_name, "read-ahead: {e}");
+            }
+        });
+    }
+
+    /// The plan of one build: the data variable of layout index `variable`, at the records
+    /// of `slabs` (in their order), or whole for a variable without the record dimension.
+    fn sub_plan(&self, variable: usize, slabs: &[(u64, Option<u64>)]) -> Plan {
+        let k = self.data_index[variable].expect("a data variable");
+        let mut sub = self.plan.clone();
+        let pv = self.plan.variables[k].clone();
+        if slabs.iter().all(|(_, r)| r.is_some()) {
+            let time = &pv.dims[0];
+            let all = &self.plan.selections[time];
+            let picked = sub.selections.get_mut(time).expect("the record dimension");
+            picked.indices = slabs
+                .iter()
+                .map(|(_, r)| all.indices[r.expect("a record") as usize])
+                .collect();
+            picked.labels = slabs
+                .iter()
+                .map(|(_, r)| all.labels[r.expect("a record") as usize])
+                .collect();
+        }
+        sub.variables = vec![pv];
+        sub
+    }
+
+    async fn build_run(
+        self: Arc<Self>,
+        variable: usize,
+        slabs: Vec<(u64, Option<u64>)>,
+    ) -> Result<(), Arc<FlowError>> {
+        let result = self.build_run_inner(variable, &slabs).await;
+        let complete = {
+            let mut state = self.state.lock().expect("poisoned");
+            for (s, _) in &slabs {
+                state.building.remove(s);
+            }
+            match &result {
+                Ok(sums) => {
+                    for (s, sums) in sums {
+                        state.sound.insert(*s, sums.clone());
+                    }
+                }
+                Err(_) => {
+                    self.flow.metrics.failures.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            let all = state.sound.len() as u64 == self.regions.slab_count();
+            let start = all && !state.completing;
+            if start {
+                state.completing = true;
+            }
+            start
+        };
+        if complete {
+            let this = self.clone();
+            tokio::spawn(async move { this.complete().await });
+        }
+        result.map(|_| ()).map_err(Arc::new)
+    }
+
+    async fn build_run_inner(
+        self: &Arc<Self>,
+        variable: usize,
+        slabs: &[(u64, Option<u64>)],
+    ) -> Result<Vec<(u64, Arc<BlockSums>)>, FlowError> {
+        let flow = &self.flow;
+        if let Some(e) = flow.pin_moved(&self.plan) {
+            return Err(e);
+        }
+        let sub = self.sub_plan(variable, slabs);
+        let need = build_bytes(&sub, &flow.source, &flow.fetch);
+        let _memory = flow.memory.reserve(need).await;
+        flow.metrics.slab_builds.fetch_add(1, Ordering::Relaxed);
+        let fetched = fetch::fetch(&sub, &flow.source, &flow.fetch).await?;
+        if fetched.absent_chunks > 0 {
+            return Err(FlowError::AbsentInPart {
+                file: self.plan.file_name.clone(),
+                absent: fetched.absent_chunks,
+            });
+        }
+        let array = fetched
+            .arrays
+            .into_iter()
+            .next()
+            .expect("one array per variable");
+        let this = self.clone();
+        let slabs = slabs.to_vec();
+        tokio::task::spawn_blocking(move || {
+            let mut done = Vec::with_capacity(slabs.len());
+            for (k, (s, record)) in slabs.into_iter().enumerate() {
+                let slab = this.regions.slab(s).expect("a slab index");
+                let view = match record {
+                    Some(_) => array.index_axis(Axis(0), k),
+                    None => array.view(),
+                };
+                let bytes = slab_bytes(view, slab.range.end - slab.range.start);
+                this.entry
+                    .write_slab(s, slab.range.start, &bytes)
+                    .map_err(|e| Box::new(this.cache_error("writing a slab", e)))?;
+                done.push((s, Arc::new(BlockSums::of_bytes(&bytes).1)));
+            }
+            Ok(done)
+        })
+        .await
+        .map_err(|e| FlowError::Join(e.to_string()))?
+        .map_err(|e: Box<FlowError>| *e)
+    }
+
+    /// Every slab is present: makes the partial entry a complete one (its known regions
+    /// written again, each slab checked once more, the whole-file checksum recorded, renamed
+    /// into place) and shares it with the S3 tier. Reads in flight keep reading the same
+    /// file through its descriptor.
+    async fn complete(self: Arc<Self>) {
+        let this = self.clone();
+        let done = tokio::task::spawn_blocking(move || {
+            this.write_known()?;
+            let regions = &this.regions;
+            this.entry
+                .complete(this.flow.tiers.local(), &this.plan.identity, |s| {
+                    let r = regions.slab(s).expect("a slab index").range;
+                    (r.start, r.end - r.start)
+                })
+                .map_err(|e| Arc::new(FlowError::from(e)))
+        })
+        .await
+        .map_err(|e| Arc::new(FlowError::Join(e.to_string())))
+        .and_then(|r| r);
+        match done {
+            Ok(Some(entry)) => {
+                tracing::info!(file = %self.plan.file_name, bytes = self.plan.size, "complete: every slab built");
+                self.flow.forget_parts(&self.plan.identity);
+                self.flow
+                    .tiers
+                    .write_through(key_of(&self.plan), &entry, false)
+                    .await;
+            }
+            Ok(None) => {
+                // A slab was damaged on disk since it was written: built again when read.
+                let mut state = self.state.lock().expect("poisoned");
+                if let Ok(missing) = self.entry.missing() {
+                    for s in missing {
+                        state.sound.remove(&s);
+                    }
+                }
+                state.completing = false;
+            }
+            Err(e) => {
+                // Made complete by another process meanwhile (its rename took the file), or
+                // the disk refused: the slabs keep being served from this partial file.
+                tracing::warn!(file = %self.plan.file_name, "completing the file: {}", super::error_chain(e.as_ref()));
+                self.flow.forget_parts(&self.plan.identity);
+            }
+        }
+    }
+}
+
+/// The counters of slab builds, as a field of [`Flow::counters`].
+pub(super) fn counters(flow: &Flow) -> (String, serde_json::Value) {
+    (
+        "slab_builds".to_string(),
+        flow.metrics.slab_builds.load(Ordering::Relaxed).into(),
+    )
+}
