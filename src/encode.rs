@@ -21,7 +21,7 @@ use crate::layout::{AttrValue, CoordValues, Format, Layout, NcType};
 
 /// Version of the file format this program writes. Part of every identity and cache key:
 /// bump it whenever the bytes of a file for the same deskriptor would change.
-pub const FORMAT_VERSION: u32 = 4;
+pub const FORMAT_VERSION: u32 = 5;
 
 /// Why a file could not be written.
 #[derive(Debug, thiserror::Error)]
@@ -286,7 +286,7 @@ fn put_global(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::layout::NcVariable;
     use ndarray::IxDyn;
@@ -377,6 +377,7 @@ mod tests {
                 ("deskriptor".into(), AttrValue::Text("{\"x\":1}".into())),
                 ("v".into(), AttrValue::Ints(vec![1])),
             ],
+            classic: Default::default(),
         }
     }
 
@@ -496,6 +497,60 @@ mod tests {
                     array.iter().copied().collect::<Vec<_>>(),
                     "layout {i}"
                 );
+            }
+        }
+    }
+
+    /// The shape of files served by their parts: time fixed, equal to libnetcdf's file byte
+    /// for byte; with the data further on (zeros between, which libnetcdf cannot place
+    /// there), read back by libnetcdf with every value and dimension as written.
+    #[test]
+    fn files_with_time_fixed_and_the_data_further_on_read_back_through_libnetcdf() {
+        let dir = tempfile::tempdir().unwrap();
+        for (i, base) in samples().into_iter().enumerate() {
+            for data_begin in [0u64, 70_001] {
+                let mut layout = base.clone();
+                layout.classic = crate::layout::ClassicShape {
+                    time_records: false,
+                    data_begin,
+                };
+                let data = data_for(&layout);
+                let ours = dir.path().join(format!("ours{i}-{data_begin}.nc"));
+                write(
+                    &layout,
+                    &data,
+                    Format::Classic64,
+                    &ours,
+                    layout.classic_size(),
+                )
+                .unwrap();
+                let bytes = std::fs::read(&ours).unwrap();
+                if data_begin == 0 {
+                    let reference = dir.path().join(format!("libnetcdf{i}.nc"));
+                    write_inner(&layout, Data::Full(&data), Format::Classic64, &reference).unwrap();
+                    assert_eq!(bytes, std::fs::read(&reference).unwrap(), "layout {i}");
+                } else if data.iter().any(|a| !a.is_empty()) {
+                    assert!(bytes.len() as u64 > data_begin, "layout {i}");
+                }
+                let f = netcdf::open(&ours).unwrap();
+                for (name, len) in &layout.dims {
+                    let dim = f.dimension(name).unwrap();
+                    assert_eq!(dim.len(), *len, "layout {i}: {name}");
+                    assert!(!dim.is_unlimited(), "layout {i}: {name}");
+                }
+                let data_vars = layout.variables.iter().filter(|v| v.values.is_none());
+                for (v, array) in data_vars.zip(&data) {
+                    let back: Vec<f32> = f.variable(&v.name).unwrap().get_values(..).unwrap();
+                    assert_eq!(
+                        back,
+                        array.iter().copied().collect::<Vec<_>>(),
+                        "layout {i}"
+                    );
+                }
+                for v in layout.variables.iter().filter(|v| v.values.is_some()) {
+                    let n = f.variable(&v.name).unwrap().len();
+                    assert_eq!(n, layout.elements(v) as usize, "layout {i}: {}", v.name);
+                }
             }
         }
     }

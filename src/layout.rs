@@ -311,6 +311,44 @@ pub struct Layout {
     pub variables: Vec<NcVariable>,
     /// Global attributes.
     pub attributes: Vec<(String, AttrValue)>,
+    /// How a classic file places its bytes (see [`ClassicShape`]).
+    pub classic: ClassicShape,
+}
+
+/// How a classic file places its bytes: two shapes, chosen by the plan from the file's size
+/// (`crate::plan`, "files served by their parts").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClassicShape {
+    /// `time` is the record (UNLIMITED) dimension, as in CDS's files: what NCO's `ncrcat`
+    /// and `ncra` need. Its values then lie between the data of every hour.
+    pub time_records: bool,
+    /// The data (the first data variable, or the records) starts at this offset at least:
+    /// the bytes between the coordinates and it are zeros. Readers read the start of a file
+    /// when they open it (libnetcdf reads its first 4 MiB and probes powers of two): with the
+    /// data starting past that, opening a file served by its parts reads no data.
+    pub data_begin: u64,
+}
+
+/// Classic files of at least this size take the shape of files served by their parts (see
+/// [`Layout::in_classic_shape`]); smaller ones are built whole at their first read.
+pub const PARTS_FROM: u64 = 32 << 20;
+
+/// Where the data of a file served by its parts starts: past the 4 MiB libnetcdf reads when
+/// it opens a file, past the kernel's read-ahead after it, and not at a power of two (which
+/// libnetcdf probes for an HDF5 signature), so that opening the file reads no data.
+pub const PARTS_DATA_BEGIN: u64 = 5 << 20;
+
+/// The largest fixed-size variable CDF-2 holds (its `vsize` is 32 bits).
+const CDF2_MAX_VSIZE: u64 = (1 << 32) - 4;
+
+impl Default for ClassicShape {
+    /// Time as the record dimension, data right after the coordinates.
+    fn default() -> Self {
+        Self {
+            time_records: true,
+            data_begin: 0,
+        }
+    }
 }
 
 fn pad4(n: u64) -> u64 {
@@ -368,6 +406,9 @@ impl Layout {
     /// variable that uses it has it first (classic NetCDF allows a record dimension only
     /// there); `None` otherwise, and the file is then all fixed-size.
     pub fn record_dim(&self) -> Option<usize> {
+        if !self.classic.time_records {
+            return None;
+        }
         let d = self
             .dims
             .iter()
@@ -402,8 +443,13 @@ impl Layout {
             self.variables.len()
         ];
         let mut offset = self.classic_header_size();
+        let mut data_started = false;
         for (v, p) in self.variables.iter().zip(&mut variables) {
             if !is_record(v) {
+                if v.values.is_none() && !data_started {
+                    offset = offset.max(self.classic.data_begin);
+                    data_started = true;
+                }
                 *p = Placement {
                     record: false,
                     vsize: pad4(slice_bytes(v)),
@@ -411,6 +457,9 @@ impl Layout {
                 };
                 offset += p.vsize;
             }
+        }
+        if !data_started && self.variables.iter().any(is_record) {
+            offset = offset.max(self.classic.data_begin);
         }
         let begin_records = offset;
         let mut record_size = 0;
@@ -442,6 +491,30 @@ impl Layout {
                 _ => 0,
             },
         }
+    }
+
+    /// This layout in the shape its classic file takes: time the record dimension, data
+    /// right after the coordinates, for files under [`PARTS_FROM`] (CDS's layout, what NCO's
+    /// record tools need); for larger files, served by their parts, time fixed — so that its
+    /// values lie with the other coordinates at the start, and a reader that loads them when
+    /// it opens the file (xarray, cdo) reads no data, where in records they would lie between
+    /// the data of every hour — and the data from [`PARTS_DATA_BEGIN`]. Time stays the
+    /// record dimension where a data variable would be too large for a fixed one in CDF-2.
+    pub fn in_classic_shape(mut self) -> Layout {
+        self.classic = ClassicShape::default();
+        if self.classic_size() < PARTS_FROM {
+            return self;
+        }
+        let fits_fixed = self
+            .variables
+            .iter()
+            .filter(|v| v.values.is_none())
+            .all(|v| self.elements(v) * v.nc_type.size() <= CDF2_MAX_VSIZE);
+        self.classic = ClassicShape {
+            time_records: !fits_fixed,
+            data_begin: PARTS_DATA_BEGIN,
+        };
+        self
     }
 
     /// Elements in variable `v`.
@@ -526,6 +599,40 @@ mod tests {
     }
 
     #[test]
+    fn files_served_by_parts_take_time_fixed_and_the_data_further_on() {
+        use crate::encode::tests::sample;
+        // 24 hours of a 3×5 box: small, CDS's shape.
+        let small = sample(24, 3, 5, 1, None).in_classic_shape();
+        assert_eq!(small.classic, ClassicShape::default());
+        assert!(small.record_dim().is_some());
+        // 720 hours of the globe: time fixed, data past the first 5 MiB.
+        let big = sample(720, 721, 1440, 1, None).in_classic_shape();
+        assert!(big.classic_size() >= PARTS_FROM);
+        assert_eq!(
+            big.classic,
+            ClassicShape {
+                time_records: false,
+                data_begin: PARTS_DATA_BEGIN
+            }
+        );
+        assert!(big.record_dim().is_none());
+        let p = big.classic_placement();
+        let first_data = big
+            .variables
+            .iter()
+            .position(|v| v.values.is_none())
+            .unwrap();
+        assert_eq!(p.variables[first_data].begin, PARTS_DATA_BEGIN);
+        assert!(p.variables[..first_data]
+            .iter()
+            .all(|c| c.begin + c.vsize < 64 * 1024));
+        // A variable over 4 GiB cannot be fixed in CDF-2: records, data further on.
+        let huge = sample(1200, 721, 1440, 1, None).in_classic_shape();
+        assert!(huge.classic.time_records);
+        assert_eq!(huge.classic_placement().begin_records, PARTS_DATA_BEGIN);
+    }
+
+    #[test]
     fn header_size_by_hand() {
         // One dimension "x"(3), one int variable "x" with no attributes, no globals.
         let layout = Layout {
@@ -538,6 +645,7 @@ mod tests {
                 values: Some(CoordValues::Ints(vec![1, 2, 3])),
             }],
             attributes: vec![],
+            classic: Default::default(),
         };
         // magic 4 + numrecs 4 + dims (8 + name 8 + len 4) + gatts 8
         // + vars (8 + name 8 + ndims 4 + dimid 4 + vatts 8 + type 4 + vsize 4 + begin 8)
@@ -563,6 +671,7 @@ mod tests {
                 var("v", vec![0, 1], None),
             ],
             attributes: vec![],
+            classic: Default::default(),
         };
         let h = layout.classic_header_size();
         let p = layout.classic_placement();

@@ -30,7 +30,7 @@ pub use memo::PlanMemo;
 
 pub use crate::encode::FORMAT_VERSION;
 /// [`FORMAT_VERSION`] as written into identities.
-const FORMAT_VERSION_TEXT: &str = "4";
+const FORMAT_VERSION_TEXT: &str = "5";
 
 /// Default refusal limit for one file's size (see `--max-file-size`): a guard against
 /// mistakes only (1 TiB), since a big file is served by its parts and costs what is read.
@@ -307,6 +307,10 @@ fn layout_and_size(
     format: Format,
 ) -> Result<(Layout, u64), PlanError> {
     let layout = full_layout(scope, r).map_err(|why| DeskriptorError::new(line, "", "", why))?;
+    let layout = match format {
+        Format::Classic64 => layout.in_classic_shape(),
+        Format::Netcdf4 => layout,
+    };
     let size = match format {
         Format::Classic64 => layout.classic_size(),
         Format::Netcdf4 => {
@@ -864,6 +868,7 @@ fn build_layout(
         dims: Vec::new(),
         variables: Vec::new(),
         attributes: Vec::new(),
+        classic: Default::default(),
     };
     for d in file_dims {
         let sel = &selections[d];

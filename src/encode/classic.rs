@@ -136,6 +136,18 @@ enum Values<'a> {
     Data(ndarray::ArrayViewD<'a, f32>),
 }
 
+/// Writes zeros from `*at` up to `to` (the bytes before the data of a file whose data starts
+/// further on, `ClassicShape::data_begin`).
+fn zeros(at: &mut u64, to: u64, out: &mut impl Write) -> std::io::Result<()> {
+    const ZEROS: [u8; 1 << 16] = [0; 1 << 16];
+    while *at < to {
+        let n = (to - *at).min(ZEROS.len() as u64);
+        out.write_all(&ZEROS[..n as usize])?;
+        *at += n;
+    }
+    Ok(())
+}
+
 /// Writes `values` big-endian, then zeros up to `padded` bytes.
 fn put_values(
     values: Values<'_>,
@@ -181,7 +193,9 @@ fn put_values(
 /// the record variables' slices for one time step. `data` holds one array per data variable
 /// (in layout order, C order); values are big-endian.
 pub fn write(layout: &Layout, data: &[ArrayD<f32>], out: &mut impl Write) -> std::io::Result<()> {
-    out.write_all(&header(layout))?;
+    let head = header(layout);
+    out.write_all(&head)?;
+    let mut at = head.len() as u64;
     let placement = layout.classic_placement();
     let missing = || std::io::Error::new(std::io::ErrorKind::InvalidInput, "missing data");
     let mut arrays = data.iter();
@@ -195,6 +209,8 @@ pub fn write(layout: &Layout, data: &[ArrayD<f32>], out: &mut impl Write) -> std
     let mut buf: Vec<u8> = Vec::with_capacity(1 << 16);
     for (source, p) in sources.iter().zip(&placement.variables) {
         if !p.record {
+            zeros(&mut at, p.begin, out)?;
+            at += p.vsize;
             let whole = match source {
                 Source::Coord(CoordValues::Ints(x)) => Values::Ints(x),
                 Source::Coord(CoordValues::Floats(x)) => Values::Floats(x),
@@ -208,6 +224,9 @@ pub fn write(layout: &Layout, data: &[ArrayD<f32>], out: &mut impl Write) -> std
         .zip(&placement.variables)
         .filter(|(_, p)| p.record)
         .collect();
+    if !records.is_empty() {
+        zeros(&mut at, placement.begin_records, out)?;
+    }
     let single = records.len() == 1;
     for r in 0..placement.records as usize {
         for (source, p) in &records {

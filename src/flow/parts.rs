@@ -33,8 +33,9 @@ use crate::layout::Format;
 use crate::plan::Plan;
 
 /// Files of at least this size are served by their parts; smaller ones are built whole at
-/// their first read, as one flow run (cheaper than many for a file of a few hours).
-pub const PARTS_FROM: u64 = 16 << 20;
+/// their first read, as one flow run (cheaper than many for a file of a few hours). The
+/// same size at which the layout takes the shape for it ([`crate::layout::PARTS_FROM`]).
+pub const PARTS_FROM: u64 = crate::layout::PARTS_FROM;
 
 /// Slabs one build reads together at most (one fetch: its chunk reads in flight at once).
 const RUN: usize = 8;

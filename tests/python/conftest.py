@@ -25,7 +25,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "tests" / "data"
 # The cache's directory of this format version (FORMAT_VERSION, src/encode.rs).
-FORMAT_DIR = "v4"
+FORMAT_DIR = "v5"
 
 
 def binary():
