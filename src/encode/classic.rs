@@ -139,7 +139,7 @@ enum Values<'a> {
 /// Writes zeros from `*at` up to `to` (the bytes before the data of a file whose data starts
 /// further on, `ClassicShape::data_begin`).
 fn zeros(at: &mut u64, to: u64, out: &mut impl Write) -> std::io::Result<()> {
-    const ZEROS: [u8; 1 << 16] = [0; 1 << 16];
+    static ZEROS: [u8; 1 << 16] = [0; 1 << 16];
     while *at < to {
         let n = (to - *at).min(ZEROS.len() as u64);
         out.write_all(&ZEROS[..n as usize])?;
