@@ -246,6 +246,11 @@ impl Flow {
         self
     }
 
+    /// The size from which files are served by their parts (see [`Flow::with_parts_from`]).
+    pub fn parts_from(&self) -> u64 {
+        self.parts_from
+    }
+
     /// Another flow over `cache`, sharing this one's source, fetch tuning, counters and
     /// memory budget, without the S3 tier (the dashboard's ad-hoc previews).
     pub fn over_cache(&self, cache: LocalCache) -> Self {

@@ -520,16 +520,21 @@ struct Handle {
     _pin: crate::cache::Pin,
 }
 
-/// A reader's progress through a file served by its parts: while its reads follow on, the
-/// slabs after them are built ahead, a window that doubles from 1 to
-/// [`crate::flow::parts::MAX_WINDOW`] slabs; a read elsewhere starts it again.
+/// A reader's progress through a file served by its parts: once its reads have followed on
+/// through [`STREAM_AFTER`] slabs, the slabs after them are built ahead, a window that
+/// doubles with every slab read from 1 to [`crate::flow::parts::MAX_WINDOW`]; a read
+/// elsewhere starts it again. A reader of one time step (which touches the edges of its
+/// neighbours) starts nothing.
 #[derive(Debug, Default)]
 struct Stream {
+    /// Where the reader's run of reads that follow on began.
+    start: u64,
     /// The end of the last read.
     next: u64,
-    /// Slabs built ahead of the reader (0: not streaming).
-    window: u64,
 }
+
+/// Slabs a reader reads in a row before the slabs after them are built ahead.
+const STREAM_AFTER: u64 = 2;
 
 /// How far from the end of the last read a read still counts as following on: the kernel's
 /// own read-ahead sends a few reads at once, and they may arrive out of order.
@@ -1019,6 +1024,20 @@ impl DatasetFs {
             .open_sealed(Key::new(e.identity(), e.size))
     }
 
+    /// Whether a file not cached yet will be served by its parts (a classic file of at least
+    /// [`Flow::parts_from`] bytes): its reads then come to the mount as the reader makes
+    /// them (direct I/O), so that the kernel's read-ahead builds no slab the reader does not
+    /// read.
+    pub fn served_by_parts(&self, ino: u64) -> bool {
+        let Ok(node) = self.node(ino) else {
+            return false;
+        };
+        let e = &node.entry;
+        self.options.format == crate::layout::Format::Classic64
+            && e.size >= self.flow.parts_from()
+            && !self.flow.tiers().is_cached(Key::new(e.identity(), e.size))
+    }
+
     /// Forgets a file handle.
     pub fn release(&self, fh: u64) {
         // Dropping the handle unpins its entry (once no read holds it).
@@ -1072,16 +1091,19 @@ impl DatasetFs {
             let follows = data
                 && offset <= s.next.saturating_add(STREAM_SLACK)
                 && offset.saturating_add(STREAM_SLACK) >= s.next;
-            s.window = if follows {
-                (s.window * 2).clamp(1, crate::flow::parts::MAX_WINDOW)
+            if follows {
+                s.next = s.next.max(offset + len);
             } else {
-                0
-            };
-            s.next = s.next.max(offset + len);
-            if !follows {
-                s.next = offset + len;
+                (s.start, s.next) = (offset, offset + len);
             }
-            s.window
+            let slabs = (s.next - s.start) / parts.slab_size().max(1);
+            match slabs.checked_sub(STREAM_AFTER) {
+                Some(k) if data => 1u64
+                    .checked_shl(k.min(63) as u32)
+                    .unwrap_or(u64::MAX)
+                    .min(crate::flow::parts::MAX_WINDOW),
+                _ => 0,
+            }
         };
         if ahead > 0 {
             parts.read_ahead(runtime, offset + len, ahead);

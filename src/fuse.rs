@@ -172,12 +172,18 @@ impl Filesystem for FuseAdapter {
         // Listing returns the attributes too, so `ls -l` needs no lookup per file; adaptively
         // (the kernel asks for them once it sees them used), so that `ls -f` of a million
         // files does not make the kernel build a million inodes it will not use.
+        // mmap of a file opened with direct I/O (a file served by its parts): scipy maps
+        // the files it reads.
+        let mmap = config
+            .add_capabilities(InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP)
+            .is_ok();
         let plus = config
             .add_capabilities(InitFlags::FUSE_DO_READDIRPLUS | InitFlags::FUSE_READDIRPLUS_AUTO)
             .is_ok();
         tracing::debug!(
             passthrough = ok,
             readdirplus = plus,
+            direct_io_mmap = mmap,
             "FUSE session initialised"
         );
         Ok(())
@@ -214,8 +220,15 @@ impl Filesystem for FuseAdapter {
                         .lock()
                         .expect("poisoned")
                         .opened_caching(ino.0, fh);
-                    // The bytes of an inode never change, so the kernel may keep its cache.
-                    reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE);
+                    // The bytes of an inode never change, so the kernel may keep its cache;
+                    // a file served by its parts is read as the reader reads it (no
+                    // read-ahead of the kernel building slabs nobody asked for).
+                    let flags = if self.fs.served_by_parts(ino.0) {
+                        FopenFlags::FOPEN_DIRECT_IO
+                    } else {
+                        FopenFlags::FOPEN_KEEP_CACHE
+                    };
+                    reply.opened(FileHandle(fh), flags);
                 }
                 Mode::Refused(reply) => {
                     self.fs.release(fh);

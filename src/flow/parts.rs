@@ -186,6 +186,14 @@ impl PartsFile {
             .collect()
     }
 
+    /// The size of a slab (the first one's; a file's slabs differ only by padding and by
+    /// variable).
+    pub fn slab_size(&self) -> u64 {
+        self.regions
+            .slab(0)
+            .map_or(0, |s| s.range.end - s.range.start)
+    }
+
     /// Whether `range` holds bytes of a slab (not only known bytes).
     pub fn touches_slab(&self, range: Range<u64>) -> bool {
         !self.slabs_under(range).is_empty()
