@@ -527,10 +527,9 @@ struct Handle {
 /// neighbours) starts nothing.
 #[derive(Debug, Default)]
 struct Stream {
-    /// Where the reader's run of reads that follow on began.
-    start: u64,
-    /// The end of the last read.
-    next: u64,
+    /// The reader's run of reads that follow on: where it began and where its last read
+    /// ended (`None` before the first read of data).
+    run: Option<(u64, u64)>,
 }
 
 /// Slabs a reader reads in a row before the slabs after them are built ahead.
@@ -1088,15 +1087,20 @@ impl DatasetFs {
         let data = len > 0 && parts.touches_slab(offset..offset + len);
         let ahead = {
             let mut s = handle.stream.lock().expect("poisoned");
-            let follows = data
-                && offset <= s.next.saturating_add(STREAM_SLACK)
-                && offset.saturating_add(STREAM_SLACK) >= s.next;
-            if follows {
-                s.next = s.next.max(offset + len);
-            } else {
-                (s.start, s.next) = (offset, offset + len);
+            let (start, next) = match s.run {
+                Some((start, next))
+                    if data
+                        && offset <= next.saturating_add(STREAM_SLACK)
+                        && offset.saturating_add(STREAM_SLACK) >= next =>
+                {
+                    (start, next.max(offset + len))
+                }
+                _ => (offset, offset + len),
+            };
+            if data {
+                s.run = Some((start, next));
             }
-            let slabs = (s.next - s.start) / parts.slab_size().max(1);
+            let slabs = (next - start) / parts.slab_size().max(1);
             match slabs.checked_sub(STREAM_AFTER) {
                 Some(k) if data => 1u64
                     .checked_shl(k.min(63) as u32)

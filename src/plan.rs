@@ -15,8 +15,8 @@ use sha2::{Digest, Sha256};
 use crate::deskriptor::{check_file_name, Deskriptor, DeskriptorError};
 use crate::encode;
 use crate::layout::{
-    attributes_digest, coordinate_attributes, variable_attributes, AttrValue, CoordValues, Format,
-    Layout, NcType, NcVariable,
+    attributes_digest, coordinate_attributes, variable_attributes, AttrValue, ClassicShape,
+    CoordValues, Format, Layout, NcType, NcVariable,
 };
 use crate::naming::NameLayout;
 use crate::provenance::Provenance;
@@ -308,7 +308,17 @@ fn layout_and_size(
 ) -> Result<(Layout, u64), PlanError> {
     let layout = full_layout(scope, r).map_err(|why| DeskriptorError::new(line, "", "", why))?;
     let layout = match format {
-        Format::Classic64 => layout.in_classic_shape(),
+        Format::Classic64 => {
+            let mut layout = layout.in_classic_shape();
+            if layout.classic != ClassicShape::default() {
+                // Served by its parts: its header is read before its data, so it cannot
+                // count the chunks its data will meet absent; the entry's mark does.
+                layout
+                    .attributes
+                    .retain(|(name, _)| name != ABSENT_CHUNKS_ATTRIBUTE);
+            }
+            layout
+        }
         Format::Netcdf4 => layout,
     };
     let size = match format {

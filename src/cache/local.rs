@@ -959,16 +959,7 @@ impl LocalCache {
         // per file cost more than the whole build of a small file (see PERFORMANCE.md).
         let size = file.as_file().metadata().map(|m| m.len()).unwrap_or(0);
         let sums = record_checksums(file.as_file(), identity, &path);
-        if absent_chunks > 0 {
-            let version = self.store_version.read().expect("poisoned").clone();
-            let mark = format!("{absent_chunks} {}", version.as_deref().unwrap_or(""));
-            if let Err(e) = set_xattr(file.as_file(), ABSENT_XATTR, mark.trim_end()) {
-                tracing::debug!(
-                    "cannot mark {} as having absent chunks: {e}",
-                    path.display()
-                );
-            }
-        }
+        self.mark_absent(file.as_file(), &path, absent_chunks);
         let file = match file.persist(&path) {
             Ok(f) => f,
             Err(e) if e.error.kind() == io::ErrorKind::PermissionDenied => {
@@ -1037,9 +1028,31 @@ impl LocalCache {
         }
     }
 
+    /// Marks `file` (the future entry at `path`) as holding `absent` chunks the store did not
+    /// have ([`ABSENT_XATTR`], with the store's version); nothing when there are none.
+    fn mark_absent(&self, file: &File, path: &Path, absent: u64) {
+        if absent == 0 {
+            return;
+        }
+        let version = self.store_version.read().expect("poisoned").clone();
+        let mark = format!("{absent} {}", version.as_deref().unwrap_or(""));
+        if let Err(e) = set_xattr(file, ABSENT_XATTR, mark.trim_end()) {
+            tracing::debug!(
+                "cannot mark {} as having absent chunks: {e}",
+                path.display()
+            );
+        }
+    }
+
     /// Makes the finished file at `from` (in this cache's file system, a partial entry) the
-    /// entry of `identity`: its checksums recorded, renamed into place, counted.
-    pub fn adopt(&self, from: &Path, identity: &str) -> Result<CachedFile, CacheError> {
+    /// entry of `identity`: its checksums recorded, marked if `absent` chunks were read as
+    /// missing, renamed into place, counted.
+    pub fn adopt(
+        &self,
+        from: &Path,
+        identity: &str,
+        absent: u64,
+    ) -> Result<CachedFile, CacheError> {
         let fail = |context, cause| CacheError {
             path: from.display().to_string(),
             context,
@@ -1057,6 +1070,7 @@ impl LocalCache {
             .open(from)
             .map_err(|e| fail("opening a finished file", e))?;
         let sums = record_checksums(&file, identity, &path);
+        self.mark_absent(&file, &path, absent);
         std::fs::rename(from, &path).map_err(|e| fail("renaming a finished file into place", e))?;
         let size = file.metadata().map(|m| m.len()).unwrap_or(0);
         Ok(self.admit(identity, path, file, sums, size))

@@ -160,12 +160,26 @@ impl PartialEntry {
         self.size
     }
 
-    fn record(&self, slab: u64) -> io::Result<(u32, bool)> {
+    /// Slab `slab`'s record: its CRC, whether it is present, and how many chunks it read as
+    /// missing (absent from the store).
+    fn record(&self, slab: u64) -> io::Result<(u32, bool, u32)> {
         let mut r = [0u8; RECORD as usize];
         self.table.read_exact_at(&mut r, HEADER + slab * RECORD)?;
         let crc = u32::from_le_bytes(r[..4].try_into().expect("4 bytes"));
         let flag = u32::from_le_bytes(r[4..].try_into().expect("4 bytes"));
-        Ok((crc, flag == PRESENT))
+        Ok((crc, flag & 0xff == PRESENT, flag >> 8))
+    }
+
+    /// Chunks read as missing by the present slabs, all together.
+    pub fn absent_chunks(&self) -> io::Result<u64> {
+        let mut n = 0;
+        for slab in 0..self.slabs {
+            let (_, present, absent) = self.record(slab)?;
+            if present {
+                n += u64::from(absent);
+            }
+        }
+        Ok(n)
     }
 
     fn check_index(&self, slab: u64) -> io::Result<()> {
@@ -181,13 +195,15 @@ impl PartialEntry {
         self.data.write_all_at(bytes, offset)
     }
 
-    /// Stores slab `slab`, `bytes` at `offset`: the bytes first, then its record.
-    pub fn write_slab(&self, slab: u64, offset: u64, bytes: &[u8]) -> io::Result<()> {
+    /// Stores slab `slab`, `bytes` at `offset` (made of `absent` chunks the store does not
+    /// have, read as missing values): the bytes first, then its record.
+    pub fn write_slab(&self, slab: u64, offset: u64, bytes: &[u8], absent: u32) -> io::Result<()> {
         self.check_index(slab)?;
         self.data.write_all_at(bytes, offset)?;
         let mut r = Vec::with_capacity(RECORD as usize);
         r.extend_from_slice(&crc32c::crc32c(bytes).to_le_bytes());
-        r.extend_from_slice(&PRESENT.to_le_bytes());
+        let flag = PRESENT | (absent.min(0x00ff_ffff) << 8);
+        r.extend_from_slice(&flag.to_le_bytes());
         self.table.write_all_at(&r, HEADER + slab * RECORD)
     }
 
@@ -214,7 +230,7 @@ impl PartialEntry {
     /// `None` when absent or damaged (a damaged one is marked absent, to be built again).
     pub fn read_slab(&self, slab: u64, offset: u64, len: u64) -> io::Result<Option<Vec<u8>>> {
         self.check_index(slab)?;
-        let (crc, present) = self.record(slab)?;
+        let (crc, present, _) = self.record(slab)?;
         if !present {
             return Ok(None);
         }
@@ -242,7 +258,8 @@ impl PartialEntry {
         Ok(out)
     }
 
-    /// Makes the file an ordinary entry of `cache` once every slab is present: `slab_at`
+    /// Makes the file an ordinary entry of `cache` once every slab is present (marked with
+    /// the chunks its slabs read as missing, if any): `slab_at`
     /// gives each slab's byte range; each slab is checked against its record (a damaged one
     /// is marked absent and the entry stays partial: `Ok(None)`), then the file is persisted
     /// as [`LocalCache::persist`] does and its table removed.
@@ -259,7 +276,8 @@ impl PartialEntry {
                 return Ok(None);
             }
         }
-        let done = cache.adopt(&self.data_path, identity)?;
+        let absent = self.absent_chunks().map_err(io_err)?;
+        let done = cache.adopt(&self.data_path, identity, absent)?;
         let _ = std::fs::remove_file(&self.table_path);
         Ok(Some(done))
     }
@@ -288,7 +306,7 @@ mod tests {
         p.write_known(0, &[9u8; 20]).unwrap();
         assert_eq!(p.missing().unwrap(), vec![0, 1, 2]);
         let (o, l) = slab_at(1);
-        p.write_slab(1, o, &slab_bytes(1)).unwrap();
+        p.write_slab(1, o, &slab_bytes(1), 0).unwrap();
         assert_eq!(p.read_slab(1, o, l).unwrap().unwrap(), slab_bytes(1));
         drop(p);
         // A new process finds slab 1 and not the others.
@@ -303,7 +321,7 @@ mod tests {
         assert_eq!(p.missing().unwrap(), vec![0, 1, 2]);
         for s in 0..3 {
             let (o, _) = slab_at(s);
-            p.write_slab(s, o, &slab_bytes(s)).unwrap();
+            p.write_slab(s, o, &slab_bytes(s), 0).unwrap();
         }
         let done = p.complete(&again, ID, slab_at).unwrap().expect("complete");
         let mut want = vec![9u8; 20];
@@ -322,7 +340,7 @@ mod tests {
         let cache = LocalCache::open(dir.path()).unwrap();
         let p = cache.open_partial(ID, 320, 3).unwrap();
         let (o, _) = slab_at(0);
-        p.write_slab(0, o, &slab_bytes(0)).unwrap();
+        p.write_slab(0, o, &slab_bytes(0), 0).unwrap();
         drop(p);
         // Another slab count (another plan of the same identity cannot be; a damaged table).
         let p = cache.open_partial(ID, 320, 4).unwrap();

@@ -76,6 +76,9 @@ pub struct PartsFile {
     entry: PartialEntry,
     /// For each variable of the layout, its place among the plan's data variables.
     data_index: Vec<Option<usize>>,
+    /// The header counts absent chunks (a small file served by parts, in tests): a slab of
+    /// an absent chunk is then an error, since the header, already read, counts none.
+    counts_absent: bool,
     state: Mutex<State>,
 }
 
@@ -118,12 +121,18 @@ impl PartsFile {
                 })
             })
             .collect();
+        let counts_absent = plan
+            .layout
+            .attributes
+            .iter()
+            .any(|(name, _)| name == crate::plan::ABSENT_CHUNKS_ATTRIBUTE);
         let file = Arc::new(Self {
             flow,
             plan,
             regions,
             entry,
             data_index,
+            counts_absent,
             state: Mutex::new(State::default()),
         });
         file.write_known()?;
@@ -483,11 +492,31 @@ impl PartsFile {
         let _memory = flow.memory.reserve(need).await;
         flow.metrics.slab_builds.fetch_add(1, Ordering::Relaxed);
         let fetched = fetch::fetch(&sub, &flow.source, &flow.fetch).await?;
-        if fetched.absent_chunks > 0 {
+        let absent = fetched.absent_chunks;
+        if absent > 0 && self.counts_absent {
             return Err(FlowError::AbsentInPart {
                 file: self.plan.file_name.clone(),
-                absent: fetched.absent_chunks,
+                absent,
             });
+        }
+        if absent > 0 && slabs.len() > 1 {
+            // Which slab read the missing chunks: one by one (each slab records its own).
+            drop(_memory);
+            let mut done = Vec::with_capacity(slabs.len());
+            for one in slabs {
+                done.extend(
+                    Box::pin(self.build_run_inner(variable, std::slice::from_ref(one))).await?,
+                );
+            }
+            return Ok(done);
+        }
+        if absent > 0 {
+            tracing::warn!(
+                file = %self.plan.file_name,
+                "{absent} chunk(s) do not exist in the source (its array does): read as missing \
+                 values, as xarray does; the entry will be marked ({})",
+                crate::cache::ABSENT_XATTR
+            );
         }
         let array = fetched
             .arrays
@@ -506,7 +535,7 @@ impl PartsFile {
                 };
                 let bytes = slab_bytes(view, slab.range.end - slab.range.start);
                 this.entry
-                    .write_slab(s, slab.range.start, &bytes)
+                    .write_slab(s, slab.range.start, &bytes, absent as u32)
                     .map_err(|e| Box::new(this.cache_error("writing a slab", e)))?;
                 done.push((s, Arc::new(BlockSums::of_bytes(&bytes).1)));
             }

@@ -140,3 +140,30 @@ def test_a_mount_killed_mid_read_leaves_its_slabs_to_the_next_one(dataset, repli
         fh.read(4 << 20)
     assert slab_builds(again) == 0, "slabs the killed mount wrote were reused"
     assert g.read_bytes() == got(run, tmp_path, 1)
+
+
+ABSENT = {"name": "absent12", "time": {"start": "2023-01-02T20:00", "end": "2023-01-03T07:00"},
+          "variable": "2m_temperature"}
+
+
+def test_hours_the_store_lacks_read_as_missing_and_the_entry_says_so(tmp_path, replica,
+                                                                     mount_factory, run):
+    d = tmp_path / "d.jsonl"
+    d.write_text(json.dumps(ABSENT) + "\n")
+    m = mount_factory(d, replica)
+    f = m.mountpoint / "absent12.nc"
+    copy = tmp_path / "copy.nc"
+    subprocess.run(["cp", str(f), str(copy)], check=True, timeout=300)
+    out = tmp_path / "get.nc"
+    run("get", "--deskriptors", d, "--line", 1, "-o", out)
+    assert copy.read_bytes() == out.read_bytes()
+    with xr.open_dataset(copy) as ds:
+        t2m = ds["2m_temperature"].values
+        assert np.isfinite(t2m[:4]).all(), "the store has 2023-01-02T20 to 23"
+        assert np.isnan(t2m[4:]).all(), "and not 2023-01-03"
+    deadline = time.monotonic() + 60
+    while os.getxattr(f, "user.sodeda.cached") != b"yes":
+        assert time.monotonic() < deadline, "never complete"
+        time.sleep(0.1)
+    provenance = json.loads(os.getxattr(f, "user.sodeda.provenance"))
+    assert provenance["absent_chunks"] == 8, provenance
