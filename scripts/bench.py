@@ -316,6 +316,7 @@ def local_profile():
         b = "-" if r["baseline"] is None else f"{r['baseline']:.4g}"
         ratio = "-" if r["ratio"] is None else f"{r['ratio']:.1f}x"
         print(f"{r['metric']:<66} {r['sodeda']:>12.4g} {b:>12} {ratio:>8}  {r['target']}")
+    big_files_profile()
 
 
 # --- The remote profile: the bench replica behind a delaying HTTP server --------------------
@@ -539,6 +540,10 @@ def remote_profile(quick=False, files=None):
                                                          indent=2))
     print_remote_table(results, n)
     print_targets(results)
+    setting, delay_ms, conn_mbit, link_mbit = SETTINGS[0]
+    with Running(REPLICA, delay_ms=delay_ms, conn_mbit=conn_mbit, link_mbit=link_mbit,
+                 prefix=GCS_PREFIX, log=WORK_REMOTE / "server-big.log") as srv:
+        big_files_profile(srv.url, delay_ms, link_mbit, stats=srv.stats)
     print(f"commit {commit}{' with uncommitted changes in src/' if about['uncommitted_src'] else ''}"
           f", binaries built {about['binary_built']}")
     return 0
@@ -673,18 +678,112 @@ def million_profile(lines):
     return 0
 
 
+EUROPE = {"latitude": {"start": 72, "end": 35}, "longitude": {"start": -10, "end": 40}}
+BIG_LINES = {
+    "europe30": {"name": "europe30", "time": {"start": "2023-01-01T00:00", "end": "2023-01-30T23:00"},
+                 **EUROPE, "variable": ["2m_temperature"]},
+    "europe-year": {"name": "europe-year", "time": {"start": "2023-01-01", "end": "2023-12-31"},
+                    **EUROPE, "variable": ["2m_temperature", "10m_u_component_of_wind",
+                                           "surface_pressure"]},
+}
+STEP = 100  # the time step a one-step reader asks for
+
+
+def big_files_profile(url=None, delay_ms=0.0, link_mbit=0.0, stats=None):
+    """Files served by their parts (issue 26): a 30-day Europe file (91 MB) and a year of Europe
+    at three variables (3.1 GB), through the mount: ncdump -h, xarray.open_dataset, one time
+    step with netCDF4, the whole file with cp; beside the whole-file build (`get`, what the
+    first byte of any file cost before). `stats`: the delaying server's counters, if any."""
+    work = fresh_dir(WORK / ("big-remote" if url else "big-local"))
+    source = url or REPLICA
+    desk = work / "big.jsonl"
+    desk.write_text("".join(json.dumps(v) + "\n" for v in BIG_LINES.values()))
+    py = Path(os.environ.get("SODEDA_VENV", ROOT / ".venv")) / "bin" / "python"
+    where = f"over {url.split('/gcp')[0]} ({delay_ms:g} ms, {link_mbit:g} Mbit/s link)" if url \
+        else "on local disk"
+    print(f"\nfiles served by their parts, {where}", flush=True)
+    hour_needs = needed_bytes(STEP, region=EUROPE)
+    month_needs = sum(needed_bytes(h, region=EUROPE) for h in range(HOURS))
+    counters = stats or (lambda: {"bytes": 0, "requests": 0})
+    rows = []
+
+    def row(label, seconds, before, after, note=""):
+        mb = (after["bytes"] - before["bytes"]) / 1e6
+        req = after["requests"] - before["requests"]
+        fetched = f"{mb:9.1f} MB {req:5d} requests" if stats else ""
+        rows.append((label, seconds, fetched, note))
+        print(f"  {label:<58} {seconds:8.2f} s {fetched} {note}", flush=True)
+
+    def timed(argv, **kw):
+        t0 = time.perf_counter()
+        subprocess.run([str(a) for a in argv], check=True, capture_output=True, timeout=1800, **kw)
+        return time.perf_counter() - t0
+
+    b = counters()
+    out = work / "get.nc"
+    seconds = timed([ERA5, "get", "--deskriptors", desk, "--line", 1, "--cache", work / "get-cache",
+                     "--source", source, "-o", out], env=env())
+    row("europe30 (91 MB): whole-file build (get; the first byte before)", seconds, b, counters())
+    f = None
+    with Mount(desk, work / "cache", work / "mnt", source=source, log=work / "mount.log") as m:
+        f = m.point / "europe30.nc"
+        for label, argv in [
+                ("europe30: ncdump -h", ["ncdump", "-h", f]),
+                ("europe30: xarray.open_dataset (netCDF4)",
+                 [py, "-c", f"import xarray as xr; xr.open_dataset('{f}').sizes"]),
+                (f"europe30: one time step with netCDF4 (open + [{STEP}])",
+                 [py, "-c", f"import netCDF4; netCDF4.Dataset('{f}')['2m_temperature'][{STEP}]"])]:
+            b = counters()
+            seconds = timed(argv)
+            note = f"(the hour needs {hour_needs / 1e6:.2f} MB)" if "step" in label else ""
+            row(label, seconds, b, counters(), note)
+        b = counters()
+        copy = work / "copy.nc"
+        seconds = timed(["cp", f, copy])
+        size = copy.stat().st_size
+        floor = month_needs / (link_mbit * 1e6 / 8) + delay_ms / 1e3 if link_mbit else None
+        note = f"{size / seconds / 1e6:.0f} MB/s of file" + (
+            f"; link limit for its {month_needs / 1e6:.0f} MB needed: {floor:.2f} s" if floor else "")
+        row("europe30: cp of the whole file", seconds, b, counters(), note)
+        assert copy.read_bytes() == out.read_bytes(), "cp through the mount differs from get"
+        y = m.point / "europe-year.nc"
+        b = counters()
+        t0 = time.perf_counter()
+        year_size = y.stat().st_size
+        subprocess.run(["ncdump", "-h", str(y)], check=True, capture_output=True, timeout=600)
+        row(f"europe-year ({year_size / 1e9:.2f} GB): stat + ncdump -h", time.perf_counter() - t0,
+            b, counters())
+        b = counters()
+        seconds = timed([py, "-c", f"import netCDF4; netCDF4.Dataset('{y}')['2m_temperature'][{STEP}]"])
+        row(f"europe-year: one time step with netCDF4 (open + [{STEP}])", seconds, b, counters(),
+            f"(the hour needs {hour_needs / 1e6:.2f} MB)")
+    return rows
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description="sodeda-era5 benchmarks (docs/PERFORMANCE.md)")
     ap.add_argument("--remote", action="store_true",
                     help="the remote profile: the replica behind a delaying HTTP server")
     ap.add_argument("--quick", action="store_true", help="remote profile with 12 files")
     ap.add_argument("--files", type=int, help="remote profile with this many files (<= 720)")
+    ap.add_argument("--big", action="store_true",
+                    help="only the files served by their parts (local, and over the delaying "
+                         "server at 30 ms)")
     ap.add_argument("--million", nargs="?", const=1_000_000, type=int, metavar="LINES",
                     help="the million profile: a catalog of LINES deskriptors (default "
                          "1,000,000): validate, mount, ls -f, ls -l, memory")
     args = ap.parse_args(argv)
     if args.million:
         return million_profile(args.million)
+    if args.big:
+        sys.path.insert(0, str(ROOT / "scripts"))
+        from delay_server import Running
+        big_files_profile()
+        setting, delay_ms, conn_mbit, link_mbit = SETTINGS[0]
+        with Running(REPLICA, delay_ms=delay_ms, conn_mbit=conn_mbit, link_mbit=link_mbit,
+                     prefix=GCS_PREFIX, log=WORK / "server-big.log") as srv:
+            big_files_profile(srv.url, delay_ms, link_mbit, stats=srv.stats)
+        return 0
     profile = "remote" if args.remote else os.environ.get("SODEDA_BENCH_PROFILE", "local")
     if args.files is not None and not 1 <= args.files <= HOURS:
         ap.error(f"--files {args.files}: expected 1 to {HOURS}")

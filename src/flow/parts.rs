@@ -40,6 +40,10 @@ pub const PARTS_FROM: u64 = crate::layout::PARTS_FROM;
 /// Slabs one build reads together at most (one fetch: its chunk reads in flight at once).
 const RUN: usize = 8;
 
+/// Bytes of slabs one build holds at most (fewer slabs per build where slabs are large: a
+/// whole-globe slab is 4 MB, a pressure-level one up to 154 MB).
+const RUN_BYTES: u64 = 16 << 20;
+
 /// The largest read-ahead window of a sequential reader, in slabs.
 pub const MAX_WINDOW: u64 = 64;
 
@@ -374,7 +378,8 @@ impl PartsFile {
         {
             let mut state = self.state.lock().expect("poisoned");
             for (variable, slabs) in by_variable {
-                for run in slabs.chunks(RUN) {
+                let per_run = (RUN_BYTES / self.slab_size().max(1)).clamp(1, RUN as u64);
+                for run in slabs.chunks(per_run as usize) {
                     // Started meanwhile by another reader: wait for that one instead.
                     let mut mine = Vec::new();
                     for &(s, record) in run {

@@ -151,9 +151,14 @@ impl Readahead {
     ) -> usize {
         let total = next.len();
         for (looked, entry) in next.into_iter().enumerate() {
-            if flow
-                .tiers()
-                .is_cached(crate::cache::Key::new(entry.identity(), entry.size))
+            // A file served by its parts is not built whole ahead: its reader's own reads
+            // build what they touch, and read ahead within it.
+            let by_parts = options.format == crate::layout::Format::Classic64
+                && entry.size >= flow.parts_from();
+            if by_parts
+                || flow
+                    .tiers()
+                    .is_cached(crate::cache::Key::new(entry.identity(), entry.size))
             {
                 continue;
             }
