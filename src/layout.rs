@@ -517,6 +517,21 @@ impl Layout {
         self
     }
 
+    /// For each variable, its place among the data variables (those without values): what
+    /// the data arrays of a build are indexed by.
+    pub fn data_index(&self) -> Vec<Option<usize>> {
+        let mut n = 0;
+        self.variables
+            .iter()
+            .map(|v| {
+                v.values.is_none().then(|| {
+                    n += 1;
+                    n - 1
+                })
+            })
+            .collect()
+    }
+
     /// Elements in variable `v`.
     pub fn elements(&self, v: &NcVariable) -> u64 {
         v.dims.iter().map(|&d| self.dims[d].1 as u64).product()

@@ -453,19 +453,7 @@ mod tests {
     /// The file's bytes for `range`, assembled from the regions alone.
     fn assembled(layout: &Layout, data: &[ArrayD<f32>], range: Range<u64>) -> Vec<u8> {
         let regions = Regions::of(layout);
-        let data_index: Vec<Option<usize>> = {
-            let mut n = 0;
-            layout
-                .variables
-                .iter()
-                .map(|v| {
-                    v.values.is_none().then(|| {
-                        n += 1;
-                        n - 1
-                    })
-                })
-                .collect()
-        };
+        let data_index = layout.data_index();
         let mut out = Vec::new();
         for region in regions.under(layout, range.clone()) {
             let r = region.range().clone();

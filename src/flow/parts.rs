@@ -113,18 +113,7 @@ impl PartsFile {
             .local()
             .open_partial(&plan.identity, plan.size, regions.slab_count())
             .map_err(|e| Arc::new(e.into()))?;
-        let mut n = 0;
-        let data_index = plan
-            .layout
-            .variables
-            .iter()
-            .map(|v| {
-                v.values.is_none().then(|| {
-                    n += 1;
-                    n - 1
-                })
-            })
-            .collect();
+        let data_index = plan.layout.data_index();
         let counts_absent = plan
             .layout
             .attributes
