@@ -18,24 +18,11 @@ pub(super) fn load_dotenv() {
 
 /// Sets up logging (to `log_file` or stderr), runs `job` on a tokio runtime, maps the result
 /// to an exit code.
-/// Makes every allocation of 1 MiB or more its own mapping, given back to the system when
-/// freed. glibc's default threshold grows with each large block freed (up to 32 MiB), after
-/// which decoded chunks and slabs (4 MiB each) come from per-thread heaps that keep their
-/// memory: a mount's resident size then drifts far above what its builds hold at once.
-fn return_large_buffers() {
-    // SAFETY: mallopt only sets an allocator parameter; it is called before any thread of
-    // ours starts.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
-    }
-}
-
 pub(super) fn start(
     log_level: &str,
     log_file: Option<&Path>,
     job: impl std::future::Future<Output = Result<ExitCode>>,
 ) -> ExitCode {
-    return_large_buffers();
     // fuser warns when it finds its mount already gone after `umount`: expected, so quiet.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(format!("{log_level},fuser=error")))
