@@ -99,6 +99,9 @@ pub struct FlowMetrics {
     pub failures: AtomicU64,
     /// Slab builds of files served by their parts (each one fetch of up to a few slabs).
     pub slab_builds: AtomicU64,
+    /// Pieces built of files served by their parts: the few rows of a slab that a read
+    /// touches at its edge, answered from memory without building the slab.
+    pub slab_pieces: AtomicU64,
     /// Hits and uploads of the cache tiers.
     pub tiers: Arc<TierMetrics>,
 }
@@ -313,7 +316,7 @@ impl Flow {
         let get = |a: &AtomicU64| serde_json::Value::from(a.load(Ordering::Relaxed));
         let m = &self.metrics;
         let source = &self.source.metrics;
-        serde_json::Map::from_iter([
+        let mut fields = serde_json::Map::from_iter([
             ("flow_runs".to_string(), get(&m.runs)),
             ("flow_failures".to_string(), get(&m.failures)),
             ("cache_hits".to_string(), get(&m.tiers.cache_hits)),
@@ -328,10 +331,11 @@ impl Flow {
                 "build_memory_in_use".to_string(),
                 self.memory.in_use().into(),
             ),
-            parts::counters(self),
             ("source_requests".to_string(), source.requests().into()),
             ("source_bytes".to_string(), source.bytes().into()),
-        ])
+        ]);
+        fields.extend(parts::counters(self));
+        fields
     }
 
     /// Adds the S3 tier: read path local → S3 → source, write path local + S3.

@@ -530,6 +530,24 @@ struct Stream {
     /// The reader's run of reads that follow on: where it began and where its last read
     /// ended (`None` before the first read of data).
     run: Option<(u64, u64)>,
+    /// Where the reader's last read of data ended.
+    last_end: Option<u64>,
+}
+
+impl Stream {
+    /// Whether a read at `offset` goes on past the reader's last read of data (at its end,
+    /// or a little after it: not a read again of the same bytes).
+    fn continues(&self, offset: u64) -> bool {
+        self.last_end
+            .is_some_and(|end| offset >= end && offset <= end.saturating_add(STREAM_SLACK))
+    }
+
+    /// Whether a read at `offset` follows on from the reader's last read of data.
+    fn follows(&self, offset: u64) -> bool {
+        self.run.is_some_and(|(_, next)| {
+            offset <= next.saturating_add(STREAM_SLACK) && offset.saturating_add(STREAM_SLACK) >= next
+        })
+    }
 }
 
 /// Slabs a reader reads in a row before the slabs after them are built ahead.
@@ -1062,8 +1080,9 @@ impl DatasetFs {
                 // The first read may wait for a build; the pread itself is a page-cache copy.
                 Served::Whole(file) => Self::pread(node, &file, offset, size),
                 Served::Parts(parts) => {
+                    let follows_on = handle.stream.lock().expect("poisoned").continues(offset);
                     let bytes = parts
-                        .read(offset, size)
+                        .read(offset, size, follows_on)
                         .await
                         .map_err(|e| self.failed(node, BuildFailure::Flow(e)))?;
                     self.stream_on(&handle, &parts, offset, bytes.len() as u64);
@@ -1088,17 +1107,14 @@ impl DatasetFs {
         let ahead = {
             let mut s = handle.stream.lock().expect("poisoned");
             let (start, next) = match s.run {
-                Some((start, next))
-                    if data
-                        && offset <= next.saturating_add(STREAM_SLACK)
-                        && offset.saturating_add(STREAM_SLACK) >= next =>
-                {
+                Some((start, next)) if data && s.follows(offset) => {
                     (start, next.max(offset + len))
                 }
                 _ => (offset, offset + len),
             };
             if data {
                 s.run = Some((start, next));
+                s.last_end = Some(offset + len);
             }
             let slabs = (next - start) / parts.slab_size().max(1);
             match slabs.checked_sub(STREAM_AFTER) {

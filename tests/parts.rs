@@ -222,6 +222,51 @@ async fn concurrent_readers_of_one_slab_and_of_neighbours_share_its_build() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_time_step_read_in_aligned_blocks_builds_its_slab_and_pieces_of_the_edges() {
+    let source = source_over(common::synthetic_store().await).await;
+    let want = whole_file(source.clone(), "a").await;
+    let dir = tempfile::tempdir().unwrap();
+    let fs = parts_fs(source.clone(), dir.path());
+    let (regions, _) = regions_of(&fs, "a");
+    let i = ino(&fs, "a.nc");
+    let size = fs.getattr(i).unwrap().size;
+    let pieces = |fs: &DatasetFs| fs.flow().metrics().slab_pieces.load(Ordering::Relaxed);
+    // As libnetcdf reads a time step: blocks of 40 bytes (a 64-byte row holds 1.6), aligned,
+    // from the block holding the slab's first byte to the one holding its last. So the
+    // first block holds the end of slab 4 and the last the start of slab 6.
+    let slab = regions.slab(5).unwrap().range;
+    const BLOCK: u64 = 40;
+    assert!(slab.start % BLOCK != 0 && slab.end % BLOCK != 0, "{slab:?}: edges in blocks");
+    let fh = fs.open(i, false).unwrap();
+    for round in 0..2 {
+        let mut at = slab.start / BLOCK * BLOCK;
+        while at < slab.end {
+            let got = fs.read(fh, at, BLOCK as u32).await.unwrap();
+            assert_eq!(got, want[at as usize..(at + BLOCK) as usize], "round {round} at {at}");
+            at += BLOCK;
+        }
+        // Slab 5 built, of slabs 4 and 6 a piece each (the second round: from memory).
+        assert_eq!(slab_builds(&fs), 1, "round {round}");
+        assert_eq!(pieces(&fs), 2, "round {round}");
+    }
+    fs.release(fh);
+    // A fresh read inside slab 6 (not at an edge) builds it whole; its first bytes equal.
+    let s6 = regions.slab(6).unwrap().range;
+    let fh = fs.open(i, false).unwrap();
+    let got = fs.read(fh, s6.start + 100, 8).await.unwrap();
+    assert_eq!(got, want[s6.start as usize + 100..s6.start as usize + 108]);
+    assert_eq!(slab_builds(&fs), 2);
+    // Pieces are never written: the file read to the end equals `get`'s, and each slab
+    // is built once.
+    let mut all = Vec::new();
+    while (all.len() as u64) < size {
+        all.extend(fs.read(fh, all.len() as u64, 65_536).await.unwrap());
+    }
+    assert_eq!(all, want);
+    fs.release(fh);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn slabs_survive_a_restart_and_a_damaged_slab_is_built_again_never_served() {
     let source = source_over(common::synthetic_store().await).await;
     let want = whole_file(source.clone(), "a").await;

@@ -15,7 +15,7 @@
 //! an ordinary complete entry (whole-file checksum, rename into place, the S3 tier). Design:
 //! docs/ARCHITECTURE.md, "Plan: files that cost what is read".
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::ops::Range;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -27,7 +27,7 @@ use super::{build_bytes, key_of, Flow, FlowError};
 use crate::cache::partial::PartialEntry;
 use crate::cache::sums::BlockSums;
 use crate::cache::CacheError;
-use crate::encode::regions::{slab_bytes, Region, Regions};
+use crate::encode::regions::{slab_bytes, Region, Regions, Slab};
 use crate::fetch;
 use crate::layout::Format;
 use crate::plan::Plan;
@@ -43,6 +43,15 @@ const RUN: usize = 8;
 /// Bytes of slabs one build holds at most (fewer slabs per build where slabs are large: a
 /// whole-globe slab is 4 MB, a pressure-level one up to 154 MB).
 const RUN_BYTES: u64 = 16 << 20;
+
+/// A read that touches at most this fraction of a slab at one of its own ends (the edge of
+/// a neighbour: readers read in aligned blocks) builds a piece of it, not the slab.
+const PIECE_FRACTION: u64 = 4;
+
+/// Pieces kept in memory per file (a reader that reads a time step again finds the edges
+/// of its neighbours), and the bytes they may hold.
+const PIECES_KEPT: usize = 8;
+const PIECES_KEPT_BYTES: usize = 16 << 20;
 
 /// The largest read-ahead window of a sequential reader, in slabs.
 pub const MAX_WINDOW: u64 = 64;
@@ -70,6 +79,24 @@ struct State {
     building: HashMap<u64, SharedRun>,
     /// Completion has started (or is done).
     completing: bool,
+    /// Pieces built lately, newest last (at most [`PIECES_KEPT`]).
+    pieces: VecDeque<Arc<Piece>>,
+}
+
+/// Some bytes of a slab not built: the rows (indices of the slab's first dimension) that a
+/// read touched at an edge, encoded from their own fetch by the same encoder as the slab.
+#[derive(Debug)]
+struct Piece {
+    slab: u64,
+    /// Where its bytes lie in the file.
+    range: Range<u64>,
+    bytes: Vec<u8>,
+}
+
+impl Piece {
+    fn holds(&self, slab: u64, range: &Range<u64>) -> bool {
+        self.slab == slab && self.range.start <= range.start && range.end <= self.range.end
+    }
 }
 
 /// One file served by its parts (shared by every handle of the file in a process).
@@ -218,10 +245,11 @@ impl PartsFile {
         (lo..count.min(lo.saturating_add(n))).collect()
     }
 
-    /// Up to `size` bytes at `offset`, at once, if every slab under them is known sound;
-    /// `None` when one must first be built or checked (then use [`PartsFile::read`]).
+    /// Up to `size` bytes at `offset`, at once, if every slab under them is known sound (or
+    /// held by a piece in memory); `None` when one must first be built or checked (then use
+    /// [`PartsFile::read`]).
     pub fn read_now(&self, offset: u64, size: u32) -> Option<Result<Vec<u8>, Arc<FlowError>>> {
-        match self.assemble(offset, size) {
+        match self.assemble(offset, size, &[]) {
             Ok(bytes) => Some(Ok(bytes)),
             Err(SlabRead::Unknown) => None,
             Err(SlabRead::Damaged(slab, e)) => {
@@ -232,8 +260,15 @@ impl PartsFile {
     }
 
     /// Up to `size` bytes at `offset` (none at or past the end): the slabs under them built
-    /// or checked first.
-    pub async fn read(self: &Arc<Self>, offset: u64, size: u32) -> Result<Vec<u8>, Arc<FlowError>> {
+    /// or checked first, except those the read touches only at an edge (see
+    /// [`PartsFile::edges`]), of which a piece is built. `follows_on`: the read continues
+    /// the reader's previous one.
+    pub async fn read(
+        self: &Arc<Self>,
+        offset: u64,
+        size: u32,
+        follows_on: bool,
+    ) -> Result<Vec<u8>, Arc<FlowError>> {
         let end = self.size().min(offset.saturating_add(u64::from(size)));
         if offset >= end {
             return Ok(Vec::new());
@@ -242,8 +277,12 @@ impl PartsFile {
         // A slab damaged between its check and the read is built again; twice in a row is
         // an error (a disk that does not keep what is written), never its bytes.
         for _ in 0..3 {
-            self.ensure(self.slabs_under(offset..end)).await?;
-            match self.assemble(offset, size) {
+            let edges = self.edges(offset..end, follows_on);
+            let unbuilt = self
+                .ensure_except(self.slabs_under(offset..end), &edges)
+                .await?;
+            let pieces = self.pieces(unbuilt, offset..end).await?;
+            match self.assemble(offset, size, &pieces) {
                 Ok(bytes) => return Ok(bytes),
                 Err(SlabRead::Unknown) => {}
                 Err(SlabRead::Damaged(slab, e)) => {
@@ -258,6 +297,43 @@ impl PartsFile {
         )))
     }
 
+    /// The slabs under `range` that it touches only at an edge: at most 1/[`PIECE_FRACTION`]
+    /// of the slab, either its end (the read starts inside the slab and runs past it: the
+    /// aligned start of a block read) or, when the read follows on from the reader's previous
+    /// one, its start (the aligned end of a block read past what the reader wants). Of these
+    /// a piece is built, not the slab; a read elsewhere in a slab builds it whole.
+    fn edges(&self, range: Range<u64>, follows_on: bool) -> HashSet<u64> {
+        self.slabs_under(range.clone())
+            .into_iter()
+            .filter(|&s| {
+                let slab = self.regions.slab(s).expect("a slab index");
+                let r = &slab.range;
+                let touched = range.end.min(r.end) - range.start.max(r.start);
+                let tail = range.start > r.start && range.end >= r.end;
+                let head = follows_on && range.start <= r.start && range.end < r.end;
+                (tail || head)
+                    && touched * PIECE_FRACTION <= r.end - r.start
+                    && self.piece_axis(&slab).is_some()
+            })
+            .collect()
+    }
+
+    /// The dimension a piece of `slab` is cut along (the slab's first: latitude, or level),
+    /// its length, and the bytes of one index of it; `None` for a slab that is not a time
+    /// step of a variable of at least two dimensions.
+    fn piece_axis(&self, slab: &Slab) -> Option<(&str, u64, u64)> {
+        slab.record?;
+        let k = self.data_index.get(slab.variable).copied().flatten()?;
+        let dims = &self.plan.variables[k].dims;
+        let axis = dims.get(1)?;
+        let len = |d: &String| self.plan.selections.get(d).map(|r| r.indices.len() as u64);
+        let n = len(axis)?;
+        let stride = dims[2..]
+            .iter()
+            .try_fold(4u64, |acc, d| Some(acc * len(d)?))?;
+        Some((axis.as_str(), n, stride))
+    }
+
     fn forget_damaged(&self, slab: u64, e: &std::io::Error) {
         tracing::warn!(
             file = %self.plan.file_name,
@@ -267,57 +343,78 @@ impl PartsFile {
         let _ = self.entry.invalidate(slab);
     }
 
-    /// The bytes of `[offset, offset + size)` from the layout and the sound slabs.
-    fn assemble(&self, offset: u64, size: u32) -> Result<Vec<u8>, SlabRead> {
+    /// The bytes of `[offset, offset + size)` from the layout, the sound slabs and the
+    /// pieces (`pieces`, and those kept in memory).
+    fn assemble(&self, offset: u64, size: u32, pieces: &[Arc<Piece>]) -> Result<Vec<u8>, SlabRead> {
+        enum From {
+            Known,
+            Sound(Arc<BlockSums>),
+            Piece(Arc<Piece>),
+        }
         let end = self.size().min(offset.saturating_add(u64::from(size)));
         if offset >= end {
             return Ok(Vec::new());
         }
         let layout = &self.plan.layout;
         let regions = self.regions.under(layout, offset..end);
-        let sums: Vec<Option<Arc<BlockSums>>> = {
+        let sources: Vec<From> = {
             let state = self.state.lock().expect("poisoned");
             regions
                 .iter()
-                .map(|r| match r {
+                .map(|region| match region {
                     Region::Slab {
-                        variable, record, ..
-                    } => self
-                        .regions
-                        .slab_index(*variable, *record)
-                        .and_then(|i| state.sound.get(&i).cloned())
-                        .ok_or(SlabRead::Unknown)
-                        .map(Some),
-                    Region::Known(_) => Ok(None),
+                        variable,
+                        record,
+                        range,
+                    } => {
+                        let i = self
+                            .regions
+                            .slab_index(*variable, *record)
+                            .ok_or(SlabRead::Unknown)?;
+                        if let Some(sums) = state.sound.get(&i) {
+                            return Ok(From::Sound(sums.clone()));
+                        }
+                        let want = offset.max(range.start)..end.min(range.end);
+                        pieces
+                            .iter()
+                            .chain(state.pieces.iter().rev())
+                            .find(|p| p.holds(i, &want))
+                            .map(|p| From::Piece(p.clone()))
+                            .ok_or(SlabRead::Unknown)
+                    }
+                    Region::Known(_) => Ok(From::Known),
                 })
                 .collect::<Result<_, _>>()?
         };
         let mut out = Vec::with_capacity((end - offset) as usize);
-        for (region, sums) in regions.iter().zip(sums) {
+        for (region, source) in regions.iter().zip(sources) {
             let r = region.range();
             let (from, to) = (offset.max(r.start), end.min(r.end));
-            match (region, sums) {
-                (Region::Known(_), _) => out.extend_from_slice(
+            match source {
+                From::Known => out.extend_from_slice(
                     &self
                         .regions
                         .known_bytes(layout, from..to)
                         .expect("a known region"),
                 ),
-                (
-                    Region::Slab {
-                        variable, record, ..
-                    },
-                    Some(sums),
-                ) => {
+                From::Sound(sums) => {
                     let bytes = sums
                         .read_checked_at(self.entry.data_file(), r.start, from - r.start, to - from)
                         .map_err(|e| {
-                            let slab = self.regions.slab_index(*variable, *record);
+                            let slab = match region {
+                                Region::Slab {
+                                    variable, record, ..
+                                } => self.regions.slab_index(*variable, *record),
+                                Region::Known(_) => None,
+                            };
                             SlabRead::Damaged(slab.unwrap_or(0), e)
                         })?;
                     out.extend_from_slice(&bytes);
                 }
-                (Region::Slab { .. }, None) => return Err(SlabRead::Unknown),
+                From::Piece(p) => {
+                    let at = (from - p.range.start) as usize;
+                    out.extend_from_slice(&p.bytes[at..at + (to - from) as usize]);
+                }
             }
         }
         Ok(out)
@@ -326,6 +423,16 @@ impl PartsFile {
     /// Makes `slabs` sound: checks those present on disk, builds the others (or waits for
     /// their builds in flight).
     pub async fn ensure(self: &Arc<Self>, slabs: Vec<u64>) -> Result<(), Arc<FlowError>> {
+        self.ensure_except(slabs, &HashSet::new()).await.map(drop)
+    }
+
+    /// As [`PartsFile::ensure`], except that the slabs of `edges` neither sound, nor in
+    /// flight, nor present on disk are not built: they are returned.
+    async fn ensure_except(
+        self: &Arc<Self>,
+        slabs: Vec<u64>,
+        edges: &HashSet<u64>,
+    ) -> Result<Vec<u64>, Arc<FlowError>> {
         let mut waits = Vec::new();
         let mut unknown = Vec::new();
         {
@@ -342,6 +449,7 @@ impl PartsFile {
         }
         // Present on disk (an earlier process, another handle): checked once, not rebuilt.
         let mut absent = Vec::new();
+        let mut unbuilt = Vec::new();
         for s in unknown {
             let slab = self.regions.slab(s).expect("a slab index");
             let len = slab.range.end - slab.range.start;
@@ -351,6 +459,7 @@ impl PartsFile {
                     let mut state = self.state.lock().expect("poisoned");
                     state.sound.insert(s, Arc::new(sums));
                 }
+                Ok(None) if edges.contains(&s) => unbuilt.push(s),
                 Ok(None) => absent.push(s),
                 Err(e) => return Err(Arc::new(self.cache_error("reading a slab", e))),
             }
@@ -396,7 +505,7 @@ impl PartsFile {
             }
         }
         futures::future::try_join_all(waits).await?;
-        Ok(())
+        Ok(unbuilt)
     }
 
     /// Starts building the `n` slabs after byte `at` in the background (a sequential
@@ -540,6 +649,98 @@ impl PartsFile {
         .map_err(|e: Box<FlowError>| *e)
     }
 
+    /// The pieces of `slabs` under `range`: kept in memory, or built now.
+    async fn pieces(
+        self: &Arc<Self>,
+        slabs: Vec<u64>,
+        range: Range<u64>,
+    ) -> Result<Vec<Arc<Piece>>, Arc<FlowError>> {
+        let mut out = Vec::new();
+        let mut builds = Vec::new();
+        {
+            let state = self.state.lock().expect("poisoned");
+            for s in slabs {
+                let r = self.regions.slab(s).expect("a slab index").range;
+                let want = range.start.max(r.start)..range.end.min(r.end);
+                match state.pieces.iter().rev().find(|p| p.holds(s, &want)) {
+                    Some(p) => out.push(p.clone()),
+                    None => builds.push(self.build_piece(s, want)),
+                }
+            }
+        }
+        let built = futures::future::try_join_all(builds).await.map_err(|e| {
+            self.flow.metrics.failures.fetch_add(1, Ordering::Relaxed);
+            Arc::new(e)
+        })?;
+        let mut state = self.state.lock().expect("poisoned");
+        for p in &built {
+            state.pieces.push_back(p.clone());
+        }
+        while state.pieces.len() > PIECES_KEPT
+            || state.pieces.iter().map(|p| p.bytes.len()).sum::<usize>() > PIECES_KEPT_BYTES
+        {
+            state.pieces.pop_front();
+        }
+        out.extend(built);
+        Ok(out)
+    }
+
+    /// A piece of slab `s` holding the bytes `want`: the indices of the slab's first
+    /// dimension under them, fetched (their chunks' needed blocks only) and encoded as the
+    /// slab's build would encode them. Not written to the entry: the slab is built whole
+    /// when a read needs more of it.
+    async fn build_piece(self: &Arc<Self>, s: u64, want: Range<u64>) -> Result<Arc<Piece>, FlowError> {
+        let slab = self.regions.slab(s).expect("a slab index");
+        let (axis, n, stride) = self.piece_axis(&slab).expect("a slab with pieces");
+        let axis = axis.to_string();
+        let (from, to) = (want.start - slab.range.start, want.end - slab.range.start);
+        let (i0, i1) = ((from / stride).min(n), to.div_ceil(stride).min(n));
+        let start = slab.range.start + i0 * stride;
+        let len = if i1 == n {
+            slab.range.end - start
+        } else {
+            (i1 - i0) * stride
+        };
+        if i0 == i1 {
+            // Only the padding after the slab's values: zeros, as the slab has.
+            return Ok(Arc::new(Piece {
+                slab: s,
+                range: start..start + len,
+                bytes: vec![0; len as usize],
+            }));
+        }
+        let flow = &self.flow;
+        if let Some(e) = flow.pin_moved(&self.plan) {
+            return Err(e);
+        }
+        let mut sub = self.sub_plan(slab.variable, &[(s, slab.record)]);
+        let picked = sub.selections.get_mut(&axis).expect("the slab's first dimension");
+        let (lo, hi) = (i0 as usize, i1 as usize);
+        picked.indices = picked.indices[lo..hi].to_vec();
+        picked.labels = picked.labels[lo..hi].to_vec();
+        let need = build_bytes(&sub, &flow.source, &flow.fetch);
+        let _memory = flow.memory.reserve(need).await;
+        flow.metrics.slab_pieces.fetch_add(1, Ordering::Relaxed);
+        let fetched = fetch::fetch(&sub, &flow.source, &flow.fetch).await?;
+        if fetched.absent_chunks > 0 && self.counts_absent {
+            return Err(FlowError::AbsentInPart {
+                file: self.plan.file_name.clone(),
+                absent: fetched.absent_chunks,
+            });
+        }
+        let array = fetched
+            .arrays
+            .into_iter()
+            .next()
+            .expect("one array per variable");
+        let bytes = slab_bytes(array.index_axis(Axis(0), 0), len);
+        Ok(Arc::new(Piece {
+            slab: s,
+            range: start..start + len,
+            bytes,
+        }))
+    }
+
     /// Every slab is present: makes the partial entry a complete one (its known regions
     /// written again, each slab checked once more, the whole-file checksum recorded, renamed
     /// into place) and shares it with the S3 tier. Reads in flight keep reading the same
@@ -588,10 +789,17 @@ impl PartsFile {
     }
 }
 
-/// The counters of slab builds, as a field of [`Flow::counters`].
-pub(super) fn counters(flow: &Flow) -> (String, serde_json::Value) {
-    (
-        "slab_builds".to_string(),
-        flow.metrics.slab_builds.load(Ordering::Relaxed).into(),
-    )
+/// The counters of slab builds and pieces, as fields of [`Flow::counters`].
+pub(super) fn counters(flow: &Flow) -> [(String, serde_json::Value); 2] {
+    let m = &flow.metrics;
+    [
+        (
+            "slab_builds".to_string(),
+            m.slab_builds.load(Ordering::Relaxed).into(),
+        ),
+        (
+            "slab_pieces".to_string(),
+            m.slab_pieces.load(Ordering::Relaxed).into(),
+        ),
+    ]
 }
