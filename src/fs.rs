@@ -535,20 +535,26 @@ struct Stream {
 }
 
 impl Stream {
-    /// Whether a read at `offset` goes on past the reader's last read of data (at its end,
-    /// or a little after it: not a read again of the same bytes).
+    /// Whether a read at `offset` continues the reader's last read of data: at its end, or
+    /// at most [`CONTINUES_WITHIN`] after it (not a read again of the same bytes, nor the
+    /// next of a series of reads far apart, as a point's time series makes).
     fn continues(&self, offset: u64) -> bool {
         self.last_end
-            .is_some_and(|end| offset >= end && offset <= end.saturating_add(STREAM_SLACK))
+            .is_some_and(|end| offset >= end && offset <= end.saturating_add(CONTINUES_WITHIN))
     }
 
     /// Whether a read at `offset` follows on from the reader's last read of data.
     fn follows(&self, offset: u64) -> bool {
         self.run.is_some_and(|(_, next)| {
-            offset <= next.saturating_add(STREAM_SLACK) && offset.saturating_add(STREAM_SLACK) >= next
+            offset <= next.saturating_add(STREAM_SLACK)
+                && offset.saturating_add(STREAM_SLACK) >= next
         })
     }
 }
+
+/// How far after the end of the last read a read still continues it (see
+/// [`Stream::continues`]).
+const CONTINUES_WITHIN: u64 = 64 << 10;
 
 /// Slabs a reader reads in a row before the slabs after them are built ahead.
 const STREAM_AFTER: u64 = 2;
@@ -1107,9 +1113,7 @@ impl DatasetFs {
         let ahead = {
             let mut s = handle.stream.lock().expect("poisoned");
             let (start, next) = match s.run {
-                Some((start, next)) if data && s.follows(offset) => {
-                    (start, next.max(offset + len))
-                }
+                Some((start, next)) if data && s.follows(offset) => (start, next.max(offset + len)),
                 _ => (offset, offset + len),
             };
             if data {

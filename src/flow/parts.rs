@@ -81,7 +81,11 @@ struct State {
     completing: bool,
     /// Pieces built lately, newest last (at most [`PIECES_KEPT`]).
     pieces: VecDeque<Arc<Piece>>,
+    /// Piece builds in flight, by slab (at most one per slab).
+    piece_builds: HashMap<u64, SharedPiece>,
 }
+
+type SharedPiece = Shared<BoxFuture<'static, Result<Arc<Piece>, Arc<FlowError>>>>;
 
 /// Some bytes of a slab not built: the rows (indices of the slab's first dimension) that a
 /// read touched at an edge, encoded from their own fetch by the same encoder as the slab.
@@ -297,11 +301,14 @@ impl PartsFile {
         )))
     }
 
-    /// The slabs under `range` that it touches only at an edge: at most 1/[`PIECE_FRACTION`]
-    /// of the slab, either its end (the read starts inside the slab and runs past it: the
-    /// aligned start of a block read) or, when the read follows on from the reader's previous
-    /// one, its start (the aligned end of a block read past what the reader wants). Of these
-    /// a piece is built, not the slab; a read elsewhere in a slab builds it whole.
+    /// The slabs under `range` of which a piece is built rather than the slab: those it
+    /// touches by at most 1/[`PIECE_FRACTION`] of their bytes where the reader is not going
+    /// through the slab. That is, unless the read continues the reader's previous one
+    /// (`follows_on`): its end (the aligned start of a block read that begins before what the
+    /// reader wants) or a few bytes inside (a probe: libnetcdf looks for an HDF5 signature at
+    /// 512 × 2^k); and when it continues, the slab's start only (the aligned end of a block
+    /// read past what the reader wants). A read that enters a slab at its start without
+    /// following on, or goes on inside one, builds it whole.
     fn edges(&self, range: Range<u64>, follows_on: bool) -> HashSet<u64> {
         self.slabs_under(range.clone())
             .into_iter()
@@ -309,10 +316,13 @@ impl PartsFile {
                 let slab = self.regions.slab(s).expect("a slab index");
                 let r = &slab.range;
                 let touched = range.end.min(r.end) - range.start.max(r.start);
-                let tail = range.start > r.start && range.end >= r.end;
-                let head = follows_on && range.start <= r.start && range.end < r.end;
-                (tail || head)
-                    && touched * PIECE_FRACTION <= r.end - r.start
+                let ends_inside = range.end < r.end;
+                let edge = if range.start > r.start {
+                    !(follows_on && ends_inside)
+                } else {
+                    follows_on && ends_inside
+                };
+                edge && touched * PIECE_FRACTION <= r.end - r.start
                     && self.piece_axis(&slab).is_some()
             })
             .collect()
@@ -649,47 +659,86 @@ impl PartsFile {
         .map_err(|e: Box<FlowError>| *e)
     }
 
-    /// The pieces of `slabs` under `range`: kept in memory, or built now.
+    /// The pieces of `slabs` under `range` (see [`PartsFile::piece`]); a slab built whole
+    /// instead has none.
     async fn pieces(
         self: &Arc<Self>,
         slabs: Vec<u64>,
         range: Range<u64>,
     ) -> Result<Vec<Arc<Piece>>, Arc<FlowError>> {
-        let mut out = Vec::new();
-        let mut builds = Vec::new();
-        {
-            let state = self.state.lock().expect("poisoned");
-            for s in slabs {
-                let r = self.regions.slab(s).expect("a slab index").range;
-                let want = range.start.max(r.start)..range.end.min(r.end);
-                match state.pieces.iter().rev().find(|p| p.holds(s, &want)) {
-                    Some(p) => out.push(p.clone()),
-                    None => builds.push(self.build_piece(s, want)),
+        let wants = slabs.into_iter().map(|s| {
+            let r = self.regions.slab(s).expect("a slab index").range;
+            self.piece(s, range.start.max(r.start)..range.end.min(r.end))
+        });
+        let got = futures::future::try_join_all(wants).await?;
+        Ok(got.into_iter().flatten().collect())
+    }
+
+    /// The piece of slab `s` holding `want`: one kept or in flight, or built here. A slab
+    /// is worth one piece: a second part of it wanted (kept or in flight elsewhere) builds
+    /// the slab whole (then `None`): readers touching it in several places read it.
+    async fn piece(
+        self: &Arc<Self>,
+        s: u64,
+        want: Range<u64>,
+    ) -> Result<Option<Arc<Piece>>, Arc<FlowError>> {
+        let (build, mine) = {
+            let mut state = self.state.lock().expect("poisoned");
+            let mut kept = state.pieces.iter().rev().filter(|p| p.slab == s).peekable();
+            let another = kept.peek().is_some();
+            if let Some(p) = kept.find(|p| p.holds(s, &want)) {
+                return Ok(Some(p.clone()));
+            }
+            match state.piece_builds.get(&s) {
+                Some(build) => (Some(build.clone()), false),
+                None if another => (None, false),
+                None => {
+                    let this = self.clone();
+                    let w = want.clone();
+                    let build = async move {
+                        let result = this.build_piece(s, w).await.map_err(|e| {
+                            this.flow.metrics.failures.fetch_add(1, Ordering::Relaxed);
+                            Arc::new(e)
+                        });
+                        let mut state = this.state.lock().expect("poisoned");
+                        state.piece_builds.remove(&s);
+                        if let Ok(p) = &result {
+                            state.pieces.push_back(p.clone());
+                            while state.pieces.len() > PIECES_KEPT
+                                || state.pieces.iter().map(|p| p.bytes.len()).sum::<usize>()
+                                    > PIECES_KEPT_BYTES
+                            {
+                                state.pieces.pop_front();
+                            }
+                        }
+                        result
+                    }
+                    .boxed()
+                    .shared();
+                    state.piece_builds.insert(s, build.clone());
+                    (Some(build), true)
                 }
             }
+        };
+        if let Some(build) = build {
+            let p = build.await?;
+            if mine || p.holds(s, &want) {
+                return Ok(Some(p));
+            }
         }
-        let built = futures::future::try_join_all(builds).await.map_err(|e| {
-            self.flow.metrics.failures.fetch_add(1, Ordering::Relaxed);
-            Arc::new(e)
-        })?;
-        let mut state = self.state.lock().expect("poisoned");
-        for p in &built {
-            state.pieces.push_back(p.clone());
-        }
-        while state.pieces.len() > PIECES_KEPT
-            || state.pieces.iter().map(|p| p.bytes.len()).sum::<usize>() > PIECES_KEPT_BYTES
-        {
-            state.pieces.pop_front();
-        }
-        out.extend(built);
-        Ok(out)
+        self.ensure(vec![s]).await?;
+        Ok(None)
     }
 
     /// A piece of slab `s` holding the bytes `want`: the indices of the slab's first
     /// dimension under them, fetched (their chunks' needed blocks only) and encoded as the
     /// slab's build would encode them. Not written to the entry: the slab is built whole
     /// when a read needs more of it.
-    async fn build_piece(self: &Arc<Self>, s: u64, want: Range<u64>) -> Result<Arc<Piece>, FlowError> {
+    async fn build_piece(
+        self: &Arc<Self>,
+        s: u64,
+        want: Range<u64>,
+    ) -> Result<Arc<Piece>, FlowError> {
         let slab = self.regions.slab(s).expect("a slab index");
         let (axis, n, stride) = self.piece_axis(&slab).expect("a slab with pieces");
         let axis = axis.to_string();
@@ -714,7 +763,10 @@ impl PartsFile {
             return Err(e);
         }
         let mut sub = self.sub_plan(slab.variable, &[(s, slab.record)]);
-        let picked = sub.selections.get_mut(&axis).expect("the slab's first dimension");
+        let picked = sub
+            .selections
+            .get_mut(&axis)
+            .expect("the slab's first dimension");
         let (lo, hi) = (i0 as usize, i1 as usize);
         picked.indices = picked.indices[lo..hi].to_vec();
         picked.labels = picked.labels[lo..hi].to_vec();
