@@ -260,6 +260,11 @@ fn record_checksums(file: &File, identity: &str, path: &Path) -> Option<Arc<Bloc
 
 /// Deletes the entry at `path`; one sealed by a process that is gone is unsealed first (one
 /// sealed by a live process stays: its removal is refused with `EPERM`).
+/// The bytes a file holds on disk (a sparse file: only what was written).
+pub(super) fn allocated(meta: &std::fs::Metadata) -> u64 {
+    (meta.blocks() * 512).min(meta.len())
+}
+
 fn remove_entry(path: &Path) -> io::Result<()> {
     match std::fs::remove_file(path) {
         Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
@@ -499,7 +504,9 @@ impl LocalCache {
     /// modification first) and evicts down to the limit now and after every new entry. Only
     /// files named like entries count; anything else in the directory is left alone.
     pub fn with_max_size(mut self, max_size: u64) -> Self {
-        let mut found: Vec<(std::time::SystemTime, String, u64)> = Vec::new();
+        // By identity: its newest modification and its bytes (an entry, and a partial entry
+        // of the same file if one is left: its blocks on disk and its slab table).
+        let mut found: HashMap<String, (std::time::SystemTime, u64)> = HashMap::new();
         if let Ok(dirs) = std::fs::read_dir(&self.root) {
             for dir in dirs.flatten() {
                 let dir_name = dir.file_name();
@@ -513,11 +520,14 @@ impl LocalCache {
                     .flatten()
                 {
                     let name = f.file_name();
-                    let Some(identity) = name
-                        .to_str()
-                        .and_then(|n| n.strip_suffix(".nc"))
-                        .filter(|i| is_identity(i) && i.starts_with(prefix))
-                    else {
+                    let Some((identity, kind)) = name.to_str().and_then(|n| {
+                        ["nc", "partial", "slabs"].into_iter().find_map(|ext| {
+                            n.strip_suffix(ext)
+                                .and_then(|n| n.strip_suffix('.'))
+                                .filter(|i| is_identity(i) && i.starts_with(prefix))
+                                .map(|i| (i, ext))
+                        })
+                    }) else {
                         continue;
                     };
                     // Not followed: a symlink is not an entry.
@@ -526,11 +536,24 @@ impl LocalCache {
                     };
                     if meta.is_file() {
                         let when = meta.modified().unwrap_or(std::time::UNIX_EPOCH);
-                        found.push((when, identity.to_string(), meta.len()));
+                        let bytes = if kind == "partial" {
+                            allocated(&meta)
+                        } else {
+                            meta.len()
+                        };
+                        let e = found
+                            .entry(identity.to_string())
+                            .or_insert((std::time::UNIX_EPOCH, 0));
+                        e.0 = e.0.max(when);
+                        e.1 += bytes;
                     }
                 }
             }
         }
+        let mut found: Vec<_> = found
+            .into_iter()
+            .map(|(i, (when, b))| (when, i, b))
+            .collect();
         found.sort();
         {
             let mut u = self.usage.lock().expect("poisoned");
@@ -599,6 +622,13 @@ impl LocalCache {
         u.bytes += size;
     }
 
+    /// Counts the partial entry of `identity` at `bytes` (its blocks on disk and its table,
+    /// as it grows) against the size limit, as the most recently used; evicts others to fit.
+    pub(super) fn account_partial(&self, identity: &str, bytes: u64) {
+        self.touch(identity, bytes);
+        self.evict(Some(identity));
+    }
+
     /// Deletes least recently used, unpinned entries (and never `keep`) until the cache fits
     /// its limit.
     fn evict(&self, keep: Option<&str>) {
@@ -620,6 +650,11 @@ impl LocalCache {
             let Some(path) = self.path_for(&identity) else {
                 continue;
             };
+            // A partial entry of the file goes with it (a process serving it keeps its
+            // descriptors, and serves it until it would be complete: it is then built again).
+            for part in ["partial", "slabs"] {
+                let _ = std::fs::remove_file(path.with_extension(part));
+            }
             match remove_entry(&path) {
                 Ok(()) => tracing::debug!("evicted {} ({size} bytes)", path.display()),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}

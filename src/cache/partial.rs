@@ -18,7 +18,7 @@ use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use super::local::{CacheError, CachedFile, LocalCache};
+use super::local::{allocated, CacheError, CachedFile, LocalCache};
 
 const MAGIC: &[u8; 8] = b"SDSLABS1";
 const HEADER: u64 = 8 + 8 + 8 + 4 + 4;
@@ -34,6 +34,9 @@ pub struct PartialEntry {
     table_path: PathBuf,
     size: u64,
     slabs: u64,
+    /// The cache it counts against (its size limit), and its file's identity.
+    cache: LocalCache,
+    identity: String,
 }
 
 fn error(path: &Path, context: &'static str, cause: io::Error) -> CacheError {
@@ -143,14 +146,18 @@ impl LocalCache {
                 (data, table)
             }
         };
-        Ok(PartialEntry {
+        let entry = PartialEntry {
             data,
             table,
             data_path,
             table_path,
             size,
             slabs,
-        })
+            cache: self.clone(),
+            identity: identity.to_string(),
+        };
+        entry.account();
+        Ok(entry)
     }
 }
 
@@ -158,6 +165,18 @@ impl PartialEntry {
     /// The size of the whole file.
     pub fn size(&self) -> u64 {
         self.size
+    }
+
+    /// The bytes it holds on disk: the slabs and known regions written, and its table.
+    pub fn disk_bytes(&self) -> u64 {
+        let data = self.data.metadata().map_or(0, |m| allocated(&m));
+        data + HEADER + self.slabs * RECORD
+    }
+
+    /// Counts it against the cache's size limit (`--cache-max-size`) at its bytes on disk.
+    fn account(&self) {
+        self.cache
+            .account_partial(&self.identity, self.disk_bytes());
     }
 
     /// Slab `slab`'s record: its CRC, whether it is present, and how many chunks it read as
@@ -204,7 +223,9 @@ impl PartialEntry {
         r.extend_from_slice(&crc32c::crc32c(bytes).to_le_bytes());
         let flag = PRESENT | (absent.min(0x00ff_ffff) << 8);
         r.extend_from_slice(&flag.to_le_bytes());
-        self.table.write_all_at(&r, HEADER + slab * RECORD)
+        self.table.write_all_at(&r, HEADER + slab * RECORD)?;
+        self.account();
+        Ok(())
     }
 
     /// The partial file, to read checked slabs from (see `BlockSums::read_checked_at`).
@@ -359,5 +380,47 @@ mod tests {
             .is_symlink());
         drop(p);
         assert_eq!(std::fs::read(&secret).unwrap(), vec![1u8; 320], "untouched");
+    }
+
+    #[test]
+    fn partial_entries_count_against_the_size_limit_and_are_evicted_as_entries() {
+        use std::io::Write;
+        const K: usize = 100 << 10;
+        let dir = tempfile::tempdir().unwrap();
+        let cache = LocalCache::open(dir.path())
+            .unwrap()
+            .with_max_size(2 * K as u64 + K as u64 / 2);
+        let mut f = cache.temp_file().unwrap();
+        f.write_all(&vec![7u8; K]).unwrap();
+        let old = cache.persist(f, "aa01").unwrap().path;
+        // A file of 10 slabs of 100 KiB: sparse, it counts what its slabs hold.
+        let p = cache.open_partial(ID, 10 * K as u64, 10).unwrap();
+        assert!(
+            p.disk_bytes() < 4096 + 200,
+            "{} bytes before any slab",
+            p.disk_bytes()
+        );
+        for s in 0..2u64 {
+            p.write_slab(s, s * K as u64, &vec![s as u8 + 1; K], 0)
+                .unwrap();
+        }
+        assert!(p.disk_bytes() >= 2 * K as u64);
+        // 100 KiB of entry + 200 KiB of slabs > 250 KiB: the entry went, not the partial
+        // entry that is growing.
+        assert!(!old.exists(), "the least recently used entry was evicted");
+        assert!(cache.size() >= 2 * K as u64);
+        let data = cache.path_for(ID).unwrap().with_extension("partial");
+        assert!(data.exists());
+        // A new process counts it as it finds it on disk.
+        let fresh = LocalCache::open(dir.path()).unwrap().with_max_size(1 << 30);
+        assert!(fresh.size() >= 2 * K as u64, "{}", fresh.size());
+        drop(p);
+        // A new entry: the partial one is now the least recently used, and goes whole.
+        let mut f = cache.temp_file().unwrap();
+        f.write_all(&vec![8u8; K]).unwrap();
+        let new = cache.persist(f, "bb02").unwrap().path;
+        assert!(new.exists());
+        assert!(!data.exists() && !data.with_extension("slabs").exists());
+        assert!(cache.size() <= K as u64 + 4096, "{}", cache.size());
     }
 }

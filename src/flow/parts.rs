@@ -51,6 +51,9 @@ const PIECE_FRACTION: u64 = 4;
 /// Pieces kept in memory per file (a reader that reads a time step again finds the edges
 /// of its neighbours), and the bytes they may hold.
 const PIECES_KEPT: usize = 8;
+
+/// Pieces of one slab at most (kept or in flight); a read wanting another part builds it.
+const PIECES_PER_SLAB: usize = 2;
 const PIECES_KEPT_BYTES: usize = 16 << 20;
 
 /// The largest read-ahead window of a sequential reader, in slabs.
@@ -81,8 +84,8 @@ struct State {
     completing: bool,
     /// Pieces built lately, newest last (at most [`PIECES_KEPT`]).
     pieces: VecDeque<Arc<Piece>>,
-    /// Piece builds in flight, by slab (at most one per slab).
-    piece_builds: HashMap<u64, SharedPiece>,
+    /// Piece builds in flight, by slab and byte range.
+    piece_builds: HashMap<(u64, u64, u64), SharedPiece>,
 }
 
 type SharedPiece = Shared<BoxFuture<'static, Result<Arc<Piece>, Arc<FlowError>>>>;
@@ -674,34 +677,39 @@ impl PartsFile {
         Ok(got.into_iter().flatten().collect())
     }
 
-    /// The piece of slab `s` holding `want`: one kept or in flight, or built here. A slab
-    /// is worth one piece: a second part of it wanted (kept or in flight elsewhere) builds
-    /// the slab whole (then `None`): readers touching it in several places read it.
+    /// The piece of slab `s` holding `want`: one kept or in flight, or built here (single
+    /// flight per piece). A slab is worth [`PIECES_PER_SLAB`] pieces: one more part of it
+    /// wanted builds the slab whole (then `None`), as readers touching it in several places
+    /// read it.
     async fn piece(
         self: &Arc<Self>,
         s: u64,
         want: Range<u64>,
     ) -> Result<Option<Arc<Piece>>, Arc<FlowError>> {
-        let (build, mine) = {
+        let rows = self.piece_range(s, &want);
+        let key = (s, rows.start, rows.end);
+        let build = {
             let mut state = self.state.lock().expect("poisoned");
-            let mut kept = state.pieces.iter().rev().filter(|p| p.slab == s).peekable();
-            let another = kept.peek().is_some();
-            if let Some(p) = kept.find(|p| p.holds(s, &want)) {
-                return Ok(Some(p.clone()));
+            let mut kept = 0;
+            for p in state.pieces.iter().rev().filter(|p| p.slab == s) {
+                if p.holds(s, &want) {
+                    return Ok(Some(p.clone()));
+                }
+                kept += 1;
             }
-            match state.piece_builds.get(&s) {
-                Some(build) => (Some(build.clone()), false),
-                None if another => (None, false),
+            let flying = state.piece_builds.keys().filter(|k| k.0 == s).count();
+            match state.piece_builds.get(&key) {
+                Some(build) => Some(build.clone()),
+                None if kept + flying >= PIECES_PER_SLAB => None,
                 None => {
                     let this = self.clone();
-                    let w = want.clone();
                     let build = async move {
-                        let result = this.build_piece(s, w).await.map_err(|e| {
+                        let result = this.build_piece(s, want).await.map_err(|e| {
                             this.flow.metrics.failures.fetch_add(1, Ordering::Relaxed);
                             Arc::new(e)
                         });
                         let mut state = this.state.lock().expect("poisoned");
-                        state.piece_builds.remove(&s);
+                        state.piece_builds.remove(&key);
                         if let Ok(p) = &result {
                             state.pieces.push_back(p.clone());
                             while state.pieces.len() > PIECES_KEPT
@@ -715,25 +723,40 @@ impl PartsFile {
                     }
                     .boxed()
                     .shared();
-                    state.piece_builds.insert(s, build.clone());
-                    (Some(build), true)
+                    state.piece_builds.insert(key, build.clone());
+                    Some(build)
                 }
             }
         };
-        if let Some(build) = build {
-            let p = build.await?;
-            if mine || p.holds(s, &want) {
-                return Ok(Some(p));
+        match build {
+            Some(build) => build.await.map(Some),
+            None => {
+                self.ensure(vec![s]).await?;
+                Ok(None)
             }
         }
-        self.ensure(vec![s]).await?;
-        Ok(None)
+    }
+
+    /// The bytes of the piece of slab `s` that holds `want`: whole indices of the slab's
+    /// first dimension (the padding after the last one with it).
+    fn piece_range(&self, s: u64, want: &Range<u64>) -> Range<u64> {
+        let slab = self.regions.slab(s).expect("a slab index");
+        let (_, n, stride) = self.piece_axis(&slab).expect("a slab with pieces");
+        let (from, to) = (want.start - slab.range.start, want.end - slab.range.start);
+        let (i0, i1) = ((from / stride).min(n), to.div_ceil(stride).min(n));
+        let start = slab.range.start + i0 * stride;
+        let end = if i1 == n {
+            slab.range.end
+        } else {
+            slab.range.start + i1 * stride
+        };
+        start..end
     }
 
     /// A piece of slab `s` holding the bytes `want`: the indices of the slab's first
-    /// dimension under them, fetched (their chunks' needed blocks only) and encoded as the
-    /// slab's build would encode them. Not written to the entry: the slab is built whole
-    /// when a read needs more of it.
+    /// dimension under them ([`PartsFile::piece_range`]), fetched (their chunks' needed
+    /// blocks only) and encoded as the slab's build would encode them. Not written to the
+    /// entry: the slab is built whole when a read needs more of it.
     async fn build_piece(
         self: &Arc<Self>,
         s: u64,
@@ -742,19 +765,17 @@ impl PartsFile {
         let slab = self.regions.slab(s).expect("a slab index");
         let (axis, n, stride) = self.piece_axis(&slab).expect("a slab with pieces");
         let axis = axis.to_string();
-        let (from, to) = (want.start - slab.range.start, want.end - slab.range.start);
-        let (i0, i1) = ((from / stride).min(n), to.div_ceil(stride).min(n));
-        let start = slab.range.start + i0 * stride;
-        let len = if i1 == n {
-            slab.range.end - start
-        } else {
-            (i1 - i0) * stride
-        };
-        if i0 == i1 {
+        let range = self.piece_range(s, &want);
+        let len = range.end - range.start;
+        // The padding after the last index is shorter than one (at most 3 bytes).
+        let i0 = (range.start - slab.range.start) / stride;
+        let i1 = ((range.end - slab.range.start) / stride).min(n);
+        let start = range.start;
+        if i0 >= i1 {
             // Only the padding after the slab's values: zeros, as the slab has.
             return Ok(Arc::new(Piece {
                 slab: s,
-                range: start..start + len,
+                range,
                 bytes: vec![0; len as usize],
             }));
         }
