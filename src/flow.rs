@@ -70,6 +70,10 @@ pub enum FlowError {
     },
 }
 
+/// Files served by their parts kept open after their last handle closes (see
+/// `Flow::recent_parts`).
+const RECENT_PARTS: usize = 4;
+
 /// How a file is served: whole from its cache entry, or by its parts as they are read.
 #[derive(Debug, Clone)]
 pub enum Served {
@@ -222,6 +226,9 @@ pub struct Flow {
     inflight: Arc<InFlight>,
     /// Files served by their parts, by identity: one per file in a process.
     parts: Arc<Mutex<HashMap<String, Weak<PartsFile>>>>,
+    /// The files served by their parts opened last, kept open after their last handle
+    /// closes (their pieces and checked slabs stay known: a reader opens a file many times).
+    recent_parts: Arc<Mutex<std::collections::VecDeque<Arc<PartsFile>>>>,
     /// Files of at least this size are served by their parts ([`parts::PARTS_FROM`]).
     parts_from: u64,
 }
@@ -238,6 +245,7 @@ impl Flow {
             memory: Arc::new(BuildMemory::new(BuildMemory::default_bytes())),
             inflight: Arc::default(),
             parts: Arc::default(),
+            recent_parts: Arc::default(),
             parts_from: parts::PARTS_FROM,
         }
     }
@@ -265,6 +273,7 @@ impl Flow {
             memory: self.memory.clone(),
             inflight: Arc::default(),
             parts: Arc::default(),
+            recent_parts: Arc::default(),
             parts_from: self.parts_from,
         }
     }
@@ -361,15 +370,26 @@ impl Flow {
             ReadThrough::Local(hit) | ReadThrough::Shared(hit) => return Ok(Served::Whole(hit)),
             ReadThrough::Missing { .. } => {}
         }
-        let mut map = self.parts.lock().expect("parts map poisoned");
-        if let Some(file) = map.get(&plan.identity).and_then(Weak::upgrade) {
-            return Ok(Served::Parts(file));
+        let file = {
+            let mut map = self.parts.lock().expect("parts map poisoned");
+            match map.get(&plan.identity).and_then(Weak::upgrade) {
+                Some(file) => file,
+                None => {
+                    let file = PartsFile::open(self.clone(), plan.clone()).inspect_err(|e| {
+                        tracing::error!(file = %plan.file_name, "opening the partial entry: {}", error_chain(e.as_ref()));
+                    })?;
+                    map.retain(|_, f| f.strong_count() > 0);
+                    map.insert(plan.identity.clone(), Arc::downgrade(&file));
+                    file
+                }
+            }
+        };
+        let mut recent = self.recent_parts.lock().expect("poisoned");
+        recent.retain(|f| !Arc::ptr_eq(f, &file));
+        recent.push_back(file.clone());
+        while recent.len() > RECENT_PARTS {
+            recent.pop_front();
         }
-        let file = PartsFile::open(self.clone(), plan.clone()).inspect_err(|e| {
-            tracing::error!(file = %plan.file_name, "opening the partial entry: {}", error_chain(e.as_ref()));
-        })?;
-        map.retain(|_, f| f.strong_count() > 0);
-        map.insert(plan.identity.clone(), Arc::downgrade(&file));
         Ok(Served::Parts(file))
     }
 
@@ -379,6 +399,10 @@ impl Flow {
             .lock()
             .expect("parts map poisoned")
             .remove(identity);
+        self.recent_parts
+            .lock()
+            .expect("poisoned")
+            .retain(|f| f.plan().identity != identity);
     }
 
     /// The error of `plan` when it holds preliminary hours of a pinned dataset whose store

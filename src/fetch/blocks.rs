@@ -185,20 +185,39 @@ pub(crate) async fn read_rows(
     }
     if let Some(table) = tables.and_then(|t| t.get(key)) {
         let known = Some(&table.version);
-        let none = bytes::Bytes::new();
-        match decode_rows(reader, &path, shape, rows, &table.bytes, known, &none).await? {
+        match decode_rows(reader, &path, shape, rows, &table.bytes, known, &[]).await? {
             WithTable::Done(p) => return Ok(p),
             WithTable::Stale => tables.expect("a table came from it").forget(key),
         }
     }
-    // No table of this chunk yet: ask for its header and table, or, where the link makes one
-    // larger request cheaper than two (see [`super::link`]), for everything up to the end of
-    // its first needed blocks.
-    let guided = tables.and_then(|t| one_request_end(t, key, shape, rows));
-    let first = guided.map_or_else(head_range, |end| 0..end);
-    let Some((head, version)) = reader.range(&path, first).await? else {
+    // No table of this chunk yet: ask for its header and table and, where the table of
+    // another chunk of the array is known, at the same time for the blocks it places the
+    // needed rows in (neighbouring steps compress alike; margins cover the difference): one
+    // round trip, and bytes close to the needed ones. A guess that falls short costs a
+    // second request for what it missed.
+    let guess = tables
+        .and_then(|t| guessed_blocks(t, key, shape, rows))
+        .unwrap_or_default();
+    let mut asked = coalesce(std::iter::once(head_range()).chain(guess).collect());
+    asked = merge_by_link(&asked, reader.link);
+    let first = asked.remove(0);
+    let (head, rest) = futures::join!(reader.range(&path, first), async {
+        if asked.is_empty() {
+            Ok(None)
+        } else {
+            reader.ranges(&path, &asked).await
+        }
+    });
+    let Some((head, version)) = head? else {
         return Ok(Partial::Absent);
     };
+    let mut have = vec![(0u64, head.clone())];
+    // Of another version (the object changed between the answers): not used.
+    if let Some((parts, v)) = rest? {
+        if v == version {
+            have.extend(asked.iter().map(|r| r.start).zip(parts));
+        }
+    }
     let Some(header) = Header::parse(&head, total) else {
         return Ok(Partial::Unsupported);
     };
@@ -248,45 +267,49 @@ pub(crate) async fn read_rows(
             },
         );
     }
-    let have = if guided.is_some() {
-        head
-    } else {
-        bytes::Bytes::new()
-    };
     match decode_rows(reader, &path, shape, rows, &table, Some(&version), &have).await? {
         WithTable::Done(p) => Ok(p),
         WithTable::Stale => Err(ChunkError::Changed),
     }
 }
 
-/// The end of one request that brings chunk `key`'s header, table and the first of the
-/// blocks of `rows` (as many of their ranges as the rule allows), estimated from the table of
-/// another chunk of the same array (blocks of neighbouring steps compress alike; a margin
-/// covers the difference), when the measured link makes that request cheaper than two;
-/// `None` otherwise. A guess that falls short costs the second request.
-fn one_request_end(
+/// The byte ranges of chunk `key` likely to hold the blocks of `rows`, as the table of
+/// another chunk of the same array places them, widened by a margin (an eighth of their
+/// offset and [`GUESS_MARGIN`]) on each side; `None` without such a table.
+fn guessed_blocks(
     tables: &BlockTables,
     key: &str,
     shape: &[usize],
     rows: &[Range<usize>],
-) -> Option<u64> {
-    let link = tables.link().estimate()?;
+) -> Option<Vec<Range<u64>>> {
     let sibling = tables.sibling(key)?;
     let ranges = block_ranges(&sibling.bytes, shape, rows)?;
-    let mut needed = sibling.bytes.len() as u64;
-    let mut best = None;
-    for r in &ranges {
-        needed += r.end - r.start;
-        let end = r.end + r.end / 8 + GUESS_MARGIN;
-        if link.one_request_cheaper(end.saturating_sub(needed)) {
-            best = Some(end);
+    Some(
+        ranges
+            .into_iter()
+            .map(|r| {
+                let start = r.start.saturating_sub(r.start / 8 + GUESS_MARGIN);
+                start..r.end + r.end / 8 + GUESS_MARGIN
+            })
+            .collect(),
+    )
+}
+
+/// `ranges` sorted, overlapping and touching ones joined.
+fn coalesce(mut ranges: Vec<Range<u64>>) -> Vec<Range<u64>> {
+    ranges.sort_by_key(|r| r.start);
+    let mut out: Vec<Range<u64>> = Vec::with_capacity(ranges.len());
+    for r in ranges {
+        match out.last_mut() {
+            Some(last) if r.start <= last.end => last.end = last.end.max(r.end),
+            _ => out.push(r),
         }
     }
-    best
+    out
 }
 
 /// Fetches the blocks of `rows` as the block table `table` places them (those not in `have`,
-/// the chunk's first bytes) and decodes them; the answers must come from the object version
+/// parts of the chunk already fetched, each with its offset) and decodes them; the answers must come from the object version
 /// `known` (else [`WithTable::Stale`]).
 async fn decode_rows(
     reader: Reader<'_>,
@@ -295,7 +318,7 @@ async fn decode_rows(
     rows: &[Range<usize>],
     table: &[u8],
     known: Option<&Version>,
-    have: &bytes::Bytes,
+    have: &[(u64, bytes::Bytes)],
 ) -> Result<WithTable, ChunkError> {
     let row_len = *shape.last().unwrap_or(&1);
     let total: usize = shape.iter().product();
@@ -311,13 +334,19 @@ async fn decode_rows(
     // blosc_getitem reads the header, the offsets and the blocks it decodes, nothing else.
     let mut buf = vec![0u8; cbytes];
     buf[..table.len()].copy_from_slice(table);
-    let (held, fetch): (Vec<_>, Vec<_>) = ranges
-        .iter()
-        .cloned()
-        .partition(|r| r.end as usize <= have.len());
-    for r in held {
-        let (from, to) = (r.start as usize, r.end as usize);
-        buf[from..to].copy_from_slice(&have[from..to]);
+    let holding = |r: &Range<u64>| {
+        have.iter()
+            .find(|(at, b)| *at <= r.start && r.end <= at + b.len() as u64)
+    };
+    let mut fetch = Vec::new();
+    for r in ranges {
+        match holding(&r) {
+            Some((at, b)) => {
+                let (from, to) = ((r.start - at) as usize, (r.end - at) as usize);
+                buf[r.start as usize..r.end as usize].copy_from_slice(&b[from..to]);
+            }
+            None => fetch.push(r),
+        }
     }
     if !fetch.is_empty() {
         let Some((parts, version)) = reader.ranges(path, &fetch).await? else {
@@ -524,6 +553,84 @@ mod tests {
         assert!(
             span.end > 16 << 10,
             "the rough chunk's blocks lie beyond a short guess"
+        );
+    }
+
+    /// A first read of a chunk guided by a like chunk's table asks for its header and its
+    /// needed blocks at once: two concurrent requests, not the span from its start (the
+    /// blocks before the needed ones are not fetched), and the exact rows.
+    #[tokio::test]
+    async fn a_guided_first_read_asks_for_the_needed_blocks_not_the_span_before_them() {
+        use crate::source::store::{MeteredStore, SourceMetrics};
+        use std::sync::Arc;
+        let inner = Arc::new(InMemory::new());
+        let rough = |seed: u32| -> Vec<f32> {
+            let mut x = seed;
+            (0..256 * 256)
+                .map(|_| {
+                    x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                    f32::from_bits((x >> 9) | 0x3f80_0000)
+                })
+                .collect()
+        };
+        let (a, b) = (rough(1), rough(2));
+        for (key, values) in [("a/0.0", &a), ("a/1.0", &b)] {
+            inner
+                .put(&Path::from(key), PutPayload::from(compress(values)))
+                .await
+                .unwrap();
+        }
+        let metrics = Arc::new(SourceMetrics::default());
+        let store = MeteredStore::new(inner, metrics.clone());
+        // A link on which the blocks before the needed ones cost more than a round trip.
+        let fast = LinkMeter::assume(Link {
+            rtt: 0.000_1,
+            rate: 1e9,
+        });
+        let tables = BlockTables::in_memory().with_link(fast);
+        let rows = 230..240; // in the last blocks (16 KiB blocks of 16 rows)
+        let read = |key: &'static str| {
+            let tables = &tables;
+            let reader = Reader {
+                store: &store,
+                ahead: None,
+                link: Some(tables.link()),
+            };
+            let rows = rows.clone();
+            async move {
+                match read_rows(reader, key, &[256, 256], &[rows], Some(tables))
+                    .await
+                    .unwrap()
+                {
+                    Partial::Rows(x) => x.as_slice().unwrap()[230 * 256..240 * 256].to_vec(),
+                    _ => panic!("not read by blocks"),
+                }
+            }
+        };
+        assert_eq!(read("a/0.0").await, a[230 * 256..240 * 256]);
+        assert_eq!(
+            metrics.requests(),
+            2,
+            "no guide: the table, then the blocks"
+        );
+        let (r0, b0) = (metrics.requests(), metrics.bytes());
+        assert_eq!(read("a/1.0").await, b[230 * 256..240 * 256]);
+        let table = tables.get("a/1.0").unwrap();
+        let needed: u64 = block_ranges(&table.bytes, &[256, 256], &[rows.clone()])
+            .unwrap()
+            .iter()
+            .map(|r| r.end - r.start)
+            .sum();
+        let fetched = metrics.bytes() - b0;
+        assert_eq!(
+            metrics.requests() - r0,
+            2,
+            "the head and the guess, at once"
+        );
+        assert!(
+            fetched < needed * 2 + (64 << 10),
+            "{fetched} bytes for {needed} needed (the chunk is {} bytes)",
+            u32_at(&table.bytes, 12)
         );
     }
 }

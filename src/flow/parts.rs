@@ -54,7 +54,7 @@ const PIECES_KEPT: usize = 8;
 
 /// Pieces of one slab at most (kept or in flight); a read wanting another part builds it.
 const PIECES_PER_SLAB: usize = 2;
-const PIECES_KEPT_BYTES: usize = 16 << 20;
+const PIECES_KEPT_BYTES: usize = 8 << 20;
 
 /// The largest read-ahead window of a sequential reader, in slabs.
 pub const MAX_WINDOW: u64 = 64;
@@ -284,11 +284,22 @@ impl PartsFile {
         // A slab damaged between its check and the read is built again; twice in a row is
         // an error (a disk that does not keep what is written), never its bytes.
         for _ in 0..3 {
+            // The slabs and the pieces at once (one round trip for a time step's read).
             let edges = self.edges(offset..end, follows_on);
-            let unbuilt = self
-                .ensure_except(self.slabs_under(offset..end), &edges)
-                .await?;
-            let pieces = self.pieces(unbuilt, offset..end).await?;
+            let (whole, edge): (Vec<u64>, Vec<u64>) = self
+                .slabs_under(offset..end)
+                .into_iter()
+                .partition(|s| !edges.contains(s));
+            let edge_parts = futures::future::try_join_all(edge.into_iter().map(|s| {
+                let edges = &edges;
+                async move {
+                    let unbuilt = self.ensure_except(vec![s], edges).await?;
+                    self.pieces(unbuilt, offset..end).await
+                }
+            }));
+            let (built, pieces) = futures::join!(self.ensure(whole), edge_parts);
+            built?;
+            let pieces: Vec<Arc<Piece>> = pieces?.into_iter().flatten().collect();
             match self.assemble(offset, size, &pieces) {
                 Ok(bytes) => return Ok(bytes),
                 Err(SlabRead::Unknown) => {}
