@@ -616,7 +616,7 @@ mod tests {
         let (r0, b0) = (metrics.requests(), metrics.bytes());
         assert_eq!(read("a/1.0").await, b[230 * 256..240 * 256]);
         let table = tables.get("a/1.0").unwrap();
-        let needed: u64 = block_ranges(&table.bytes, &[256, 256], &[rows.clone()])
+        let needed: u64 = block_ranges(&table.bytes, &[256, 256], std::slice::from_ref(&rows))
             .unwrap()
             .iter()
             .map(|r| r.end - r.start)
