@@ -82,16 +82,68 @@ pub fn mount_at(path: &Path) -> Option<MountEntry> {
         .find(|m| m.path == path)
 }
 
+/// Unmounts `path` (`flags`: 0, or `MNT_DETACH`): umount(2), and where that is refused to a
+/// user other than root (EPERM), fusermount3 (`-u`, `-uz` to detach), which unmounts the
+/// FUSE mounts a user made.
 fn umount(path: &Path, flags: libc::c_int) -> std::io::Result<()> {
     let c = CString::new(path.as_os_str().as_bytes())
         .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
     // SAFETY: `c` is a valid NUL-terminated path that outlives the call.
     let rc = unsafe { libc::umount2(c.as_ptr(), flags) };
     if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
+        return Ok(());
     }
+    let e = std::io::Error::last_os_error();
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if e.raw_os_error() != Some(libc::EPERM) || unsafe { libc::geteuid() } == 0 {
+        return Err(e);
+    }
+    fusermount_unmount(path, flags & libc::MNT_DETACH != 0)
+}
+
+/// The FUSE mount helper of fuse3 (or of fuse 2), if installed: where fuser looks for it
+/// (`FUSERMOUNT_PATH` if set, else `PATH`, `/sbin`, `/bin`).
+fn fusermount() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("FUSERMOUNT_PATH") {
+        return Some(PathBuf::from(p)).filter(|p| p.is_file());
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let dirs: Vec<PathBuf> = std::env::split_paths(&path)
+        .chain(["/sbin".into(), "/bin".into()])
+        .collect();
+    ["fusermount3", "fusermount"]
+        .into_iter()
+        .find_map(|name| dirs.iter().map(|d| d.join(name)).find(|p| p.is_file()))
+}
+
+/// Unmounts `path` with fusermount3 (`lazy`: detach even if busy).
+fn fusermount_unmount(path: &Path, lazy: bool) -> std::io::Result<()> {
+    let Some(helper) = fusermount() else {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "a user other than root unmounts through fusermount3, which is not installed: \
+             install fuse3 (Debian, Ubuntu: `apt install fuse3`; Fedora, RHEL: `dnf install \
+             fuse3`), or ask root to `umount` it",
+        ));
+    };
+    let out = std::process::Command::new(&helper)
+        .arg(if lazy { "-uz" } else { "-u" })
+        .arg("--")
+        .arg(path)
+        .output()?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let said = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    let errno = if said.contains("busy") {
+        libc::EBUSY
+    } else {
+        libc::EPERM
+    };
+    Err(std::io::Error::new(
+        std::io::Error::from_raw_os_error(errno).kind(),
+        format!("{}: {said}", helper.display()),
+    ))
 }
 
 /// Checks that `path` can take a new mount and returns its absolute form. A stale mount of
@@ -478,6 +530,14 @@ fn mount_hint(e: &std::io::Error, euid: u32, dev_fuse: Option<(u32, u32, u32)>) 
         || text.contains("user_allow_other");
     // Not root, mount(2) refused, and no fusermount3 to fall back on.
     let no_helper = euid != 0 && e.kind() == std::io::ErrorKind::NotFound;
+    if no_helper && fusermount().is_none() {
+        return Some(format!(
+            "a user other than root (this process runs as uid {euid}) mounts through \
+             fusermount3, which is not installed: install fuse3 (Debian, Ubuntu: `apt install \
+             fuse3`; Fedora, RHEL: `dnf install fuse3`); {DEV_FUSE} must also be readable and \
+             writable by this user (it is mode {mode:04o})"
+        ));
+    }
     if !(denied || no_helper) {
         return None;
     }
@@ -676,6 +736,11 @@ pub fn unmount(path: &Path) -> Result<()> {
         Some(_) => {}
     }
     umount(&abs, 0).map_err(|e| match e.raw_os_error() {
+        _ if e.kind() == std::io::ErrorKind::ResourceBusy => anyhow!(
+            "{} is busy (a process has a file open there); close it, or detach with `umount -l {}`",
+            abs.display(),
+            abs.display()
+        ),
         Some(libc::EBUSY) => anyhow!(
             "{} is busy (a process has a file open there); close it, or detach with `umount -l {}`",
             abs.display(),

@@ -49,8 +49,15 @@ pub(super) async fn mount(
             }
         })
         .await??;
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let unmount = if unsafe { libc::geteuid() } == 0 {
+            "umount"
+        } else {
+            "fusermount3 -u"
+        };
         eprintln!(
-            "sodeda-mount: mounted at {} (pid {pid}); logging to {}; unmount with `umount {}`",
+            "sodeda-mount: mounted at {} (pid {pid}); logging to {}; unmount with `{unmount} {}` \
+             (or `sodeda-era5 unmount`)",
             mountpoint.display(),
             log.display(),
             mountpoint.display()
