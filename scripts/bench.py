@@ -760,6 +760,65 @@ def big_files_profile(url=None, delay_ms=0.0, link_mbit=0.0, stats=None):
     return rows
 
 
+SERIES_BOX = {"latitude": {"start": 47.5, "end": 47.25}, "longitude": {"start": 8.5, "end": 8.75}}
+SERIES_LINE = {"name": "series", "time": {"start": "2023-01-01T00:00", "end": "2023-01-30T23:00"},
+               **SERIES_BOX, "variable": ["2m_temperature"]}
+
+
+def series_profile(url, delay_ms, link_mbit, stats):
+    """A 30-day series of a 2x2 box (720 chunks, one per hour) over the delaying server:
+    `get` against the needed blocks (bytes) and the link limit for them (time), and the
+    xarray path (`open_zarr(...).sel(...).load()`) on the same selection beside it."""
+    work = fresh_dir(WORK / "series")
+    desk = work / "series.jsonl"
+    desk.write_text(json.dumps(SERIES_LINE) + "\n")
+    needed = sum(needed_bytes(h, region=SERIES_BOX) for h in range(HOURS))
+    floor = needed / (link_mbit * 1e6 / 8) + delay_ms / 1e3
+    print(f"\n30-day series of a 2x2 box (720 hourly chunks) over {url.split('/gcp')[0]} "
+          f"({delay_ms:g} ms, {link_mbit:g} Mbit/s link): the needed blocks {needed / 1e6:.1f} MB, "
+          f"the link limit for them {floor:.2f} s", flush=True)
+    rows = []
+    for label, argv in [
+            ("get (cold cache, no block tables)",
+             [ERA5, "get", "--deskriptors", desk, "--line", 1, "--cache", work / "c1",
+              "--source", url, "-o", work / "a.nc"]),
+            ("get again, new cache (block tables of the first kept)",
+             [ERA5, "get", "--deskriptors", desk, "--line", 1, "--cache", work / "c2",
+              "--source", url, "-o", work / "b.nc"])]:
+        if "again" in label:
+            # The block tables live under the cache: carry the first cache's over.
+            for tables in (work / "c1").glob("v*/blocktables"):
+                shutil.copytree(tables, work / "c2" / tables.parent.name / "blocktables")
+        b = stats()
+        t0 = time.perf_counter()
+        subprocess.run([str(a) for a in argv], check=True, capture_output=True, env=env(),
+                       timeout=1800)
+        seconds = time.perf_counter() - t0
+        a = stats()
+        mb = (a["bytes"] - b["bytes"]) / 1e6
+        rows.append((label, seconds, mb, a["requests"] - b["requests"]))
+        print(f"  {label:<56} {seconds:7.2f} s ({seconds / floor:4.2f}x the link limit) "
+              f"{mb:8.1f} MB ({mb * 1e6 / needed:4.2f}x needed) {a['requests'] - b['requests']:5d} "
+              f"requests", flush=True)
+    code = (f"import xarray as xr, time; ds = xr.open_zarr('{url}', consolidated=True); "
+            f"t0 = time.perf_counter(); ds['2m_temperature'].sel(time=slice('2023-01-01T00', "
+            f"'2023-01-30T23'), latitude=slice(47.5, 47.25), longitude=slice(8.5, 8.75)).load(); "
+            f"print(time.perf_counter() - t0)")
+    py = Path(os.environ.get("SODEDA_VENV", ROOT / ".venv")) / "bin" / "python"
+    b = stats()
+    out = subprocess.run([str(py), "-c", code], check=True, capture_output=True, text=True,
+                         timeout=1800)
+    seconds = float(out.stdout.split()[-1])
+    a = stats()
+    mb = (a["bytes"] - b["bytes"]) / 1e6
+    label = "xarray: open_zarr + sel + load (after open)"
+    rows.append((label, seconds, mb, a["requests"] - b["requests"]))
+    print(f"  {label:<56} {seconds:7.2f} s ({seconds / floor:4.2f}x the link limit) "
+          f"{mb:8.1f} MB ({mb * 1e6 / needed:4.2f}x needed) {a['requests'] - b['requests']:5d} "
+          f"requests", flush=True)
+    return rows
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description="sodeda-era5 benchmarks (docs/PERFORMANCE.md)")
     ap.add_argument("--remote", action="store_true",
@@ -769,12 +828,22 @@ def main(argv=None):
     ap.add_argument("--big", action="store_true",
                     help="only the files served by their parts (local, and over the delaying "
                          "server at 30 ms)")
+    ap.add_argument("--series", action="store_true",
+                    help="only the 30-day series of a 2x2 box over the delaying server at 30 ms")
     ap.add_argument("--million", nargs="?", const=1_000_000, type=int, metavar="LINES",
                     help="the million profile: a catalog of LINES deskriptors (default "
                          "1,000,000): validate, mount, ls -f, ls -l, memory")
     args = ap.parse_args(argv)
     if args.million:
         return million_profile(args.million)
+    if args.series:
+        sys.path.insert(0, str(ROOT / "scripts"))
+        from delay_server import Running
+        setting, delay_ms, conn_mbit, link_mbit = SETTINGS[0]
+        with Running(REPLICA, delay_ms=delay_ms, conn_mbit=conn_mbit, link_mbit=link_mbit,
+                     prefix=GCS_PREFIX, log=WORK / "server-series.log") as srv:
+            series_profile(srv.url, delay_ms, link_mbit, srv.stats)
+        return 0
     if args.big:
         sys.path.insert(0, str(ROOT / "scripts"))
         from delay_server import Running

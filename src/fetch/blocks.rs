@@ -195,7 +195,9 @@ pub(crate) async fn read_rows(
     // needed rows in (neighbouring steps compress alike; margins cover the difference): one
     // round trip, and bytes close to the needed ones. A guess that falls short costs a
     // second request for what it missed.
+    // (Not where a preload reads ahead: its reads are planned, with the table's range.)
     let guess = tables
+        .filter(|_| reader.ahead.is_none())
         .and_then(|t| guessed_blocks(t, key, shape, rows))
         .unwrap_or_default();
     let mut asked = coalesce(std::iter::once(head_range()).chain(guess).collect());
