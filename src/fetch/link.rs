@@ -1,12 +1,18 @@
 //! What the link to the store costs, measured from the reads themselves, and the rule that
 //! turns it into "one request or two".
 //!
-//! A cold block read costs two round trips: the chunk's block table, then its blocks. One
-//! request for the start of the chunk up to the end of the needed blocks (header, table and
-//! every block before them) costs one round trip plus the transfer of the blocks not needed.
-//! That is cheaper when those extra bytes take less time at the connection's rate than a round
-//! trip: `extra / rate < rtt`, the bandwidth-delay product rule. At 30 ms per request and
-//! 400 Mbit/s per connection a round trip is worth 1.5 MB; at 100 ms and 100 Mbit/s, 1.25 MB.
+//! A cold block read without a guide costs two round trips: the chunk's block table, then its
+//! blocks. One request for the start of the chunk up to the end of the needed blocks costs
+//! one round trip plus the transfer of the blocks not needed. That is cheaper when those
+//! extra bytes take less time at the connection's rate than a round trip: `extra / rate <
+//! rtt`, the bandwidth-delay product rule. At 30 ms per request and 400 Mbit/s per connection
+//! a round trip is worth 1.5 MB; at 100 ms and 100 Mbit/s, 1.25 MB.
+//!
+//! Block reads no longer need the rule: where another chunk's table guides them, the table
+//! and the guessed blocks are asked for together (one round trip, see `fetch::blocks`), and
+//! requests sent together are merged only across small gaps, since their gaps cost the link
+//! that every read shares, not a round trip. The meter keeps measuring (the figures are
+//! reported, and the rule stays for reads that must choose between requests in sequence).
 //!
 //! Both figures are measured: a small answer (≤ [`SMALL`]) gives a round-trip sample, a large
 //! one (≥ [`LARGE`]) a rate sample (its bytes over its time less the round trip); each is an
