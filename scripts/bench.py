@@ -819,6 +819,80 @@ def series_profile(url, delay_ms, link_mbit, stats):
     return rows
 
 
+TEST_REPLICA = ROOT / "tmp" / "replica-test"
+LEVELS_BOX = {"latitude": {"start": 48, "end": 47}, "longitude": {"start": 8, "end": 9}}  # 5x5
+
+
+def needed_level_bytes(hour, levels, region, replica=TEST_REPLICA, var="temperature"):
+    """The Blosc header with its block table and the compressed blocks holding `region`'s
+    rows at the level indices `levels` of the pressure-level chunk of `hour` (of the day the
+    test replica holds, 2023-01-01), read from the replica's chunk file."""
+    path = replica / var / f"{1_078_200 + hour}.0.0.0"
+    with open(path, "rb") as f:
+        head = f.read(16)
+        _, _, flags, _, nbytes, blocksize, cbytes = struct.unpack("<BBBBIII", head)
+        if flags & 0x02:
+            raise RuntimeError(f"{path}: memcpyed Blosc chunk")
+        nblocks = -(-nbytes // blocksize)
+        starts = list(struct.unpack(f"<{nblocks}i", f.read(4 * nblocks))) + [cbytes]
+    row = 1440 * 4
+    lat = region["latitude"]
+    first, last = round((90 - lat["start"]) / 0.25), round((90 - lat["end"]) / 0.25)
+    blocks = set()
+    for k in levels:
+        lo, hi = (k * 721 + first) * row, (k * 721 + last + 1) * row - 1
+        blocks.update(range(lo // blocksize, hi // blocksize + 1))
+    return 16 + 4 * nblocks + sum(starts[b + 1] - starts[b] for b in blocks)
+
+
+def levels_profile(url, delay_ms, link_mbit, stats):
+    """Pressure levels over the delaying server (the test replica: 37 levels at 4 hours of
+    2023-01-01): two levels and all 37 levels of a 5x5 box over 3 hours, by `get` against the
+    blocks holding its rows (bytes) and the link limit for them (time), and xarray's
+    `open_zarr(...).sel(...).load()` on the same selection."""
+    import xarray as xr
+    work = fresh_dir(WORK / "levels")
+    levels = [int(v) for v in xr.open_zarr(TEST_REPLICA, consolidated=True)["level"].values]
+    py = Path(os.environ.get("SODEDA_VENV", ROOT / ".venv")) / "bin" / "python"
+    print(f"\npressure levels over {url.split('/gcp')[0]} ({delay_ms:g} ms, {link_mbit:g} Mbit/s "
+          f"link): temperature, a 5x5 box, 3 hours (chunks of 37 levels, 154 MB raw)", flush=True)
+    rows = []
+    for label, picked in [("levels 500 and 850 hPa", [500, 850]), ("all 37 levels", levels)]:
+        idx = [levels.index(v) for v in picked]
+        needed = sum(needed_level_bytes(h, idx, LEVELS_BOX) for h in (10, 11, 12))
+        floor = needed / (link_mbit * 1e6 / 8) + delay_ms / 1e3
+        line = {"time": {"start": "2023-01-01T10:00", "end": "2023-01-01T12:00"}, **LEVELS_BOX,
+                "level": picked, "variable": ["temperature"]}
+        desk = work / "levels.jsonl"
+        desk.write_text(json.dumps(line) + "\n")
+        b = stats()
+        t0 = time.perf_counter()
+        subprocess.run([str(ERA5), "get", "--deskriptors", str(desk), "--line", "1", "--cache",
+                        str(work / f"c{len(idx)}"), "--source", url, "-o", str(work / "l.nc")],
+                       check=True, capture_output=True, env=env(), timeout=1800)
+        seconds = time.perf_counter() - t0
+        a = stats()
+        mb = (a["bytes"] - b["bytes"]) / 1e6
+        print(f"  {label + ': get':<44} {seconds:7.2f} s ({seconds / floor:5.2f}x the link limit "
+              f"{floor:.2f} s) {mb:8.1f} MB ({mb * 1e6 / needed:4.2f}x the {needed / 1e6:.1f} MB "
+              f"of needed blocks) {a['requests'] - b['requests']:4d} requests", flush=True)
+        rows.append((label, seconds, mb, needed))
+        code = (f"import xarray as xr, time; ds = xr.open_zarr('{url}', consolidated=True); "
+                f"t0 = time.perf_counter(); ds['temperature'].sel(time=slice('2023-01-01T10', "
+                f"'2023-01-01T12'), level={picked}, latitude=slice(48, 47), "
+                f"longitude=slice(8, 9)).load(); print(time.perf_counter() - t0)")
+        b = stats()
+        out = subprocess.run([str(py), "-c", code], check=True, capture_output=True, text=True,
+                             timeout=1800)
+        xs = float(out.stdout.split()[-1])
+        a = stats()
+        xmb = (a["bytes"] - b["bytes"]) / 1e6
+        print(f"  {label + ': xarray (after open)':<44} {xs:7.2f} s ({xs / floor:5.2f}x) "
+              f"{xmb:8.1f} MB ({xmb * 1e6 / needed:4.2f}x) {a['requests'] - b['requests']:4d} "
+              f"requests", flush=True)
+    return rows
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description="sodeda-era5 benchmarks (docs/PERFORMANCE.md)")
     ap.add_argument("--remote", action="store_true",
@@ -829,7 +903,8 @@ def main(argv=None):
                     help="only the files served by their parts (local, and over the delaying "
                          "server at 30 ms)")
     ap.add_argument("--series", action="store_true",
-                    help="only the 30-day series of a 2x2 box over the delaying server at 30 ms")
+                    help="only the 30-day series of a 2x2 box, and pressure levels of a 5x5 box "
+                         "(the test replica), over the delaying server at 30 ms")
     ap.add_argument("--million", nargs="?", const=1_000_000, type=int, metavar="LINES",
                     help="the million profile: a catalog of LINES deskriptors (default "
                          "1,000,000): validate, mount, ls -f, ls -l, memory")
@@ -843,6 +918,13 @@ def main(argv=None):
         with Running(REPLICA, delay_ms=delay_ms, conn_mbit=conn_mbit, link_mbit=link_mbit,
                      prefix=GCS_PREFIX, log=WORK / "server-series.log") as srv:
             series_profile(srv.url, delay_ms, link_mbit, srv.stats)
+        if (TEST_REPLICA / "temperature").is_dir():
+            with Running(TEST_REPLICA, delay_ms=delay_ms, conn_mbit=conn_mbit,
+                         link_mbit=link_mbit, prefix=GCS_PREFIX,
+                         log=WORK / "server-levels.log") as srv:
+                levels_profile(srv.url, delay_ms, link_mbit, srv.stats)
+        else:
+            print(f"(no pressure-level rows: {TEST_REPLICA} is written by scripts/test)")
         return 0
     if args.big:
         sys.path.insert(0, str(ROOT / "scripts"))
