@@ -317,6 +317,8 @@ def local_profile():
         ratio = "-" if r["ratio"] is None else f"{r['ratio']:.1f}x"
         print(f"{r['metric']:<66} {r['sodeda']:>12.4g} {b:>12} {ratio:>8}  {r['target']}")
     big_files_profile()
+    series_profile()
+    levels_profile()
 
 
 # --- The remote profile: the bench replica behind a delaying HTTP server --------------------
@@ -544,6 +546,11 @@ def remote_profile(quick=False, files=None):
     with Running(REPLICA, delay_ms=delay_ms, conn_mbit=conn_mbit, link_mbit=link_mbit,
                  prefix=GCS_PREFIX, log=WORK_REMOTE / "server-big.log") as srv:
         big_files_profile(srv.url, delay_ms, link_mbit, stats=srv.stats)
+        series_profile(srv.url, delay_ms, link_mbit, stats=srv.stats)
+    if (TEST_REPLICA / "temperature").is_dir():
+        with Running(TEST_REPLICA, delay_ms=delay_ms, conn_mbit=conn_mbit, link_mbit=link_mbit,
+                     prefix=GCS_PREFIX, log=WORK_REMOTE / "server-levels.log") as srv:
+            levels_profile(srv.url, delay_ms, link_mbit, stats=srv.stats)
     print(f"commit {commit}{' with uncommitted changes in src/' if about['uncommitted_src'] else ''}"
           f", binaries built {about['binary_built']}")
     return 0
@@ -760,62 +767,80 @@ def big_files_profile(url=None, delay_ms=0.0, link_mbit=0.0, stats=None):
     return rows
 
 
+def timed_get(argv, stats=None):
+    """Runs `sodeda-era5 get` (`argv` after the program): (seconds, MB, requests) fetched,
+    from the delaying server's counters `stats` when given, else from the run's `--stats`."""
+    before = stats() if stats else None
+    t0 = time.perf_counter()
+    p = subprocess.run([str(ERA5), "get", *map(str, argv), *([] if stats else ["--stats"])],
+                       check=True, capture_output=True, text=True, env=env(), timeout=1800)
+    seconds = time.perf_counter() - t0
+    if stats:
+        after = stats()
+        return seconds, (after["bytes"] - before["bytes"]) / 1e6, after["requests"] - before["requests"]
+    line = p.stderr.split("source: ")[1].splitlines()[0]
+    nums = [int(w) for w in line.replace("(", " ").replace(",", " ").split() if w.isdigit()]
+    return seconds, (nums[1] + nums[3]) / 1e6, nums[0] + nums[2]
+
+
+def timed_xarray(code, stats=None):
+    """Runs Python `code` (which prints its own seconds last): (seconds, MB, requests), the
+    bytes and requests from `stats` when given (else None)."""
+    py = Path(os.environ.get("SODEDA_VENV", ROOT / ".venv")) / "bin" / "python"
+    before = stats() if stats else None
+    out = subprocess.run([str(py), "-c", code], check=True, capture_output=True, text=True,
+                         timeout=1800)
+    seconds = float(out.stdout.split()[-1])
+    if not stats:
+        return seconds, None, None
+    after = stats()
+    return seconds, (after["bytes"] - before["bytes"]) / 1e6, after["requests"] - before["requests"]
+
+
 SERIES_BOX = {"latitude": {"start": 47.5, "end": 47.25}, "longitude": {"start": 8.5, "end": 8.75}}
 SERIES_LINE = {"name": "series", "time": {"start": "2023-01-01T00:00", "end": "2023-01-30T23:00"},
                **SERIES_BOX, "variable": ["2m_temperature"]}
 
 
-def series_profile(url, delay_ms, link_mbit, stats):
-    """A 30-day series of a 2x2 box (720 chunks, one per hour) over the delaying server:
-    `get` against the needed blocks (bytes) and the link limit for them (time), and the
-    xarray path (`open_zarr(...).sel(...).load()`) on the same selection beside it."""
-    work = fresh_dir(WORK / "series")
+def series_profile(url=None, delay_ms=0.0, link_mbit=0.0, stats=None):
+    """A 30-day series of a 2x2 box (720 chunks, one per hour), over the delaying server
+    (`url`, `stats`) or on local disk: `get` against the needed blocks (bytes) and, remote,
+    the link limit for them (time), and the xarray path (`open_zarr(...).sel(...).load()`)
+    on the same selection beside it."""
+    work = fresh_dir(WORK / ("series-remote" if url else "series-local"))
+    source = url or REPLICA
     desk = work / "series.jsonl"
     desk.write_text(json.dumps(SERIES_LINE) + "\n")
     needed = sum(needed_bytes(h, region=SERIES_BOX) for h in range(HOURS))
-    floor = needed / (link_mbit * 1e6 / 8) + delay_ms / 1e3
-    print(f"\n30-day series of a 2x2 box (720 hourly chunks) over {url.split('/gcp')[0]} "
-          f"({delay_ms:g} ms, {link_mbit:g} Mbit/s link): the needed blocks {needed / 1e6:.1f} MB, "
-          f"the link limit for them {floor:.2f} s", flush=True)
+    floor = needed / (link_mbit * 1e6 / 8) + delay_ms / 1e3 if url else None
+    where = (f"over {url.split('/gcp')[0]} ({delay_ms:g} ms, {link_mbit:g} Mbit/s link)" if url
+             else "on local disk")
+    print(f"\n30-day series of a 2x2 box (720 hourly chunks) {where}: the needed blocks "
+          f"{needed / 1e6:.1f} MB" + (f", the link limit for them {floor:.2f} s" if floor else ""),
+          flush=True)
+
+    def show(label, seconds, mb, requests):
+        vs = f"({seconds / floor:4.2f}x the link limit)" if floor else ""
+        fetched = (f"{mb:8.1f} MB ({mb * 1e6 / needed:4.2f}x needed) {requests:5d} requests"
+                   if mb is not None else "")
+        print(f"  {label:<56} {seconds:7.2f} s {vs} {fetched}", flush=True)
+        rows.append((label, seconds, mb, requests))
+
     rows = []
-    for label, argv in [
-            ("get (cold cache, no block tables)",
-             [ERA5, "get", "--deskriptors", desk, "--line", 1, "--cache", work / "c1",
-              "--source", url, "-o", work / "a.nc"]),
-            ("get again, new cache (block tables of the first kept)",
-             [ERA5, "get", "--deskriptors", desk, "--line", 1, "--cache", work / "c2",
-              "--source", url, "-o", work / "b.nc"])]:
-        if "again" in label:
-            # The block tables live under the cache: carry the first cache's over.
-            for tables in (work / "c1").glob("v*/blocktables"):
-                shutil.copytree(tables, work / "c2" / tables.parent.name / "blocktables")
-        b = stats()
-        t0 = time.perf_counter()
-        subprocess.run([str(a) for a in argv], check=True, capture_output=True, env=env(),
-                       timeout=1800)
-        seconds = time.perf_counter() - t0
-        a = stats()
-        mb = (a["bytes"] - b["bytes"]) / 1e6
-        rows.append((label, seconds, mb, a["requests"] - b["requests"]))
-        print(f"  {label:<56} {seconds:7.2f} s ({seconds / floor:4.2f}x the link limit) "
-              f"{mb:8.1f} MB ({mb * 1e6 / needed:4.2f}x needed) {a['requests'] - b['requests']:5d} "
-              f"requests", flush=True)
-    code = (f"import xarray as xr, time; ds = xr.open_zarr('{url}', consolidated=True); "
+    show("get (cold cache, no block tables)",
+         *timed_get(["--deskriptors", desk, "--line", 1, "--cache", work / "c1", "--source",
+                     source, "-o", work / "a.nc"], stats))
+    # The block tables live under the cache: carry the first cache's over.
+    for tables in (work / "c1").glob("v*/blocktables"):
+        shutil.copytree(tables, work / "c2" / tables.parent.name / "blocktables")
+    show("get again, new cache (block tables of the first kept)",
+         *timed_get(["--deskriptors", desk, "--line", 1, "--cache", work / "c2", "--source",
+                     source, "-o", work / "b.nc"], stats))
+    code = (f"import xarray as xr, time; ds = xr.open_zarr('{source}', consolidated=True); "
             f"t0 = time.perf_counter(); ds['2m_temperature'].sel(time=slice('2023-01-01T00', "
             f"'2023-01-30T23'), latitude=slice(47.5, 47.25), longitude=slice(8.5, 8.75)).load(); "
             f"print(time.perf_counter() - t0)")
-    py = Path(os.environ.get("SODEDA_VENV", ROOT / ".venv")) / "bin" / "python"
-    b = stats()
-    out = subprocess.run([str(py), "-c", code], check=True, capture_output=True, text=True,
-                         timeout=1800)
-    seconds = float(out.stdout.split()[-1])
-    a = stats()
-    mb = (a["bytes"] - b["bytes"]) / 1e6
-    label = "xarray: open_zarr + sel + load (after open)"
-    rows.append((label, seconds, mb, a["requests"] - b["requests"]))
-    print(f"  {label:<56} {seconds:7.2f} s ({seconds / floor:4.2f}x the link limit) "
-          f"{mb:8.1f} MB ({mb * 1e6 / needed:4.2f}x needed) {a['requests'] - b['requests']:5d} "
-          f"requests", flush=True)
+    show("xarray: open_zarr + sel + load (after open)", *timed_xarray(code, stats))
     return rows
 
 
@@ -845,51 +870,45 @@ def needed_level_bytes(hour, levels, region, replica=TEST_REPLICA, var="temperat
     return 16 + 4 * nblocks + sum(starts[b + 1] - starts[b] for b in blocks)
 
 
-def levels_profile(url, delay_ms, link_mbit, stats):
-    """Pressure levels over the delaying server (the test replica: 37 levels at 4 hours of
-    2023-01-01): two levels and all 37 levels of a 5x5 box over 3 hours, by `get` against the
-    blocks holding its rows (bytes) and the link limit for them (time), and xarray's
-    `open_zarr(...).sel(...).load()` on the same selection."""
+def levels_profile(url=None, delay_ms=0.0, link_mbit=0.0, stats=None):
+    """Pressure levels of the test replica (37 levels at 4 hours of 2023-01-01), over the
+    delaying server (`url`, `stats`) or on local disk: two levels and all 37 levels of a 5x5
+    box over 3 hours, by `get` against the blocks holding its rows (bytes) and, remote, the
+    link limit for them (time), and xarray's `open_zarr(...).sel(...).load()` beside it."""
     import xarray as xr
-    work = fresh_dir(WORK / "levels")
+    if not (TEST_REPLICA / "temperature").is_dir():
+        print(f"(no pressure-level rows: {TEST_REPLICA} is written by scripts/test)")
+        return []
+    work = fresh_dir(WORK / ("levels-remote" if url else "levels-local"))
+    source = url or TEST_REPLICA
     levels = [int(v) for v in xr.open_zarr(TEST_REPLICA, consolidated=True)["level"].values]
-    py = Path(os.environ.get("SODEDA_VENV", ROOT / ".venv")) / "bin" / "python"
-    print(f"\npressure levels over {url.split('/gcp')[0]} ({delay_ms:g} ms, {link_mbit:g} Mbit/s "
-          f"link): temperature, a 5x5 box, 3 hours (chunks of 37 levels, 154 MB raw)", flush=True)
+    where = (f"over {url.split('/gcp')[0]} ({delay_ms:g} ms, {link_mbit:g} Mbit/s link)" if url
+             else "on local disk")
+    print(f"\npressure levels {where}: temperature, a 5x5 box, 3 hours (chunks of 37 levels, "
+          f"154 MB raw)", flush=True)
     rows = []
     for label, picked in [("levels 500 and 850 hPa", [500, 850]), ("all 37 levels", levels)]:
         idx = [levels.index(v) for v in picked]
         needed = sum(needed_level_bytes(h, idx, LEVELS_BOX) for h in (10, 11, 12))
-        floor = needed / (link_mbit * 1e6 / 8) + delay_ms / 1e3
+        floor = needed / (link_mbit * 1e6 / 8) + delay_ms / 1e3 if url else None
         line = {"time": {"start": "2023-01-01T10:00", "end": "2023-01-01T12:00"}, **LEVELS_BOX,
                 "level": picked, "variable": ["temperature"]}
         desk = work / "levels.jsonl"
         desk.write_text(json.dumps(line) + "\n")
-        b = stats()
-        t0 = time.perf_counter()
-        subprocess.run([str(ERA5), "get", "--deskriptors", str(desk), "--line", "1", "--cache",
-                        str(work / f"c{len(idx)}"), "--source", url, "-o", str(work / "l.nc")],
-                       check=True, capture_output=True, env=env(), timeout=1800)
-        seconds = time.perf_counter() - t0
-        a = stats()
-        mb = (a["bytes"] - b["bytes"]) / 1e6
-        print(f"  {label + ': get':<44} {seconds:7.2f} s ({seconds / floor:5.2f}x the link limit "
-              f"{floor:.2f} s) {mb:8.1f} MB ({mb * 1e6 / needed:4.2f}x the {needed / 1e6:.1f} MB "
-              f"of needed blocks) {a['requests'] - b['requests']:4d} requests", flush=True)
-        rows.append((label, seconds, mb, needed))
-        code = (f"import xarray as xr, time; ds = xr.open_zarr('{url}', consolidated=True); "
+        code = (f"import xarray as xr, time; ds = xr.open_zarr('{source}', consolidated=True); "
                 f"t0 = time.perf_counter(); ds['temperature'].sel(time=slice('2023-01-01T10', "
                 f"'2023-01-01T12'), level={picked}, latitude=slice(48, 47), "
                 f"longitude=slice(8, 9)).load(); print(time.perf_counter() - t0)")
-        b = stats()
-        out = subprocess.run([str(py), "-c", code], check=True, capture_output=True, text=True,
-                             timeout=1800)
-        xs = float(out.stdout.split()[-1])
-        a = stats()
-        xmb = (a["bytes"] - b["bytes"]) / 1e6
-        print(f"  {label + ': xarray (after open)':<44} {xs:7.2f} s ({xs / floor:5.2f}x) "
-              f"{xmb:8.1f} MB ({xmb * 1e6 / needed:4.2f}x) {a['requests'] - b['requests']:4d} "
-              f"requests", flush=True)
+        for what, (seconds, mb, requests) in [
+                ("get", timed_get(["--deskriptors", desk, "--line", 1, "--cache",
+                                   work / f"c{len(idx)}", "--source", source, "-o",
+                                   work / "l.nc"], stats)),
+                ("xarray (after open)", timed_xarray(code, stats))]:
+            vs = f"({seconds / floor:5.2f}x the link limit {floor:.2f} s)" if floor else ""
+            fetched = (f"{mb:8.1f} MB ({mb * 1e6 / needed:5.2f}x the {needed / 1e6:.1f} MB of "
+                       f"needed blocks) {requests:4d} requests" if mb is not None else "")
+            print(f"  {label + ': ' + what:<44} {seconds:7.2f} s {vs} {fetched}", flush=True)
+            rows.append((label, what, seconds, mb, needed))
     return rows
 
 
@@ -914,6 +933,8 @@ def main(argv=None):
     if args.series:
         sys.path.insert(0, str(ROOT / "scripts"))
         from delay_server import Running
+        series_profile()
+        levels_profile()
         setting, delay_ms, conn_mbit, link_mbit = SETTINGS[0]
         with Running(REPLICA, delay_ms=delay_ms, conn_mbit=conn_mbit, link_mbit=link_mbit,
                      prefix=GCS_PREFIX, log=WORK / "server-series.log") as srv:
@@ -923,8 +944,6 @@ def main(argv=None):
                          link_mbit=link_mbit, prefix=GCS_PREFIX,
                          log=WORK / "server-levels.log") as srv:
                 levels_profile(srv.url, delay_ms, link_mbit, srv.stats)
-        else:
-            print(f"(no pressure-level rows: {TEST_REPLICA} is written by scripts/test)")
         return 0
     if args.big:
         sys.path.insert(0, str(ROOT / "scripts"))
