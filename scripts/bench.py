@@ -912,6 +912,55 @@ def levels_profile(url=None, delay_ms=0.0, link_mbit=0.0, stats=None):
     return rows
 
 
+TRAINING_SAMPLES = 288
+
+
+def training_profile(url=None, delay_ms=0.0, link_mbit=0.0, stats=None, workers=4, batch=8):
+    """The training loop of docs/DEPLOYMENT.md (scripts/training_loop.py): 288 hourly Europe
+    samples in a shuffled order, netCDF4 reads by `workers` processes in batches of `batch`,
+    `sodeda-era5 prefetch` fed with the order; samples/s cold (a fresh cache) and warm (the
+    second epoch), against the same loop over `xr.open_zarr` of the store (no cache: every
+    epoch is cold), over the delaying server (`url`) or on local disk."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import training_loop as tl
+    work = fresh_dir(WORK / ("training-remote" if url else "training-local"))
+    source = url or REPLICA
+    times = [f"2023-01-{1 + h // 24:02d}T{h % 24:02d}:00" for h in range(TRAINING_SAMPLES)]
+    desk = work / "samples.jsonl"
+    desk.write_text("".join(json.dumps({"name": f"e{h:03d}", "time": t, **EUROPE,
+                                        "variable": "2m_temperature"}) + "\n"
+                            for h, t in enumerate(times)))
+    where = f"over {url.split('/gcp')[0]} ({delay_ms:g} ms)" if url else "on local disk"
+    print(f"\ntraining loop {where}: {TRAINING_SAMPLES} hourly Europe samples (141x201), "
+          f"shuffled, {workers} workers, batches of {batch}", flush=True)
+    rows = []
+
+    def show(label, n, seconds, before=None, after=None):
+        mb = f"{(after['bytes'] - before['bytes']) / 1e6:8.1f} MB" if after else ""
+        print(f"  {label:<52} {n / seconds:8.1f} samples/s ({seconds:6.2f} s) {mb}", flush=True)
+        rows.append((label, n / seconds))
+
+    with Mount(desk, work / "cache", work / "mnt", source=source, log=work / "mount.log") as m:
+        names = tl.shuffled_names(m.point)
+        prefetch = tl.start_prefetch(ERA5, m.point, names, work / "order.txt", window=32)
+        try:
+            data = tl.Era5Files(m.point, names)
+            for label in ("mount, netCDF4, cold (prefetch --order)", "mount, netCDF4, warm"):
+                b = stats() if stats else None
+                n, seconds, _ = tl.epoch(data, batch, workers)
+                show(label, n, seconds, b, stats() if stats else None)
+        finally:
+            prefetch.terminate()
+            prefetch.wait(timeout=30)
+    order = [times[int(n[1:4])] for n in names]
+    zs = tl.ZarrSamples(source, order, EUROPE)
+    b = stats() if stats else None
+    n, seconds, _ = tl.epoch(zs, batch, workers)
+    show("xr.open_zarr of the store, same loop (each epoch)", n, seconds, b,
+         stats() if stats else None)
+    return rows
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description="sodeda-era5 benchmarks (docs/PERFORMANCE.md)")
     ap.add_argument("--remote", action="store_true",
@@ -924,12 +973,24 @@ def main(argv=None):
     ap.add_argument("--series", action="store_true",
                     help="only the 30-day series of a 2x2 box, and pressure levels of a 5x5 box "
                          "(the test replica), over the delaying server at 30 ms")
+    ap.add_argument("--training", action="store_true",
+                    help="only the training loop (docs/DEPLOYMENT.md), local and over the "
+                         "delaying server at 30 ms")
     ap.add_argument("--million", nargs="?", const=1_000_000, type=int, metavar="LINES",
                     help="the million profile: a catalog of LINES deskriptors (default "
                          "1,000,000): validate, mount, ls -f, ls -l, memory")
     args = ap.parse_args(argv)
     if args.million:
         return million_profile(args.million)
+    if args.training:
+        sys.path.insert(0, str(ROOT / "scripts"))
+        from delay_server import Running
+        training_profile()
+        setting, delay_ms, conn_mbit, link_mbit = SETTINGS[0]
+        with Running(REPLICA, delay_ms=delay_ms, conn_mbit=conn_mbit, link_mbit=link_mbit,
+                     prefix=GCS_PREFIX, log=WORK / "server-training.log") as srv:
+            training_profile(srv.url, delay_ms, link_mbit, srv.stats)
+        return 0
     if args.series:
         sys.path.insert(0, str(ROOT / "scripts"))
         from delay_server import Running
