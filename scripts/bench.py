@@ -961,6 +961,24 @@ def training_profile(url=None, delay_ms=0.0, link_mbit=0.0, stats=None, workers=
     return rows
 
 
+def local_and_remote(profiles):
+    """Runs each of `profiles` on local disk, then over the delaying server at the first
+    setting (30 ms); the pressure-level profile serves the test replica."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from delay_server import Running
+    for profile in profiles:
+        profile()
+    setting, delay_ms, conn_mbit, link_mbit = SETTINGS[0]
+    for profile in profiles:
+        replica = TEST_REPLICA if profile is levels_profile else REPLICA
+        if not replica.is_dir():
+            continue
+        with Running(replica, delay_ms=delay_ms, conn_mbit=conn_mbit, link_mbit=link_mbit,
+                     prefix=GCS_PREFIX, log=WORK / f"server-{profile.__name__}.log") as srv:
+            profile(srv.url, delay_ms, link_mbit, stats=srv.stats)
+    return 0
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description="sodeda-era5 benchmarks (docs/PERFORMANCE.md)")
     ap.add_argument("--remote", action="store_true",
@@ -982,39 +1000,11 @@ def main(argv=None):
     args = ap.parse_args(argv)
     if args.million:
         return million_profile(args.million)
-    if args.training:
-        sys.path.insert(0, str(ROOT / "scripts"))
-        from delay_server import Running
-        training_profile()
-        setting, delay_ms, conn_mbit, link_mbit = SETTINGS[0]
-        with Running(REPLICA, delay_ms=delay_ms, conn_mbit=conn_mbit, link_mbit=link_mbit,
-                     prefix=GCS_PREFIX, log=WORK / "server-training.log") as srv:
-            training_profile(srv.url, delay_ms, link_mbit, srv.stats)
-        return 0
-    if args.series:
-        sys.path.insert(0, str(ROOT / "scripts"))
-        from delay_server import Running
-        series_profile()
-        levels_profile()
-        setting, delay_ms, conn_mbit, link_mbit = SETTINGS[0]
-        with Running(REPLICA, delay_ms=delay_ms, conn_mbit=conn_mbit, link_mbit=link_mbit,
-                     prefix=GCS_PREFIX, log=WORK / "server-series.log") as srv:
-            series_profile(srv.url, delay_ms, link_mbit, srv.stats)
-        if (TEST_REPLICA / "temperature").is_dir():
-            with Running(TEST_REPLICA, delay_ms=delay_ms, conn_mbit=conn_mbit,
-                         link_mbit=link_mbit, prefix=GCS_PREFIX,
-                         log=WORK / "server-levels.log") as srv:
-                levels_profile(srv.url, delay_ms, link_mbit, srv.stats)
-        return 0
-    if args.big:
-        sys.path.insert(0, str(ROOT / "scripts"))
-        from delay_server import Running
-        big_files_profile()
-        setting, delay_ms, conn_mbit, link_mbit = SETTINGS[0]
-        with Running(REPLICA, delay_ms=delay_ms, conn_mbit=conn_mbit, link_mbit=link_mbit,
-                     prefix=GCS_PREFIX, log=WORK / "server-big.log") as srv:
-            big_files_profile(srv.url, delay_ms, link_mbit, stats=srv.stats)
-        return 0
+    for flag, profiles in [(args.training, [training_profile]),
+                           (args.series, [series_profile, levels_profile]),
+                           (args.big, [big_files_profile])]:
+        if flag:
+            return local_and_remote(profiles)
     profile = "remote" if args.remote else os.environ.get("SODEDA_BENCH_PROFILE", "local")
     if args.files is not None and not 1 <= args.files <= HOURS:
         ap.error(f"--files {args.files}: expected 1 to {HOURS}")

@@ -101,6 +101,42 @@ fn regions_of(fs: &DatasetFs, name: &str) -> (Regions, sodeda_era5::layout::Layo
     (Regions::of(&plan.layout), plan.layout)
 }
 
+/// File `a` served by its parts over a fresh cache, with what it must equal.
+struct File {
+    source: Arc<Source>,
+    want: Vec<u8>,
+    dir: tempfile::TempDir,
+    fs: Arc<DatasetFs>,
+    regions: Regions,
+    ino: u64,
+}
+
+async fn file_a() -> File {
+    let source = source_over(common::synthetic_store().await).await;
+    let want = whole_file(source.clone(), "a").await;
+    let dir = tempfile::tempdir().unwrap();
+    let fs = parts_fs(source.clone(), dir.path());
+    let (regions, _) = regions_of(&fs, "a");
+    let ino = ino(&fs, "a.nc");
+    File {
+        source,
+        want,
+        dir,
+        fs,
+        regions,
+        ino,
+    }
+}
+
+/// The whole file through handle `fh`, in reads of 64 KiB.
+async fn read_to_end(fs: &DatasetFs, fh: u64, size: u64) -> Vec<u8> {
+    let mut all = Vec::new();
+    while (all.len() as u64) < size {
+        all.extend(fs.read(fh, all.len() as u64, 65_536).await.unwrap());
+    }
+    all
+}
+
 /// A small deterministic generator (xorshift), so a failure names its seed.
 struct Rng(u64);
 impl Rng {
@@ -172,11 +208,7 @@ async fn reads_in_any_order_and_size_equal_the_whole_file_and_build_each_slab_on
             assert_eq!(got, expect, "{name} seed {seed}: {len} bytes at {off}");
         }
         // Read to the end: every slab built, none twice (a build holds up to 8 slabs).
-        let mut all = Vec::new();
-        while (all.len() as u64) < size {
-            all.extend(fs.read(fh, all.len() as u64, 65_536).await.unwrap());
-        }
-        assert_eq!(all, want, "{name} seed {seed}");
+        assert_eq!(read_to_end(&fs, fh, size).await, want, "{name} seed {seed}");
         assert!(slab_builds(&fs) <= regions.slab_count());
         fs.release(fh);
     }
@@ -184,12 +216,14 @@ async fn reads_in_any_order_and_size_equal_the_whole_file_and_build_each_slab_on
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_readers_of_one_slab_and_of_neighbours_share_its_build() {
-    let source = source_over(common::synthetic_store().await).await;
-    let want = whole_file(source.clone(), "a").await;
-    let dir = tempfile::tempdir().unwrap();
-    let fs = parts_fs(source.clone(), dir.path());
-    let (regions, _) = regions_of(&fs, "a");
-    let i = ino(&fs, "a.nc");
+    let File {
+        source,
+        want,
+        dir: _dir,
+        fs,
+        regions,
+        ino: i,
+    } = file_a().await;
     let slab = regions.slab(5).unwrap().range;
     let requests = source.metrics.requests();
     let mut tasks = Vec::new();
@@ -226,12 +260,15 @@ async fn concurrent_readers_of_one_slab_and_of_neighbours_share_its_build() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_time_step_read_in_aligned_blocks_builds_its_slab_and_pieces_of_the_edges() {
-    let source = source_over(common::synthetic_store().await).await;
-    let want = whole_file(source.clone(), "a").await;
-    let dir = tempfile::tempdir().unwrap();
-    let fs = parts_fs(source.clone(), dir.path());
-    let (regions, _) = regions_of(&fs, "a");
-    let i = ino(&fs, "a.nc");
+    // (`_dir` kept: the cache lives as long as the test.)
+    let File {
+        want,
+        fs,
+        regions,
+        ino: i,
+        dir: _dir,
+        ..
+    } = file_a().await;
     let size = fs.getattr(i).unwrap().size;
     let pieces = |fs: &DatasetFs| fs.flow().metrics().slab_pieces.load(Ordering::Relaxed);
     // As libnetcdf reads a time step: blocks of 40 bytes (a 64-byte row holds 1.6), aligned,
@@ -273,11 +310,7 @@ async fn a_time_step_read_in_aligned_blocks_builds_its_slab_and_pieces_of_the_ed
     assert_eq!((slab_builds(&fs), pieces(&fs)), (2, 3));
     // Pieces are never written: the file read to the end equals `get`'s, and each slab
     // is built once.
-    let mut all = Vec::new();
-    while (all.len() as u64) < size {
-        all.extend(fs.read(fh, all.len() as u64, 65_536).await.unwrap());
-    }
-    assert_eq!(all, want);
+    assert_eq!(read_to_end(&fs, fh, size).await, want);
     fs.release(fh);
 }
 
