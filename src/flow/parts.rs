@@ -370,7 +370,8 @@ impl PartsFile {
     /// The bytes of `[offset, offset + size)` from the layout, the sound slabs and the
     /// pieces (`pieces`, and those kept in memory).
     fn assemble(&self, offset: u64, size: u32, pieces: &[Arc<Piece>]) -> Result<Vec<u8>, SlabRead> {
-        enum From {
+        /// Where the bytes of one region come from.
+        enum Bytes {
             Known,
             Sound(Arc<BlockSums>),
             Piece(Arc<Piece>),
@@ -381,7 +382,7 @@ impl PartsFile {
         }
         let layout = &self.plan.layout;
         let regions = self.regions.under(layout, offset..end);
-        let sources: Vec<From> = {
+        let sources: Vec<Bytes> = {
             let state = self.state.lock().expect("poisoned");
             regions
                 .iter()
@@ -396,17 +397,17 @@ impl PartsFile {
                             .slab_index(*variable, *record)
                             .ok_or(SlabRead::Unknown)?;
                         if let Some(sums) = state.sound.get(&i) {
-                            return Ok(From::Sound(sums.clone()));
+                            return Ok(Bytes::Sound(sums.clone()));
                         }
                         let want = offset.max(range.start)..end.min(range.end);
                         pieces
                             .iter()
                             .chain(state.pieces.iter().rev())
                             .find(|p| p.holds(i, &want))
-                            .map(|p| From::Piece(p.clone()))
+                            .map(|p| Bytes::Piece(p.clone()))
                             .ok_or(SlabRead::Unknown)
                     }
-                    Region::Known(_) => Ok(From::Known),
+                    Region::Known(_) => Ok(Bytes::Known),
                 })
                 .collect::<Result<_, _>>()?
         };
@@ -415,13 +416,13 @@ impl PartsFile {
             let r = region.range();
             let (from, to) = (offset.max(r.start), end.min(r.end));
             match source {
-                From::Known => out.extend_from_slice(
+                Bytes::Known => out.extend_from_slice(
                     &self
                         .regions
                         .known_bytes(layout, from..to)
                         .expect("a known region"),
                 ),
-                From::Sound(sums) => {
+                Bytes::Sound(sums) => {
                     let bytes = sums
                         .read_checked_at(self.entry.data_file(), r.start, from - r.start, to - from)
                         .map_err(|e| {
@@ -435,7 +436,7 @@ impl PartsFile {
                         })?;
                     out.extend_from_slice(&bytes);
                 }
-                From::Piece(p) => {
+                Bytes::Piece(p) => {
                     let at = (from - p.range.start) as usize;
                     out.extend_from_slice(&p.bytes[at..at + (to - from) as usize]);
                 }
