@@ -472,3 +472,63 @@ async fn a_slab_of_absent_chunks_is_an_error_that_says_to_build_the_file_whole()
     assert!(err.to_string().contains("sodeda-era5 get"), "{err}");
     fs.release(fh);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_partial_entry_removed_under_a_reader_keeps_its_bytes_and_the_next_process_starts_anew() {
+    // Another process's eviction (or an admin) removes the partial entry while this one
+    // serves the file: its reads go on from the open descriptors, equal to `get`; its
+    // completion cannot rename the removed file and leaves no entry; a new process builds
+    // a new partial entry, with the same bytes.
+    let File {
+        source,
+        want,
+        dir,
+        fs,
+        regions,
+        ino: i,
+    } = file_a().await;
+    let size = fs.getattr(i).unwrap().size;
+    let fh = fs.open(i, false).unwrap();
+    let s2 = regions.slab(2).unwrap().range;
+    let got = fs.read(fh, s2.start, 64).await.unwrap();
+    assert_eq!(got, want[s2.start as usize..s2.start as usize + 64]);
+    let v = dir
+        .path()
+        .join(format!("v{}", sodeda_era5::encode::FORMAT_VERSION));
+    let partial: Vec<_> = std::fs::read_dir(&v)
+        .unwrap()
+        .flat_map(|d| std::fs::read_dir(d.unwrap().path()).into_iter().flatten())
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.extension()
+                .is_some_and(|x| x == "partial" || x == "slabs")
+        })
+        .collect();
+    assert_eq!(partial.len(), 2, "{partial:?}");
+    for p in &partial {
+        std::fs::remove_file(p).unwrap();
+    }
+    assert_eq!(read_to_end(&fs, fh, size).await, want);
+    fs.release(fh);
+    // Completion ran in the background and failed to rename: no entry, no partial files.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let entries: Vec<_> = std::fs::read_dir(&v)
+        .unwrap()
+        .flat_map(|d| std::fs::read_dir(d.unwrap().path()).into_iter().flatten())
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "nc" || x == "partial"))
+        .collect();
+    assert!(entries.is_empty(), "{entries:?}");
+    drop(fs);
+    let fs = parts_fs(source.clone(), dir.path());
+    let i = ino(&fs, "a.nc");
+    let fh = fs.open(i, false).unwrap();
+    let got = fs.read(fh, s2.start, 64).await.unwrap();
+    assert_eq!(got, want[s2.start as usize..s2.start as usize + 64]);
+    assert_eq!(slab_builds(&fs), 1, "built again in a new partial entry");
+    assert!(
+        partial.iter().all(|p| p.exists()),
+        "a new partial entry and table"
+    );
+    fs.release(fh);
+}
