@@ -481,10 +481,15 @@ pub async fn serve(
             }
         }
         tracing::info!("signal received; unmounting {}", point.display());
-        if umount(&point, 0).is_err() {
-            // Busy (a reader holds a file open): detach now, the kernel finishes later.
-            let _ = umount(&point, libc::MNT_DETACH);
-        }
+        // Off the runtime's threads: a user other than root unmounts through fusermount3, a
+        // process of its own.
+        let _ = tokio::task::spawn_blocking(move || {
+            if umount(&point, 0).is_err() {
+                // Busy (a reader holds a file open): detach now, the kernel finishes later.
+                let _ = umount(&point, libc::MNT_DETACH);
+            }
+        })
+        .await;
     });
     let joined = tokio::task::spawn_blocking(move || session.join())
         .await

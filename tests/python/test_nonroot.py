@@ -150,3 +150,28 @@ def test_a_plain_user_without_fusermount3_is_told_to_install_fuse3(plain_user, r
     assert m.returncode != 0
     assert "fusermount3" in m.stderr and "install fuse3" in m.stderr, m.stderr
     assert mounted_at(mnt) is None
+
+
+def test_a_plain_users_mount_ends_on_sigterm_through_fusermount3(plain_user, replica):
+    """SIGTERM to the user's mount process: it unmounts itself (umount(2) is refused to it;
+    fusermount3 does it) and exits."""
+    user, work = plain_user
+    mnt, cache = work / "mnt", work / "cache"
+    desk = work / "d.jsonl"
+    desk.write_text(LINE)
+    os.chmod(desk, 0o644)
+    m = as_user([binary(), "mount", "--deskriptors", desk, "--source", replica, "--cache", cache,
+                 mnt])
+    pid = None
+    try:
+        assert m.returncode == 0, m.stderr
+        pid = int(m.stderr.split("(pid ")[1].split(")")[0])
+        assert mounted_at(mnt)
+        os.kill(pid, signal.SIGTERM)
+        assert wait_gone(pid), "the mount process did not exit on SIGTERM"
+        assert mounted_at(mnt) is None, "it unmounted itself"
+    finally:
+        if mounted_at(mnt):
+            subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+        if pid and os.path.exists(f"/proc/{pid}"):
+            os.kill(pid, signal.SIGKILL)
