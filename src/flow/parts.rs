@@ -285,11 +285,10 @@ impl PartsFile {
         // an error (a disk that does not keep what is written), never its bytes.
         for _ in 0..3 {
             // The slabs and the pieces at once (one round trip for a time step's read).
-            let edges = self.edges(offset..end, follows_on);
-            let (whole, edge): (Vec<u64>, Vec<u64>) = self
-                .slabs_under(offset..end)
-                .into_iter()
-                .partition(|s| !edges.contains(s));
+            let under = self.slabs_under(offset..end);
+            let edges = self.edges(&under, offset..end, follows_on);
+            let (whole, edge): (Vec<u64>, Vec<u64>) =
+                under.into_iter().partition(|s| !edges.contains(s));
             let edge_parts = futures::future::try_join_all(edge.into_iter().map(|s| {
                 let edges = &edges;
                 async move {
@@ -315,17 +314,18 @@ impl PartsFile {
         )))
     }
 
-    /// The slabs under `range` of which a piece is built rather than the slab: those it
-    /// touches by at most 1/[`PIECE_FRACTION`] of their bytes where the reader is not going
-    /// through the slab. That is, unless the read continues the reader's previous one
+    /// The slabs of `under` (those under `range`) of which a piece is built rather than the
+    /// slab: those the read touches by at most 1/[`PIECE_FRACTION`] of their bytes where the
+    /// reader is not going through the slab. That is, unless the read continues the reader's previous one
     /// (`follows_on`): its end (the aligned start of a block read that begins before what the
     /// reader wants) or a few bytes inside (a probe: libnetcdf looks for an HDF5 signature at
     /// 512 × 2^k); and when it continues, the slab's start only (the aligned end of a block
     /// read past what the reader wants). A read that enters a slab at its start without
     /// following on, or goes on inside one, builds it whole.
-    fn edges(&self, range: Range<u64>, follows_on: bool) -> HashSet<u64> {
-        self.slabs_under(range.clone())
-            .into_iter()
+    fn edges(&self, under: &[u64], range: Range<u64>, follows_on: bool) -> HashSet<u64> {
+        under
+            .iter()
+            .copied()
             .filter(|&s| {
                 let slab = self.regions.slab(s).expect("a slab index");
                 let r = &slab.range;

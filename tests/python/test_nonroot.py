@@ -6,6 +6,7 @@ the mount and the unmount say to install fuse3.
 The test creates a user, opens /dev/fuse to it, and restores both afterwards (it needs
 root, which scripts/test has; elsewhere it is skipped)."""
 
+import contextlib
 import hashlib
 import os
 import pwd
@@ -46,6 +47,8 @@ def plain_user():
     for d in ("mnt", "cache"):
         (work / d).mkdir()
         os.chown(work / d, entry.pw_uid, entry.pw_gid)
+    (work / "d.jsonl").write_text(LINE)
+    os.chmod(work / "d.jsonl", 0o644)
     try:
         yield entry, work
     finally:
@@ -75,6 +78,29 @@ def as_user(argv, extra_env=None, timeout=120):
                           capture_output=True, text=True, timeout=timeout)
 
 
+def mount_as_user(work, replica, *extra, extra_env=None, timeout=120):
+    """`sodeda-era5 mount` of the fixture's deskriptor, cache and mount point, as the user."""
+    return as_user([binary(), "mount", *extra, "--deskriptors", work / "d.jsonl", "--source",
+                    replica, "--cache", work / "cache", work / "mnt"], extra_env=extra_env,
+                   timeout=timeout)
+
+
+@contextlib.contextmanager
+def user_mount(work, replica):
+    """A background mount by the user: yields (its `mount` run, its pid); at the end the
+    mount is detached and the process killed (by its pid) if they are still there."""
+    m = mount_as_user(work, replica)
+    assert m.returncode == 0, m.stderr
+    pid = int(m.stderr.split("(pid ")[1].split(")")[0])
+    try:
+        yield m, pid
+    finally:
+        if mounted_at(work / "mnt"):
+            subprocess.run(["umount", "-l", str(work / "mnt")], capture_output=True)
+        if os.path.exists(f"/proc/{pid}"):
+            os.kill(pid, signal.SIGKILL)
+
+
 def wait_gone(pid, seconds=15):
     for _ in range(int(seconds * 10)):
         if not os.path.exists(f"/proc/{pid}") or \
@@ -90,8 +116,6 @@ def test_a_plain_user_mounts_reads_and_unmounts_through_fusermount3(plain_user, 
     user, work = plain_user
     mnt, cache = work / "mnt", work / "cache"
     desk = work / "d.jsonl"
-    desk.write_text(LINE)
-    os.chmod(desk, 0o644)
     name = "plain.nc"
     # What the file must be: `get` as root, with its own cache.
     want = tmp_path / "want.nc"
@@ -99,12 +123,7 @@ def test_a_plain_user_mounts_reads_and_unmounts_through_fusermount3(plain_user, 
                     "--source", str(replica), "--cache", str(tmp_path / "c"), "-o", str(want)],
                    check=True, capture_output=True, env=clean_env())
 
-    m = as_user([binary(), "mount", "--deskriptors", desk, "--source", replica, "--cache", cache,
-                 mnt])
-    pid = None
-    try:
-        assert m.returncode == 0, m.stderr
-        pid = int(m.stderr.split("(pid ")[1].split(")")[0])
+    with user_mount(work, replica) as (m, pid):
         # fusermount3 names the type after the subtype: fuse.sodeda.
         fstype, source = mounted_at(mnt)
         assert fstype.startswith("fuse") and source == "sodeda-era5", (fstype, source)
@@ -132,46 +151,23 @@ def test_a_plain_user_mounts_reads_and_unmounts_through_fusermount3(plain_user, 
         assert u.returncode == 0, u.stderr
         assert mounted_at(mnt) is None
         assert wait_gone(pid), "the mount process did not exit after unmount"
-    finally:
-        if mounted_at(mnt):
-            subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
-        if pid and os.path.exists(f"/proc/{pid}"):
-            os.kill(pid, signal.SIGKILL)
 
 
 def test_a_plain_user_without_fusermount3_is_told_to_install_fuse3(plain_user, replica):
     user, work = plain_user
-    mnt, cache = work / "mnt", work / "cache"
-    desk = work / "d.jsonl"
-    desk.write_text(LINE)
-    os.chmod(desk, 0o644)
-    m = as_user([binary(), "mount", "--foreground", "--deskriptors", desk, "--source", replica,
-                 "--cache", cache, mnt], extra_env=NO_HELPER, timeout=60)
+    m = mount_as_user(work, replica, "--foreground", extra_env=NO_HELPER, timeout=60)
     assert m.returncode != 0
     assert "fusermount3" in m.stderr and "install fuse3" in m.stderr, m.stderr
-    assert mounted_at(mnt) is None
+    assert mounted_at(work / "mnt") is None
 
 
 def test_a_plain_users_mount_ends_on_sigterm_through_fusermount3(plain_user, replica):
     """SIGTERM to the user's mount process: it unmounts itself (umount(2) is refused to it;
     fusermount3 does it) and exits."""
     user, work = plain_user
-    mnt, cache = work / "mnt", work / "cache"
-    desk = work / "d.jsonl"
-    desk.write_text(LINE)
-    os.chmod(desk, 0o644)
-    m = as_user([binary(), "mount", "--deskriptors", desk, "--source", replica, "--cache", cache,
-                 mnt])
-    pid = None
-    try:
-        assert m.returncode == 0, m.stderr
-        pid = int(m.stderr.split("(pid ")[1].split(")")[0])
+    mnt = work / "mnt"
+    with user_mount(work, replica) as (_, pid):
         assert mounted_at(mnt)
         os.kill(pid, signal.SIGTERM)
         assert wait_gone(pid), "the mount process did not exit on SIGTERM"
         assert mounted_at(mnt) is None, "it unmounted itself"
-    finally:
-        if mounted_at(mnt):
-            subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
-        if pid and os.path.exists(f"/proc/{pid}"):
-            os.kill(pid, signal.SIGKILL)
