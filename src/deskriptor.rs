@@ -18,6 +18,7 @@ mod canonical;
 mod keys;
 mod lines;
 mod names;
+mod representation;
 mod syntax;
 
 use std::collections::BTreeMap;
@@ -32,6 +33,7 @@ pub use lines::{
 pub use names::{
     check_file_name, escape, is_forbidden_in_name, MAX_DEPTH, MAX_FILE_NAME_BYTES, MAX_PATH_BYTES,
 };
+pub use representation::MAX_POINTS;
 pub(crate) use syntax::{parse_name, parse_selector, parse_variables};
 
 /// A bad deskriptor: which line, which field, which value, and what would have been allowed.
@@ -148,6 +150,53 @@ pub struct Deskriptor {
     pub variables: Vec<String>,
     /// Coordinate selectors by coordinate name (sorted).
     pub selectors: BTreeMap<String, Selector>,
+    /// `resample`: time statistics in place of the hours (optional).
+    pub resample: Option<Resample>,
+    /// `points`: series at stations in place of `latitude`/`longitude` (optional).
+    pub points: Option<Vec<Point>>,
+}
+
+/// `resample` of a deskriptor: the hours of each period summarised by one statistic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Resample {
+    /// The length of a period.
+    pub period: Period,
+    /// The statistic of each period's hours.
+    pub how: Statistic,
+}
+
+/// The length of a resampling period, as xarray's `resample(time=...)` spells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Period {
+    /// A whole number of hours (`6h`; `1D` is 24): periods from midnight of the first day.
+    Hours(u32),
+    /// Calendar months (`1M`), labelled at their first day (xarray's `MS`).
+    Month,
+}
+
+/// The statistic of a period's hours; missing values are skipped (xarray's `skipna`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Statistic {
+    /// The mean of the present values; NaN when none is.
+    Mean,
+    /// The least present value; NaN when none is.
+    Min,
+    /// The greatest present value; NaN when none is.
+    Max,
+    /// The sum of the present values; 0 when none is (as xarray), NaN for a period without
+    /// any selected hour.
+    Sum,
+}
+
+/// One station of `points`: a name and where it is.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Point {
+    /// The station's name, unique in the deskriptor.
+    pub name: String,
+    /// Degrees north, -90..90.
+    pub latitude: f64,
+    /// Degrees east, in -180..180 or 0..360.
+    pub longitude: f64,
 }
 
 #[cfg(test)]

@@ -200,6 +200,7 @@ fn write_inner(
             NcType::Int => file.add_variable::<i32>(&v.name, &dims),
             NcType::Float => file.add_variable::<f32>(&v.name, &dims),
             NcType::Double => file.add_variable::<f64>(&v.name, &dims),
+            NcType::Char => file.add_variable::<NcChar>(&v.name, &dims),
         }
         .map_err(nc(format!("variable {}", v.name)))?;
         for (name, value) in &v.attributes {
@@ -232,6 +233,11 @@ fn write_inner(
         match (&v.values, &data) {
             (Some(CoordValues::Ints(x)), _) => var.put_values(x, extents),
             (Some(CoordValues::Floats(x)), _) => var.put_values(x, extents),
+            (Some(CoordValues::Doubles(x)), _) => var.put_values(x, extents),
+            (Some(CoordValues::Chars(x)), _) => {
+                let chars: Vec<NcChar> = x.iter().map(|&b| NcChar(b)).collect();
+                var.put_values(&chars, extents)
+            }
             (None, Data::Full(arrays)) => {
                 let array = &arrays[data_index];
                 let want = shape_of(layout, v);
@@ -264,6 +270,18 @@ fn write_inner(
     }
     file.close().map_err(nc("closing"))?;
     Ok(())
+}
+
+/// One `NC_CHAR` element (the netcdf crate reads `u8` as a number, `NC_UBYTE`).
+#[repr(transparent)]
+#[derive(Clone, Copy)]
+struct NcChar(u8);
+
+// SAFETY: `NcChar` is one byte, as `NC_CHAR` is.
+unsafe impl netcdf::types::NcTypeDescriptor for NcChar {
+    fn type_descriptor() -> netcdf::types::NcVariableType {
+        netcdf::types::NcVariableType::Char
+    }
 }
 
 fn put_global(

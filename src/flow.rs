@@ -19,7 +19,8 @@ use crate::cache::s3::RemoteCache;
 use crate::cache::{CacheError, CachedFile, Key, LocalCache, ReadThrough, TierMetrics, Tiered};
 use crate::encode::{self, EncodeError};
 use crate::fetch::{self, FetchError, FetchOptions};
-use crate::plan::Plan;
+use crate::plan::{Plan, Representation};
+use crate::reduce;
 use crate::source::Source;
 
 pub mod parts;
@@ -477,11 +478,16 @@ impl Flow {
         if let Some(e) = self.pin_moved(plan) {
             return Err(e);
         }
-        let need = build_bytes(plan, &self.source, &self.fetch);
-        let _memory = self.memory.reserve(need).await;
         let t0 = std::time::Instant::now();
-        let fetched = fetch::fetch(plan, &self.source, &self.fetch).await?;
-        let (data, absent) = (fetched.arrays, fetched.absent_chunks);
+        let (data, absent) = match &plan.representation {
+            None => {
+                let need = build_bytes(plan, &self.source, &self.fetch);
+                let _memory = self.memory.reserve(need).await;
+                let fetched = fetch::fetch(plan, &self.source, &self.fetch).await?;
+                (fetched.arrays, fetched.absent_chunks)
+            }
+            Some(rep) => self.fetch_and_reduce(plan, rep).await?,
+        };
         if absent > 0 {
             tracing::warn!(
                 file = %plan.file_name,
@@ -513,6 +519,33 @@ impl Flow {
             "built"
         );
         Ok(built)
+    }
+}
+
+impl Flow {
+    /// The file's arrays of a plan with a representation, and the absent chunks met: its
+    /// hours fetched batch by batch ([`reduce::batches`]), each batch reduced before the
+    /// next is fetched, so a build holds one batch (and the file's arrays) at a time.
+    async fn fetch_and_reduce(
+        &self,
+        plan: &Plan,
+        rep: &Representation,
+    ) -> Result<(Vec<ndarray::ArrayD<f32>>, u64), FlowError> {
+        let mut outputs = reduce::outputs(plan);
+        let output_bytes: u64 = outputs.iter().map(|a| a.len() as u64 * 4).sum();
+        let mut absent = 0;
+        for batch in reduce::batches(plan, rep, reduce::BATCH_BYTES) {
+            if batch.hours.is_empty() {
+                continue;
+            }
+            let sub = reduce::batch_plan(plan, &batch);
+            let need = build_bytes(&sub, &self.source, &self.fetch) + output_bytes;
+            let _memory = self.memory.reserve(need).await;
+            let fetched = fetch::fetch(&sub, &self.source, &self.fetch).await?;
+            absent += fetched.absent_chunks;
+            reduce::reduce_into(rep, &batch, fetched.arrays, &mut outputs);
+        }
+        Ok((outputs, absent))
     }
 }
 

@@ -57,12 +57,15 @@ pub enum NcType {
     Float,
     /// 64-bit float (`NC_DOUBLE`).
     Double,
+    /// Text, one byte per element (`NC_CHAR`): station names.
+    Char,
 }
 
 impl NcType {
     /// Bytes per element.
     pub fn size(self) -> u64 {
         match self {
+            NcType::Char => 1,
             NcType::Int | NcType::Float => 4,
             NcType::Double => 8,
         }
@@ -263,13 +266,18 @@ fn cf_axis_attributes(dimension: &str) -> &'static [(&'static str, &'static str)
     }
 }
 
-/// Values of a coordinate variable, as written.
+/// Values of a variable known before the data (coordinates, bounds, station names), as
+/// written, in C order of the variable's shape.
 #[derive(Debug, Clone, PartialEq)]
 pub enum CoordValues {
-    /// Integer coordinates (time in stored units, level).
+    /// Integer coordinates (time in stored units, level, time bounds).
     Ints(Vec<i32>),
     /// Float coordinates (latitude, longitude).
     Floats(Vec<f32>),
+    /// Double values (a station's position as given).
+    Doubles(Vec<f64>),
+    /// Text, one byte per element, each row padded with NUL (station names).
+    Chars(Vec<u8>),
 }
 
 impl CoordValues {
@@ -278,6 +286,19 @@ impl CoordValues {
         match self {
             CoordValues::Ints(v) => v.len(),
             CoordValues::Floats(v) => v.len(),
+            CoordValues::Doubles(v) => v.len(),
+            CoordValues::Chars(v) => v.len(),
+        }
+    }
+
+    /// The big-endian bytes of the values `range` (element positions), as a classic file
+    /// holds them, unpadded.
+    pub fn be_bytes(&self, range: std::ops::Range<usize>) -> Vec<u8> {
+        match self {
+            CoordValues::Ints(x) => x[range].iter().flat_map(|e| e.to_be_bytes()).collect(),
+            CoordValues::Floats(x) => x[range].iter().flat_map(|e| e.to_be_bytes()).collect(),
+            CoordValues::Doubles(x) => x[range].iter().flat_map(|e| e.to_be_bytes()).collect(),
+            CoordValues::Chars(x) => x[range].to_vec(),
         }
     }
 

@@ -39,6 +39,7 @@ pub mod naming;
 pub mod plan;
 pub mod preload;
 pub mod provenance;
+pub mod reduce;
 pub mod select;
 pub mod source;
 pub mod units;

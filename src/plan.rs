@@ -25,8 +25,10 @@ use crate::source::Scope;
 
 mod entry;
 mod memo;
+pub mod representation;
 pub use entry::{first_time, Entry};
 pub use memo::PlanMemo;
+pub use representation::{Periods, Representation, Stations, STATION_DIMENSION};
 
 pub use crate::encode::FORMAT_VERSION;
 /// [`FORMAT_VERSION`] as written into identities.
@@ -90,8 +92,12 @@ pub struct Plan {
     pub identity: String,
     /// Output format.
     pub format: Format,
-    /// Resolved positions for every dimension the file has, by dimension name.
+    /// Resolved positions for every dimension the file reads, by dimension name: the hours
+    /// read, and with `points` the stations' grid rows and columns (the file's own
+    /// dimensions are then the layout's).
     pub selections: BTreeMap<String, Resolved>,
+    /// What the file shows beyond a subset (`resample`, `points`); `None` for a subset.
+    pub representation: Option<Arc<Representation>>,
     /// The data variables in file order.
     pub variables: Vec<PlannedVariable>,
     /// The NetCDF schema.
@@ -107,6 +113,7 @@ struct Resolution {
     variables: Vec<PlannedVariable>,
     file_dims: Vec<String>,
     selections: BTreeMap<String, Resolved>,
+    representation: Option<Arc<Representation>>,
     canonical: String,
     provenance: Provenance,
     identity: String,
@@ -203,6 +210,7 @@ impl Plan {
             identity: r.identity,
             format: options.format,
             selections: r.selections,
+            representation: r.representation,
             variables: r.variables,
             layout,
             size,
@@ -266,7 +274,12 @@ fn entry_of(
 ) -> Result<Entry, PlanError> {
     let mut key = std::mem::take(&mut memo.size_key);
     size_key(&mut key, options.format, &r, provenance_key);
-    let known = memo.sizes.get(key.as_str()).copied();
+    // A representation's size depends on more than the shape of the selection (periods,
+    // stations, their names): its layout is built each time.
+    let known = match r.representation {
+        None => memo.sizes.get(key.as_str()).copied(),
+        Some(_) => None,
+    };
     memo.size_key = key;
     let size = match known {
         Some(size) => {
@@ -281,7 +294,9 @@ fn entry_of(
         }
         None => {
             let (_, size) = layout_and_size(line, scope, &r, options.format)?;
-            memo.sizes.insert(memo.size_key.clone(), size);
+            if r.representation.is_none() {
+                memo.sizes.insert(memo.size_key.clone(), size);
+            }
             size
         }
     };
@@ -308,6 +323,8 @@ fn layout_and_size(
 ) -> Result<(Layout, u64), PlanError> {
     let layout = full_layout(scope, r).map_err(|why| DeskriptorError::new(line, "", "", why))?;
     let layout = match format {
+        // Built whole at the first read: CDS's shape (time the record dimension) at any size.
+        Format::Classic64 if r.representation.is_some() => layout,
         Format::Classic64 => {
             let mut layout = layout.in_classic_shape();
             if layout.classic != ClassicShape::default() {
@@ -459,6 +476,7 @@ fn full_layout(scope: &Scope, r: &Resolution) -> Result<Layout, String> {
         &r.selections,
         &r.variables,
         &r.canonical,
+        r.representation.as_deref(),
     )?;
     layout.attributes.extend(r.provenance.attributes());
     // Set to the number of absent chunks once the data is read (an int: the size is known).
@@ -492,12 +510,15 @@ fn resolve(
         }
     }
     add_whole_axes(line, scope, &file_dims, &mut selections)?;
+    let representation =
+        representation::resolve(deskriptor, scope, &file_dims, &variables, &mut selections)?
+            .map(Arc::new);
     let names = Names {
         name: deskriptor.name.as_deref(),
         variables: &deskriptor.variables,
     };
     let attributes = attributes_part(scope, &file_dims, &variables);
-    finish(
+    let mut r = finish(
         line,
         names,
         scope,
@@ -508,7 +529,10 @@ fn resolve(
         &attributes,
         Provenance::of(scope, selections.get("time")),
         selections,
-    )
+        representation.as_deref(),
+    )?;
+    r.representation = representation;
+    Ok(r)
 }
 
 /// The variables of a deskriptor, each of which must exist in the scope.
@@ -621,6 +645,7 @@ fn finish(
     attributes: &str,
     provenance: Provenance,
     selections: BTreeMap<String, Resolved>,
+    representation: Option<&Representation>,
 ) -> Result<Resolution, DeskriptorError> {
     let identity = identity_of(
         options.format,
@@ -636,7 +661,10 @@ fn finish(
         Some(n) => format!("{n}.nc"),
         None => {
             let stable = identity_of(options.format, &scope.url, &canonical, None, None);
-            let vars = variable_part(names.variables);
+            let mut vars = variable_part(names.variables);
+            if let Some(r) = representation {
+                vars.push_str(&r.name_part());
+            }
             let name = file_name_of(&vars, scope, &selections, &stable);
             match options.layout {
                 Some(layout) => {
@@ -653,12 +681,16 @@ fn finish(
         variables,
         file_dims,
         selections,
+        representation: None,
         canonical,
         provenance,
         identity,
         file_name,
     })
 }
+
+/// The variable of a resampled file that holds each period's bounds (CF `bounds`).
+pub const TIME_BOUNDS: &str = "time_bnds";
 
 /// The global attribute counting the chunks that were absent from the store when the file was
 /// built (read as the fill value).
@@ -873,50 +905,103 @@ fn build_layout(
     selections: &BTreeMap<String, Resolved>,
     variables: &[PlannedVariable],
     canonical: &str,
+    representation: Option<&Representation>,
 ) -> Result<Layout, String> {
+    let periods = representation.and_then(|r| r.periods.as_ref());
+    let stations = representation.and_then(|r| r.stations.as_ref());
     let mut layout = Layout {
         dims: Vec::new(),
         variables: Vec::new(),
         attributes: Vec::new(),
         classic: Default::default(),
     };
+    // Where each source dimension is in the file (with `points`, latitude and longitude are
+    // both the station dimension).
+    let mut dim_of: BTreeMap<&str, usize> = BTreeMap::new();
     for d in file_dims {
-        let sel = &selections[d];
         let coord = &scope.coordinates[d];
-        layout.dims.push((d.clone(), sel.labels.len()));
-        let (nc_type, values) = if coord.integer {
-            let ints = int_labels(d, &sel.labels)?;
-            (NcType::Int, CoordValues::Ints(ints))
-        } else {
-            (
-                NcType::Float,
-                CoordValues::Floats(sel.labels.iter().map(|&v| v as f32).collect()),
-            )
+        if let Some(stations) = stations.filter(|_| d == "latitude" || d == "longitude") {
+            let at = match layout.dims.iter().position(|(n, _)| n == STATION_DIMENSION) {
+                Some(at) => at,
+                None => {
+                    representation::add_stations(&mut layout, scope, stations);
+                    layout
+                        .dims
+                        .iter()
+                        .position(|(n, _)| n == STATION_DIMENSION)
+                        .expect("just added")
+                }
+            };
+            dim_of.insert(d, at);
+            continue;
+        }
+        let labels = match periods {
+            Some(p) if d == "time" => &p.labels,
+            _ => &selections[d].labels,
         };
-        let attributes = coordinate_attributes(d, &coord.attributes);
+        layout.dims.push((d.clone(), labels.len()));
+        dim_of.insert(d, layout.dims.len() - 1);
+        let values = |labels: &[f64]| -> Result<(NcType, CoordValues), String> {
+            Ok(if coord.integer {
+                (NcType::Int, CoordValues::Ints(int_labels(d, labels)?))
+            } else {
+                (
+                    NcType::Float,
+                    CoordValues::Floats(labels.iter().map(|&v| v as f32).collect()),
+                )
+            })
+        };
+        let (nc_type, coordinate) = values(labels)?;
+        let mut attributes = coordinate_attributes(d, &coord.attributes);
+        if let Some(p) = periods.filter(|_| d == "time") {
+            attributes.push(("bounds".into(), AttrValue::Text(TIME_BOUNDS.into())));
+            let at = layout.dims.len() - 1;
+            layout.variables.push(NcVariable {
+                name: d.clone(),
+                dims: vec![at],
+                nc_type,
+                attributes,
+                values: Some(coordinate),
+            });
+            layout.dims.push(("nv".into(), 2));
+            let (nc_type, bounds) = values(&p.bounds)?;
+            layout.variables.push(NcVariable {
+                name: TIME_BOUNDS.into(),
+                dims: vec![at, layout.dims.len() - 1],
+                nc_type,
+                attributes: Vec::new(),
+                values: Some(bounds),
+            });
+            continue;
+        }
         layout.variables.push(NcVariable {
             name: d.clone(),
             dims: vec![layout.dims.len() - 1],
             nc_type,
             attributes,
-            values: Some(values),
+            values: Some(coordinate),
         });
     }
     for v in variables {
         let var = &scope.variables[&v.name];
-        let attributes = variable_attributes(var.fill_value, &var.attributes);
+        let mut attributes = variable_attributes(var.fill_value, &var.attributes);
+        if let Some(p) = periods {
+            attributes.push((
+                "cell_methods".into(),
+                AttrValue::Text(format!("time: {}", p.how.as_str())),
+            ));
+        }
+        if stations.is_some() {
+            attributes.push((
+                "coordinates".into(),
+                AttrValue::Text(representation::STATION_COORDINATES.into()),
+            ));
+        }
+        let mut dims: Vec<usize> = v.dims.iter().map(|d| dim_of[d.as_str()]).collect();
+        dims.dedup();
         layout.variables.push(NcVariable {
             name: v.name.clone(),
-            dims: v
-                .dims
-                .iter()
-                .map(|d| {
-                    file_dims
-                        .iter()
-                        .position(|f| f == d)
-                        .expect("file dims include all")
-                })
-                .collect(),
+            dims,
             nc_type: NcType::Float,
             attributes,
             values: None,
@@ -947,6 +1032,17 @@ fn build_layout(
             AttrValue::Ints(vec![FORMAT_VERSION as i32]),
         ),
     ];
+    if let Some(p) = periods {
+        layout.attributes.push((
+            "sodeda_resample".into(),
+            AttrValue::Text(p.description.clone()),
+        ));
+    }
+    if stations.is_some() {
+        layout
+            .attributes
+            .push(("featureType".into(), AttrValue::Text("timeSeries".into())));
+    }
     Ok(layout)
 }
 

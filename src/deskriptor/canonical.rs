@@ -8,6 +8,7 @@
 
 use serde_json::{Map, Value};
 
+use super::representation::{canonical_points, canonical_resample};
 use super::{Deskriptor, Label, Selector};
 
 impl Label {
@@ -84,11 +85,20 @@ impl Deskriptor {
     /// integral numbers without a fraction. It is written into every file and hashed into the
     /// file's identity.
     pub fn canonical_json(&self) -> String {
-        let members: Vec<(&str, String)> = self
+        let mut members: Vec<(&str, String)> = self
             .selectors
             .iter()
             .map(|(k, s)| (k.as_str(), canonical_member(k, &s.canonical_json())))
             .collect();
+        if let Some(r) = &self.resample {
+            members.push((
+                "resample",
+                canonical_member("resample", &canonical_resample(r)),
+            ));
+        }
+        if let Some(p) = &self.points {
+            members.push(("points", canonical_member("points", &canonical_points(p))));
+        }
         let variables = canonical_variables(&self.variables);
         canonical_of_members(
             members

@@ -37,7 +37,7 @@ impl Deskriptor {
 }
 
 /// The keys of a deskriptor that are not coordinates of the source.
-pub const FIXED_KEYS: [&str; 2] = ["variable", "name"];
+pub const FIXED_KEYS: [&str; 4] = ["variable", "name", "resample", "points"];
 
 /// The key of `allowed` that a misspelled `key` most likely meant, if any: one that starts
 /// with it or that it starts with (`lat` → `latitude`, `levels` → `level`; at least two

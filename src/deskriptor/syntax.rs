@@ -13,6 +13,7 @@ use serde_json::Value;
 
 use super::keys::{nearest_key, FIXED_KEYS};
 use super::names::{check_file_name, escape};
+use super::representation::{parse_points, parse_resample};
 use super::{Deskriptor, DeskriptorError, Label, Selector};
 
 impl Deskriptor {
@@ -46,10 +47,14 @@ impl Deskriptor {
         let mut name = None;
         let mut variables = None;
         let mut selectors = BTreeMap::new();
+        let mut resample = None;
+        let mut points = None;
         for (key, value) in object {
             match key.as_str() {
                 "name" => name = Some(parse_name(line, &value)?),
                 "variable" => variables = Some(parse_variables(line, &value)?),
+                "resample" => resample = Some(parse_resample(line, &value)?),
+                "points" => points = Some(parse_points(line, &value)?),
                 _ => {
                     let selector = parse_selector(line, &key, &value)?;
                     selectors.insert(key, selector);
@@ -80,12 +85,29 @@ impl Deskriptor {
                 "missing; give a variable name or a list of names, e.g. \"variable\": [\"2m_temperature\"]",
             ));
         };
+        if points.is_some() {
+            if let Some(key) = ["latitude", "longitude"]
+                .into_iter()
+                .find(|k| selectors.contains_key(*k))
+            {
+                return Err(DeskriptorError::new(
+                    line,
+                    "points",
+                    "",
+                    format!(
+                        "stations are given in place of latitude and longitude; give either                          `points` or `{key}`, not both"
+                    ),
+                ));
+            }
+        }
         Ok(Deskriptor {
             line,
             raw: raw.to_string(),
             name,
             variables,
             selectors,
+            resample,
+            points,
         })
     }
 }

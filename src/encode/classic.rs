@@ -24,6 +24,7 @@ fn nc_type(t: NcType) -> u32 {
         NcType::Int => 4,
         NcType::Float => 5,
         NcType::Double => 6,
+        NcType::Char => 2,
     }
 }
 
@@ -131,8 +132,8 @@ pub fn header(layout: &Layout) -> Vec<u8> {
 
 /// The values of one variable, or of one record's slice of it, as the writer takes them.
 enum Values<'a> {
-    Ints(&'a [i32]),
-    Floats(&'a [f32]),
+    /// Values known before the data, already big-endian.
+    Known(Vec<u8>),
     Data(ndarray::ArrayViewD<'a, f32>),
 }
 
@@ -164,12 +165,7 @@ fn put_values(
     };
     buf.clear();
     match values {
-        Values::Ints(x) => x
-            .iter()
-            .for_each(|e| buf.extend_from_slice(&e.to_be_bytes())),
-        Values::Floats(x) => x
-            .iter()
-            .for_each(|e| buf.extend_from_slice(&e.to_be_bytes())),
+        Values::Known(bytes) => buf.extend_from_slice(&bytes),
         Values::Data(array) => {
             for x in array.iter() {
                 buf.extend_from_slice(&x.to_be_bytes());
@@ -212,8 +208,7 @@ pub fn write(layout: &Layout, data: &[ArrayD<f32>], out: &mut impl Write) -> std
             zeros(&mut at, p.begin, out)?;
             at += p.vsize;
             let whole = match source {
-                Source::Coord(CoordValues::Ints(x)) => Values::Ints(x),
-                Source::Coord(CoordValues::Floats(x)) => Values::Floats(x),
+                Source::Coord(values) => Values::Known(values.be_bytes(0..values.len())),
                 Source::Data(a) => Values::Data(a.view()),
             };
             put_values(whole, p.vsize, &mut buf, out)?;
@@ -231,8 +226,11 @@ pub fn write(layout: &Layout, data: &[ArrayD<f32>], out: &mut impl Write) -> std
     for r in 0..placement.records as usize {
         for (source, p) in &records {
             let slice = match source {
-                Source::Coord(CoordValues::Ints(x)) => Values::Ints(&x[r..=r]),
-                Source::Coord(CoordValues::Floats(x)) => Values::Floats(&x[r..=r]),
+                Source::Coord(values) => {
+                    // One record's slice: the values of the variable divided by the records.
+                    let n = values.len() / placement.records as usize;
+                    Values::Known(values.be_bytes(r * n..(r + 1) * n))
+                }
                 Source::Data(a) => Values::Data(a.index_axis(ndarray::Axis(0), r)),
             };
             // With one record variable, records are not padded (CDF-1/2 special case).

@@ -372,7 +372,11 @@ impl Regions {
             .find(|(_, o, _)| *o == offset)
             .expect("a known region starts a variable");
         let values = layout.variables[v].values.as_ref().expect("known");
-        padded(be_bytes(values, Some(record as usize)), len)[from..to].to_vec()
+        padded(
+            be_bytes(values, Some((record as usize, self.records as usize))),
+            len,
+        )[from..to]
+            .to_vec()
     }
 }
 
@@ -386,15 +390,13 @@ pub fn slab_bytes(data: ArrayViewD<'_, f32>, len: u64) -> Vec<u8> {
     padded(out, len as usize)
 }
 
-fn be_bytes(values: &CoordValues, one: Option<usize>) -> Vec<u8> {
-    match values {
-        CoordValues::Ints(x) => {
-            let x = one.map_or(&x[..], |r| &x[r..=r]);
-            x.iter().flat_map(|e| e.to_be_bytes()).collect()
-        }
-        CoordValues::Floats(x) => {
-            let x = one.map_or(&x[..], |r| &x[r..=r]);
-            x.iter().flat_map(|e| e.to_be_bytes()).collect()
+/// The bytes of known `values`, or of record `one`'s slice of them (of `records`).
+fn be_bytes(values: &CoordValues, one: Option<(usize, usize)>) -> Vec<u8> {
+    match one {
+        None => values.be_bytes(0..values.len()),
+        Some((r, records)) => {
+            let n = values.len() / records.max(1);
+            values.be_bytes(r * n..(r + 1) * n)
         }
     }
 }

@@ -61,10 +61,10 @@ pub const MAX_WINDOW: u64 = 64;
 
 /// Whether the file of `plan` is served by its parts: a classic file of more than one slab
 /// and at least `from` bytes ([`PARTS_FROM`] unless set otherwise). NetCDF-4 files (written
-/// by libnetcdf through HDF5, whose layout is known only once written) are always built
-/// whole.
+/// by libnetcdf through HDF5, whose layout is known only once written) and files with a
+/// representation (a period's value needs all its hours) are always built whole.
 pub fn by_parts(plan: &Plan, from: u64) -> bool {
-    plan.format == Format::Classic64 && plan.size >= from && {
+    plan.format == Format::Classic64 && plan.size >= from && plan.representation.is_none() && {
         let regions = Regions::of(&plan.layout);
         regions.slab_count() > 1
     }

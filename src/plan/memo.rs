@@ -217,6 +217,7 @@ pub(super) fn entry(
         &variables.attributes,
         provenance,
         selections,
+        None,
     )
     .ok()?;
     entry_of(line, raw, r, &provenance_key, scope, options, memo).ok()
