@@ -8,8 +8,9 @@
 //!
 //! Invariant: statistics skip missing values as xarray's default `skipna` does (a mean, min
 //! or max of no present value is NaN, a sum of none is 0), a period without any selected hour
-//! is NaN; sums are taken in f64 and rounded once. Batches hold whole periods, so a build
-//! holds one batch of hours at a time, not the file's.
+//! is NaN; sums are float32 sums over the hours in time order, as xarray over numpy takes
+//! them, so the values are xarray's bit for bit. Batches hold whole periods, so a build holds
+//! one batch of hours at a time, not the file's.
 
 use std::ops::Range;
 
@@ -177,15 +178,17 @@ fn statistic(how: Statistic, values: impl Iterator<Item = f32>, count: usize) ->
     }
     let present = values.filter(|v| !v.is_nan());
     match how {
+        // As xarray (numpy's nansum and nanmean): a float32 sum over the hours in order,
+        // then, for a mean, divided by the count in f64 and rounded to float32.
         Statistic::Mean => {
-            let (sum, n) = present.fold((0f64, 0u32), |(s, n), v| (s + f64::from(v), n + 1));
+            let (sum, n) = present.fold((0f32, 0u32), |(s, n), v| (s + v, n + 1));
             if n == 0 {
                 f32::NAN
             } else {
-                (sum / f64::from(n)) as f32
+                (f64::from(sum) / f64::from(n)) as f32
             }
         }
-        Statistic::Sum => present.map(f64::from).sum::<f64>() as f32,
+        Statistic::Sum => present.fold(0f32, |s, v| s + v),
         Statistic::Min => present.reduce(f32::min).unwrap_or(f32::NAN),
         Statistic::Max => present.reduce(f32::max).unwrap_or(f32::NAN),
     }
