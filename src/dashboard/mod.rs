@@ -482,19 +482,36 @@ async fn index(State(d): State<Shared>, Query(pairs): Pairs) -> Html<String> {
         Err(e) => Some(Err(e)),
         Ok(Some(r)) => {
             let start = Instant::now();
-            Some(
-                d.materialize(&r)
-                    .await
-                    .map(|m| page::Preview {
-                        took: start.elapsed(),
+            match d.materialize(&r).await {
+                Ok(m) => {
+                    let took = start.elapsed();
+                    let stations = match &r.plan.representation {
+                        Some(rep) if rep.stations.is_some() => {
+                            let (plan, source) = (r.plan.clone(), d.flow.source().clone());
+                            let mut view = view_of(&pairs);
+                            let table = tokio::task::spawn_blocking(move || {
+                                let path = m.file.fd_path();
+                                preview::read_stations(&path, &plan, &source, &mut view)
+                                    .map_err(|e| e.to_string())
+                            })
+                            .await
+                            .unwrap_or_else(|e| Err(e.to_string()));
+                            Some(table)
+                        }
+                        _ => None,
+                    };
+                    Some(Ok(page::Preview {
+                        took,
                         axes: preview::Axes::of(&r.plan, d.source()),
                         view: view_of(&pairs),
                         file: r.file,
                         plan: r.plan,
                         origin: m.origin,
-                    })
-                    .map_err(|(_, message)| message),
-            )
+                        stations,
+                    }))
+                }
+                Err((_, message)) => Some(Err(message)),
+            }
         }
     };
     if let Some(Err(e)) = &preview {

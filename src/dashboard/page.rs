@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use maud::{html, Markup, PreEscaped, DOCTYPE};
 
-use super::preview::{Axes, SelectionForm, View};
+use super::preview::{Axes, SelectionForm, StationTable, View};
 use super::{query_value, Dashboard};
 use crate::catalog::Catalog;
 use crate::flow::Origin;
@@ -54,6 +54,8 @@ pub struct Preview {
     pub axes: Axes,
     /// The slice asked for.
     pub view: View,
+    /// For a station file: the step's values as a table (shown in place of a map).
+    pub stations: Option<Result<StationTable, String>>,
 }
 
 /// Everything the page shows.
@@ -240,12 +242,40 @@ fn preview(p: &PageData, pr: &Result<Preview, String>) -> Markup {
                     }
                     noscript { " " button type="submit" { "Show" } }
                 }
-                img #map src=(url("/map.png", &with_view(&base, &view)))
-                    alt=(format!("map of {} at {}", variable.clone().unwrap_or_default(),
-                        pv.axes.times.get(view.step).cloned().unwrap_or_default()));
+                @match &pv.stations {
+                    None => {
+                        img #map src=(url("/map.png", &with_view(&base, &view)))
+                            alt=(format!("map of {} at {}", variable.clone().unwrap_or_default(),
+                                pv.axes.times.get(view.step).cloned().unwrap_or_default()));
+                    }
+                    Some(Err(e)) => {
+                        div #error .error role="alert" { strong { "Error: " } (e) }
+                    }
+                    Some(Ok(t)) => { (station_table(t)) }
+                }
                 details {
                     summary { "deskriptor" }
                     pre { (pv.plan.deskriptor.canonical_json()) }
+                }
+            }
+        }
+    }
+}
+
+/// A station file's step as a table: station, grid point, value.
+fn station_table(t: &StationTable) -> Markup {
+    html! {
+        table #stations {
+            thead { tr {
+                th { "station" } th { "latitude" } th { "longitude" }
+                th { (t.variable) @if !t.units.is_empty() { " (" (t.units) ")" } }
+            } }
+            tbody {
+                @for (name, lat, lon, v) in &t.rows {
+                    tr {
+                        td { (name) } td { (lat) } td { (lon) }
+                        td { @if v.is_nan() { "NaN" } @else { (format!("{v:.3}")) } }
+                    }
                 }
             }
         }

@@ -240,8 +240,11 @@ impl Axes {
             plan.selections.get("time"),
             source.scope.coordinates.get("time"),
         ) {
-            (Some(r), Some(c)) => r
-                .labels
+            (Some(r), Some(c)) => plan
+                .representation
+                .as_ref()
+                .and_then(|rep| rep.periods.as_ref())
+                .map_or(&r.labels, |p| &p.labels)
                 .iter()
                 .map(|&v| match &c.time {
                     Some(t) => select::fmt_instant(t.instant(v as i64)),
@@ -260,6 +263,77 @@ impl Axes {
                 .unwrap_or_default(),
         }
     }
+}
+
+/// One time step (and level) of one variable of a station file: a row per station.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StationTable {
+    /// The variable shown.
+    pub variable: String,
+    /// Its units, when the source says.
+    pub units: String,
+    /// Per station: its name, the grid point's latitude and longitude, and the value.
+    pub rows: Vec<(String, f64, f64, f32)>,
+}
+
+/// Reads one time step (and level) of one variable of the station file of `plan` at `path`
+/// as a table (the step and level clamped, as [`read_field`] does).
+pub fn read_stations(
+    path: &Path,
+    plan: &Plan,
+    source: &Source,
+    view: &mut View,
+) -> Result<StationTable, SliceError> {
+    let axes = Axes::of(plan, source);
+    let name = view
+        .variable
+        .clone()
+        .filter(|v| axes.variables.contains(v))
+        .or_else(|| axes.variables.first().cloned())
+        .unwrap_or_default();
+    view.variable = Some(name.clone());
+    view.clamp(&axes);
+    let Some(stations) = plan.representation.as_ref().and_then(|r| r.stations.as_ref()) else {
+        return Err(SliceError::NotAMap(name));
+    };
+    let file = netcdf::open(path)?;
+    let var = file
+        .variable(&name)
+        .ok_or_else(|| SliceError::NoVariable(name.clone(), axes.variables.join(", ")))?;
+    let extents: Vec<netcdf::Extent> = var
+        .dimensions()
+        .iter()
+        .map(|d| match d.name().as_str() {
+            "time" => netcdf::Extent::Index(view.step),
+            "level" => netcdf::Extent::Index(view.level),
+            _ => netcdf::Extent::Slice {
+                start: 0,
+                stride: 1,
+            },
+        })
+        .collect();
+    let values: Vec<f32> = var.get_values(extents)?;
+    let units = source
+        .scope
+        .variables
+        .get(&name)
+        .and_then(|v| v.attributes.get("units"))
+        .and_then(|u| u.as_str())
+        .unwrap_or_default()
+        .to_string();
+    let rows = stations
+        .points
+        .iter()
+        .zip(&stations.grid_latitude)
+        .zip(&stations.grid_longitude)
+        .zip(values)
+        .map(|(((p, &lat), &lon), v)| (p.name.clone(), lat, lon, v))
+        .collect();
+    Ok(StationTable {
+        variable: name,
+        units,
+        rows,
+    })
 }
 
 /// Why a slice could not be read.

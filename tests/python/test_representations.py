@@ -264,3 +264,41 @@ def test_the_representation_reads_the_chunks_of_the_plain_selection(http_source,
     assert len(got) == 40, "the 40 selected hours of one variable"
     stations = chunks(CASES["stations"], "c")
     assert stations == got
+
+
+def test_the_dashboard_maps_a_statistic_and_tabulates_stations(replica, tmp_path):
+    """A resampled file previews as a map per period; a station file as a table of the
+    step's values at each station, equal to the file's."""
+    import html
+    import re
+
+    from conftest import Dashboard
+    deskriptors = tmp_path / "r.jsonl"
+    deskriptors.write_text(lines(["daily_max", "stations"]))
+    d = Dashboard(replica, tmp_path / "cache", deskriptors, tmp_path / "dashboard.log")
+    try:
+        status, body, _ = d.get("/?file=daily_max.nc")
+        page = body.decode()
+        assert status == 200 and 'id="map"' in page, page
+        assert "2 time steps" in page and "2023-01-01T00:00 UTC" in page, page
+        status, png, _ = d.get("/map.png?file=daily_max.nc&t=1")
+        assert status == 200 and png[:8] == b"\x89PNG\r\n\x1a\n"
+        status, body, _ = d.get("/?file=stations.nc&t=3")
+        page = html.unescape(body.decode())
+        assert status == 200 and 'id="stations"' in page and 'id="map"' not in page, page
+        rows = re.findall(r"<tr><td>([^<]*)</td><td>([^<]*)</td><td>([^<]*)</td><td>([^<]*)"
+                          r"</td></tr>", page)
+        assert [r[0] for r in rows] == [p["name"] for p in STATIONS], rows
+        with xr.open_dataset(d_file(replica, tmp_path, "stations")) as ds:
+            want = ds["2m_temperature"].values[3]
+        assert [float(r[3]) for r in rows] == pytest.approx(want.tolist(), abs=5e-4)
+        assert rows[1][2] == "-74", rows[1]
+    finally:
+        d.stop()
+
+
+def d_file(replica, tmp_path, name):
+    path = tmp_path / f"{name}.get.nc"
+    Runner(replica, tmp_path / "cache-get", tmp_path)(
+        "get", "--deskriptor", json.dumps(CASES[name]), "-o", path)
+    return path
