@@ -293,7 +293,11 @@ pub fn read_stations(
         .unwrap_or_default();
     view.variable = Some(name.clone());
     view.clamp(&axes);
-    let Some(stations) = plan.representation.as_ref().and_then(|r| r.stations.as_ref()) else {
+    let Some(stations) = plan
+        .representation
+        .as_ref()
+        .and_then(|r| r.stations.as_ref())
+    else {
         return Err(SliceError::NotAMap(name));
     };
     let file = netcdf::open(path)?;

@@ -485,6 +485,136 @@ fn nearest(values: &[f64], x: f64, circle: bool) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plan::{Plan, PlanOptions};
+    use crate::source::scope::small_scope;
+
+    fn plan(line: &str) -> Result<Plan, DeskriptorError> {
+        let d = Deskriptor::parse(1, line)?;
+        Plan::new(&d, &small_scope(), PlanOptions::default())
+            .map_err(|e| e.deskriptor().cloned().expect("the line's fault"))
+    }
+
+    /// 2023-01-01T05 to 2023-01-02T02 in 6-hour periods: from midnight of the first day,
+    /// the first and last cut, every period labelled by its start and bounded.
+    #[test]
+    fn periods_run_from_midnight_of_the_first_day_and_hold_the_hours_present() {
+        let p = plan(
+            r#"{"time": {"start": "2023-01-01T05", "end": "2023-01-02T02"}, "latitude": 0,
+                "longitude": 45, "variable": "2m_temperature", "resample": {"time": "6h"}}"#,
+        )
+        .unwrap();
+        let periods = p.representation.as_ref().unwrap().periods.clone().unwrap();
+        const T0: f64 = 1_078_200.0;
+        assert_eq!(periods.labels, [0., 6., 12., 18., 24.].map(|h| T0 + h));
+        // Positions in the 22 selected hours (05 .. 02 of the next day).
+        assert_eq!(periods.hours, [0..1, 1..7, 7..13, 13..19, 19..22]);
+        assert_eq!(&periods.bounds[..4], &[T0, T0 + 6., T0 + 6., T0 + 12.]);
+        assert!(
+            periods.description.contains(
+                "2 of 5 periods hold only the selected hours within them: 2023-01-01T00:00 \
+                 (1 of 6 hours), 2023-01-02T00:00 (3 of 6 hours)"
+            ),
+            "{}",
+            periods.description
+        );
+        // The file: 5 time steps, time_bnds (time, nv), cell_methods; the size is the
+        // written one (checked by the encoder on every build, here by the formula).
+        let dims: Vec<_> = p
+            .layout
+            .dims
+            .iter()
+            .map(|(n, l)| (n.as_str(), *l))
+            .collect();
+        assert_eq!(
+            dims,
+            [("time", 5), ("nv", 2), ("latitude", 1), ("longitude", 1)]
+        );
+        assert_eq!(p.size, p.layout.classic_size());
+        assert!(p
+            .file_name
+            .starts_with("2m_temperature_6h-mean_20230101T05_"));
+        // 7 days from midnight: one period; months: one period.
+        for (period, n) in [("7D", 1), ("1M", 1), ("1h", 22), ("1D", 2)] {
+            let p = plan(&format!(
+                r#"{{"time": {{"start": "2023-01-01T05", "end": "2023-01-02T02"}},
+                    "latitude": 0, "longitude": 45, "variable": "2m_temperature",
+                    "resample": {{"time": "{period}"}}}}"#
+            ))
+            .unwrap();
+            assert_eq!(p.layout.dims[0], ("time".to_string(), n), "{period}");
+        }
+    }
+
+    #[test]
+    fn batches_hold_whole_periods_within_their_bytes() {
+        let p = plan(
+            r#"{"time": {"start": "2023-01-01T05", "end": "2023-01-02T02"}, "latitude": 0,
+                "longitude": 45, "variable": "2m_temperature", "resample": {"time": "6h"}}"#,
+        )
+        .unwrap();
+        let rep = p.representation.clone().unwrap();
+        // One hour is 4 bytes: 12 bytes hold 3 hours, so a 6-hour period is a batch alone.
+        let b = crate::reduce::batches(&p, &rep, 12);
+        let hours: Vec<_> = b.iter().map(|b| b.hours.clone()).collect();
+        assert_eq!(hours, [0..1, 1..7, 7..13, 13..19, 19..22]);
+        let b = crate::reduce::batches(&p, &rep, 52);
+        let hours: Vec<_> = b.iter().map(|b| b.hours.clone()).collect();
+        let periods: Vec<_> = b.iter().map(|b| b.periods.clone()).collect();
+        assert_eq!(hours, [0..13, 13..22]);
+        assert_eq!(periods, [0..3, 3..5]);
+    }
+
+    #[test]
+    fn stations_read_their_grid_rows_and_columns_only() {
+        let p = plan(
+            r#"{"time": "2023-01-01T05", "variable": ["temperature", "2m_temperature"],
+                "points": [{"name": "a", "latitude": 0.2, "longitude": 50},
+                           {"name": "bb", "latitude": -1.3, "longitude": -30},
+                           {"name": "c", "latitude": 0.1, "longitude": 40}]}"#,
+        )
+        .unwrap();
+        // Latitudes 2 .. -2 by 0.5; longitudes 0 .. 337.5 by 22.5.
+        assert_eq!(p.selections["latitude"].indices, [4, 7]);
+        assert_eq!(p.selections["longitude"].indices, [2, 15]);
+        let s = p.representation.as_ref().unwrap().stations.clone().unwrap();
+        assert_eq!(s.at, [(0, 0), (1, 1), (0, 0)]);
+        assert_eq!(s.grid_latitude, [0.0, -1.5, 0.0]);
+        // One station is west of 0: the grid longitudes are in -180..180.
+        assert_eq!(s.grid_longitude, [45.0, -22.5, 45.0]);
+        let dims: Vec<_> = p
+            .layout
+            .dims
+            .iter()
+            .map(|(n, l)| (n.as_str(), *l))
+            .collect();
+        assert_eq!(
+            dims,
+            [
+                ("time", 1),
+                ("level", 3),
+                ("station", 3),
+                ("name_strlen", 2)
+            ]
+        );
+        let t = p
+            .layout
+            .variables
+            .iter()
+            .find(|v| v.name == "temperature")
+            .unwrap();
+        assert_eq!(t.dims, [0, 1, 2]);
+        assert_eq!(p.size, p.layout.classic_size());
+        // A selector that no variable uses is still only checked, as in a subset.
+        let e = plan(
+            r#"{"time": "2023-01-01T05", "variable": "2m_temperature",
+                "points": [{"name": "a", "latitude": 0.2, "longitude": 50}],
+                "resample": {"time": "1D"}, "level": 500}"#,
+        );
+        assert!(
+            e.is_ok(),
+            "a level selector no variable uses is fine: {e:?}"
+        );
+    }
 
     #[test]
     fn nearest_breaks_ties_to_the_larger_value_as_xarray() {
