@@ -24,7 +24,6 @@ mod syntax;
 use std::collections::BTreeMap;
 use std::fmt;
 
-use canonical::number_json;
 pub(crate) use canonical::{canonical_member, canonical_of_members, canonical_variables};
 pub use keys::{nearest_key, FIXED_KEYS};
 pub use lines::{
@@ -197,6 +196,15 @@ pub struct Point {
     pub latitude: f64,
     /// Degrees east, in -180..180 or 0..360.
     pub longitude: f64,
+}
+
+/// JSON for a number: integral values without a fraction (`48`, not `48.0`).
+pub(crate) fn number_json(x: f64) -> serde_json::Value {
+    if x.fract() == 0.0 && x.abs() < 1e15 {
+        serde_json::Value::from(x as i64)
+    } else {
+        serde_json::Value::from(x)
+    }
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@
 use serde_json::{Map, Value};
 
 use super::representation::{canonical_points, canonical_resample};
-use super::{Deskriptor, Label, Selector};
+use super::{number_json, Deskriptor, Label, Selector};
 
 impl Label {
     fn to_json(&self) -> Value {
@@ -107,15 +107,6 @@ impl Deskriptor {
                 .chain([("variable", variables.as_str())])
                 .collect(),
         )
-    }
-}
-
-/// JSON for a number: integral values without a fraction (`48`, not `48.0`).
-pub(super) fn number_json(x: f64) -> Value {
-    if x.fract() == 0.0 && x.abs() < 1e15 {
-        Value::from(x as i64)
-    } else {
-        Value::from(x)
     }
 }
 

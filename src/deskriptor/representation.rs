@@ -9,9 +9,8 @@ use std::collections::HashSet;
 
 use serde_json::{Map, Value};
 
-use super::canonical::number_json;
 use super::names::escape;
-use super::{DeskriptorError, Period, Point, Resample, Statistic};
+use super::{number_json, DeskriptorError, Period, Point, Resample, Statistic};
 
 /// The most stations one deskriptor may list.
 pub const MAX_POINTS: usize = 100_000;
