@@ -961,6 +961,73 @@ def training_profile(url=None, delay_ms=0.0, link_mbit=0.0, stats=None, workers=
     return rows
 
 
+MONTH = {"start": "2023-01-01T00:00", "end": "2023-01-30T23:00"}
+# 100 stations on a 10x10 lattice over Europe, off the grid's half-points (no ties).
+STATIONS = [{"name": f"s{i}{j}", "latitude": round(36.1 + 3.7 * i, 2),
+             "longitude": round(-9.3 + 5.1 * j, 2)} for i in range(10) for j in range(10)]
+
+
+def nearest_grid(value, step=0.25):
+    """The grid label nearest to `value` on a `step` grid (the stations are off the ties)."""
+    return round(value / step) * step
+
+
+def representations_profile(url=None, delay_ms=0.0, link_mbit=0.0, stats=None):
+    """Representations (issue 30): a 30-day daily mean over Europe and a 30-day series at 100
+    stations, by `get`, each beside the same selection without the representation (the bytes
+    fetched must be equal) and beside xarray doing the same on `open_zarr` (`resample(time=
+    "1D").mean()`, `.sel(method="nearest")` at the stations); over the delaying server (`url`,
+    `stats`) or on local disk."""
+    work = fresh_dir(WORK / ("representations-remote" if url else "representations-local"))
+    source = url or REPLICA
+    where = (f"over {url.split('/gcp')[0]} ({delay_ms:g} ms, {link_mbit:g} Mbit/s link)" if url
+             else "on local disk")
+    print(f"\nrepresentations {where}: 30 days (720 hourly chunks) of 2m_temperature",
+          flush=True)
+    lats = sorted({nearest_grid(p["latitude"]) for p in STATIONS}, reverse=True)
+    lons = sorted({nearest_grid(p["longitude"]) for p in STATIONS})
+    var = ["2m_temperature"]
+    cases = {
+        "europe daily mean": {"time": MONTH, **EUROPE, "variable": var,
+                              "resample": {"time": "1D", "how": "mean"}},
+        "europe, hourly (same selection)": {"time": MONTH, **EUROPE, "variable": var},
+        "100 stations": {"time": MONTH, "points": STATIONS, "variable": var},
+        "their grid rows x columns (same chunks)": {"time": MONTH, "latitude": lats,
+                                                    "longitude": lons, "variable": var},
+    }
+    st_lat = [p["latitude"] for p in STATIONS]
+    st_lon = [p["longitude"] for p in STATIONS]
+    xarray_code = {
+        "europe daily mean": "a = xr.concat([v.sel(latitude=slice(72, 35), longitude=slice("
+                             "350, 360)), v.sel(latitude=slice(72, 35), longitude=slice(0, 40))]"
+                             ", 'longitude').resample(time='1D').mean().load()",
+        "100 stations": f"a = v.sel(latitude=xr.DataArray({st_lat}, dims='station'), "
+                        f"longitude=xr.DataArray({[x % 360 for x in st_lon]}, dims='station'), "
+                        f"method='nearest').load()",
+    }
+    rows = []
+    for i, (label, d) in enumerate(cases.items()):
+        desk = work / f"d{i}.jsonl"
+        desk.write_text(json.dumps(d) + "\n")
+        seconds, mb, requests = timed_get(["--deskriptors", desk, "--line", 1, "--cache",
+                                           work / f"c{i}", "--source", source, "-o",
+                                           work / f"d{i}.nc"], stats)
+        size = (work / f"d{i}.nc").stat().st_size
+        print(f"  {'get: ' + label:<50} {seconds:7.2f} s {mb:8.1f} MB {requests:6d} requests"
+              f"  file {size / 1e6:7.2f} MB", flush=True)
+        rows.append((label, "get", seconds, mb, requests))
+        if label in xarray_code:
+            code = (f"import xarray as xr, time; ds = xr.open_zarr('{source}', consolidated=True); "
+                    f"t0 = time.perf_counter(); v = ds['2m_temperature'].sel(time=slice("
+                    f"'2023-01-01T00', '2023-01-30T23')); {xarray_code[label]}; "
+                    f"print(time.perf_counter() - t0)")
+            seconds, mb, requests = timed_xarray(code, stats)
+            fetched = f"{mb:8.1f} MB {requests:6d} requests" if mb is not None else ""
+            print(f"  {'xarray: ' + label:<50} {seconds:7.2f} s {fetched}", flush=True)
+            rows.append((label, "xarray", seconds, mb, requests))
+    return rows
+
+
 def local_and_remote(profiles):
     """Runs each of `profiles` on local disk, then over the delaying server at the first
     setting (30 ms); the pressure-level profile serves the test replica."""
@@ -994,6 +1061,9 @@ def main(argv=None):
     ap.add_argument("--training", action="store_true",
                     help="only the training loop (docs/DEPLOYMENT.md), local and over the "
                          "delaying server at 30 ms")
+    ap.add_argument("--representations", action="store_true",
+                    help="only the representations (a 30-day daily mean over Europe, 100 "
+                         "stations), local and over the delaying server at 30 ms")
     ap.add_argument("--million", nargs="?", const=1_000_000, type=int, metavar="LINES",
                     help="the million profile: a catalog of LINES deskriptors (default "
                          "1,000,000): validate, mount, ls -f, ls -l, memory")
@@ -1001,6 +1071,7 @@ def main(argv=None):
     if args.million:
         return million_profile(args.million)
     for flag, profiles in [(args.training, [training_profile]),
+                           (args.representations, [representations_profile]),
                            (args.series, [series_profile, levels_profile]),
                            (args.big, [big_files_profile])]:
         if flag:

@@ -95,7 +95,8 @@ impl Deskriptor {
                     "points",
                     "",
                     format!(
-                        "stations are given in place of latitude and longitude; give either                          `points` or `{key}`, not both"
+                        "stations are given in place of latitude and longitude; give either \
+                         `points` or `{key}`, not both"
                     ),
                 ));
             }
