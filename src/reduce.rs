@@ -21,7 +21,7 @@ use crate::plan::{Plan, Representation};
 
 /// The hours one batch fetches, at most (decoded, all variables): a period longer than that
 /// is one batch of its own.
-pub const BATCH_BYTES: u64 = 128 << 20;
+pub const BATCH_BYTES: u64 = 32 << 20;
 
 /// One batch of a build: positions of hours in the time selection, and the periods they make
 /// (empty without `resample`: the file's rows are then the hours).
