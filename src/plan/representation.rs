@@ -488,6 +488,15 @@ mod tests {
     use crate::plan::{Plan, PlanOptions};
     use crate::source::scope::small_scope;
 
+    /// The file's dimensions and their lengths.
+    fn dims(p: &Plan) -> Vec<(&str, usize)> {
+        p.layout
+            .dims
+            .iter()
+            .map(|(n, l)| (n.as_str(), *l))
+            .collect()
+    }
+
     fn plan(line: &str) -> Result<Plan, DeskriptorError> {
         let d = Deskriptor::parse(1, line)?;
         Plan::new(&d, &small_scope(), PlanOptions::default())
@@ -519,14 +528,8 @@ mod tests {
         );
         // The file: 5 time steps, time_bnds (time, nv), cell_methods; the size is the
         // written one (checked by the encoder on every build, here by the formula).
-        let dims: Vec<_> = p
-            .layout
-            .dims
-            .iter()
-            .map(|(n, l)| (n.as_str(), *l))
-            .collect();
         assert_eq!(
-            dims,
+            dims(&p),
             [("time", 5), ("nv", 2), ("latitude", 1), ("longitude", 1)]
         );
         assert_eq!(p.size, p.layout.classic_size());
@@ -581,14 +584,8 @@ mod tests {
         assert_eq!(s.grid_latitude, [0.0, -1.5, 0.0]);
         // One station is west of 0: the grid longitudes are in -180..180.
         assert_eq!(s.grid_longitude, [45.0, -22.5, 45.0]);
-        let dims: Vec<_> = p
-            .layout
-            .dims
-            .iter()
-            .map(|(n, l)| (n.as_str(), *l))
-            .collect();
         assert_eq!(
-            dims,
+            dims(&p),
             [
                 ("time", 1),
                 ("level", 3),
