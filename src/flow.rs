@@ -531,21 +531,18 @@ impl Flow {
         plan: &Plan,
         rep: &Representation,
     ) -> Result<(Vec<ndarray::ArrayD<f32>>, u64), FlowError> {
-        let mut outputs = reduce::outputs(plan);
-        let output_bytes: u64 = outputs.iter().map(|a| a.len() as u64 * 4).sum();
+        let mut reducer = reduce::Reducer::new(plan, rep);
+        let held = reducer.bytes();
         let mut absent = 0;
-        for batch in reduce::batches(plan, rep, reduce::BATCH_BYTES) {
-            if batch.hours.is_empty() {
-                continue;
-            }
-            let sub = reduce::batch_plan(plan, &batch);
-            let need = build_bytes(&sub, &self.source, &self.fetch) + output_bytes;
+        for hours in reduce::batches(plan, reduce::BATCH_BYTES) {
+            let sub = reduce::batch_plan(plan, hours.clone());
+            let need = build_bytes(&sub, &self.source, &self.fetch) + held;
             let _memory = self.memory.reserve(need).await;
             let fetched = fetch::fetch(&sub, &self.source, &self.fetch).await?;
             absent += fetched.absent_chunks;
-            reduce::reduce_into(rep, &batch, fetched.arrays, &mut outputs);
+            reducer.add(hours, fetched.arrays);
         }
-        Ok((outputs, absent))
+        Ok((reducer.finish(), absent))
     }
 }
 

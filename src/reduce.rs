@@ -9,8 +9,9 @@
 //! Invariant: statistics skip missing values as xarray's default `skipna` does (a mean, min
 //! or max of no present value is NaN, a sum of none is 0), a period without any selected hour
 //! is NaN; sums are float32 sums over the hours in time order, as xarray over numpy takes
-//! them, so the values are xarray's bit for bit. Batches hold whole periods, so a build holds
-//! one batch of hours at a time, not the file's.
+//! them, so the values are xarray's bit for bit. A period's running statistic is carried from
+//! batch to batch, so a build holds one batch of hours (and the file's values) at a time, not
+//! a period's: a global monthly mean holds 32 MiB of hours, not a month of them.
 
 use std::ops::Range;
 
@@ -19,19 +20,8 @@ use ndarray::{ArrayD, Axis, IxDyn};
 use crate::deskriptor::Statistic;
 use crate::plan::{Plan, Representation};
 
-/// The hours one batch fetches, at most (decoded, all variables): a period longer than that
-/// is one batch of its own.
+/// The hours one batch fetches, at most (decoded, all variables; at least one hour).
 pub const BATCH_BYTES: u64 = 32 << 20;
-
-/// One batch of a build: positions of hours in the time selection, and the periods they make
-/// (empty without `resample`: the file's rows are then the hours).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Batch {
-    /// Hours, as positions in the plan's time selection.
-    pub hours: Range<usize>,
-    /// Periods (rows of the file) whose hours these are.
-    pub periods: Range<usize>,
-}
 
 /// The bytes one hour of `plan`'s selection decodes to, all variables.
 fn hour_bytes(plan: &Plan) -> u64 {
@@ -49,103 +39,171 @@ fn hour_bytes(plan: &Plan) -> u64 {
         .max(1)
 }
 
-/// The batches of `plan`'s build, each at most `max_bytes` of fetched hours (but one period).
-pub fn batches(plan: &Plan, rep: &Representation, max_bytes: u64) -> Vec<Batch> {
+/// The batches of `plan`'s build, in time order: positions of hours in its time selection,
+/// each at most `max_bytes` of decoded hours (but one hour).
+pub fn batches(plan: &Plan, max_bytes: u64) -> Vec<Range<usize>> {
     let per_batch = (max_bytes / hour_bytes(plan)).max(1) as usize;
     let hours = plan.selections.get("time").map_or(1, |t| t.indices.len());
-    let Some(periods) = &rep.periods else {
-        return (0..hours)
-            .step_by(per_batch)
-            .map(|a| {
-                let b = (a + per_batch).min(hours);
-                Batch {
-                    hours: a..b,
-                    periods: 0..0,
-                }
-            })
-            .collect();
-    };
-    let mut out: Vec<Batch> = Vec::new();
-    for (p, h) in periods.hours.iter().enumerate() {
-        match out.last_mut() {
-            Some(last) if h.end - last.hours.start <= per_batch => {
-                last.hours.end = h.end;
-                last.periods.end = p + 1;
-            }
-            _ => out.push(Batch {
-                hours: h.clone(),
-                periods: p..p + 1,
-            }),
-        }
-    }
-    out
+    (0..hours)
+        .step_by(per_batch)
+        .map(|a| a..(a + per_batch).min(hours))
+        .collect()
 }
 
-/// The plan that fetches the hours of `batch`: `plan` with its time selection cut to them.
-pub fn batch_plan(plan: &Plan, batch: &Batch) -> Plan {
+/// The plan that fetches `hours`: `plan` with its time selection cut to them.
+pub fn batch_plan(plan: &Plan, hours: Range<usize>) -> Plan {
     let mut sub = plan.clone();
     if let Some(t) = sub.selections.get_mut("time") {
-        t.indices = t.indices[batch.hours.clone()].to_vec();
-        t.labels = t.labels[batch.hours.clone()].to_vec();
+        t.indices = t.indices[hours.clone()].to_vec();
+        t.labels = t.labels[hours].to_vec();
     }
     sub
 }
 
-/// The file's arrays, one per data variable, filled with NaN until reduced into.
-pub fn outputs(plan: &Plan) -> Vec<ArrayD<f32>> {
-    plan.layout
-        .variables
-        .iter()
-        .filter(|v| v.values.is_none())
-        .map(|v| {
-            let shape: Vec<usize> = v.dims.iter().map(|&d| plan.layout.dims[d].1).collect();
-            ArrayD::from_elem(IxDyn(&shape), f32::NAN)
-        })
-        .collect()
+/// A build's reduction in progress: the file's arrays, and for `resample` the running
+/// statistic of the period at hand, fed batch by batch in time order.
+pub struct Reducer<'a> {
+    rep: &'a Representation,
+    /// One array per data variable, shaped as the file's, NaN until written.
+    outputs: Vec<ArrayD<f32>>,
+    /// Per data variable, per cell of a row: the running sum or extreme, and the count of
+    /// present values, of the current period.
+    running: Vec<(Vec<f32>, Vec<u32>)>,
+    /// The current period (an index into the periods).
+    period: usize,
 }
 
-/// Reduces what the fetch read of `batch` (`fetched`, one array per data variable, hours
-/// first) into `outputs` (the file's arrays).
-pub fn reduce_into(
-    rep: &Representation,
-    batch: &Batch,
-    fetched: Vec<ArrayD<f32>>,
-    outputs: &mut [ArrayD<f32>],
-) {
-    for (array, out) in fetched.into_iter().zip(outputs.iter_mut()) {
-        let picked = match &rep.stations {
-            Some(s) => pick(array, &s.at),
-            None => array,
+impl<'a> Reducer<'a> {
+    /// A reduction of `plan`'s build, whose representation is `rep`.
+    pub fn new(plan: &Plan, rep: &'a Representation) -> Self {
+        let outputs: Vec<ArrayD<f32>> = plan
+            .layout
+            .variables
+            .iter()
+            .filter(|v| v.values.is_none())
+            .map(|v| {
+                let shape: Vec<usize> = v.dims.iter().map(|&d| plan.layout.dims[d].1).collect();
+                ArrayD::from_elem(IxDyn(&shape), f32::NAN)
+            })
+            .collect();
+        let running = match &rep.periods {
+            Some(p) => outputs
+                .iter()
+                .map(|o| {
+                    let inner = o.len() / o.shape()[0].max(1);
+                    (vec![start(p.how); inner], vec![0; inner])
+                })
+                .collect(),
+            None => Vec::new(),
         };
-        let hours = picked.shape()[0];
-        let inner = picked.len() / hours.max(1);
-        let picked = picked
-            .as_standard_layout()
-            .into_owned()
-            .into_shape_with_order((hours, inner))
-            .expect("a standard layout reshapes");
-        let rows = out.shape()[0];
-        let mut out2 = out
-            .view_mut()
-            .into_shape_with_order((rows, inner))
-            .expect("outputs are in standard layout");
-        match &rep.periods {
-            None => {
-                out2.slice_mut(ndarray::s![batch.hours.clone(), ..])
+        Reducer {
+            rep,
+            outputs,
+            running,
+            period: 0,
+        }
+    }
+
+    /// The bytes the reduction holds, whatever the batches.
+    pub fn bytes(&self) -> u64 {
+        let out: usize = self.outputs.iter().map(|a| a.len() * 4).sum();
+        let run: usize = self
+            .running
+            .iter()
+            .map(|(a, c)| (a.len() + c.len()) * 4)
+            .sum();
+        (out + run) as u64
+    }
+
+    /// Takes what the fetch read of `hours` (`fetched`, one array per data variable, hours
+    /// first); batches come in time order.
+    pub fn add(&mut self, hours: Range<usize>, fetched: Vec<ArrayD<f32>>) {
+        for (k, array) in fetched.into_iter().enumerate() {
+            let picked = match &self.rep.stations {
+                Some(s) => pick(array, &s.at),
+                None => array,
+            };
+            let n = picked.shape()[0];
+            let inner = picked.len() / n.max(1);
+            let picked = picked
+                .as_standard_layout()
+                .into_owned()
+                .into_shape_with_order((n, inner))
+                .expect("a standard layout reshapes");
+            let out = &mut self.outputs[k];
+            let rows = out.shape()[0];
+            let mut out = out
+                .view_mut()
+                .into_shape_with_order((rows, inner))
+                .expect("outputs are in standard layout");
+            let Some(periods) = &self.rep.periods else {
+                out.slice_mut(ndarray::s![hours.clone(), ..])
                     .assign(&picked);
-            }
-            Some(periods) => {
-                for p in batch.periods.clone() {
-                    let h = &periods.hours[p];
-                    let (a, b) = (h.start - batch.hours.start, h.end - batch.hours.start);
-                    let group = picked.slice(ndarray::s![a..b, ..]);
-                    let mut row = out2.index_axis_mut(Axis(0), p);
-                    for (j, cell) in row.iter_mut().enumerate() {
-                        *cell = statistic(periods.how, group.column(j).iter().copied(), b - a);
+                continue;
+            };
+            let how = periods.how;
+            let (acc, count) = &mut self.running[k];
+            let mut p = self.period;
+            for (i, row) in picked.outer_iter().enumerate() {
+                let h = hours.start + i;
+                // The period of hour h: periods hold consecutive hours, some none.
+                while periods.hours[p].end <= h {
+                    p += 1;
+                }
+                for ((a, c), &v) in acc.iter_mut().zip(count.iter_mut()).zip(row) {
+                    accumulate(how, a, c, v);
+                }
+                if h + 1 == periods.hours[p].end {
+                    let mut row = out.index_axis_mut(Axis(0), p);
+                    for ((cell, a), c) in row.iter_mut().zip(acc.iter_mut()).zip(count.iter_mut()) {
+                        *cell = result(how, *a, *c);
+                        *a = start(how);
+                        *c = 0;
                     }
                 }
             }
+            if k + 1 == self.running.len() {
+                self.period = p;
+            }
         }
+    }
+
+    /// The file's arrays, one per data variable (a period without any selected hour NaN).
+    pub fn finish(self) -> Vec<ArrayD<f32>> {
+        self.outputs
+    }
+}
+
+/// A running statistic's start: NaN for an extreme (no value yet), 0 for a sum.
+fn start(how: Statistic) -> f32 {
+    match how {
+        Statistic::Min | Statistic::Max => f32::NAN,
+        Statistic::Mean | Statistic::Sum => 0.0,
+    }
+}
+
+/// Adds the value `v` of one more hour (skipped if missing) to the running `acc` and `count`.
+/// As xarray (numpy's nansum, nanmean, nanmin, nanmax): a float32 sum in time order.
+fn accumulate(how: Statistic, acc: &mut f32, count: &mut u32, v: f32) {
+    if v.is_nan() {
+        return;
+    }
+    *count += 1;
+    *acc = match how {
+        Statistic::Mean | Statistic::Sum => *acc + v,
+        // f32::min and max of NaN (no value yet) and v are v.
+        Statistic::Min => acc.min(v),
+        Statistic::Max => acc.max(v),
+    };
+}
+
+/// A period's value from its running `acc` and `count` (of present values): a mean is the
+/// float32 sum divided by the count in f64, rounded to float32, as numpy's nanmean.
+fn result(how: Statistic, acc: f32, count: u32) -> f32 {
+    match how {
+        Statistic::Mean if count == 0 => f32::NAN,
+        Statistic::Mean => (f64::from(acc) / f64::from(count)) as f32,
+        Statistic::Sum | Statistic::Min | Statistic::Max => acc,
     }
 }
 
@@ -170,33 +228,22 @@ fn pick(array: ArrayD<f32>, at: &[(usize, usize)]) -> ArrayD<f32> {
     ArrayD::from_shape_vec(IxDyn(&out_shape), picked).expect("sizes agree")
 }
 
-/// The statistic of one period's `hours` values (`count` of them; none: a period without a
-/// selected hour, NaN).
-fn statistic(how: Statistic, values: impl Iterator<Item = f32>, count: usize) -> f32 {
-    if count == 0 {
-        return f32::NAN;
-    }
-    let present = values.filter(|v| !v.is_nan());
-    match how {
-        // As xarray (numpy's nansum and nanmean): a float32 sum over the hours in order,
-        // then, for a mean, divided by the count in f64 and rounded to float32.
-        Statistic::Mean => {
-            let (sum, n) = present.fold((0f32, 0u32), |(s, n), v| (s + v, n + 1));
-            if n == 0 {
-                f32::NAN
-            } else {
-                (f64::from(sum) / f64::from(n)) as f32
-            }
-        }
-        Statistic::Sum => present.fold(0f32, |s, v| s + v),
-        Statistic::Min => present.reduce(f32::min).unwrap_or(f32::NAN),
-        Statistic::Max => present.reduce(f32::max).unwrap_or(f32::NAN),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The statistic of one period's values (`count` hours; none: NaN), as the reducer takes
+    /// it.
+    fn statistic(how: Statistic, values: impl Iterator<Item = f32>, count: usize) -> f32 {
+        if count == 0 {
+            return f32::NAN;
+        }
+        let (mut acc, mut n) = (start(how), 0);
+        for v in values {
+            accumulate(how, &mut acc, &mut n, v);
+        }
+        result(how, acc, n)
+    }
 
     #[test]
     fn statistics_skip_missing_values_as_xarray() {

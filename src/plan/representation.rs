@@ -549,22 +549,55 @@ mod tests {
     }
 
     #[test]
-    fn batches_hold_whole_periods_within_their_bytes() {
+    fn periods_carry_across_batches_of_any_size() {
         let p = plan(
             r#"{"time": {"start": "2023-01-01T05", "end": "2023-01-02T02"}, "latitude": 0,
                 "longitude": 45, "variable": "2m_temperature", "resample": {"time": "6h"}}"#,
         )
         .unwrap();
         let rep = p.representation.clone().unwrap();
-        // One hour is 4 bytes: 12 bytes hold 3 hours, so a 6-hour period is a batch alone.
-        let b = crate::reduce::batches(&p, &rep, 12);
-        let hours: Vec<_> = b.iter().map(|b| b.hours.clone()).collect();
-        assert_eq!(hours, [0..1, 1..7, 7..13, 13..19, 19..22]);
-        let b = crate::reduce::batches(&p, &rep, 52);
-        let hours: Vec<_> = b.iter().map(|b| b.hours.clone()).collect();
-        let periods: Vec<_> = b.iter().map(|b| b.periods.clone()).collect();
-        assert_eq!(hours, [0..13, 13..22]);
-        assert_eq!(periods, [0..3, 3..5]);
+        // One hour is 4 bytes: 12 bytes hold 3 hours, 52 bytes 13.
+        let b = crate::reduce::batches(&p, 12);
+        assert_eq!(b.len(), 8);
+        assert_eq!((b[0].clone(), b[7].clone()), (0..3, 21..22));
+        assert_eq!(crate::reduce::batches(&p, 52), [0..13, 13..22]);
+        // 22 hours: values with a missing one (hour 8) and a fraction that rounds.
+        let value = |h: usize| {
+            if h == 8 {
+                f32::NAN
+            } else {
+                250.0 + h as f32 / 3.0
+            }
+        };
+        let reduce = |max_bytes: u64| {
+            let mut r = crate::reduce::Reducer::new(&p, &rep);
+            for hours in crate::reduce::batches(&p, max_bytes) {
+                let a = ndarray::ArrayD::from_shape_fn(ndarray::IxDyn(&[hours.len(), 1, 1]), |i| {
+                    value(hours.start + i[0])
+                });
+                r.add(hours, vec![a]);
+            }
+            r.finish().remove(0).iter().copied().collect::<Vec<f32>>()
+        };
+        let whole = reduce(1 << 20);
+        // The periods' values as numpy's nanmean: the float32 sum in order over the count.
+        let mean = |hours: std::ops::Range<usize>| {
+            let present: Vec<f32> = hours.map(value).filter(|v| !v.is_nan()).collect();
+            (f64::from(present.iter().fold(0f32, |s, v| s + v)) / present.len() as f64) as f32
+        };
+        assert_eq!(
+            whole,
+            [
+                mean(0..1),
+                mean(1..7),
+                mean(7..13),
+                mean(13..19),
+                mean(19..22)
+            ]
+        );
+        for max_bytes in [4, 12, 52] {
+            assert_eq!(reduce(max_bytes), whole, "batches of {max_bytes} bytes");
+        }
     }
 
     #[test]
