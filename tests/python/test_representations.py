@@ -43,6 +43,10 @@ CASES = {
     "levels": {"time": {"start": "2023-01-01T10", "end": "2023-01-01T13"}, **BOX,
                "level": [500, 850], "variable": ["temperature", "2m_temperature"],
                "resample": {"time": "6h", "how": "mean"}},
+    # The globe: 4.15 MB an hour, so a day spans three batches of 32 MiB of hours
+    # (reduce::BATCH_BYTES); each period's running statistic carries across them.
+    "global_daily_mean": {"time": TWO_DAYS, "variable": "2m_temperature",
+                          "resample": {"time": "1D", "how": "mean"}},
     "stations": {"time": TWO_DAYS, "points": STATIONS, "variable": "2m_temperature"},
     "station_levels_daily_max": {"time": {"start": "2023-01-01T10", "end": "2023-01-01T13"},
                                  "points": STATIONS, "level": [850, 500],
