@@ -67,10 +67,8 @@ pub struct Reducer<'a> {
     /// One array per data variable, shaped as the file's, NaN until written.
     outputs: Vec<ArrayD<f32>>,
     /// Per data variable, per cell of a row: the running sum or extreme, and the count of
-    /// present values, of the current period.
+    /// present values, of the period in progress.
     running: Vec<(Vec<f32>, Vec<u32>)>,
-    /// The current period (an index into the periods).
-    period: usize,
 }
 
 impl<'a> Reducer<'a> {
@@ -100,7 +98,6 @@ impl<'a> Reducer<'a> {
             rep,
             outputs,
             running,
-            period: 0,
         }
     }
 
@@ -125,11 +122,10 @@ impl<'a> Reducer<'a> {
             };
             let n = picked.shape()[0];
             let inner = picked.len() / n.max(1);
+            // In place when the fetch's array is in standard layout (it is), else copied.
             let picked = picked
-                .as_standard_layout()
-                .into_owned()
-                .into_shape_with_order((n, inner))
-                .expect("a standard layout reshapes");
+                .into_shape_clone((n, inner))
+                .expect("the element count is kept");
             let out = &mut self.outputs[k];
             let rows = out.shape()[0];
             let mut out = out
@@ -143,10 +139,10 @@ impl<'a> Reducer<'a> {
             };
             let how = periods.how;
             let (acc, count) = &mut self.running[k];
-            let mut p = self.period;
+            // The period of the batch's first hour; periods hold consecutive hours, some none.
+            let mut p = periods.hours.partition_point(|r| r.end <= hours.start);
             for (i, row) in picked.outer_iter().enumerate() {
                 let h = hours.start + i;
-                // The period of hour h: periods hold consecutive hours, some none.
                 while periods.hours[p].end <= h {
                     p += 1;
                 }
@@ -161,9 +157,6 @@ impl<'a> Reducer<'a> {
                         *c = 0;
                     }
                 }
-            }
-            if k + 1 == self.running.len() {
-                self.period = p;
             }
         }
     }
@@ -215,10 +208,8 @@ fn pick(array: ArrayD<f32>, at: &[(usize, usize)]) -> ArrayD<f32> {
     let (ny, nx) = (shape[n - 2], shape[n - 1]);
     let outer: usize = shape[..n - 2].iter().product();
     let grid = array
-        .as_standard_layout()
-        .into_owned()
-        .into_shape_with_order((outer, ny * nx))
-        .expect("a standard layout reshapes");
+        .into_shape_clone((outer, ny * nx))
+        .expect("the element count is kept");
     let mut picked = Vec::with_capacity(outer * at.len());
     for row in grid.rows() {
         picked.extend(at.iter().map(|&(y, x)| row[y * nx + x]));
